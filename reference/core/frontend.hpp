@@ -1,0 +1,105 @@
+// gdn2 reference — the optional front-end in front of the recurrence (DESIGN.md; paper Eq. 11-12, D.2)
+// and the tied-gate variants (paper Sec. 3.1, Appendix A.5). Forward only here; each step is elementwise
+// or per token, so its backward is a local vector-Jacobian product.
+#pragma once
+
+#include <cmath>
+
+#include "options.hpp"
+#include "tensor.hpp"
+
+namespace gdn2 {
+
+// x ← x / sqrt(Σ x² + 1e-6) over the last axis (paper D.2; the epsilon of flash-linear-attention).
+template <typename Scalar>
+void l2normalize_last_axis(Tensor<Scalar>& x) {
+  const index_t D = x.shape.back();
+  for (index_t i = 0; i < x.numel(); i += D) {
+    Scalar ss = 0;
+    for (index_t d = 0; d < D; ++d) ss += x.data[i + d] * x.data[i + d];
+    const Scalar inv = Scalar(1) / std::sqrt(ss + Scalar(1e-6));
+    for (index_t d = 0; d < D; ++d) x.data[i + d] *= inv;
+  }
+}
+
+template <typename Scalar>
+Scalar sigmoid(Scalar x) {
+  // Two branches so that exp never overflows: σ(x) = 1/(1+e^{-x}) = e^{x}/(1+e^{x}).
+  if (x >= 0) return Scalar(1) / (Scalar(1) + std::exp(-x));
+  const Scalar e = std::exp(x);
+  return e / (Scalar(1) + e);
+}
+
+template <typename Scalar>
+Scalar softplus(Scalar x) {
+  // log(1 + e^x) without overflow for large x and without losing 1 + tiny for very negative x.
+  return x > Scalar(20) ? x : std::log1p(std::exp(x));
+}
+
+// Erase/write gates from logits (Eq. 11): b = σ(W_b x) (times 2 for the negative-eigenvalue variant,
+// Sec. 3.1), w = σ(W_w x). Here the logits are given; the projection belongs to the model.
+template <typename Scalar>
+void sigmoid_gate(Tensor<Scalar>& x, Scalar upper = Scalar(1)) {
+  for (auto& v : x.data) v = upper * sigmoid(v);
+}
+
+// Log-decay from logits (Eq. 12 / Eq. 86): g = −exp(A_log[h]) · softplus(x + dt_bias[h, d]).
+// x: [B,T,H,K]; A_log: [H]; dt_bias: [H*K] (one per key channel) — the flash-linear-attention layout.
+template <typename Scalar>
+void softplus_decay(Tensor<Scalar>& x, const Tensor<Scalar>& A_log, const Tensor<Scalar>& dt_bias) {
+  const index_t H = x.shape[2], K = x.shape[3];
+  if (A_log.numel() != H) throw InputError("A_log: expected " + std::to_string(H) + " values (one per key head), got " + shape_str(A_log.shape));
+  if (dt_bias.numel() != H * K) throw InputError("dt_bias: expected H*K = " + std::to_string(H * K) + " values, got " + shape_str(dt_bias.shape));
+  for (index_t i = 0; i < x.numel(); ++i) {
+    const index_t hk = i % (H * K), h = hk / K;
+    x.data[i] = -std::exp(A_log.data[h]) * softplus(x.data[i] + dt_bias.data[hk]);
+  }
+}
+
+// The bounded variant: g = lower_bound · σ(x + dt_bias), lower_bound < 0, so g ∈ (lower_bound, 0).
+template <typename Scalar>
+void bounded_decay(Tensor<Scalar>& x, const Tensor<Scalar>& dt_bias, double lower_bound) {
+  const index_t H = x.shape[2], K = x.shape[3];
+  if (!(lower_bound < 0)) throw InputError("lower bound of the decay must be negative, got " + std::to_string(lower_bound));
+  if (dt_bias.numel() != H * K) throw InputError("dt_bias: expected H*K = " + std::to_string(H * K) + " values, got " + shape_str(dt_bias.shape));
+  for (index_t i = 0; i < x.numel(); ++i) x.data[i] = Scalar(lower_bound) * sigmoid(x.data[i] + dt_bias.data[i % (H * K)]);
+}
+
+// Tied gates → the full Gated DeltaNet-2 gates (Appendix A.5): the variants are not separate algorithms.
+//   beta: [B,T,H] (kda, gdn, deltanet);  g_in: [B,T,H,K] (gdn2, kda, linear) or [B,T,H] (gdn); absent for deltanet.
+// Output: g, b: [B,T,H,K]; w: [B,T,HV,V]. Value head hv takes β of key head hv / (HV/H).
+template <typename Scalar>
+void tie_gates(Variant variant, Tensor<Scalar>& g, Tensor<Scalar>& b, Tensor<Scalar>& w, const Tensor<Scalar>& g_in,
+               const Tensor<Scalar>& beta, index_t B, index_t T, index_t H, index_t K, index_t HV, index_t V) {
+  const bool scalar_beta = variant == Variant::kda || variant == Variant::gdn || variant == Variant::deltanet;
+  if (H <= 0 || HV <= 0 || HV % H != 0)
+    throw InputError("v: value heads HV = " + std::to_string(HV) + " is not a positive multiple of key heads H = " + std::to_string(H));
+  if (scalar_beta) {
+    if (beta.shape != std::vector<index_t>{B, T, H})
+      throw InputError(std::string("beta: shape ") + shape_str(beta.shape) + ", expected " + shape_str({B, T, H}) +
+                       " (one scalar gate per token and key head for variant " + variant_name(variant) + ")");
+    for (index_t i = 0; i < beta.numel(); ++i)
+      if (!(beta.data[i] >= 0 && beta.data[i] <= 1))
+        throw InputError("beta: value " + std::to_string(static_cast<double>(beta.data[i])) + " at " +
+                         shape_str({i / (T * H), i / H % T, i % H}) + " (β must lie in [0, 1])");
+  }
+  g = Tensor<Scalar>({B, T, H, K});
+  if (variant == Variant::gdn) {
+    if (g_in.shape != std::vector<index_t>{B, T, H})
+      throw InputError("g: shape " + shape_str(g_in.shape) + ", expected " + shape_str({B, T, H}) + " (one decay per head for variant gdn)");
+    for (index_t i = 0; i < g.numel(); ++i) g.data[i] = g_in.data[i / K];
+  } else if (variant != Variant::deltanet && !g_in.empty()) {
+    g = g_in;  // shape checked by validate_inputs
+  }
+  if (variant == Variant::gdn2) return;  // b and w were given
+  b = Tensor<Scalar>({B, T, H, K});
+  w = Tensor<Scalar>({B, T, HV, V});
+  const index_t group = HV / H;
+  for (index_t i = 0; i < b.numel(); ++i) b.data[i] = scalar_beta ? beta.data[i / K] : Scalar(0);
+  for (index_t i = 0; i < w.numel(); ++i) {
+    const index_t bt = i / (HV * V), hv = (i / V) % HV;
+    w.data[i] = scalar_beta ? beta.data[bt * H + hv / group] : Scalar(1);
+  }
+}
+
+}  // namespace gdn2

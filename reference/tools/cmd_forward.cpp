@@ -1,0 +1,76 @@
+// gdn2 forward — run the layer on a directory of .npy tensors.
+#include <cmath>
+#include <cstdio>
+
+#include "io/npy.hpp"
+#include "tools/commands.hpp"
+
+namespace gdn2::tools {
+
+void add_layer_options(CLI::App& cmd, LayerOptions& opt) {
+  cmd.add_option("--in", opt.in_dir, "Input directory of .npy tensors (see the list below)")->required();
+  cmd.add_option("--form", opt.form, "recurrent: token by token (Eq. 9, REF); chunk: chunkwise WY form (Eq. 18-25)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"recurrent", "chunk"}));
+  cmd.add_option("--precision", opt.precision, "Working precision of the computation and of the outputs: f64 or f32")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"f64", "f32"}));
+  cmd.add_option("--chunk-size", opt.chunk_size, "Chunk size C of the chunk form (any C >= 1 gives the same result)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd.add_option("--scale", opt.scale, "Query scale in o_t = S_t^T (scale q_t) [default: K^-0.5]");
+  cmd.add_option("--variant", opt.variant,
+                 "Tied gates: gdn2 (channel-wise erase b and write w), kda (b = w = beta*1), gdn (kda with one "
+                 "decay per head), deltanet (gdn with g = 0), linear (no erase, w = 1)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"gdn2", "kda", "gdn", "deltanet", "linear"}));
+  cmd.add_flag("--l2norm-qk", opt.l2norm_qk, "L2-normalise q and k per head first: x / sqrt(sum x^2 + 1e-6)");
+  cmd.add_flag("--gate-logits", opt.gate_logits, "b, w (or beta) hold logits: apply the sigmoid of Eq. 11 first");
+  cmd.add_flag("--negative-eigen", opt.negative_eigen, "Allow b in [0, 2] (with --gate-logits: b = 2 sigmoid)");
+  cmd.add_option("--decay", opt.decay,
+                 "g.npy holds logits: softplus gives g = -exp(A_log) softplus(x + dt_bias) (Eq. 12); bounded gives "
+                 "g = lower_bound sigmoid(x + dt_bias)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"none", "softplus", "bounded"}));
+  cmd.add_option("--lower-bound", opt.lower_bound, "Lower bound of g for --decay bounded")->capture_default_str();
+  cmd.add_option("--threads", opt.threads, "Threads over (sequence, value head) pairs; 0 = all cores (results do not "
+                                           "depend on it)")
+      ->capture_default_str();
+}
+
+namespace {
+
+// Index of the first non-finite element, or -1.
+template <typename Scalar>
+index_t first_non_finite(const Tensor<Scalar>& x) {
+  for (index_t i = 0; i < x.numel(); ++i)
+    if (!std::isfinite(x.data[i])) return i;
+  return -1;
+}
+
+template <typename Scalar>
+int forward_in(const ForwardArgs& args) {
+  const LayerInputs<Scalar> in = load_layer_inputs<Scalar>(args.layer);
+  Tensor<Scalar> o, ht;
+  forward(parse_form(args.layer.form), o, ht, in.q, in.k, in.v, in.g, in.b, in.w, in.h0, in.cu_seqlens,
+          forward_options(args.layer));
+  for (const auto& [name, x] : {std::pair<const char*, const Tensor<Scalar>*>{"o", &o}, {"ht", &ht}}) {
+    if (const index_t i = first_non_finite(*x); i >= 0) {
+      std::fprintf(stderr,
+                   "gdn2: error: %s: non-finite value at %s: the state overflowed %s (the update is not normal, so "
+                   "the state can grow even with g <= 0, b <= 1); nothing was written. Rerun with --precision f64.\n",
+                   name, index_str(x->shape, i).c_str(), sizeof(Scalar) == 4 ? "float32" : "float64");
+      return kOverflow;
+    }
+  }
+  io::write_files_atomically(args.out_dir, {{"o.npy", io::encode_npy(o)}, {"ht.npy", io::encode_npy(ht)}});
+  return kOk;
+}
+
+}  // namespace
+
+int run_forward(const ForwardArgs& args) {
+  return args.layer.precision == "f32" ? forward_in<float>(args) : forward_in<double>(args);
+}
+
+}  // namespace gdn2::tools

@@ -1,0 +1,37 @@
+// gdn2 command line — one function per subcommand; main.cpp wires them into CLI11.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include "tools/inputs.hpp"
+
+namespace gdn2::tools {
+
+// Exit statuses (DESIGN.md): 0 success, 1 a check failed, 2 bad input, 3 the result overflowed the
+// working precision (float32: rerun with --precision f64).
+enum Exit { kOk = 0, kCheckFailed = 1, kBadInput = 2, kOverflow = 3 };
+
+// Adds --in, --form, --precision, --chunk-size, --scale, --variant, --l2norm-qk and the gate front-end.
+void add_layer_options(CLI::App& cmd, LayerOptions& opt);
+
+struct ForwardArgs {
+  LayerOptions layer;
+  std::string out_dir;
+};
+int run_forward(const ForwardArgs& args);
+
+struct DemoArgs {
+  unsigned seed = 0;
+};
+int run_demo(const DemoArgs& args);
+
+struct BenchArgs {
+  index_t T = 4096, H = 2;
+  std::vector<index_t> dims = {64, 128};
+  int threads = 1;
+  int repeats = 1;
+  bool json = false;
+};
+int run_bench(const BenchArgs& args);
+
+}  // namespace gdn2::tools

@@ -1,0 +1,143 @@
+// gdn2 tests [io] — .npy round trips and refusals, 64-bit index helpers (NUMERICS.md 20, 21).
+#include "helpers.hpp"
+
+#include "core/validate.hpp"
+#include "io/npy.hpp"
+
+using namespace gdn2;
+using namespace gdn2::test;
+
+namespace {
+
+io::NpyArray parse(const std::string& bytes) {
+  return io::parse_npy(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(), "x.npy");
+}
+
+std::string with_header(const std::string& dict, size_t data_bytes, char version = 1) {
+  std::string h = dict;
+  h += '\n';
+  std::string out = "\x93NUMPY";
+  out += version;
+  out += '\0';
+  out += char(h.size() & 0xff);
+  out += char(h.size() >> 8);
+  if (version > 1) out += std::string("\0\0", 2);
+  return out + h + std::string(data_bytes, '\0');
+}
+
+}  // namespace
+
+TEST_CASE("npy: round trip of float32 and float64 tensors", "[io]") {
+  Tensor<double> x({2, 3, 1});
+  for (index_t i = 0; i < x.numel(); ++i) x.data[i] = 0.1 * double(i) - 0.25;
+  const auto a = parse(io::encode_npy(x));
+  REQUIRE(a.dtype == "f8");
+  REQUIRE(a.shape == x.shape);
+  REQUIRE(bitwise_equal(io::to_tensor<double>(a, "x"), x));
+  const Tensor<float> xf = cast<float>(x);
+  const std::string enc = io::encode_npy(xf);
+  REQUIRE((enc.size() - 6 * 4) % 64 == 0);  // header padded to 64 bytes as NumPy does
+  REQUIRE(bitwise_equal(io::to_tensor<float>(parse(enc), "x"), xf));
+  Tensor<double> one({5});
+  REQUIRE(io::encode_npy(one).find("'shape': (5,)") != std::string::npos);
+  Tensor<double> scalar(std::vector<index_t>{});
+  REQUIRE(parse(io::encode_npy(scalar)).shape.empty());
+}
+
+TEST_CASE("npy: versions 2/3 and integer index arrays", "[io]") {
+  auto a = parse(with_header("{'descr': '<i8', 'fortran_order': False, 'shape': (3,), }", 24, 2));
+  REQUIRE(io::to_index_vector(a, "cu") == std::vector<index_t>{0, 0, 0});
+  a = parse(with_header("{'descr': '<i4', 'fortran_order': False, 'shape': (2,)}", 8, 3));
+  REQUIRE(io::to_index_vector(a, "cu").size() == 2);
+}
+
+TEST_CASE("npy: every malformed file is refused with a message naming it", "[io]") {
+  const std::string good = "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 2), }";
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"", "magic"},
+      {"hello world, not numpy", "magic"},
+      {with_header(good, 31), "truncated"},
+      {with_header(good, 33), "data bytes"},
+      {with_header("{'descr': '>f8', 'fortran_order': False, 'shape': (2, 2), }", 32), "little-endian"},
+      {with_header("{'descr': '<c16', 'fortran_order': False, 'shape': (2,), }", 32), "dtype"},
+      {with_header("{'descr': '<f2', 'fortran_order': False, 'shape': (2,), }", 4), "not supported"},
+      {with_header("{'descr': '<f8', 'fortran_order': True, 'shape': (2, 2), }", 32), "fortran_order"},
+      {with_header("{'descr': '<f8', 'fortran_order': False, 'shape': (-2, 2), }", 32), "shape"},
+      {with_header("{'descr': '<f8', 'fortran_order': False, 'shape': (99999999999, 99999999999, 99999999999), }", 0), "2^63"},
+      {with_header("{'descr': '<f8', 'fortran_order': False}", 8), "needs"},
+      {with_header("{'descr': '<f8', 'fortran_order': False, 'shape': (2, 2), 'x': 1}", 32), "unexpected key"},
+      {with_header("{'descr': '<f8', 'fortran_order': False, 'shape': (2, 2)} junk", 32), "trailing"},
+      {with_header("{'descr': '<f8, 'fortran_order': False, 'shape': (2, 2)}", 32), "header"},
+      {std::string("\x93NUMPY\x09\x00\x10\x00", 10) + "{}", "version"},
+      {std::string("\x93NUMPY\x01\x00\xff\x00", 10) + "{}", "truncated header"},
+  };
+  for (const auto& [bytes, expected] : bad) {
+    CAPTURE(expected);
+    REQUIRE_THROWS_AS(parse(bytes), InputError);
+    REQUIRE_THROWS_WITH(parse(bytes), Catch::Contains("x.npy") && Catch::Contains(expected));
+  }
+  // Integer data where floats are expected, floats where indices are expected.
+  REQUIRE_THROWS_WITH(io::to_tensor<double>(parse(with_header("{'descr': '<i4', 'fortran_order': False, 'shape': (2,)}", 8)), "q.npy"),
+                      Catch::Contains("q.npy") && Catch::Contains("float"));
+  REQUIRE_THROWS_WITH(io::to_index_vector(parse(with_header(good, 32)), "cu_seqlens.npy"), Catch::Contains("int32 or int64"));
+}
+
+TEST_CASE("21. 64-bit offsets and allocation refusal", "[io]") {
+  // ((B-1)·T·H + H-1)·K > 2^31 for B = 64, T = 65536, H = 16, K = 128: the helpers must not wrap.
+  const index_t B = 64, T = 65536, H = 16, K = 128;
+  const index_t last = offset_bthd(B - 1, T - 1, H - 1, T, H, K);
+  const index_t expected = (((B - 1) * T + (T - 1)) * H + (H - 1)) * K;
+  log_measure("last offset / 2^31 (must exceed 1)", double(last) / 2147483648.0, 1.0);
+  REQUIRE(last == expected);
+  REQUIRE(last > (index_t(1) << 31));
+  REQUIRE(offset_state(1023, 63, 64, 256, 256) == ((index_t(1023) * 64 + 63) * 256 * 256));
+  REQUIRE_THROWS_WITH(Tensor<double>({index_t(1) << 24, index_t(1) << 24}, "ht"), Catch::Contains("ht") && Catch::Contains("GiB"));
+  REQUIRE_THROWS_WITH(Tensor<double>({index_t(1) << 40, index_t(1) << 40}, "o"), Catch::Contains("2^63"));
+}
+
+TEST_CASE("20. validation names the tensor and the problem", "[io]") {
+  Rng rng(20);
+  auto x = random_layer<double>(rng, 1, 5, 2, 2, 4, 3, [](Rng& r) { return r.uniform(-0.1, 0); });
+  auto expect = [&](const RandomLayer<double>& y, const std::vector<index_t>& cu, const char* tensor, const char* problem,
+                    ForwardOptions opt = {}) {
+    CAPTURE(tensor, problem);
+    REQUIRE_THROWS_WITH(validate_inputs(y.q, y.k, y.v, y.g, y.b, y.w, y.h0, cu, opt),
+                        Catch::StartsWith(tensor) && Catch::Contains(problem));
+  };
+  auto y = x;
+  y.k = Tensor<double>({1, 5, 2, 5});
+  expect(y, {}, "k", "shape");
+  y = x;
+  y.v = Tensor<double>({1, 5, 3, 3});
+  y.w = Tensor<double>({1, 5, 3, 3});
+  expect(y, {}, "v", "multiple");
+  y = x;
+  y.q = Tensor<double>({1, 5, 2, 0});
+  expect(y, {}, "q", "K = 0");
+  y = x;
+  y.g.data[3] = 0.5;
+  expect(y, {}, "g", "[-inf, 0]");
+  y = x;
+  y.g.data[3] = NAN;
+  expect(y, {}, "g", "nan");
+  y = x;
+  y.q.data[0] = INFINITY;
+  expect(y, {}, "q", "finite");
+  y = x;
+  y.b.data[1] = 1.5;
+  expect(y, {}, "b", "[0, 1]");
+  y = x;
+  y.w.data[1] = -0.1;
+  expect(y, {}, "w", "[0, 1]");
+  y = x;
+  y.h0 = Tensor<double>({2, 2, 4, 3});
+  expect(y, {}, "h0", "initial state");
+  expect(x, {0, 2, 1, 5}, "cu_seqlens", "monotone");
+  expect(x, {1, 5}, "cu_seqlens", "start at 0");
+  expect(x, {0, 4}, "cu_seqlens", "end at T");
+  ForwardOptions bad_chunk;
+  bad_chunk.chunk_size = 0;
+  expect(x, {}, "chunk size", ">= 1", bad_chunk);
+  y = random_layer<double>(rng, 2, 5, 2, 2, 4, 3, [](Rng& r) { return r.uniform(-0.1, 0); });
+  expect(y, {0, 5}, "cu_seqlens", "B = 1");
+}

@@ -111,9 +111,9 @@ void section_extreme_decay(unsigned seed) {
   fresh = {slice(xr.q, K), slice(xr.k, K), slice(xr.v, V), slice(xr.g, K), slice(xr.b, K), slice(xr.w, V), {}};
   const auto fresh_run = run(Form::recurrent, fresh, C);
   const double naive_minus = -INFINITY - (-INFINITY);
-  std::printf("   one token with g = -inf: naive exp(G_r - G_s) = exp(%g); gdn2 outputs after the reset vs a fresh\n"
-              "   run from zero state: ratio = %.2e (finite: %s)\n\n",
-              naive_minus, ratio(slice(with_reset.o, V), fresh_run.o),
+  std::printf("   one token with g = -inf: naive exp(G_r - G_s) = exp(-inf - -inf) = %s; gdn2 outputs after the reset\n"
+              "   vs a fresh run from zero state: ratio = %.2e (finite: %s)\n\n",
+              std::isnan(naive_minus) ? "NaN" : "?", ratio(slice(with_reset.o, V), fresh_run.o),
               std::isfinite(with_reset.o.data.back()) ? "yes" : "NO");
 }
 

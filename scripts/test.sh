@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The README's test command: set up (install, build), run every test, end with one verdict line:
+#   gdn2 tests: N passed, N failed, N skipped
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=$root/build
+"$root/scripts/setup.sh" "$build" || { echo "gdn2 tests: 0 passed, 1 failed (the build failed)"; exit 1; }
+
+echo "==> ctest"
+log=$build/ctest.log
+(cd "$build" && ctest -j "$(nproc)" --output-on-failure 2>&1) | tee "$log"
+passed=$(grep -cE 'Test +#[0-9]+: .* Passed' "$log")
+failed=$(grep -cE 'Test +#[0-9]+: .* (\*\*\*Failed|\*\*\*Exception|\*\*\*Timeout|Not Run)' "$log")
+skipped=$(grep -cE 'Test +#[0-9]+: .* Skipped' "$log")
+
+# NUMERICS.md 3: the reference's tests again under AddressSanitizer + UBSan (a second, sanitised build).
+echo "==> reference tests under AddressSanitizer"
+asan=$root/build-asan
+if cmake -S "$root" -B "$asan" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGDN2_SANITIZE=ON -DGDN2_BUILD_CUDA=OFF \
+     -DGDN2_BUILD_VIEWER=OFF >/dev/null && cmake --build "$asan" -j "$(nproc)" --target test_reference >/dev/null &&
+   "$asan/tests/test_reference" '[chunk],[sequences],[io]' | tail -n 3; then
+  passed=$((passed + 1)); echo "asan: reference tests clean"
+else
+  failed=$((failed + 1)); echo "asan: FAILED"
+fi
+
+echo "gdn2 tests: $passed passed, $failed failed, $skipped skipped"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,247 @@
+// gdn2 tests [cli] — the `gdn2` command line end to end: outputs, exit statuses, one-line errors that name the
+// tensor, and nothing half-written (NUMERICS.md 20).
+#include "helpers.hpp"
+
+#include <sys/wait.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "io/npy.hpp"
+
+using namespace gdn2;
+using namespace gdn2::test;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Result {
+  int status;
+  std::string err;
+};
+
+// Runs `gdn2 ARGS`, capturing stderr.
+Result gdn2_cli(const std::string& args) {
+  const fs::path err = fs::temp_directory_path() / ("gdn2_cli_err_" + std::to_string(::getpid()));
+  const std::string cmd = std::string(GDN2_BIN) + " " + args + " >/dev/null 2>" + err.string();
+  const int raw = std::system(cmd.c_str());
+  std::ifstream in(err);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  fs::remove(err);
+  return {WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, ss.str()};
+}
+
+void save(const fs::path& dir, const std::string& name, const std::string& bytes) {
+  std::ofstream(dir / name, std::ios::binary) << bytes;
+}
+
+struct Workdir {
+  fs::path in, out;
+  explicit Workdir(const std::string& tag) {
+    const fs::path root = fs::temp_directory_path() / ("gdn2_cli_" + tag + "_" + std::to_string(::getpid()));
+    fs::remove_all(root);
+    in = root / "in";
+    out = root / "out";
+    fs::create_directories(in);
+  }
+  ~Workdir() { fs::remove_all(in.parent_path()); }
+};
+
+RandomLayer<double> small_layer(unsigned seed = 1, index_t B = 2, index_t T = 40) {
+  Rng rng(seed);
+  return random_layer<double>(rng, B, T, 2, 4, 8, 6, [](Rng& r) { return r.uniform(-0.3, 0); }, true);
+}
+
+void save_layer(const fs::path& dir, const RandomLayer<double>& x) {
+  save(dir, "q.npy", io::encode_npy(x.q));
+  save(dir, "k.npy", io::encode_npy(x.k));
+  save(dir, "v.npy", io::encode_npy(x.v));
+  save(dir, "g.npy", io::encode_npy(x.g));
+  save(dir, "b.npy", io::encode_npy(x.b));
+  save(dir, "w.npy", io::encode_npy(x.w));
+  if (!x.h0.empty()) save(dir, "h0.npy", io::encode_npy(x.h0));
+}
+
+template <typename Scalar>
+Tensor<Scalar> load(const fs::path& file) {
+  return io::to_tensor<Scalar>(io::read_npy(file.string(), file.filename().string()), file.filename().string());
+}
+
+// Bad input: exit 2, a one-line message that starts with "gdn2: error: <tensor>", and no output directory files.
+void expect_refusal(Workdir& w, const std::string& tensor, const std::string& problem, const std::string& extra = "") {
+  const Result r = gdn2_cli("forward --in " + w.in.string() + " --out " + w.out.string() + " " + extra);
+  std::printf("  [measured] refusal for %-12s exit=%d: %s", tensor.c_str(), r.status, r.err.c_str());
+  CAPTURE(tensor, problem, r.err);
+  REQUIRE(r.status == 2);
+  REQUIRE(r.err.rfind("gdn2: error: " + tensor, 0) == 0);
+  REQUIRE(r.err.find(problem) != std::string::npos);
+  REQUIRE(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+  REQUIRE((!fs::exists(w.out) || fs::is_empty(w.out)));
+}
+
+}  // namespace
+
+TEST_CASE("cli: forward writes o and ht equal to the library, in the chosen precision", "[cli]") {
+  Workdir w("ok");
+  const auto x = small_layer();
+  save_layer(w.in, x);
+  for (const std::string form : {"recurrent", "chunk"}) {
+    const Result r = gdn2_cli("forward --in " + w.in.string() + " --out " + w.out.string() + " --form " + form + " --chunk-size 16");
+    REQUIRE(r.status == 0);
+    const auto lib = run(form == "chunk" ? Form::chunk : Form::recurrent, x, 16, {}, 0);
+    REQUIRE(bitwise_equal(load<double>(w.out / "o.npy"), lib.o));
+    REQUIRE(bitwise_equal(load<double>(w.out / "ht.npy"), lib.ht));
+  }
+  REQUIRE(gdn2_cli("forward --precision f32 --in " + w.in.string() + " --out " + w.out.string()).status == 0);
+  const auto a = io::read_npy((w.out / "o.npy").string(), "o.npy");
+  REQUIRE(a.dtype == "f4");
+  const auto ref = run(Form::recurrent, x);
+  require_ratio("cli f32 chunk o vs f64 REF", io::to_tensor<double>(a, "o"), ref.o, 1e-5);
+  for (const auto& entry : fs::directory_iterator(w.out))  // no temporary files left behind
+    REQUIRE(entry.path().filename().string().find("partial") == std::string::npos);
+}
+
+TEST_CASE("cli: variants read their own files", "[cli]") {
+  Workdir w("variants");
+  const auto x = small_layer(2, 1, 30);
+  save_layer(w.in, x);
+  Tensor<double> beta({1, 30, 2});
+  for (index_t i = 0; i < beta.numel(); ++i) beta.data[i] = 0.01 * double(i % 100);
+  save(w.in, "beta.npy", io::encode_npy(beta));
+  for (const std::string v : {"gdn2", "kda", "deltanet", "linear"}) {
+    const Result r = gdn2_cli("forward --variant " + v + " --in " + w.in.string() + " --out " + w.out.string());
+    CAPTURE(v, r.err);
+    REQUIRE(r.status == 0);
+  }
+  // gdn needs a per-head decay [B,T,H]; the per-channel g.npy is refused with a message saying so.
+  const Result r = gdn2_cli("forward --variant gdn --in " + w.in.string() + " --out " + w.out.string());
+  REQUIRE(r.status == 2);
+  REQUIRE(r.err.find("one decay per head") != std::string::npos);
+}
+
+TEST_CASE("cli: --help explains every option and bad usage exits 2", "[cli]") {
+  REQUIRE(gdn2_cli("--help").status == 0);
+  REQUIRE(gdn2_cli("forward --help").status == 0);
+  const std::string help = [] {
+    const std::string cmd = std::string(GDN2_BIN) + " forward --help";
+    std::string out;
+    FILE* p = popen(cmd.c_str(), "r");
+    char buf[4096];
+    while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+    pclose(p);
+    return out;
+  }();
+  for (const char* opt : {"--in", "--out", "--form", "--precision", "--chunk-size", "--scale", "--variant", "--l2norm-qk",
+                          "--gate-logits", "--negative-eigen", "--decay", "cu_seqlens.npy", "beta.npy"})
+    REQUIRE(help.find(opt) != std::string::npos);
+  REQUIRE(gdn2_cli("forward --in /nonexistent").status == 2);  // --out missing
+  REQUIRE(gdn2_cli("forward --in /x --out /y --form sideways").status == 2);
+  REQUIRE(gdn2_cli("no-such-command").status == 2);
+}
+
+TEST_CASE("20. cli: every bad input is refused before anything is written", "[cli]") {
+  const auto x = small_layer();
+  Workdir w("bad");
+  auto reset = [&] {
+    fs::remove_all(w.in);
+    fs::remove_all(w.out);
+    fs::create_directories(w.in);
+    save_layer(w.in, x);
+  };
+  reset();
+  save(w.in, "k.npy", io::encode_npy(Tensor<double>({2, 40, 2, 7})));
+  expect_refusal(w, "k", "shape");
+  reset();
+  save(w.in, "v.npy", io::encode_npy(Tensor<double>({2, 40, 3, 6})));
+  save(w.in, "w.npy", io::encode_npy(Tensor<double>({2, 40, 3, 6})));
+  expect_refusal(w, "v", "multiple of key heads");
+  reset();
+  for (const char* f : {"q.npy", "k.npy", "g.npy", "b.npy"}) save(w.in, f, io::encode_npy(Tensor<double>({2, 40, 2, 0})));
+  expect_refusal(w, "q", "K = 0");
+  reset();
+  save(w.in, "h0.npy", io::encode_npy(Tensor<double>({3, 4, 8, 6})));
+  expect_refusal(w, "h0", "one initial state");
+  auto with = [&](const std::string& file, const Tensor<double>& t) {
+    reset();
+    save(w.in, file, io::encode_npy(t));
+  };
+  auto q = x.q;
+  q.data[17] = NAN;
+  with("q.npy", q);
+  expect_refusal(w, "q", "finite");
+  auto g = x.g;
+  g.data[5] = 0.25;
+  with("g.npy", g);
+  expect_refusal(w, "g", "[-inf, 0]");
+  auto b = x.b;
+  b.data[3] = 1.5;
+  with("b.npy", b);
+  expect_refusal(w, "b", "[0, 1]");
+  auto wg = x.w;
+  wg.data[3] = -0.5;
+  with("w.npy", wg);
+  expect_refusal(w, "w", "[0, 1]");
+  // Files that are not valid .npy, or of the wrong dtype, or truncated.
+  reset();
+  save(w.in, "v.npy", "this is not a numpy file");
+  expect_refusal(w, "v.npy", "magic");
+  reset();
+  const std::string full = io::encode_npy(x.g);
+  save(w.in, "g.npy", full.substr(0, full.size() - 9));
+  expect_refusal(w, "g.npy", "truncated");
+  reset();
+  Tensor<double> ints({2});
+  save(w.in, "q.npy", io::encode_npy(ints).replace(io::encode_npy(ints).find("<f8"), 3, "<i8"));
+  expect_refusal(w, "q.npy", "float32 or float64");
+  reset();
+  fs::remove(w.in / "b.npy");
+  expect_refusal(w, "b.npy", "missing");
+  // cu_seqlens: needs B = 1, must start at 0, be monotone and end at T.
+  const auto packed = small_layer(3, 1, 40);
+  auto cu_case = [&](std::vector<long> cu, const std::string& problem, const RandomLayer<double>& layer) {
+    fs::remove_all(w.in);
+    fs::remove_all(w.out);
+    fs::create_directories(w.in);
+    auto l = layer;
+    l.h0 = {};
+    save_layer(w.in, l);
+    Tensor<double> t({index_t(cu.size())});
+    std::string bytes = io::encode_npy(t);
+    bytes.replace(bytes.find("<f8"), 3, "<i8");
+    std::memcpy(bytes.data() + bytes.size() - 8 * cu.size(), cu.data(), 8 * cu.size());
+    save(w.in, "cu_seqlens.npy", bytes);
+    expect_refusal(w, "cu_seqlens", problem);
+  };
+  cu_case({0, 20, 10, 40}, "not monotone", packed);
+  cu_case({5, 40}, "start at 0", packed);
+  cu_case({0, 20, 39}, "end at T", packed);
+  cu_case({0, 40}, "B = 1", x);
+}
+
+TEST_CASE("10. cli: float32 overflow exits 3 and writes nothing", "[cli]") {
+  // The non-normal growth case of test 10 (b up to 2), long enough to leave float32's range.
+  const index_t T = 1024;
+  RandomLayer<double> x{Tensor<double>({1, T, 1, 2}), Tensor<double>({1, T, 1, 2}), Tensor<double>({1, T, 1, 1}),
+                        Tensor<double>({1, T, 1, 2}), Tensor<double>({1, T, 1, 2}), Tensor<double>({1, T, 1, 1}), {}};
+  const double th[2] = {2.52, 1.99}, bb[2][2] = {{0.24, 1.87}, {1.88, 0.026}};
+  for (index_t t = 0; t < T; ++t) {
+    x.k.data[2 * t] = x.q.data[2 * t] = std::cos(th[t % 2]);
+    x.k.data[2 * t + 1] = x.q.data[2 * t + 1] = std::sin(th[t % 2]);
+    x.b.data[2 * t] = bb[t % 2][0];
+    x.b.data[2 * t + 1] = bb[t % 2][1];
+    x.v.data[t] = t == 0;
+    x.w.data[t] = 1;
+  }
+  Workdir w("overflow");
+  save_layer(w.in, x);
+  const Result ok = gdn2_cli("forward --negative-eigen --in " + w.in.string() + " --out " + w.out.string());
+  REQUIRE(ok.status == 0);  // float64 holds it
+  fs::remove_all(w.out);
+  const Result r = gdn2_cli("forward --negative-eigen --precision f32 --in " + w.in.string() + " --out " + w.out.string());
+  std::printf("  [measured] f32 overflow: exit=%d: %s", r.status, r.err.c_str());
+  REQUIRE(r.status == 3);
+  REQUIRE(r.err.find("overflowed float32") != std::string::npos);
+  REQUIRE(!fs::exists(w.out / "o.npy"));
+}

@@ -18,7 +18,7 @@ struct Out {
 };
 
 template <typename Scalar>
-Out<Scalar> run(Form form, const RandomLayer<Scalar>& x, index_t C = 64, const std::vector<index_t>& cu = {},
+Out<Scalar> run(Form form, const Layer<Scalar>& x, index_t C = 64, const std::vector<index_t>& cu = {},
                 int threads = 1) {
   ForwardOptions opt;
   opt.chunk_size = C;
@@ -29,7 +29,7 @@ Out<Scalar> run(Form form, const RandomLayer<Scalar>& x, index_t C = 64, const s
 }
 
 template <typename To, typename From>
-RandomLayer<To> cast_layer(const RandomLayer<From>& x) {
+Layer<To> cast_layer(const Layer<From>& x) {
   return {cast<To>(x.q), cast<To>(x.k), cast<To>(x.v), cast<To>(x.g), cast<To>(x.b), cast<To>(x.w), cast<To>(x.h0)};
 }
 

@@ -100,7 +100,7 @@ TEST_CASE("6. g = -inf: a full reset equals a fresh run", "[chunk]") {
                   out.data.begin() + offset_bthd(n, 0, 0, s.T - reset, Hx, D));
       return out;
     };
-    const RandomLayer<double> fresh{tail(x.q), tail(x.k), tail(x.v), tail(x.g), tail(x.b), tail(x.w), {}};
+    const Layer<double> fresh{tail(x.q), tail(x.k), tail(x.v), tail(x.g), tail(x.b), tail(x.w), {}};
     const auto f = run(Form::recurrent, fresh);
     const auto c = run(Form::chunk, x, 64);
     require_ratio("outputs after the reset vs fresh run", tail(c.o), f.o, kF64);
@@ -168,10 +168,10 @@ namespace {
 // K = 2, V = 1, g = 0: two alternating (k, b) pairs whose product has spectral radius > 1 although g <= 0
 // and b is bounded (the update matrix is not normal). Found by a random search; radius per pair ≈1.19 for
 // b <= 1 and ≈1.46 for b <= 2.
-RandomLayer<double> growth_layer(index_t T, bool b_up_to_2) {
+Layer<double> growth_layer(index_t T, bool b_up_to_2) {
   const double th[2] = {b_up_to_2 ? 2.52 : 2.70, b_up_to_2 ? 1.99 : 2.01};
   const double bb[2][2] = {{b_up_to_2 ? 0.24 : 0.026, b_up_to_2 ? 1.87 : 0.73}, {b_up_to_2 ? 1.88 : 0.93, b_up_to_2 ? 0.026 : 0.016}};
-  RandomLayer<double> x{Tensor<double>({1, T, 1, 2}), Tensor<double>({1, T, 1, 2}), Tensor<double>({1, T, 1, 1}),
+  Layer<double> x{Tensor<double>({1, T, 1, 2}), Tensor<double>({1, T, 1, 2}), Tensor<double>({1, T, 1, 1}),
                         Tensor<double>({1, T, 1, 2}), Tensor<double>({1, T, 1, 2}), Tensor<double>({1, T, 1, 1}), {}};
   for (index_t t = 0; t < T; ++t) {
     const int p = t % 2;

@@ -49,12 +49,12 @@ struct Workdir {
   ~Workdir() { fs::remove_all(in.parent_path()); }
 };
 
-RandomLayer<double> small_layer(unsigned seed = 1, index_t B = 2, index_t T = 40) {
+Layer<double> small_layer(unsigned seed = 1, index_t B = 2, index_t T = 40) {
   Rng rng(seed);
   return random_layer<double>(rng, B, T, 2, 4, 8, 6, [](Rng& r) { return r.uniform(-0.3, 0); }, true);
 }
 
-void save_layer(const fs::path& dir, const RandomLayer<double>& x) {
+void save_layer(const fs::path& dir, const Layer<double>& x) {
   save(dir, "q.npy", io::encode_npy(x.q));
   save(dir, "k.npy", io::encode_npy(x.k));
   save(dir, "v.npy", io::encode_npy(x.v));
@@ -200,7 +200,7 @@ TEST_CASE("20. cli: every bad input is refused before anything is written", "[cl
   expect_refusal(w, "b.npy", "missing");
   // cu_seqlens: needs B = 1, must start at 0, be monotone and end at T.
   const auto packed = small_layer(3, 1, 40);
-  auto cu_case = [&](std::vector<long> cu, const std::string& problem, const RandomLayer<double>& layer) {
+  auto cu_case = [&](std::vector<long> cu, const std::string& problem, const Layer<double>& layer) {
     fs::remove_all(w.in);
     fs::remove_all(w.out);
     fs::create_directories(w.in);
@@ -223,7 +223,7 @@ TEST_CASE("20. cli: every bad input is refused before anything is written", "[cl
 TEST_CASE("10. cli: float32 overflow exits 3 and writes nothing", "[cli]") {
   // The non-normal growth case of test 10 (b up to 2), long enough to leave float32's range.
   const index_t T = 1024;
-  RandomLayer<double> x{Tensor<double>({1, T, 1, 2}), Tensor<double>({1, T, 1, 2}), Tensor<double>({1, T, 1, 1}),
+  Layer<double> x{Tensor<double>({1, T, 1, 2}), Tensor<double>({1, T, 1, 2}), Tensor<double>({1, T, 1, 1}),
                         Tensor<double>({1, T, 1, 2}), Tensor<double>({1, T, 1, 2}), Tensor<double>({1, T, 1, 1}), {}};
   const double th[2] = {2.52, 1.99}, bb[2][2] = {{0.24, 1.87}, {1.88, 0.026}};
   for (index_t t = 0; t < T; ++t) {

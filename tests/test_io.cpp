@@ -98,7 +98,7 @@ TEST_CASE("21. 64-bit offsets and allocation refusal", "[io]") {
 TEST_CASE("20. validation names the tensor and the problem", "[io]") {
   Rng rng(20);
   auto x = random_layer<double>(rng, 1, 5, 2, 2, 4, 3, [](Rng& r) { return r.uniform(-0.1, 0); });
-  auto expect = [&](const RandomLayer<double>& y, const std::vector<index_t>& cu, const char* tensor, const char* problem,
+  auto expect = [&](const Layer<double>& y, const std::vector<index_t>& cu, const char* tensor, const char* problem,
                     ForwardOptions opt = {}) {
     CAPTURE(tensor, problem);
     REQUIRE_THROWS_WITH(validate_inputs(y.q, y.k, y.v, y.g, y.b, y.w, y.h0, cu, opt),

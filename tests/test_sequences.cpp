@@ -20,7 +20,7 @@ Tensor<double> slice_tokens(const Tensor<double>& t, index_t t0, index_t t1) {
   return out;
 }
 
-RandomLayer<double> slice_layer(const RandomLayer<double>& x, index_t t0, index_t t1, const Tensor<double>& h0) {
+Layer<double> slice_layer(const Layer<double>& x, index_t t0, index_t t1, const Tensor<double>& h0) {
   return {slice_tokens(x.q, t0, t1), slice_tokens(x.k, t0, t1), slice_tokens(x.v, t0, t1), slice_tokens(x.g, t0, t1),
           slice_tokens(x.b, t0, t1), slice_tokens(x.w, t0, t1), h0};
 }
@@ -131,7 +131,7 @@ TEST_CASE("grouped value heads: value head hv reads key head hv / (HV/H)", "[seq
           std::copy_n(t.data.begin() + offset_bthd(n, s, hv / 2, T, H, D), D, out.data.begin() + offset_bthd(n, s, hv, T, 2 * H, D));
     return out;
   };
-  const RandomLayer<double> full{repeat(x.q), repeat(x.k), x.v, repeat(x.g), repeat(x.b), x.w, x.h0};
+  const Layer<double> full{repeat(x.q), repeat(x.k), x.v, repeat(x.g), repeat(x.b), x.w, x.h0};
   for (Form form : {Form::recurrent, Form::chunk}) {
     const auto a = run(form, x), b = run(form, full);
     REQUIRE(bitwise_equal(a.o, b.o));

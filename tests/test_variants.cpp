@@ -19,7 +19,7 @@ TEST_CASE("15. b = w = beta*1 equals KDA (Eq. 7) and tying g too equals Gated De
   for (Variant variant : {Variant::kda, Variant::gdn}) {
     Tensor<double> g, b, w;
     tie_gates(variant, g, b, w, variant == Variant::kda ? x.g : g_head, beta, B, T, H, K, HV, V);
-    const RandomLayer<double> tied{x.q, x.k, x.v, g, b, w, {}};
+    const Layer<double> tied{x.q, x.k, x.v, g, b, w, {}};
     Tensor<double> oracle_o({B, T, HV, V});
     const double scale = 1.0 / std::sqrt(double(K));
     for (index_t n = 0; n < B; ++n)

@@ -83,8 +83,8 @@ void intra_chunk_scores(Mat<Scalar>& Aqk, Mat<Scalar>& T, const Mat<Scalar>& Qc,
       for (Eigen::Index r = s; r < i0 + n; ++r) {
         if (r > s) segment += Gc.row(r);
         decayed_key = segment.array().exp() * Kc.row(s).array();  // Γ_rs ⊙ k_s
-        Aqk(r, s) = Qc.row(r).dot(decayed_key);
-        if (r > s) T(r, s) = E.row(r).dot(decayed_key);
+        Aqk(r, s) = Qc.row(r).cwiseProduct(decayed_key).sum();  // not .dot(): it conjugates complex numbers
+        if (r > s) T(r, s) = E.row(r).cwiseProduct(decayed_key).sum();
       }
     }
   }

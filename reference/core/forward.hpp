@@ -19,6 +19,13 @@ namespace gdn2 {
 
 enum class Form { recurrent, chunk };
 
+// The inputs of one layer call, in the layout above; h0 and cu_seqlens may be empty.
+template <typename Scalar>
+struct Layer {
+  Tensor<Scalar> q, k, v, g, b, w, h0;
+  std::vector<index_t> cu_seqlens;
+};
+
 namespace detail {
 
 // Copies rows [row0, row0+L) of head h of a [.., H, D] tensor into an [L, D] matrix.
@@ -57,26 +64,43 @@ void parallel_for_heads(index_t N, index_t HV, int threads, Fn fn) {
 
 }  // namespace detail
 
-// o: [B,T,HV,V] and ht: [N,HV,K,V] are outputs (resized here); h0 may be empty (zero initial state);
-// cu_seqlens may be empty (B independent sequences of length T).
+namespace detail {
+
+// Dimensions from the shapes alone, for callers that have validated already (or that run the math outside the
+// gates' ranges on purpose, as the finite-difference and complex-step oracles do).
+inline Dims dims_of(const std::vector<index_t>& q_shape, const std::vector<index_t>& v_shape,
+                    const std::vector<index_t>& cu_seqlens) {
+  Dims d;
+  d.B = q_shape[0], d.T = q_shape[1], d.H = q_shape[2], d.K = q_shape[3], d.HV = v_shape[2], d.V = v_shape[3];
+  d.varlen = !cu_seqlens.empty();
+  d.N = d.varlen ? index_t(cu_seqlens.size()) - 1 : d.B;
+  return d;
+}
+
+inline double default_scale(const Dims& d, const ForwardOptions& opt) {
+  return opt.scale ? *opt.scale : 1.0 / std::sqrt(static_cast<double>(d.K));
+}
+
+// The forward without validation; Scalar may be float, double or std::complex<double>.
 template <typename Scalar>
-void forward(Form form, Tensor<Scalar>& o, Tensor<Scalar>& ht, const Tensor<Scalar>& q, const Tensor<Scalar>& k,
-             const Tensor<Scalar>& v, const Tensor<Scalar>& g, const Tensor<Scalar>& b, const Tensor<Scalar>& w,
-             const Tensor<Scalar>& h0, const std::vector<index_t>& cu_seqlens, const ForwardOptions& opt) {
-  const Dims d = validate_inputs(q, k, v, g, b, w, h0, cu_seqlens, opt);
-  const Scalar scale = static_cast<Scalar>(opt.scale ? *opt.scale : 1.0 / std::sqrt(static_cast<double>(d.K)));
+void forward_unchecked(Form form, Tensor<Scalar>& o, Tensor<Scalar>& ht, const Tensor<Scalar>& q,
+                       const Tensor<Scalar>& k, const Tensor<Scalar>& v, const Tensor<Scalar>& g,
+                       const Tensor<Scalar>& b, const Tensor<Scalar>& w, const Tensor<Scalar>& h0,
+                       const std::vector<index_t>& cu_seqlens, const ForwardOptions& opt) {
+  const Dims d = dims_of(q.shape, v.shape, cu_seqlens);
+  const Scalar scale = static_cast<Scalar>(default_scale(d, opt));
   o = Tensor<Scalar>({d.B, d.T, d.HV, d.V}, "o");
   ht = Tensor<Scalar>({d.N, d.HV, d.K, d.V}, "ht");
   const index_t group = d.HV / d.H;  // value heads per key head
-  detail::parallel_for_heads(d.N, d.HV, opt.num_threads, [&](index_t n, index_t hv) {
+  parallel_for_heads(d.N, d.HV, opt.num_threads, [&](index_t n, index_t hv) {
     const index_t h = hv / group;
     const SequenceSpan span = sequence_span(d, cu_seqlens, n);
-    const Mat<Scalar> Q = scale * detail::gather_head(q, span.row0, span.length, h);
-    const Mat<Scalar> Kk = detail::gather_head(k, span.row0, span.length, h);
-    const Mat<Scalar> G = detail::gather_head(g, span.row0, span.length, h);
-    const Mat<Scalar> Bg = detail::gather_head(b, span.row0, span.length, h);
-    const Mat<Scalar> Vv = detail::gather_head(v, span.row0, span.length, hv);
-    const Mat<Scalar> W = detail::gather_head(w, span.row0, span.length, hv);
+    const Mat<Scalar> Q = scale * gather_head(q, span.row0, span.length, h);
+    const Mat<Scalar> Kk = gather_head(k, span.row0, span.length, h);
+    const Mat<Scalar> G = gather_head(g, span.row0, span.length, h);
+    const Mat<Scalar> Bg = gather_head(b, span.row0, span.length, h);
+    const Mat<Scalar> Vv = gather_head(v, span.row0, span.length, hv);
+    const Mat<Scalar> W = gather_head(w, span.row0, span.length, hv);
     Mat<Scalar> S = Mat<Scalar>::Zero(d.K, d.V);
     const index_t state = offset_state(n, hv, d.HV, d.K, d.V);
     if (!h0.empty()) S = Eigen::Map<const Mat<Scalar>>(h0.ptr() + state, d.K, d.V);
@@ -85,9 +109,27 @@ void forward(Form form, Tensor<Scalar>& o, Tensor<Scalar>& ht, const Tensor<Scal
       recurrent_forward_head(O, S, Q, Kk, Vv, G, Bg, W);
     else
       chunk_forward_head(O, S, Q, Kk, Vv, G, Bg, W, opt.chunk_size);
-    detail::scatter_head(o, O, span.row0, hv);
+    scatter_head(o, O, span.row0, hv);
     Eigen::Map<Mat<Scalar>>(ht.ptr() + state, d.K, d.V) = S;
   });
+}
+
+}  // namespace detail
+
+// o: [B,T,HV,V] and ht: [N,HV,K,V] are outputs (resized here); h0 may be empty (zero initial state);
+// cu_seqlens may be empty (B independent sequences of length T). Inputs are validated first (NUMERICS.md 20).
+template <typename Scalar>
+void forward(Form form, Tensor<Scalar>& o, Tensor<Scalar>& ht, const Tensor<Scalar>& q, const Tensor<Scalar>& k,
+             const Tensor<Scalar>& v, const Tensor<Scalar>& g, const Tensor<Scalar>& b, const Tensor<Scalar>& w,
+             const Tensor<Scalar>& h0, const std::vector<index_t>& cu_seqlens, const ForwardOptions& opt) {
+  validate_inputs(q, k, v, g, b, w, h0, cu_seqlens, opt);
+  detail::forward_unchecked(form, o, ht, q, k, v, g, b, w, h0, cu_seqlens, opt);
+}
+
+// The same with the inputs bundled (cu_seqlens taken from the bundle).
+template <typename Scalar>
+void forward(Form form, Tensor<Scalar>& o, Tensor<Scalar>& ht, const Layer<Scalar>& x, const ForwardOptions& opt) {
+  forward(form, o, ht, x.q, x.k, x.v, x.g, x.b, x.w, x.h0, x.cu_seqlens, opt);
 }
 
 // The two names of the host API; the CUDA library mirrors them (outputs first, then inputs, then options).

@@ -102,4 +102,84 @@ void tie_gates(Variant variant, Tensor<Scalar>& g, Tensor<Scalar>& b, Tensor<Sca
   }
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// Backward of the front-end: each function maps the gradient w.r.t. a step's output to its input(s).
+
+// y = x / n, n = sqrt(Σx² + 1e-6):  dx = (dy − y (y·dy)) / n. `x` is the input before normalisation; dy in, dx out.
+template <typename Scalar>
+void l2normalize_backward(Tensor<Scalar>& dy, const Tensor<Scalar>& x) {
+  const index_t D = x.shape.back();
+  for (index_t i = 0; i < x.numel(); i += D) {
+    Scalar ss = 0, ydy = 0;
+    for (index_t d = 0; d < D; ++d) ss += x.data[i + d] * x.data[i + d];
+    const Scalar n = std::sqrt(ss + Scalar(1e-6));
+    for (index_t d = 0; d < D; ++d) ydy += x.data[i + d] / n * dy.data[i + d];
+    for (index_t d = 0; d < D; ++d) dy.data[i + d] = (dy.data[i + d] - x.data[i + d] / n * ydy) / n;
+  }
+}
+
+// gate = upper·σ(x):  dx = dgate · gate · (1 − gate/upper). `gate` is the activated value; dgate in, dx out.
+template <typename Scalar>
+void sigmoid_gate_backward(Tensor<Scalar>& dgate, const Tensor<Scalar>& gate, Scalar upper = Scalar(1)) {
+  for (index_t i = 0; i < gate.numel(); ++i) dgate.data[i] *= gate.data[i] * (Scalar(1) - gate.data[i] / upper);
+}
+
+// g = −exp(A_log[h]) softplus(x + dt_bias[h,d]) (Eq. 12):
+//   dx = dg · (−exp(A_log) σ(x + dt_bias)),  ddt_bias = Σ_{B,T} dx,  dA_log[h] = Σ dg · g   (∂g/∂A_log = g).
+// `x` holds the logits, `g` the decay computed from them; dg in, dx out.
+template <typename Scalar>
+void softplus_decay_backward(Tensor<Scalar>& dg, Tensor<Scalar>& dA_log, Tensor<Scalar>& ddt_bias,
+                             const Tensor<Scalar>& x, const Tensor<Scalar>& g, const Tensor<Scalar>& A_log,
+                             const Tensor<Scalar>& dt_bias) {
+  const index_t H = x.shape[2], K = x.shape[3];
+  dA_log = Tensor<Scalar>(A_log.shape);
+  ddt_bias = Tensor<Scalar>(dt_bias.shape);
+  for (index_t i = 0; i < x.numel(); ++i) {
+    const index_t hk = i % (H * K), h = hk / K;
+    dA_log.data[h] += dg.data[i] * g.data[i];
+    dg.data[i] *= -std::exp(A_log.data[h]) * sigmoid(x.data[i] + dt_bias.data[hk]);
+    ddt_bias.data[hk] += dg.data[i];
+  }
+}
+
+// g = lower_bound σ(x + dt_bias):  dx = dg · lower_bound σ (1 − σ),  ddt_bias = Σ_{B,T} dx.
+template <typename Scalar>
+void bounded_decay_backward(Tensor<Scalar>& dg, Tensor<Scalar>& ddt_bias, const Tensor<Scalar>& x,
+                            const Tensor<Scalar>& dt_bias, double lower_bound) {
+  const index_t HK = x.shape[2] * x.shape[3];
+  ddt_bias = Tensor<Scalar>(dt_bias.shape);
+  for (index_t i = 0; i < x.numel(); ++i) {
+    const Scalar s = sigmoid(x.data[i] + dt_bias.data[i % HK]);
+    dg.data[i] *= Scalar(lower_bound) * s * (Scalar(1) - s);
+    ddt_bias.data[i % HK] += dg.data[i];
+  }
+}
+
+// Backward of tie_gates: the gradients of the tied inputs from those of the full gates.
+//   dβ[b,t,h] = Σ_d db[b,t,h,d] + Σ_{hv in h's group} Σ_d dw[b,t,hv,d]     (Eq. 48, summed over the value-head group)
+//   gdn: dg_head[b,t,h] = Σ_d dg[b,t,h,d];  deltanet: no g.
+// dbeta and dg_in are resized here (left empty where the variant has no such input).
+template <typename Scalar>
+void tie_gates_backward(Variant variant, Tensor<Scalar>& dg_in, Tensor<Scalar>& dbeta, const Tensor<Scalar>& dg,
+                        const Tensor<Scalar>& db, const Tensor<Scalar>& dw) {
+  const index_t B = dg.shape[0], T = dg.shape[1], H = dg.shape[2], K = dg.shape[3], HV = dw.shape[2], V = dw.shape[3];
+  dg_in = {};
+  dbeta = {};
+  if (variant == Variant::gdn) {
+    dg_in = Tensor<Scalar>({B, T, H});
+    for (index_t i = 0; i < dg.numel(); ++i) dg_in.data[i / K] += dg.data[i];
+  } else if (variant != Variant::deltanet) {
+    dg_in = dg;
+  }
+  if (variant == Variant::kda || variant == Variant::gdn || variant == Variant::deltanet) {
+    dbeta = Tensor<Scalar>({B, T, H});
+    for (index_t i = 0; i < db.numel(); ++i) dbeta.data[i / K] += db.data[i];
+    const index_t group = HV / H;
+    for (index_t i = 0; i < dw.numel(); ++i) {
+      const index_t bt = i / (HV * V), hv = (i / V) % HV;
+      dbeta.data[bt * H + hv / group] += dw.data[i];
+    }
+  }
+}
+
 }  // namespace gdn2

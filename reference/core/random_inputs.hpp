@@ -8,7 +8,7 @@
 #include <cmath>
 #include <random>
 
-#include "tensor.hpp"
+#include "forward.hpp"
 
 namespace gdn2 {
 
@@ -27,15 +27,10 @@ class Rng {
 };
 
 // Inputs with the NUMERICS.md defaults: unit-norm q and k, v ~ N(0, 1), b, w ~ U(0, 1); g from `gate`.
-template <typename Scalar>
-struct RandomLayer {
-  Tensor<Scalar> q, k, v, g, b, w, h0;
-};
-
 template <typename Scalar, typename GateFn>
-RandomLayer<Scalar> random_layer(Rng& rng, index_t B, index_t T, index_t H, index_t HV, index_t K, index_t V,
+Layer<Scalar> random_layer(Rng& rng, index_t B, index_t T, index_t H, index_t HV, index_t K, index_t V,
                                  GateFn gate, bool with_h0 = false, index_t N = -1) {
-  RandomLayer<Scalar> x{Tensor<Scalar>({B, T, H, K}), Tensor<Scalar>({B, T, H, K}), Tensor<Scalar>({B, T, HV, V}),
+  Layer<Scalar> x{Tensor<Scalar>({B, T, H, K}), Tensor<Scalar>({B, T, H, K}), Tensor<Scalar>({B, T, HV, V}),
                         Tensor<Scalar>({B, T, H, K}), Tensor<Scalar>({B, T, H, K}), Tensor<Scalar>({B, T, HV, V}), {}};
   for (Tensor<Scalar>* unit : {&x.q, &x.k}) {
     for (auto& e : unit->data) e = static_cast<Scalar>(rng.normal());

@@ -16,7 +16,7 @@ struct Run {
 };
 
 template <typename Scalar>
-Run<Scalar> run(Form form, const RandomLayer<Scalar>& x, index_t C) {
+Run<Scalar> run(Form form, const Layer<Scalar>& x, index_t C) {
   ForwardOptions opt;
   opt.chunk_size = C;
   Run<Scalar> r;
@@ -88,7 +88,7 @@ void section_extreme_decay(unsigned seed) {
   // (a) constant g = -1.40 in float32: the paper's normalised keys need exp(+89.6) = inf.
   Rng rng(seed + 2);
   const auto x64 = random_layer<double>(rng, 1, T, 1, 1, K, V, [](Rng&) { return -1.40; });
-  RandomLayer<float> x32{cast<float>(x64.q), cast<float>(x64.k), cast<float>(x64.v), cast<float>(x64.g),
+  Layer<float> x32{cast<float>(x64.q), cast<float>(x64.k), cast<float>(x64.v), cast<float>(x64.g),
                          cast<float>(x64.b), cast<float>(x64.w), {}};
   const float naive = std::exp(-1.40f * float(C));
   const float naive_inv = 1.0f / naive;
@@ -102,7 +102,7 @@ void section_extreme_decay(unsigned seed) {
   for (auto& e : xr.g.data) e = -0.02;
   for (index_t d = 0; d < K; ++d) xr.g.data[reset * K + d] = -INFINITY;
   const auto with_reset = run(Form::chunk, xr, C);
-  RandomLayer<double> fresh;
+  Layer<double> fresh;
   auto slice = [&](const Tensor<double>& t, index_t D) {
     Tensor<double> s({1, T - reset, 1, D});
     std::copy(t.data.begin() + reset * D, t.data.end(), s.data.begin());

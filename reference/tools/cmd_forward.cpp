@@ -7,8 +7,8 @@
 
 namespace gdn2::tools {
 
-void add_layer_options(CLI::App& cmd, LayerOptions& opt) {
-  cmd.add_option("--in", opt.in_dir, "Input directory of .npy tensors (see the list below)")->required();
+void add_layer_options(CLI::App& cmd, LayerOptions& opt, bool in_required) {
+  cmd.add_option("--in", opt.in_dir, "Input directory of .npy tensors (see the list below)")->required(in_required);
   cmd.add_option("--form", opt.form, "recurrent: token by token (Eq. 9, REF); chunk: chunkwise WY form (Eq. 18-25)")
       ->capture_default_str()
       ->check(CLI::IsMember({"recurrent", "chunk"}));
@@ -52,8 +52,7 @@ template <typename Scalar>
 int forward_in(const ForwardArgs& args) {
   const LayerInputs<Scalar> in = load_layer_inputs<Scalar>(args.layer);
   Tensor<Scalar> o, ht;
-  forward(parse_form(args.layer.form), o, ht, in.q, in.k, in.v, in.g, in.b, in.w, in.h0, in.cu_seqlens,
-          forward_options(args.layer));
+  forward(parse_form(args.layer.form), o, ht, in.layer, forward_options(args.layer));
   for (const auto& [name, x] : {std::pair<const char*, const Tensor<Scalar>*>{"o", &o}, {"ht", &ht}}) {
     if (const index_t i = first_non_finite(*x); i >= 0) {
       std::fprintf(stderr,

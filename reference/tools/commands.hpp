@@ -12,13 +12,34 @@ namespace gdn2::tools {
 enum Exit { kOk = 0, kCheckFailed = 1, kBadInput = 2, kOverflow = 3 };
 
 // Adds --in, --form, --precision, --chunk-size, --scale, --variant, --l2norm-qk and the gate front-end.
-void add_layer_options(CLI::App& cmd, LayerOptions& opt);
+void add_layer_options(CLI::App& cmd, LayerOptions& opt, bool in_required = true);
 
 struct ForwardArgs {
   LayerOptions layer;
   std::string out_dir;
 };
 int run_forward(const ForwardArgs& args);
+
+struct BackwardArgs {
+  LayerOptions layer;
+  std::string out_dir;
+};
+int run_backward(const BackwardArgs& args);
+
+struct CheckArgs {
+  LayerOptions layer;
+  std::string candidate_dir;
+  std::string tolerance = "auto";
+  bool json = false;
+};
+int run_check(const CheckArgs& args);
+
+struct GradcheckArgs {
+  LayerOptions layer;  // in_dir may be empty: random inputs
+  int directions = 3;
+  unsigned seed = 0;
+};
+int run_gradcheck(const GradcheckArgs& args);
 
 struct DemoArgs {
   unsigned seed = 0;

@@ -59,56 +59,110 @@ LayerInputs<Scalar> load_layer_inputs(const LayerOptions& opt) {
   const Variant variant = parse_variant(opt.variant);
   parse_form(opt.form);
   LayerInputs<Scalar> in;
-  in.q = load<Scalar>(opt, "q", true);
-  in.k = load<Scalar>(opt, "k", true);
-  in.v = load<Scalar>(opt, "v", true);
-  if (in.q.shape.size() != 4) throw InputError("q.npy: expected 4 dimensions [B,T,H,K], got " + shape_str(in.q.shape));
-  if (in.v.shape.size() != 4) throw InputError("v.npy: expected 4 dimensions [B,T,HV,V], got " + shape_str(in.v.shape));
-  const index_t B = in.q.dim(0), T = in.q.dim(1), H = in.q.dim(2), K = in.q.dim(3), HV = in.v.dim(2), V = in.v.dim(3);
+  Layer<Scalar>& x = in.layer;
+  x.q = load<Scalar>(opt, "q", true);
+  x.k = load<Scalar>(opt, "k", true);
+  x.v = load<Scalar>(opt, "v", true);
+  if (x.q.shape.size() != 4) throw InputError("q.npy: expected 4 dimensions [B,T,H,K], got " + shape_str(x.q.shape));
+  if (x.v.shape.size() != 4) throw InputError("v.npy: expected 4 dimensions [B,T,HV,V], got " + shape_str(x.v.shape));
+  const index_t B = x.q.dim(0), T = x.q.dim(1), H = x.q.dim(2), K = x.q.dim(3), HV = x.v.dim(2), V = x.v.dim(3);
 
   const bool needs_g = variant == Variant::gdn2 || variant == Variant::kda || variant == Variant::gdn;
   Tensor<Scalar> g_in = variant == Variant::deltanet ? Tensor<Scalar>{} : load<Scalar>(opt, "g", needs_g);
+  in.g_read = !g_in.empty();
   if (opt.decay != "none") {
     if (variant == Variant::gdn || variant == Variant::deltanet)
       throw InputError("--decay " + opt.decay + " needs a per-channel g.npy (variants gdn2, kda, linear)");
     if (g_in.empty()) throw InputError("g.npy: missing (--decay " + opt.decay + " reads decay logits from it)");
-    if (g_in.shape.size() != 4) throw InputError("g.npy: expected [B,T,H,K] logits, got " + shape_str(g_in.shape));
-    const Tensor<Scalar> dt_bias = load<Scalar>(opt, "dt_bias", true);
-    if (opt.decay == "softplus")
-      softplus_decay(g_in, load<Scalar>(opt, "A_log", true), dt_bias);
-    else if (opt.decay == "bounded")
-      bounded_decay(g_in, dt_bias, opt.lower_bound);
-    else
+    if (g_in.shape != x.q.shape)
+      throw InputError("g.npy: shape " + shape_str(g_in.shape) + ", expected " + shape_str(x.q.shape) + " (decay logits)");
+    in.g_logits = g_in;
+    in.dt_bias = load<Scalar>(opt, "dt_bias", true);
+    if (opt.decay == "softplus") {
+      in.A_log = load<Scalar>(opt, "A_log", true);
+      softplus_decay(g_in, in.A_log, in.dt_bias);
+    } else if (opt.decay == "bounded") {
+      bounded_decay(g_in, in.dt_bias, opt.lower_bound);
+    } else {
       throw InputError("unknown --decay '" + opt.decay + "' (expected none, softplus or bounded)");
+    }
   }
 
-  Tensor<Scalar> beta;
   if (variant == Variant::kda || variant == Variant::gdn || variant == Variant::deltanet) {
-    beta = load<Scalar>(opt, "beta", true);
-    if (opt.gate_logits) sigmoid_gate(beta);
+    in.beta = load<Scalar>(opt, "beta", true);
+    if (opt.gate_logits) sigmoid_gate(in.beta);
   }
   if (variant == Variant::gdn2) {
-    in.b = load<Scalar>(opt, "b", true);
-    in.w = load<Scalar>(opt, "w", true);
+    x.b = load<Scalar>(opt, "b", true);
+    x.w = load<Scalar>(opt, "w", true);
     if (opt.gate_logits) {
-      sigmoid_gate(in.b, Scalar(opt.negative_eigen ? 2 : 1));
-      sigmoid_gate(in.w);
+      sigmoid_gate(x.b, Scalar(opt.negative_eigen ? 2 : 1));
+      sigmoid_gate(x.w);
     }
   }
   if (variant == Variant::linear && g_in.empty()) g_in = Tensor<Scalar>({B, T, H, K});  // no decay: g = 0
-  tie_gates(variant, in.g, in.b, in.w, g_in, beta, B, T, H, K, HV, V);
-  in.h0 = load<Scalar>(opt, "h0", false);
+  tie_gates(variant, x.g, x.b, x.w, g_in, in.beta, B, T, H, K, HV, V);
+  x.h0 = load<Scalar>(opt, "h0", false);
   if (exists(opt, "cu_seqlens"))
-    in.cu_seqlens = io::to_index_vector(io::read_npy((fs::path(opt.in_dir) / "cu_seqlens.npy").string(), "cu_seqlens.npy"),
-                                        "cu_seqlens.npy");
+    x.cu_seqlens = io::to_index_vector(io::read_npy((fs::path(opt.in_dir) / "cu_seqlens.npy").string(), "cu_seqlens.npy"),
+                                       "cu_seqlens.npy");
   if (opt.l2norm_qk) {
-    l2normalize_last_axis(in.q);
-    l2normalize_last_axis(in.k);
+    in.raw_q = x.q;
+    in.raw_k = x.k;
+    l2normalize_last_axis(x.q);
+    l2normalize_last_axis(x.k);
   }
-  validate_inputs(in.q, in.k, in.v, in.g, in.b, in.w, in.h0, in.cu_seqlens, forward_options(opt));
+  validate_inputs(x.q, x.k, x.v, x.g, x.b, x.w, x.h0, x.cu_seqlens, forward_options(opt));
   return in;
 }
 template LayerInputs<float> load_layer_inputs<float>(const LayerOptions&);
 template LayerInputs<double> load_layer_inputs<double>(const LayerOptions&);
+
+template <typename Scalar>
+std::vector<std::pair<std::string, Tensor<Scalar>>> file_gradients(const LayerOptions& opt, const LayerInputs<Scalar>& in,
+                                                                   Gradients<Scalar> grad) {
+  const Variant variant = parse_variant(opt.variant);
+  std::vector<std::pair<std::string, Tensor<Scalar>>> out;
+  if (opt.l2norm_qk) {
+    l2normalize_backward(grad.dq, in.raw_q);
+    l2normalize_backward(grad.dk, in.raw_k);
+  }
+  out.emplace_back("dq", std::move(grad.dq));
+  out.emplace_back("dk", std::move(grad.dk));
+  out.emplace_back("dv", std::move(grad.dv));
+  if (!in.layer.h0.empty()) out.emplace_back("dh0", std::move(grad.dh0));
+  Tensor<Scalar> dg_in, dbeta;
+  tie_gates_backward(variant, dg_in, dbeta, grad.dg, grad.db, grad.dw);
+  if (variant == Variant::gdn2) {
+    if (opt.gate_logits) {
+      sigmoid_gate_backward(grad.db, in.layer.b, Scalar(opt.negative_eigen ? 2 : 1));
+      sigmoid_gate_backward(grad.dw, in.layer.w);
+    }
+    out.emplace_back("db", std::move(grad.db));
+    out.emplace_back("dw", std::move(grad.dw));
+  }
+  if (!dbeta.empty()) {
+    if (opt.gate_logits) sigmoid_gate_backward(dbeta, in.beta);
+    out.emplace_back("dbeta", std::move(dbeta));
+  }
+  if (!dg_in.empty() && in.g_read) {
+    if (opt.decay == "softplus") {
+      Tensor<Scalar> dA_log, ddt_bias;
+      softplus_decay_backward(dg_in, dA_log, ddt_bias, in.g_logits, in.layer.g, in.A_log, in.dt_bias);
+      out.emplace_back("dA_log", std::move(dA_log));
+      out.emplace_back("ddt_bias", std::move(ddt_bias));
+    } else if (opt.decay == "bounded") {
+      Tensor<Scalar> ddt_bias;
+      bounded_decay_backward(dg_in, ddt_bias, in.g_logits, in.dt_bias, opt.lower_bound);
+      out.emplace_back("ddt_bias", std::move(ddt_bias));
+    }
+    out.emplace_back("dg", std::move(dg_in));
+  }
+  return out;
+}
+template std::vector<std::pair<std::string, Tensor<float>>> file_gradients(const LayerOptions&, const LayerInputs<float>&,
+                                                                           Gradients<float>);
+template std::vector<std::pair<std::string, Tensor<double>>> file_gradients(const LayerOptions&, const LayerInputs<double>&,
+                                                                            Gradients<double>);
 
 }  // namespace gdn2::tools

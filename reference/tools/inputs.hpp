@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "core/forward.hpp"
+#include "core/backward.hpp"
 #include "core/frontend.hpp"
 
 namespace gdn2::tools {
@@ -26,17 +26,28 @@ struct LayerOptions {
   int threads = 0;
 };
 
-// Everything the forward takes, in the working precision, with the front-end already applied.
+// Everything the forward takes, in the working precision, with the front-end already applied, plus what the
+// backward needs to map gradients back onto the files that were read.
 template <typename Scalar>
 struct LayerInputs {
-  Tensor<Scalar> q, k, v, g, b, w, h0;
-  std::vector<index_t> cu_seqlens;
+  Layer<Scalar> layer;                    // full Gated DeltaNet-2 inputs (gates tied, front-end applied)
+  Tensor<Scalar> raw_q, raw_k;            // q, k as read (before --l2norm-qk)
+  Tensor<Scalar> g_logits, A_log, dt_bias;  // --decay softplus|bounded
+  Tensor<Scalar> beta;                    // the tied gate of kda, gdn, deltanet (after --gate-logits)
+  bool g_read = false;                    // g.npy was read (linear: optional)
 };
 
 // Reads q, k, v and the variant's gates (+ h0, cu_seqlens, A_log, dt_bias when present or needed) from
 // opt.in_dir, applies the front-end and the gate tying, and validates the result. Throws InputError.
 template <typename Scalar>
 LayerInputs<Scalar> load_layer_inputs(const LayerOptions& opt);
+
+// The gradients of the files that were read, named as files: dq, dk, dv, dh0 (when h0.npy was read), and per
+// variant dg, db, dw or dbeta; with --decay also dA_log / ddt_bias. With a front-end the gradient is the one of the
+// file's content (logits, unnormalised q/k).
+template <typename Scalar>
+std::vector<std::pair<std::string, Tensor<Scalar>>> file_gradients(const LayerOptions& opt, const LayerInputs<Scalar>& in,
+                                                                   Gradients<Scalar> grad);
 
 ForwardOptions forward_options(const LayerOptions& opt);
 Form parse_form(const std::string& s);

@@ -21,6 +21,42 @@ int main(int argc, char** argv) {
       ->required();
   forward->footer(variant_files_help());
 
+  BackwardArgs bwd;
+  auto* backward = app.add_subcommand(
+      "backward", "Gradients of L = <do, o> + <dht, ht> for every input file read; reads do.npy and dht.npy (absent = 0)");
+  add_layer_options(*backward, bwd.layer);
+  backward->add_option("--out", bwd.out_dir,
+                       "Output directory: dq, dk, dv (+ dh0 when h0.npy was read) and per variant dg, db, dw or dbeta; "
+                       "with --decay also dA_log, ddt_bias")
+      ->required();
+  backward->footer(variant_files_help() + "  upstream gradients: do.npy [B,T,HV,V], dht.npy [N,HV,K,V]\n");
+
+  CheckArgs chk;
+  auto* check = app.add_subcommand(
+      "check", "Compare someone's outputs and gradients with the float64 reference; exit 1 if any tensor fails");
+  add_layer_options(*check, chk.layer);
+  check->add_option("--candidate", chk.candidate_dir,
+                    "Directory of the tensors to judge: any of o, ht, dq, dk, dv, dg, db, dw, dh0, dbeta (.npy), computed "
+                    "from the inputs (and do.npy, dht.npy) in --in")
+      ->required();
+  check->add_option("--tolerance", chk.tolerance,
+                    "Bound on ratio = |x - ref| / |ref|: auto (by the candidate's dtype: float64 1e-10; float32 1e-5 for "
+                    "o/ht and 1e-4 for gradients), f64, f32, bf16 (5e-3 outputs, 1e-2 dq/dk/dv/dh0, 2e-2 gate "
+                    "gradients), or a number")
+      ->capture_default_str();
+  check->add_flag("--json", chk.json, "Print one JSON object instead of the table");
+  check->footer(variant_files_help());
+
+  GradcheckArgs gc;
+  auto* gradcheck = app.add_subcommand(
+      "gradcheck", "Check the reference's own backward with finite differences and complex-step derivatives");
+  add_layer_options(*gradcheck, gc.layer, false);
+  gradcheck->add_option("--directions", gc.directions, "Random directions per tensor (plus single boundary elements)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  gradcheck->add_option("--seed", gc.seed, "Seed of the random inputs and directions")->capture_default_str();
+  gradcheck->footer("Without --in: random inputs B=2 T=70 H=2 HV=4 K=8 V=6 with an initial state.\n" + variant_files_help());
+
   DemoArgs demo;
   auto* demo_cmd = app.add_subcommand("demo", "Show the layer on a built-in example: chunk form = recurrence, tied-gate "
                                               "reductions, exactness under extreme decay, erase vs write");
@@ -45,6 +81,9 @@ int main(int argc, char** argv) {
   }
   try {
     if (*forward) return run_forward(fwd);
+    if (*backward) return run_backward(bwd);
+    if (*check) return run_check(chk);
+    if (*gradcheck) return run_gradcheck(gc);
     if (*demo_cmd) return run_demo(demo);
     if (*bench_cmd) return run_bench(bench);
   } catch (const gdn2::InputError& e) {

@@ -53,9 +53,9 @@ extern "C" int LLVMFuzzerTestOneInput(const unsigned char* data, size_t size) {
     opt.in_dir = dir.string();
     opt.threads = 1;
     const auto in = tools::load_layer_inputs<double>(opt);
-    if (in.q.numel() + in.v.numel() < (1 << 16)) {  // keep each run short; larger inputs only exercise the reader
+    if (in.layer.q.numel() + in.layer.v.numel() < (1 << 16)) {  // keep each run short; larger inputs only exercise the reader
       Tensor<double> o, ht;
-      forward(Form::chunk, o, ht, in.q, in.k, in.v, in.g, in.b, in.w, in.h0, in.cu_seqlens, tools::forward_options(opt));
+      forward(Form::chunk, o, ht, in.layer, tools::forward_options(opt));
     }
   } catch (const InputError&) {
   }

@@ -240,3 +240,15 @@ TEST_CASE("triangular solve: A (I + T) = I and agreement with the Eigen solver",
     REQUIRE(A.triangularView<Eigen::StrictlyUpper>().toDenseMatrix().isZero(0));
   }
 }
+
+TEST_CASE("exp_exact: exactly 0 below the double range, where Eigen's vectorised exp is not", "[chunk]") {
+  RowVec<double> x(4);
+  x << -INFINITY, -1000.0, -745.2, -700.0;
+  const RowVec<double> e = exp_exact(x);
+  REQUIRE(e(0) == 0.0);
+  REQUIRE(e(1) == 0.0);
+  REQUIRE(e(2) == 0.0);
+  REQUIRE(e(3) == std::exp(-700.0));
+  const RowVec<double> eigen = x.array().exp();
+  std::printf("  [measured] Eigen's .exp() of -inf gives %.3e (this is why the reference uses exp_exact)\n", eigen(0));
+}

@@ -23,7 +23,7 @@ Mat<Scalar> cumulative_decay(const Mat<Scalar>& Gc) {
   RowVec<Scalar> G = RowVec<Scalar>::Zero(Gc.cols());
   for (Eigen::Index r = 0; r < Gc.rows(); ++r) {
     G += Gc.row(r);
-    gamma.row(r) = G.array().exp();
+    gamma.row(r) = exp_exact(G);
   }
   return gamma;
 }
@@ -34,7 +34,7 @@ Mat<Scalar> tail_keys(const Mat<Scalar>& Kc, const Mat<Scalar>& Gc) {
   Mat<Scalar> Ktail(Kc.rows(), Kc.cols());
   RowVec<Scalar> suffix = RowVec<Scalar>::Zero(Gc.cols());  // Σ_{i>r} g_i
   for (Eigen::Index r = Kc.rows() - 1; r >= 0; --r) {
-    Ktail.row(r) = suffix.array().exp() * Kc.row(r).array();
+    Ktail.row(r) = exp_exact(suffix) * Kc.row(r).array();
     suffix += Gc.row(r);
   }
   return Ktail;
@@ -67,11 +67,11 @@ void intra_chunk_scores(Mat<Scalar>& Aqk, Mat<Scalar>& T, const Mat<Scalar>& Qc,
       segment.setZero();
       for (Eigen::Index r = 0; r < n; ++r) {  // P_r = exp(Σ_{i=i0}^{r} g_i)
         segment += Gc.row(i0 + r);
-        P.row(r) = segment.array().exp();
+        P.row(r) = exp_exact(segment);
       }
       segment.setZero();
       for (Eigen::Index s = i0 - 1; s >= 0; --s) {  // D_s = exp(Σ_{i=s+1}^{i0-1} g_i)
-        D.row(s) = segment.array().exp();
+        D.row(s) = exp_exact(segment);
         segment += Gc.row(s);
       }
       const Mat<Scalar> Kd = Kc.topRows(i0).cwiseProduct(D);
@@ -82,7 +82,7 @@ void intra_chunk_scores(Mat<Scalar>& Aqk, Mat<Scalar>& T, const Mat<Scalar>& Qc,
       segment.setZero();  // Σ_{i=s+1}^{r} g_i, empty for r = s
       for (Eigen::Index r = s; r < i0 + n; ++r) {
         if (r > s) segment += Gc.row(r);
-        decayed_key = segment.array().exp() * Kc.row(s).array();  // Γ_rs ⊙ k_s
+        decayed_key = exp_exact(segment) * Kc.row(s).array();  // Γ_rs ⊙ k_s
         Aqk(r, s) = Qc.row(r).cwiseProduct(decayed_key).sum();  // not .dot(): it conjugates complex numbers
         if (r > s) T(r, s) = E.row(r).cwiseProduct(decayed_key).sum();
       }

@@ -29,7 +29,7 @@ void intra_chunk_scores_backward(Mat<Scalar>& dQc, Mat<Scalar>& dKc, Mat<Scalar>
     segment.setZero();
     for (Eigen::Index r = s; r < L; ++r) {
       if (r > s) segment += Gc.row(r);
-      decay = segment.array().exp();  // Γ_rs
+      decay = exp_exact(segment);  // Γ_rs
       Wrs = dAqk(r, s) * Qc.row(r);
       if (r > s) Wrs += dT(r, s) * E.row(r);
       Wrs = Wrs.cwiseProduct(decay);

@@ -18,7 +18,7 @@ Mat<Scalar> kda_recurrence(Mat<Scalar>& S, const Mat<Scalar>& Q, const Mat<Scala
   Mat<Scalar> O(Q.rows(), Vv.cols());
   for (Eigen::Index t = 0; t < Q.rows(); ++t) {
     const Eigen::Matrix<Scalar, Eigen::Dynamic, 1> k = Kk.row(t).transpose();
-    const Mat<Scalar> D = G.row(t).array().exp().matrix().asDiagonal();
+    const Mat<Scalar> D = exp_exact(G.row(t)).matrix().asDiagonal();
     const Mat<Scalar> I = Mat<Scalar>::Identity(K, K);
     S = (I - beta(t) * k * k.transpose()) * D * S + beta(t) * k * Vv.row(t);
     O.row(t) = (S.transpose() * Q.row(t).transpose()).transpose();

@@ -18,7 +18,7 @@ void recurrent_forward_head(Mat<Scalar>& O, Mat<Scalar>& S, const Mat<Scalar>& Q
   const auto L = Q.rows();
   O.resize(L, Vv.cols());
   for (Eigen::Index t = 0; t < L; ++t) {
-    const RowVec<Scalar> alpha = G.row(t).array().exp();                     // α_t = exp(g_t)         Eq. 12
+    const RowVec<Scalar> alpha = exp_exact(G.row(t));                     // α_t = exp(g_t)         Eq. 12
     const RowVec<Scalar> e = Bg.row(t).cwiseProduct(Kk.row(t));              // e_t = b_t ⊙ k_t        Eq. 8
     const RowVec<Scalar> z = W.row(t).cwiseProduct(Vv.row(t));               // z_t = w_t ⊙ v_t        Eq. 8
     S = alpha.transpose().asDiagonal() * S;                                  // S̄_t = Diag(α_t) S_{t-1} Eq. 9

@@ -22,7 +22,7 @@ void recurrent_backward_head(Mat<Scalar>& dQ, Mat<Scalar>& dK, Mat<Scalar>& dV, 
   dQ.setZero(L, K), dK.setZero(L, K), dG.setZero(L, K), dB.setZero(L, K), dV.setZero(L, V), dW.setZero(L, V);
   // One forward step (Eq. 9), returning S̄_t and S_t.
   auto step = [&](const Mat<Scalar>& S_prev, Eigen::Index t, Mat<Scalar>& S_bar, Mat<Scalar>& S_new) {
-    S_bar = G.row(t).array().exp().matrix().transpose().asDiagonal() * S_prev;
+    S_bar = exp_exact(G.row(t)).matrix().transpose().asDiagonal() * S_prev;
     const RowVec<Scalar> r = Bg.row(t).cwiseProduct(Kk.row(t)) * S_bar;
     S_new = S_bar + Kk.row(t).transpose() * (W.row(t).cwiseProduct(Vv.row(t)) - r);
   };
@@ -64,7 +64,7 @@ void recurrent_backward_head(Mat<Scalar>& dQ, Mat<Scalar>& dK, Mat<Scalar>& dV, 
       dK.row(t) += de.cwiseProduct(Bg.row(t));
       // S̄_t = Diag(exp g_t) S_{t−1}: dg_t = rowsum(dS̄ ⊙ S̄) (never dS̄ ⊙ S_{t−1} · α, which is 0·inf-prone)
       dG.row(t) = dS_bar.cwiseProduct(Sb).rowwise().sum().transpose();
-      dS = G.row(t).array().exp().matrix().transpose().asDiagonal() * dS_bar;
+      dS = exp_exact(G.row(t)).matrix().transpose().asDiagonal() * dS_bar;
     }
   }
 }

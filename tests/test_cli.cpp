@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 
 #include <filesystem>
+#include <set>
 #include <fstream>
 #include <sstream>
 
@@ -244,4 +245,138 @@ TEST_CASE("10. cli: float32 overflow exits 3 and writes nothing", "[cli]") {
   REQUIRE(r.status == 3);
   REQUIRE(r.err.find("overflowed float32") != std::string::npos);
   REQUIRE(!fs::exists(w.out / "o.npy"));
+}
+
+namespace {
+
+double loss_of(const fs::path& out, const Tensor<double>& do_, const Tensor<double>& dht) {
+  const auto o = load<double>(out / "o.npy"), ht = load<double>(out / "ht.npy");
+  double s = 0;
+  for (index_t i = 0; i < o.numel(); ++i) s += o.data[i] * do_.data[i];
+  for (index_t i = 0; i < ht.numel(); ++i) s += ht.data[i] * dht.data[i];
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("cli: backward through the front-end matches finite differences of forward", "[cli]") {
+  // Every file gdn2 backward writes is the gradient of that file's content: logits, unnormalised q/k, A_log, dt_bias.
+  Workdir w("frontend");
+  Rng rng(3);
+  const index_t B = 1, T = 40, H = 2, HV = 2, K = 6, V = 5;
+  std::vector<std::pair<std::string, Tensor<double>>> files = {
+      {"q", Tensor<double>({B, T, H, K})}, {"k", Tensor<double>({B, T, H, K})}, {"v", Tensor<double>({B, T, HV, V})},
+      {"g", Tensor<double>({B, T, H, K})}, {"b", Tensor<double>({B, T, H, K})}, {"w", Tensor<double>({B, T, HV, V})},
+      {"A_log", Tensor<double>({H})},      {"dt_bias", Tensor<double>({H * K})}, {"h0", Tensor<double>({B, HV, K, V})}};
+  for (auto& [name, t] : files)
+    for (auto& e : t.data) e = rng.normal();
+  Tensor<double> do_({B, T, HV, V}), dht({B, HV, K, V});
+  for (auto& e : do_.data) e = rng.normal();
+  for (auto& e : dht.data) e = rng.normal();
+  auto write_all = [&](const std::vector<std::pair<std::string, Tensor<double>>>& fs_) {
+    for (const auto& [name, t] : fs_) save(w.in, name + ".npy", io::encode_npy(t));
+  };
+  write_all(files);
+  save(w.in, "do.npy", io::encode_npy(do_));
+  save(w.in, "dht.npy", io::encode_npy(dht));
+  const std::string opts = " --l2norm-qk --gate-logits --negative-eigen --decay softplus --chunk-size 16";
+  REQUIRE(gdn2_cli("backward --in " + w.in.string() + " --out " + w.out.string() + opts).status == 0);
+  const fs::path grads = w.out.parent_path() / "grads";
+  fs::rename(w.out, grads);
+  for (auto& [name, t] : files) {
+    const auto grad = load<double>(grads / ("d" + name + ".npy"));
+    REQUIRE(grad.shape == t.shape);
+    Tensor<double> u(t.shape);
+    for (auto& e : u.data) e = rng.normal();
+    const double h = 1e-6;
+    auto perturbed = files;
+    double analytic = 0, gnorm = 0, unorm = 0;
+    for (auto& [n2, t2] : perturbed)
+      if (n2 == name)
+        for (index_t i = 0; i < t2.numel(); ++i) t2.data[i] += h * u.data[i];
+    for (index_t i = 0; i < u.numel(); ++i)
+      analytic += grad.data[i] * u.data[i], gnorm += grad.data[i] * grad.data[i], unorm += u.data[i] * u.data[i];
+    write_all(perturbed);
+    REQUIRE(gdn2_cli("forward --in " + w.in.string() + " --out " + w.out.string() + opts).status == 0);
+    const double lp = loss_of(w.out, do_, dht);
+    for (auto& [n2, t2] : perturbed)
+      if (n2 == name)
+        for (index_t i = 0; i < t2.numel(); ++i) t2.data[i] -= 2 * h * u.data[i];
+    write_all(perturbed);
+    REQUIRE(gdn2_cli("forward --in " + w.in.string() + " --out " + w.out.string() + opts).status == 0);
+    const double lm = loss_of(w.out, do_, dht);
+    write_all(files);
+    const double err = std::abs((lp - lm) / (2 * h) - analytic) / std::sqrt(gnorm * unorm);
+    log_measure("cli d" + name + " (front-end) vs finite differences of gdn2 forward", err, 1e-6);
+    REQUIRE(err <= 1e-6);
+  }
+}
+
+TEST_CASE("cli: backward writes the gradients of the files each variant reads", "[cli]") {
+  Workdir w("bw_variants");
+  const auto x = small_layer(4, 1, 30);
+  save_layer(w.in, x);
+  Tensor<double> beta({1, 30, 2}), g_head({1, 30, 2}), do_(x.v.shape);
+  for (auto& e : beta.data) e = 0.5;
+  for (auto& e : g_head.data) e = -0.1;
+  for (auto& e : do_.data) e = 1.0;
+  save(w.in, "do.npy", io::encode_npy(do_));
+  save(w.in, "beta.npy", io::encode_npy(beta));
+  auto files_in = [&]() {
+    std::set<std::string> names;
+    for (const auto& e : fs::directory_iterator(w.out)) names.insert(e.path().filename().string());
+    fs::remove_all(w.out);
+    return names;
+  };
+  using S = std::set<std::string>;
+  REQUIRE(gdn2_cli("backward --in " + w.in.string() + " --out " + w.out.string()).status == 0);
+  REQUIRE(files_in() == S{"dq.npy", "dk.npy", "dv.npy", "dg.npy", "db.npy", "dw.npy", "dh0.npy"});
+  REQUIRE(gdn2_cli("backward --variant kda --in " + w.in.string() + " --out " + w.out.string()).status == 0);
+  REQUIRE(files_in() == S{"dq.npy", "dk.npy", "dv.npy", "dg.npy", "dbeta.npy", "dh0.npy"});
+  REQUIRE(gdn2_cli("backward --variant deltanet --in " + w.in.string() + " --out " + w.out.string()).status == 0);
+  REQUIRE(files_in() == S{"dq.npy", "dk.npy", "dv.npy", "dbeta.npy", "dh0.npy"});
+  save(w.in, "g.npy", io::encode_npy(g_head));
+  REQUIRE(gdn2_cli("backward --variant gdn --in " + w.in.string() + " --out " + w.out.string()).status == 0);
+  REQUIRE(load<double>(w.out / "dg.npy").shape == std::vector<index_t>{1, 30, 2});
+  fs::remove_all(w.out);
+  fs::remove(w.in / "g.npy");
+  REQUIRE(gdn2_cli("backward --variant linear --in " + w.in.string() + " --out " + w.out.string()).status == 0);
+  REQUIRE(files_in() == S{"dq.npy", "dk.npy", "dv.npy", "dh0.npy"});  // no g.npy read: no dg
+  // Bad upstream gradients are refused like bad inputs.
+  save_layer(w.in, x);
+  save(w.in, "do.npy", io::encode_npy(Tensor<double>({1, 30, 4, 5})));
+  const Result r = gdn2_cli("backward --in " + w.in.string() + " --out " + w.out.string());
+  REQUIRE(r.status == 2);
+  REQUIRE(r.err.find("do: shape") != std::string::npos);
+}
+
+TEST_CASE("cli: check reports per tensor, exits 1 on a failure, prints JSON; gradcheck passes", "[cli]") {
+  Workdir w("check");
+  const auto x = small_layer(5, 1, 80);
+  save_layer(w.in, x);
+  Tensor<double> do_(x.v.shape);
+  Rng rng(5);
+  for (auto& e : do_.data) e = rng.normal();
+  save(w.in, "do.npy", io::encode_npy(do_));
+  REQUIRE(gdn2_cli("forward --precision f32 --in " + w.in.string() + " --out " + w.out.string()).status == 0);
+  REQUIRE(gdn2_cli("backward --precision f32 --in " + w.in.string() + " --out " + w.out.string()).status == 0);
+  const std::string check = "check --in " + w.in.string() + " --candidate " + w.out.string();
+  Result ok = gdn2_cli(check);
+  CAPTURE(ok.err);
+  REQUIRE(ok.status == 0);
+  auto dw = load<float>(w.out / "dw.npy");
+  for (index_t i = offset_bthd(0, 64, 0, 80, 4, 6); i < dw.numel(); ++i) dw.data[i] *= 1.01f;  // last chunk 1% off
+  save(w.out, "dw.npy", io::encode_npy(dw));
+  REQUIRE(gdn2_cli(check).status == 1);
+  const std::string cmd = std::string(GDN2_BIN) + " " + check + " --json";
+  std::string json;
+  FILE* p = popen(cmd.c_str(), "r");
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, p)) json.append(buf, n);
+  pclose(p);
+  REQUIRE(json.rfind("{\"passed\": false", 0) == 0);
+  REQUIRE(json.find("{\"name\": \"dw\", \"dtype\": \"f4\"") != std::string::npos);
+  REQUIRE(gdn2_cli(check + " --tolerance 0.1").status == 0);   // a looser explicit bound accepts it
+  REQUIRE(gdn2_cli(check + " --tolerance nope").status == 2);
+  REQUIRE(gdn2_cli("gradcheck --directions 1").status == 0);
 }

@@ -1,10 +1,12 @@
 #!/usr/bin/python3
-"""An independent Gated DeltaNet-2 in NumPy, and a check of `gdn2 forward` against it.
+"""An independent Gated DeltaNet-2 in NumPy (forward and hand-derived backward); `gdn2` checked against it.
 
 Written from the paper's Eq. 10 in matrix form, S_t = (I - k_t (b_t*k_t)^T) Diag(exp g_t) S_{t-1} + k_t (w_t*v_t)^T,
-o_t = S_t^T (scale q_t), sharing no code with the C++ reference. It generates random inputs (mild and strong decay,
-initial states, grouped value heads, packed sequences), runs the `gdn2` binary on them for both forms, several chunk
-sizes and both precisions, and compares. Exit status 0 if every case is within its bound, 1 otherwise, 77 (skipped)
+o_t = S_t^T (scale q_t), sharing no code with the C++ reference; its backward is derived separately, through the transition matrix
+M_t = (I - k_t e_t^T) D_t rather than the read/write split the C++ code uses. It generates random inputs (mild and
+strong decay, initial states, grouped value heads, packed sequences), runs `gdn2 forward` and `gdn2 backward` on them
+for both forms, several chunk sizes and both precisions, and compares; then feeds `gdn2 check` a float32 candidate
+and the same candidate with one chunk of db off by 1%. Exit status 0 if every case is within its bound, 1 otherwise, 77 (skipped)
 when NumPy is missing.
 
     /usr/bin/python3 tests/independent/gdn2_numpy.py --gdn2 build/reference/gdn2
@@ -43,6 +45,49 @@ def gdn2_numpy(q, k, v, g, b, w, h0=None, cu_seqlens=None, scale=None):
                 o[n, t, hv] = S.T @ (scale * q[n, t, h])
             ht[i, hv] = S
     return o, ht
+
+
+def gdn2_numpy_backward(q, k, v, g, b, w, h0, do, dht, scale=None):
+    """Gradients of L = <do, o> + <dht, ht> (B independent sequences), derived by hand from Eq. 10 in matrix form:
+    S_t = M_t S_{t-1} + k_t z_t^T with M_t = (I - k_t e_t^T) D_t, e_t = b_t*k_t, z_t = w_t*v_t, D_t = Diag(exp g_t)."""
+    B, T, H, K = q.shape
+    HV, V = v.shape[2], v.shape[3]
+    scale = K ** -0.5 if scale is None else scale
+    grads = {n: np.zeros(x.shape) for n, x in dict(q=q, k=k, v=v, g=g, b=b, w=w, h0=h0).items()}
+    eye = np.eye(K)
+    for n in range(B):
+        for hv in range(HV):
+            h = hv // (HV // H)
+            states = [h0[n, hv].astype(np.float64)]
+            for t in range(T):
+                kt, et, zt = k[n, t, h], b[n, t, h] * k[n, t, h], w[n, t, hv] * v[n, t, hv]
+                M = (eye - np.outer(kt, et)) * np.exp(g[n, t, h])[None, :]
+                states.append(M @ states[-1] + np.outer(kt, zt))
+            dS = dht[n, hv].astype(np.float64).copy()
+            for t in reversed(range(T)):
+                kt, bt, qt = k[n, t, h], b[n, t, h], scale * q[n, t, h]
+                et, zt, alpha = bt * kt, w[n, t, hv] * v[n, t, hv], np.exp(g[n, t, h])
+                dS += np.outer(qt, do[n, t, hv])                          # o_t = S_t^T q_t
+                grads["q"][n, t, h] += scale * states[t + 1] @ do[n, t, hv]
+                dM = dS @ states[t].T                                     # S_t = M S_{t-1} + k z^T
+                dz = dS.T @ kt
+                dk = dS @ zt
+                # M = D - k (D e)^T with D e = alpha*e:  dk -= dM (alpha*e);  d(alpha*e) = -dM^T k
+                dk -= dM @ (alpha * et)
+                d_alpha_e = -dM.T @ kt
+                de = alpha * d_alpha_e
+                # dalpha from both terms of M = (I - k e^T) D: column j of M is alpha_j (I - k e^T)[:, j]
+                dalpha = np.einsum("ij,ij->j", dM, eye - np.outer(kt, et))
+                grads["g"][n, t, h] += dalpha * alpha
+                grads["b"][n, t, h] += de * kt
+                dk += de * bt
+                grads["k"][n, t, h] += dk
+                grads["w"][n, t, hv] += dz * v[n, t, hv]
+                grads["v"][n, t, hv] += dz * w[n, t, hv]
+                M = (eye - np.outer(kt, et)) * alpha[None, :]
+                dS = M.T @ dS
+            grads["h0"][n, hv] = dS
+    return grads
 
 
 def random_inputs(rng, B, T, H, HV, K, V, gate, with_h0, N=None):
@@ -105,8 +150,45 @@ def main():
                         failures += not ok
                         print(f"  [measured] {name:32s} {form:9s} C={C:<4d} {prec}: ratio(o)={ro:.2e} "
                               f"ratio(ht)={rh:.2e} bound {bounds[prec]:.0e} {'ok' if ok else 'FAIL'}")
-    print(f"{'FAILED' if failures else 'passed'}: gdn2 forward vs independent NumPy, {failures} case(s) out of bound")
+        failures += check_backward(args.gdn2, rng, tmp)
+    print(f"{'FAILED' if failures else 'passed'}: gdn2 vs independent NumPy, {failures} case(s) out of bound")
     return 1 if failures else 0
+
+
+def check_backward(gdn2, rng, tmp):
+    """`gdn2 backward` vs gdn2_numpy_backward; `gdn2 check` accepts float32 tensors and catches a planted 1% error."""
+    failures = 0
+    x = random_inputs(rng, 2, 130, 1, 2, 8, 6, lambda r, s: r.uniform(-2, 0, s), True)
+    do, dht = rng.standard_normal((2, 130, 2, 6)), rng.standard_normal((2, 2, 8, 6))
+    indir, out, cand = (os.path.join(tmp, d) for d in ("bw_in", "bw_out", "bw_cand"))
+    for d in (indir, cand):
+        os.makedirs(d, exist_ok=True)
+    for key, val in dict(x, do=do, dht=dht).items():
+        np.save(os.path.join(indir, key + ".npy"), val)
+    ref = gdn2_numpy_backward(**x, do=do, dht=dht)
+    for form, C in (("recurrent", 64), ("chunk", 16), ("chunk", 64)):
+        for prec, bound in (("f64", 1e-10), ("f32", 1e-4)):
+            subprocess.run([gdn2, "backward", "--in", indir, "--out", out, "--form", form, "--chunk-size", str(C),
+                            "--precision", prec], check=True)
+            for name, r in ref.items():
+                rr = ratio(np.load(os.path.join(out, "d" + name + ".npy")), r)
+                ok = rr <= bound
+                failures += not ok
+                print(f"  [measured] backward {form:9s} C={C:<3d} {prec} d{name:3s} vs NumPy VJP: ratio={rr:.2e} "
+                      f"bound {bound:.0e} {'ok' if ok else 'FAIL'}")
+    # float32 candidate: the NumPy outputs and gradients rounded to float32 must pass; 1% off in one chunk of db must not.
+    o, ht = gdn2_numpy(**x)
+    for name, val in dict(o=o, ht=ht, **{"d" + n: r for n, r in ref.items()}).items():
+        np.save(os.path.join(cand, name + ".npy"), val.astype(np.float32))
+    cmd = [gdn2, "check", "--in", indir, "--candidate", cand]
+    accepted = subprocess.run(cmd, capture_output=True).returncode == 0
+    db = ref["b"].astype(np.float32)
+    db[:, 64:128] *= np.float32(1.01)
+    np.save(os.path.join(cand, "db.npy"), db)
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    rejected = res.returncode == 1 and any(l.startswith("db ") and "FAIL" in l for l in res.stdout.splitlines())
+    print(f"  [measured] gdn2 check: float32 candidate accepted={accepted}; db 1% off in one chunk rejected={rejected}")
+    return failures + (not accepted) + (not rejected)
 
 
 if __name__ == "__main__":

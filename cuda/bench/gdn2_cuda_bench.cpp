@@ -1,0 +1,126 @@
+// gdn2-cuda-bench — times the CUDA kernels on the PERF.md shapes after checking each against the float64 reference.
+//
+// For each case: random inputs (never zeros), the kernel's outputs compared with the reference (ratio printed; the
+// case is refused if it exceeds the budget), then `--repeats` timed runs with CUDA events, L2 flushed before each,
+// and the median reported with token-heads/s, GB/s, ns per token-head and the ratios to the memory floor
+// (3.0 TB/s measured device copy) and to the peer's figures (PERF.md, flash-linear-attention on an H100).
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "../src/reference_check.hpp"
+
+using namespace gdn2;
+using namespace gdn2::cuda;
+
+namespace {
+
+struct Case {
+  std::string kind;  // "chunk" or "decode"
+  index_t B, T;
+  double peer_ms;    // PERF.md, 0 = none
+};
+
+double ratio_max(const Outputs& a, const Outputs& r) { return std::max(ratio(a.o, r.o), ratio(a.ht, r.ht)); }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"gdn2-cuda-bench: time the CUDA forward kernels on the PERF.md shapes (H = 16, K = V = 128), each checked "
+               "against the float64 reference first"};
+  std::string dtype_name = "bf16", json_path;
+  int repeats = 20;
+  bool decode_only = false, chunk_only = false, skip_check = false;
+  index_t H = 16, K = 128;
+  app.add_option("--dtype", dtype_name, "Storage dtype of q, k, v, b, w, o: bf16 or f32 (g and the state are fp32)")
+      ->capture_default_str()->check(CLI::IsMember({"bf16", "f32"}));
+  app.add_option("--repeats", repeats, "Timed runs per case (median reported)")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--json", json_path, "Also write the results as JSON to this file");
+  app.add_flag("--decode", decode_only, "Only the decode cases (B in 1, 16, 64, 256)");
+  app.add_flag("--chunk", chunk_only, "Only the chunk-forward cases");
+  app.add_flag("--no-check", skip_check, "Skip the reference check (not recommended: the numbers may be of wrong code)");
+  CLI11_PARSE(app, argc, argv);
+  std::string why;
+  if (!device_available(&why)) {
+    std::fprintf(stderr, "gdn2-cuda-bench: no usable CUDA device (%s)\n", why.c_str());
+    return 77;
+  }
+  const DType dtype = dtype_name == "bf16" ? DType::bf16 : DType::f32;
+  const double budget = dtype == DType::bf16 ? 5e-3 : 1e-5;  // NUMERICS.md 19
+  const double elem = dtype == DType::bf16 ? 2 : 4;
+  cudaDeviceProp prop;
+  cudaGetDeviceProperties(&prop, 0);
+  std::vector<Case> cases;
+  if (!decode_only)
+    cases.insert(cases.end(), {{"chunk", 1, 4096, 0.70}, {"chunk", 8, 4096, 2.46}, {"chunk", 2, 16384, 2.49},
+                               {"chunk", 1, 65536, 5.55}});
+  if (!chunk_only)
+    cases.insert(cases.end(), {{"decode", 1, 1, 0.063}, {"decode", 16, 1, 0}, {"decode", 64, 1, 0}, {"decode", 256, 1, 0.19}});
+
+  DeviceBuffer flush(size_t(256) << 20);  // larger than the 50 MB L2
+  cudaEvent_t start, stop;
+  cudaEventCreate(&start);
+  cudaEventCreate(&stop);
+  std::ostringstream json;
+  json << "{\"device\": \"" << prop.name << "\", \"dtype\": \"" << dtype_name << "\", \"H\": " << H << ", \"K\": " << K
+       << ", \"V\": " << K << ", \"cases\": [";
+  std::printf("gdn2-cuda-bench on %s (%d SMs), %s storage, H=%ld, K=V=%ld, median of %d, L2 flushed\n", prop.name,
+              prop.multiProcessorCount, dtype_name.c_str(), long(H), long(K), repeats);
+  std::printf("%-7s %-4s %-6s %-10s %-9s %-10s %-10s %-9s %-9s %-9s\n", "op", "B", "T", "ms", "ns/th", "GB/s",
+              "ratio", "x floor", "x peer", "check");
+  bool first = true;
+  for (const Case& c : cases) {
+    Rng rng(uint64_t(c.B * 1000 + c.T));
+    Layer<double> x = random_layer<double>(rng, c.B, c.T, H, H, K, K, [](Rng& r) { return r.uniform(-0.2, 0); }, true);
+    const Form form = c.kind == "chunk" ? Form::chunk : Form::recurrent;
+    double err = -1;
+    if (!skip_check) {
+      const Outputs got = run_on_device(form, x, dtype);
+      const Outputs ref = reference_outputs(x, dtype);
+      err = ratio_max(got, ref);
+      if (!(err <= budget)) {
+        std::fprintf(stderr, "gdn2-cuda-bench: %s B=%ld T=%ld: ratio %.3e exceeds the budget %.0e; not timing it\n",
+                     c.kind.c_str(), long(c.B), long(c.T), err, budget);
+        return 1;
+      }
+    }
+    DeviceLayer d = to_device(x, dtype);
+    std::vector<float> ms;
+    for (int rep = 0; rep < repeats + 2; ++rep) {
+      cudaMemsetAsync(flush.ptr, rep, flush.bytes);
+      cudaEventRecord(start);
+      launch(form, d, 0, c.kind == "decode");  // decoding updates the state in place (ht == h0)
+      cudaEventRecord(stop);
+      cudaEventSynchronize(stop);
+      float t = 0;
+      cudaEventElapsedTime(&t, start, stop);
+      if (rep >= 2) ms.push_back(t);  // two warm-up runs
+    }
+    const cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) {
+      std::fprintf(stderr, "gdn2-cuda-bench: CUDA error %s\n", cudaGetErrorString(e));
+      return 1;
+    }
+    std::sort(ms.begin(), ms.end());
+    const double med = ms[ms.size() / 2];
+    const double th = double(c.B * c.T * H);
+    // Bytes: inputs read once, outputs written once (PERF.md): q, k, b (K each) and v, w (V) in the storage dtype,
+    // g fp32, o in the storage dtype; the fp32 state read and written once per sequence and head.
+    const double bytes = th * (elem * (3 * K + 2 * K) + 4 * K + elem * K) + 2.0 * c.B * H * K * K * 4;
+    const double floor_ms = bytes / 3.0e12 * 1e3;
+    std::printf("%-7s %-4ld %-6ld %-10.4f %-9.2f %-10.0f %-10.2e %-9.1f %-9s %-9s\n", c.kind.c_str(), long(c.B),
+                long(c.T), med, med * 1e6 / th, bytes / (med * 1e-3) / 1e9, err, med / floor_ms,
+                c.peer_ms > 0 ? (std::to_string(med / c.peer_ms).substr(0, 5)).c_str() : "-", err >= 0 ? "ok" : "skipped");
+    json << (first ? "" : ", ") << "{\"op\": \"" << c.kind << "\", \"B\": " << c.B << ", \"T\": " << c.T
+         << ", \"ms\": " << med << ", \"ns_per_token_head\": " << med * 1e6 / th << ", \"GBps\": " << bytes / (med * 1e-3) / 1e9
+         << ", \"floor_ms\": " << floor_ms << ", \"peer_ms\": " << c.peer_ms << ", \"ratio_vs_reference\": " << err << "}";
+    first = false;
+  }
+  json << "]}\n";
+  std::printf("x floor: time / (bytes / 3.0 TB/s); x peer: time / flash-linear-attention's time (PERF.md), < 1 is faster\n");
+  if (!json_path.empty()) std::ofstream(json_path) << json.str();
+  return 0;
+}

@@ -1,0 +1,58 @@
+// gdn2::cuda — the host API: checks what the kernels support, then dispatches to the current version of each stage.
+#include "common.cuh"
+
+namespace gdn2::cuda {
+
+namespace detail {
+void chunk_forward_dispatch(void*, float*, const void*, const void*, const void*, const float*, const void*, const void*,
+                            const float*, const int64_t*, const Problem&, cudaStream_t);
+void recurrent_forward_dispatch(void*, float*, const void*, const void*, const void*, const float*, const void*,
+                                const void*, const float*, const int64_t*, const Problem&, cudaStream_t);
+}  // namespace detail
+
+bool device_available(std::string* why) {
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess || count == 0) {
+    if (why) *why = err != cudaSuccess ? cudaGetErrorString(err) : "no CUDA device";
+    cudaGetLastError();  // clear the sticky error
+    return false;
+  }
+  void* probe = nullptr;
+  const cudaError_t alloc = cudaMalloc(&probe, 16);
+  if (alloc != cudaSuccess) {
+    if (why) *why = cudaGetErrorString(alloc);
+    cudaGetLastError();
+    return false;
+  }
+  cudaFree(probe);
+  return true;
+}
+
+namespace {
+
+void check(const Problem& p, const char* what) {
+  auto fail = [&](const std::string& m) { throw Error(std::string(what) + ": " + m); };
+  if (p.K != 64 && p.K != 128) fail("K = " + std::to_string(p.K) + " is not supported (64 or 128)");
+  if (p.V <= 0 || p.V % 32 != 0) fail("V = " + std::to_string(p.V) + " must be a positive multiple of 32");
+  if (p.H <= 0 || p.HV <= 0 || p.HV % p.H != 0) fail("HV must be a positive multiple of H");
+  if (p.N <= 0 || p.T < 0) fail("N must be positive and T non-negative");
+  if (p.N > 65535 || p.HV > 65535) fail("N and HV must be at most 65535 (grid limits)");
+}
+
+}  // namespace
+
+void chunk_forward(void* o, float* ht, const void* q, const void* k, const void* v, const float* g, const void* b,
+                   const void* w, const float* h0, const int64_t* cu_seqlens, const Problem& p, cudaStream_t stream) {
+  check(p, "chunk_forward");
+  detail::chunk_forward_dispatch(o, ht, q, k, v, g, b, w, h0, cu_seqlens, p, stream);
+}
+
+void recurrent_forward(void* o, float* ht, const void* q, const void* k, const void* v, const float* g, const void* b,
+                       const void* w, const float* h0, const int64_t* cu_seqlens, const Problem& p,
+                       cudaStream_t stream) {
+  check(p, "recurrent_forward");
+  detail::recurrent_forward_dispatch(o, ht, q, k, v, g, b, w, h0, cu_seqlens, p, stream);
+}
+
+}  // namespace gdn2::cuda

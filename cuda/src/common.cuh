@@ -1,0 +1,43 @@
+// gdn2::cuda — helpers shared by the kernels: error checks, storage conversions, sequence spans.
+#pragma once
+
+#include <cuda_bf16.h>
+
+#include <string>
+
+#include "gdn2/cuda.hpp"
+
+#define GDN2_CUDA_CHECK(call)                                                                                   \
+  do {                                                                                                           \
+    const cudaError_t err_ = (call);                                                                             \
+    if (err_ != cudaSuccess)                                                                                     \
+      throw ::gdn2::cuda::Error(std::string(#call) + ": " + cudaGetErrorString(err_) + " at " + __FILE__ + ":" + \
+                                std::to_string(__LINE__));                                                       \
+  } while (0)
+
+// After a launch: configuration errors now, execution errors at the next synchronising call.
+#define GDN2_CUDA_CHECK_LAUNCH() GDN2_CUDA_CHECK(cudaGetLastError())
+
+namespace gdn2::cuda::detail {
+
+__device__ __forceinline__ float to_float(float x) { return x; }
+__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+template <typename T>
+__device__ __forceinline__ T from_float(float x);
+template <>
+__device__ __forceinline__ float from_float<float>(float x) { return x; }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
+
+// Rows [row0, row0 + length) of the flattened [B*T] token axis for sequence n (as sequence_span in the reference).
+struct Span {
+  int64_t row0, length;
+};
+__device__ __forceinline__ Span sequence_span(const int64_t* cu_seqlens, int64_t n, int64_t T) {
+  if (cu_seqlens) return {cu_seqlens[n], cu_seqlens[n + 1] - cu_seqlens[n]};
+  return {n * T, T};
+}
+
+inline float default_scale(const Problem& p) { return p.scale != 0 ? p.scale : 1.0f / std::sqrt(float(p.K)); }
+
+}  // namespace gdn2::cuda::detail

@@ -1,0 +1,38 @@
+#!/usr/bin/python3
+"""Rewrites the measured table in docs/cuda.md from gdn2-cuda-bench JSON files (between the BENCH markers).
+
+    /usr/bin/python3 scripts/cuda_table.py notebooks_data/bench/cuda_bf16.json [notebooks_data/bench/cuda_f32.json ...]
+"""
+import json
+import pathlib
+import sys
+
+BEGIN, END = "<!-- BENCH:BEGIN (scripts/cuda_table.py writes this table) -->", "<!-- BENCH:END -->"
+
+
+def table(paths):
+    rows = ["| device | dtype | op | B | T | ms | ns per token-head | GB/s | × memory floor | peer (PERF.md) | × peer | ratio vs reference |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for path in paths:
+        run = json.loads(pathlib.Path(path).read_text())
+        for c in run["cases"]:
+            peer = f"{c['peer_ms']:.3f} ms" if c["peer_ms"] else "—"
+            vs_peer = f"{c['ms'] / c['peer_ms']:.2f}" if c["peer_ms"] else "—"
+            rows.append(f"| {run['device']} | {run['dtype']} | {c['op']} | {c['B']} | {c['T']} | {c['ms']:.4f} | "
+                        f"{c['ns_per_token_head']:.2f} | {c['GBps']:.0f} | {c['ms'] / c['floor_ms']:.1f} | {peer} | "
+                        f"{vs_peer} | {c['ratio_vs_reference']:.1e} |")
+    return "\n".join(rows)
+
+
+def main():
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    doc = pathlib.Path(__file__).resolve().parent.parent / "docs" / "cuda.md"
+    text = doc.read_text()
+    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+    doc.write_text(text[:start] + "\n" + table(sys.argv[1:]) + "\n" + text[end:])
+    print(f"rewrote the table in {doc}")
+
+
+if __name__ == "__main__":
+    main()

@@ -11,7 +11,7 @@ log=$build/ctest.log
 (cd "$build" && ctest -j "$(nproc)" --output-on-failure 2>&1) | tee "$log"
 passed=$(grep -cE 'Test +#[0-9]+: .* Passed' "$log")
 failed=$(grep -cE 'Test +#[0-9]+: .* (\*\*\*Failed|\*\*\*Exception|\*\*\*Timeout|Not Run)' "$log")
-skipped=$(grep -cE 'Test +#[0-9]+: .* Skipped' "$log")
+skipped=$(grep -cE 'Test +#[0-9]+: .*Skipped' "$log")
 
 # NUMERICS.md 3: the reference's tests again under AddressSanitizer + UBSan (a second, sanitised build).
 echo "==> reference tests under AddressSanitizer"

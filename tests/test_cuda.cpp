@@ -87,7 +87,11 @@ TEST_CASE("cuda: packed sequences, isolation and prefix causality (bitwise)", "[
       const Outputs q = run_on_device(form, p, DType::f32);
       bool same = true;
       for (index_t n = 0; n < 2; ++n)
-        for (index_t i = offset_bthd(n, 0, 0, 130, 2, 64); i < offset_bthd(n, P, 0, 130, 2, 64); ++i) same = same && q.o.data[i] == base.o.data[i];
+        for (index_t i = offset_bthd(n, 0, 0, 130, 2, 64); i < offset_bthd(n, P, 0, 130, 2, 64); ++i)
+          if (!(q.o.data[i] == base.o.data[i]) && same) {  // print the first mismatch: index, before, after
+            same = false;
+            std::printf("  first mismatch at %s: %.17g vs %.17g\n", index_str(q.o.shape, i).c_str(), base.o.data[i], q.o.data[i]);
+          }
       std::printf("  [measured] %s P=%ld: outputs before P bitwise unchanged: %d\n", form == Form::chunk ? "chunk" : "recurrent", long(P), same);
       REQUIRE(same);
     }

@@ -1,0 +1,370 @@
+// gdn2::cuda chunk_forward, versions 01 and 02 — one fused kernel, fp32 CUDA cores, exact decays.
+//
+// Version 02 differs from 01 in one thing: the [C][K] tiles (q, k, e, g) have rows of K + 1 floats instead of K.
+// With K = 128 a warp reading one channel down 32 rows (T and A_qk, step 2) hit a single shared-memory bank 32 times;
+// padded, the 32 rows fall in 32 different banks. Select 01 with GDN2_CUDA_CHUNK_VERSION=1.
+// Version 03 (the default) replaces steps 4-7 — one output per thread, two shared-memory loads per multiply-add,
+// latency-bound with 8 warps per SM — by register-tiled products: each thread owns a 4×4 (or 8×4) tile and does
+// TM·TN multiply-adds per TM + TN loads; Y = AĒ and U = AZ become products with the explicit unit-lower A.
+//
+// Idea: one block per (sequence, value head, VS value columns) walks the chunks of its sequence in order, keeping
+// the fp32 state slice S[K][VS] in shared memory; every chunk quantity (T, A_qk, A, Y, U, R) lives in shared memory
+// only, so device memory sees each input read once (per value slice) and each output written once.
+// Per chunk (C = 64, paper Eq. 18-25), the twin of reference/core/chunk.hpp:
+//   1. load q (scaled), k, g, e = b⊙k, Z = w⊙v;
+//   2. T and A_qk with exact segment decays: inside a 16-token sub-chunk pairwise exp(Σ_{s<i≤r} g_i); across
+//      sub-chunks the product of three factors ≤ 1 (suffix of s in its sub-chunk, whole sub-chunks between, prefix
+//      of r in its sub-chunk) — never γ⁻¹, never a difference of cumulative sums (docs/derivation.md, step 4);
+//   3. A = (I + T)⁻¹ by forward substitution, in place (the loop of solve_unit_lower);
+//   4. Y = A Ē, U = A Z in place, column by column;  5. R = U − Y S;  6. O = Q_γ S + A_qk R;
+//   7. S ← Diag(γ_C) S + K_tailᵀ R.
+// The K-side work (steps 2-4 for Y) is repeated by each value slice: the price of filling the GPU with blocks.
+// Run: build/cuda/gdn2-cuda-bench. Measured: see docs/cuda.md.
+#include <cstdlib>
+
+#include "common.cuh"
+
+namespace gdn2::cuda::detail {
+
+constexpr int kChunk = 64, kSub = 16, kNumSub = kChunk / kSub, kThreads = 256;
+
+// KP is the row stride of the [C][K] tiles: K in version 01, K + 1 in version 02 (see the header).
+template <int K, int KP, int VS>
+constexpr size_t chunk_smem_floats() {
+  return 4 * kChunk * KP + 2 * kChunk * kChunk + kChunk * VS + K * VS + 3 * kNumSub * K + kNumSub * kNumSub * K + K;
+}
+
+// acc (+)= sign · A B for the TM×TN tile of an M×N product owned by thread tid (256 threads tile the product in a
+// 16 × 16 grid). A(m, j) = A[m·a_rs + j·a_cs] (so a transposed operand is a stride swap), B(j, n) = B[j·b_rs + n].
+// Each step of j loads TM + TN values and does TM·TN multiply-adds from registers.
+// CAUSAL (A lower triangular: A(m, j) = 0 for j > m): terms with j > m are skipped, not multiplied by zero — a
+// future row of B may hold inf once the state overflows float32, and 0·inf = NaN would break causality.
+template <int M, int N, int TM, int TN, bool CAUSAL = false>
+__device__ __forceinline__ void tile_product(float (&acc)[TM][TN], const float* A, int a_rs, int a_cs, const float* B,
+                                             int b_rs, int depth, int tid, float sign = 1.f) {
+  static_assert((M / TM) * (N / TN) == kThreads, "one tile per thread");
+  const int m0 = (tid / (N / TN)) * TM, n0 = (tid % (N / TN)) * TN;
+  const int end = CAUSAL ? min(depth, m0 + TM) : depth;
+#pragma unroll 4
+  for (int j = 0; j < end; ++j) {
+    float a[TM], b[TN];
+#pragma unroll
+    for (int i = 0; i < TM; ++i) a[i] = sign * A[(m0 + i) * a_rs + j * a_cs];
+#pragma unroll
+    for (int i = 0; i < TN; ++i) b[i] = B[j * b_rs + n0 + i];
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+      for (int l = 0; l < TN; ++l)
+        if (!CAUSAL || j <= m0 + i) acc[i][l] += a[i] * b[l];
+  }
+}
+
+template <int N, int TM, int TN>
+__device__ __forceinline__ void store_tile(const float (&acc)[TM][TN], float* out, int rs, int tid) {
+  const int m0 = (tid / (N / TN)) * TM, n0 = (tid % (N / TN)) * TN;
+#pragma unroll
+  for (int i = 0; i < TM; ++i)
+#pragma unroll
+    for (int l = 0; l < TN; ++l) out[(m0 + i) * rs + n0 + l] = acc[i][l];
+}
+
+template <int K, int KP, int VS, bool TILED, typename T>
+__global__ void __launch_bounds__(kThreads, 1) chunk_forward_fused(T* o, float* ht, const T* q, const T* k, const T* v,
+                                                             const float* g, const T* b, const T* w, const float* h0,
+                                                             const int64_t* cu_seqlens, int64_t T_len, int H, int HV,
+                                                             int V, float scale) {
+  constexpr int C = kChunk;
+  static_assert(K + VS <= kThreads, "step 4 gives one thread to each column of Y and of U");
+  extern __shared__ float smem[];
+  float* s_q = smem;                     // [C][K]  q̃ → q̃⊙c → Q_γ   (rows KP floats apart)
+  float* s_k = s_q + C * KP;             // [C][K]  k → k⊙a → K_tail
+  float* s_e = s_k + C * KP;             // [C][K]  e = b⊙k → e⊙c → Ē → Y
+  float* s_g = s_e + C * KP;             // [C][K]  g
+  float* s_T = s_g + C * KP;             // [C][C]  T → A
+  float* s_Aqk = s_T + C * C;            // [C][C]  A_qk
+  float* s_U = s_Aqk + C * C;            // [C][VS] Z → U → R
+  float* s_S = s_U + C * VS;             // [K][VS] state slice
+  float* s_bs = s_S + K * VS;            // [kNumSub][K] sub-chunk sums of g
+  float* s_pre = s_bs + kNumSub * K;     // [kNumSub][K] exp(Σ of sub-chunks before I)
+  float* s_suf = s_pre + kNumSub * K;    // [kNumSub][K] exp(Σ of sub-chunks after J)
+  float* s_mid = s_suf + kNumSub * K;    // [kNumSub][kNumSub][K] exp(Σ of sub-chunks strictly between J and I)
+  float* s_gammaC = s_mid + kNumSub * kNumSub * K;  // [K] γ_C
+
+  const int tid = threadIdx.x;
+  const int col0 = blockIdx.x * VS, hv = blockIdx.y, n = blockIdx.z, h = hv / (HV / H);
+  const Span span = sequence_span(cu_seqlens, n, T_len);
+  const int64_t state = (int64_t(n) * HV + hv) * K * V;
+  for (int i = tid; i < K * VS; i += kThreads) s_S[i] = h0 ? h0[state + int64_t(i / VS) * V + col0 + i % VS] : 0.f;
+
+  for (int64_t c0 = 0; c0 < span.length; c0 += C) {
+    const int L = int(span.length - c0 < C ? span.length - c0 : C);
+    // 1. Load; rows ≥ L are zero (and g = 0), so they add nothing anywhere.
+    for (int i = tid; i < C * K; i += kThreads) {
+      const int r = i / K, d = i % K;
+      float qv = 0, kv = 0, bv = 0, gv = 0;
+      if (r < L) {
+        const int64_t idx = ((span.row0 + c0 + r) * H + h) * K + d;
+        qv = scale * to_float(q[idx]), kv = to_float(k[idx]), bv = to_float(b[idx]), gv = g[idx];
+      }
+      const int j = r * KP + d;
+      s_q[j] = qv, s_k[j] = kv, s_e[j] = bv * kv, s_g[j] = gv;
+    }
+    for (int i = tid; i < C * VS; i += kThreads) {
+      const int r = i / VS, c = i % VS;
+      float z = 0;
+      if (r < L) {
+        const int64_t idx = ((span.row0 + c0 + r) * HV + hv) * V + col0 + c;
+        z = to_float(w[idx]) * to_float(v[idx]);  // Z = W ⊙ V (Eq. 20)
+      }
+      s_U[i] = z;
+    }
+    __syncthreads();
+    // 2a. Diagonal sub-chunk blocks of T and A_qk (Eq. 21, 25). Warp w takes the columns s = w, w + 8, ...; its
+    //     lanes split the K channels. Walking r upward from s inside s's sub-chunk, Γ_rs ⊙ k_s is kept per channel
+    //     and updated by one factor, Γ_{r,s} = Γ_{r−1,s} · exp(g_r): a product of factors ≤ 1 (exactly 0 after a
+    //     g = −inf), never a difference of sums; each entry is then a warp-wide dot product.
+    {
+      constexpr int PER_LANE = K / 32;
+      const int warp = tid / 32, lane = tid % 32;
+      for (int s = warp; s < C; s += kThreads / 32) {
+        float dk[PER_LANE];
+#pragma unroll
+        for (int j = 0; j < PER_LANE; ++j) dk[j] = s_k[s * KP + lane + 32 * j];
+        const int end = (s / kSub + 1) * kSub;
+        for (int r = s; r < end; ++r) {
+          float aqk = 0, t = 0;
+#pragma unroll
+          for (int j = 0; j < PER_LANE; ++j) {
+            const int d = lane + 32 * j;
+            if (r > s) dk[j] *= expf(s_g[r * KP + d]);
+            aqk += s_q[r * KP + d] * dk[j];
+            t += s_e[r * KP + d] * dk[j];
+          }
+#pragma unroll
+          for (int off = 16; off; off /= 2) {
+            aqk += __shfl_xor_sync(0xffffffffu, aqk, off);
+            t += __shfl_xor_sync(0xffffffffu, t, off);
+          }
+          if (lane == 0) {
+            s_Aqk[r * C + s] = aqk;
+            s_T[r * C + s] = r > s ? t : 0.f;
+          }
+        }
+      }
+    }
+    __syncthreads();
+    // 2b. Per channel: sub-chunk sums, q̃⊙c and e⊙c (c_r = exp of r's prefix in its sub-chunk), k⊙a (a_s = exp of
+    //     s's suffix in its sub-chunk, s excluded). All exps of direct sums of g ≤ 0.
+    for (int d = tid; d < K; d += kThreads) {
+      for (int M = 0; M < kNumSub; ++M) {
+        float run = 0;
+        for (int r = M * kSub; r < (M + 1) * kSub; ++r) {
+          run += s_g[r * KP + d];
+          const float cr = expf(run);
+          s_q[r * KP + d] *= cr;
+          s_e[r * KP + d] *= cr;
+        }
+        s_bs[M * K + d] = run;
+        run = 0;
+        for (int s = (M + 1) * kSub - 1; s >= M * kSub; --s) {
+          s_k[s * KP + d] *= expf(run);
+          run += s_g[s * KP + d];
+        }
+      }
+      float total = 0;
+      for (int M = 0; M < kNumSub; ++M) {
+        float before = 0, after = 0;
+        for (int j = 0; j < M; ++j) before += s_bs[j * K + d];
+        for (int j = M + 1; j < kNumSub; ++j) after += s_bs[j * K + d];
+        s_pre[M * K + d] = expf(before);
+        s_suf[M * K + d] = expf(after);
+        for (int I = M + 1; I < kNumSub; ++I) {
+          float between = 0;
+          for (int j = M + 1; j < I; ++j) between += s_bs[j * K + d];
+          s_mid[(M * kNumSub + I) * K + d] = expf(between);
+        }
+        total += s_bs[M * K + d];
+      }
+      s_gammaC[d] = expf(total);
+    }
+    __syncthreads();
+    // 2c. Off-diagonal blocks: Γ_rs = c_r · mid(J, I) · a_s.
+    for (int i = tid; i < C * C; i += kThreads) {
+      const int r = i / C, s = i % C, I = r / kSub, J = s / kSub;
+      if (J >= I) continue;
+      const float* mid = s_mid + (J * kNumSub + I) * K;
+      float aqk = 0, t = 0;
+      for (int d = 0; d < K; ++d) {
+        const float dk = mid[d] * s_k[s * KP + d];
+        aqk += s_q[r * KP + d] * dk;
+        t += s_e[r * KP + d] * dk;
+      }
+      s_Aqk[i] = aqk;
+      s_T[i] = t;
+    }
+    __syncthreads();
+    // Q_γ = γ ⊙ q̃, Ē = γ ⊙ e (γ_r = pre(I)·c_r, Eq. 18-20); K_tail = (γ_C/γ_r) ⊙ k = suf(J)·a_r·k (Eq. 41).
+    for (int i = tid; i < C * K; i += kThreads) {
+      const int r = i / K, d = i % K, M = r / kSub, j = r * KP + d;
+      s_q[j] *= s_pre[M * K + d];
+      s_e[j] *= s_pre[M * K + d];
+      s_k[j] *= s_suf[M * K + d];
+    }
+    // 3. A = (I + T)⁻¹, forward substitution in place: A_r = e_rᵀ − Σ_{s<r} T_rs A_s (Eq. 21).
+    for (int r = 1; r < C; ++r) {
+      float a = 0;
+      if (tid < r) {
+        for (int s = tid; s < r; ++s) a -= s_T[r * C + s] * (s == tid ? 1.f : s_T[s * C + tid]);
+      }
+      __syncthreads();
+      if (tid < r) s_T[r * C + tid] = a;
+    }
+    __syncthreads();
+    if constexpr (TILED) {
+      // Version 03: steps 4-7 as register-tiled matrix products out of shared memory (tile_product).
+      for (int r = tid; r < C; r += kThreads) s_T[r * C + r] = 1.f;  // A's unit diagonal (the products are causal)
+      __syncthreads();
+      // 4. Y = A Ē (Eq. 22) into the g tile, which is no longer needed.
+      {
+        constexpr int TM = 4, TN = K / 16;
+        float acc[TM][TN] = {};
+        tile_product<C, K, TM, TN, true>(acc, s_T, C, 1, s_e, KP, C, tid);
+        store_tile<K, TM, TN>(acc, s_g, KP, tid);
+      }
+      __syncthreads();
+      // 5. R = A Z − Y S (Eq. 22, 35), written over Z once every thread has read Z.
+      constexpr int TM = 4, TN = VS / 16;
+      {
+        float acc[TM][TN] = {};
+        tile_product<C, VS, TM, TN, true>(acc, s_T, C, 1, s_U, VS, C, tid);
+        tile_product<C, VS, TM, TN>(acc, s_g, KP, 1, s_S, VS, K, tid, -1.f);
+        __syncthreads();
+        store_tile<VS, TM, TN>(acc, s_U, VS, tid);
+      }
+      __syncthreads();
+      // 6. O = Q_γ S + A_qk R (Eq. 24).
+      {
+        float acc[TM][TN] = {};
+        tile_product<C, VS, TM, TN>(acc, s_q, KP, 1, s_S, VS, K, tid);
+        tile_product<C, VS, TM, TN, true>(acc, s_Aqk, C, 1, s_U, VS, C, tid);
+        const int r0 = (tid / (VS / TN)) * TM, c1 = (tid % (VS / TN)) * TN;
+#pragma unroll
+        for (int i = 0; i < TM; ++i)
+          if (r0 + i < L)
+#pragma unroll
+            for (int j = 0; j < TN; ++j)
+              o[((span.row0 + c0 + r0 + i) * HV + hv) * V + col0 + c1 + j] = from_float<T>(acc[i][j]);
+      }
+      // 7. S ← Diag(γ_C) S + K_tailᵀ R (Eq. 23): K_tailᵀ is the k tile read column-major.
+      {
+        constexpr int SM = K / 16;
+        float acc[SM][TN] = {};
+        tile_product<K, VS, SM, TN>(acc, s_k, 1, KP, s_U, VS, C, tid);
+        const int d0 = (tid / (VS / TN)) * SM, c1 = (tid % (VS / TN)) * TN;
+        __syncthreads();  // every thread has read S in step 6
+#pragma unroll
+        for (int i = 0; i < SM; ++i)
+#pragma unroll
+          for (int j = 0; j < TN; ++j) {
+            float& st = s_S[(d0 + i) * VS + c1 + j];
+            st = s_gammaC[d0 + i] * st + acc[i][j];
+          }
+      }
+      __syncthreads();
+    } else {
+      // 4. Y = A Ē (threads 0..K−1) and U = A Z (threads K..K+VS−1), column by column from the last row up, in place.
+      if (tid < K || (tid >= K && tid < K + VS)) {
+        float* col = tid < K ? s_e + tid : s_U + (tid - K);
+        const int stride = tid < K ? KP : VS;
+        for (int r = C - 1; r >= 0; --r) {
+          float acc = col[r * stride];
+          for (int s = 0; s < r; ++s) acc += s_T[r * C + s] * col[s * stride];
+          col[r * stride] = acc;
+        }
+      }
+      __syncthreads();
+      // 5. R = U − Y S (Eq. 35), in place of U.
+      for (int i = tid; i < C * VS; i += kThreads) {
+        const int r = i / VS, c = i % VS;
+        float ys = 0;
+        for (int d = 0; d < K; ++d) ys += s_e[r * KP + d] * s_S[d * VS + c];
+        s_U[i] -= ys;
+      }
+      __syncthreads();
+      // 6. O = Q_γ S + A_qk R (Eq. 24).
+      for (int i = tid; i < C * VS; i += kThreads) {
+        const int r = i / VS, c = i % VS;
+        if (r >= L) continue;
+        float acc = 0;
+        for (int d = 0; d < K; ++d) acc += s_q[r * KP + d] * s_S[d * VS + c];
+        for (int s = 0; s <= r; ++s) acc += s_Aqk[r * C + s] * s_U[s * VS + c];
+        o[((span.row0 + c0 + r) * HV + hv) * V + col0 + c] = from_float<T>(acc);
+      }
+      __syncthreads();
+      // 7. S ← Diag(γ_C) S + K_tailᵀ R (Eq. 23).
+      for (int i = tid; i < K * VS; i += kThreads) {
+        const int d = i / VS, c = i % VS;
+        float acc = s_gammaC[d] * s_S[i];
+        for (int r = 0; r < L; ++r) acc += s_k[r * KP + d] * s_U[r * VS + c];
+        s_S[i] = acc;
+      }
+      __syncthreads();
+    }
+  }
+  if (ht)
+    for (int i = tid; i < K * VS; i += kThreads) ht[state + int64_t(i / VS) * V + col0 + i % VS] = s_S[i];
+}
+
+template <int K, int KP, int VS, bool TILED, typename T>
+void launch_chunk(void* o, float* ht, const void* q, const void* k, const void* v, const float* g, const void* b,
+                     const void* w, const float* h0, const int64_t* cu, const Problem& p, cudaStream_t stream) {
+  constexpr size_t bytes = chunk_smem_floats<K, KP, VS>() * sizeof(float);
+  auto kernel = chunk_forward_fused<K, KP, VS, TILED, T>;
+  GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+  const dim3 grid(unsigned(p.V / VS), unsigned(p.HV), unsigned(p.N));
+  kernel<<<grid, kThreads, bytes, stream>>>(static_cast<T*>(o), ht, static_cast<const T*>(q), static_cast<const T*>(k),
+                                            static_cast<const T*>(v), g, static_cast<const T*>(b),
+                                            static_cast<const T*>(w), h0, cu, p.T, int(p.H), int(p.HV), int(p.V),
+                                            default_scale(p));
+  GDN2_CUDA_CHECK_LAUNCH();
+}
+
+template <int K, int KP, bool TILED, typename T>
+void dispatch_chunk_vs(void* o, float* ht, const void* q, const void* k, const void* v, const float* g, const void* b,
+                       const void* w, const float* h0, const int64_t* cu, const Problem& p, cudaStream_t s) {
+  // Narrow slices when the batch is small (more blocks for the 132 SMs), wide ones otherwise (less repeated K-side work).
+  if (p.V % 64 == 0 && (p.V / 64) * p.HV * p.N >= 132) return launch_chunk<K, KP, 64, TILED, T>(o, ht, q, k, v, g, b, w, h0, cu, p, s);
+  return launch_chunk<K, KP, 32, TILED, T>(o, ht, q, k, v, g, b, w, h0, cu, p, s);
+}
+
+// Version 03 by default; GDN2_CUDA_CHUNK_VERSION=1 or 2 selects an earlier one, for measuring the ladder.
+inline int chunk_version() {
+  static const int v = [] {
+    const char* e = std::getenv("GDN2_CUDA_CHUNK_VERSION");
+    return e && (std::string(e) == "1" || std::string(e) == "2") ? std::atoi(e) : 3;
+  }();
+  return v;
+}
+
+template <int K, typename T>
+void dispatch_chunk_version(void* o, float* ht, const void* q, const void* k, const void* v, const float* g,
+                            const void* b, const void* w, const float* h0, const int64_t* cu, const Problem& p,
+                            cudaStream_t s) {
+  if (chunk_version() == 1) return dispatch_chunk_vs<K, K, false, T>(o, ht, q, k, v, g, b, w, h0, cu, p, s);
+  if (chunk_version() == 2) return dispatch_chunk_vs<K, K + 1, false, T>(o, ht, q, k, v, g, b, w, h0, cu, p, s);
+  return dispatch_chunk_vs<K, K + 1, true, T>(o, ht, q, k, v, g, b, w, h0, cu, p, s);
+}
+
+void chunk_forward_dispatch(void* o, float* ht, const void* q, const void* k, const void* v, const float* g,
+                            const void* b, const void* w, const float* h0, const int64_t* cu, const Problem& p,
+                            cudaStream_t s) {
+  const bool bf16 = p.dtype == DType::bf16;
+  if (p.K == 128)
+    return bf16 ? dispatch_chunk_version<128, __nv_bfloat16>(o, ht, q, k, v, g, b, w, h0, cu, p, s)
+                : dispatch_chunk_version<128, float>(o, ht, q, k, v, g, b, w, h0, cu, p, s);
+  return bf16 ? dispatch_chunk_version<64, __nv_bfloat16>(o, ht, q, k, v, g, b, w, h0, cu, p, s)
+              : dispatch_chunk_version<64, float>(o, ht, q, k, v, g, b, w, h0, cu, p, s);
+}
+
+}  // namespace gdn2::cuda::detail

@@ -1,37 +1,27 @@
-// gdn2::cuda chunk_forward, versions 01 and 02 — one fused kernel, fp32 CUDA cores, exact decays.
-//
-// Version 02 differs from 01 in one thing: the [C][K] tiles (q, k, e, g) have rows of K + 1 floats instead of K.
-// With K = 128 a warp reading one channel down 32 rows (T and A_qk, step 2) hit a single shared-memory bank 32 times;
-// padded, the 32 rows fall in 32 different banks. Select 01 with GDN2_CUDA_CHUNK_VERSION=1.
-// Version 03 (the default) replaces steps 4-7 — one output per thread, two shared-memory loads per multiply-add,
-// latency-bound with 8 warps per SM — by register-tiled products: each thread owns a 4×4 (or 8×4) tile and does
-// TM·TN multiply-adds per TM + TN loads; Y = AĒ and U = AZ become products with the explicit unit-lower A.
+// gdn2::cuda chunk_forward — one fused kernel, fp32 CUDA cores, exact decays. Version 04 (ladder: docs/cuda.md).
 //
 // Idea: one block per (sequence, value head, VS value columns) walks the chunks of its sequence in order, keeping
-// the fp32 state slice S[K][VS] in shared memory; every chunk quantity (T, A_qk, A, Y, U, R) lives in shared memory
+// the fp32 state slice S[K][VS] in shared memory; every chunk quantity (T, A_qk, A, Y, R) lives in shared memory
 // only, so device memory sees each input read once (per value slice) and each output written once.
 // Per chunk (C = 64, paper Eq. 18-25), the twin of reference/core/chunk.hpp:
 //   1. load q (scaled), k, g, e = b⊙k, Z = w⊙v;
-//   2. T and A_qk with exact segment decays: inside a 16-token sub-chunk pairwise exp(Σ_{s<i≤r} g_i); across
-//      sub-chunks the product of three factors ≤ 1 (suffix of s in its sub-chunk, whole sub-chunks between, prefix
-//      of r in its sub-chunk) — never γ⁻¹, never a difference of cumulative sums (docs/derivation.md, step 4);
+//   2. T and A_qk with exact decays: inside a 16-token sub-chunk Γ_rs = Π_{s<i≤r} exp(g_i), one warp per column;
+//      across sub-chunks the product of three factors ≤ 1 (suffix of s in its sub-chunk, whole sub-chunks between,
+//      prefix of r in its sub-chunk) — never γ⁻¹, never a difference of cumulative sums (docs/derivation.md, step 4);
 //   3. A = (I + T)⁻¹ by forward substitution, in place (the loop of solve_unit_lower);
-//   4. Y = A Ē, U = A Z in place, column by column;  5. R = U − Y S;  6. O = Q_γ S + A_qk R;
-//   7. S ← Diag(γ_C) S + K_tailᵀ R.
-// The K-side work (steps 2-4 for Y) is repeated by each value slice: the price of filling the GPU with blocks.
-// Run: build/cuda/gdn2-cuda-bench. Measured: see docs/cuda.md.
-#include <cstdlib>
-
+//   4. Y = A Ē;  5. R = A Z − Y S;  6. O = Q_γ S + A_qk R;  7. S ← Diag(γ_C) S + K_tailᵀ R — register-tiled
+//      products out of shared memory, the triangular ones causal (future rows are skipped, not multiplied by 0).
+// The K-side work (steps 2-4) is repeated by each value slice: the price of filling the GPU with blocks.
+// Measured on an H100 (bf16 storage, H = 16, K = V = 128): B = 8, T = 4096 in 16.2 ms; see docs/cuda.md.
 #include "common.cuh"
 
 namespace gdn2::cuda::detail {
 
 constexpr int kChunk = 64, kSub = 16, kNumSub = kChunk / kSub, kThreads = 256;
 
-// KP is the row stride of the [C][K] tiles: K in version 01, K + 1 in version 02 (see the header).
-template <int K, int KP, int VS>
+template <int K, int VS>
 constexpr size_t chunk_smem_floats() {
-  return 4 * kChunk * KP + 2 * kChunk * kChunk + kChunk * VS + K * VS + 3 * kNumSub * K + kNumSub * kNumSub * K + K;
+  return 4 * kChunk * (K + 1) + 2 * kChunk * kChunk + kChunk * VS + K * VS + 3 * kNumSub * K + kNumSub * kNumSub * K + K;
 }
 
 // acc (+)= sign · A B for the TM×TN tile of an M×N product owned by thread tid (256 threads tile the product in a
@@ -69,12 +59,12 @@ __device__ __forceinline__ void store_tile(const float (&acc)[TM][TN], float* ou
     for (int l = 0; l < TN; ++l) out[(m0 + i) * rs + n0 + l] = acc[i][l];
 }
 
-template <int K, int KP, int VS, bool TILED, typename T>
+template <int K, int VS, typename T>
 __global__ void __launch_bounds__(kThreads, 1) chunk_forward_fused(T* o, float* ht, const T* q, const T* k, const T* v,
                                                              const float* g, const T* b, const T* w, const float* h0,
                                                              const int64_t* cu_seqlens, int64_t T_len, int H, int HV,
                                                              int V, float scale) {
-  constexpr int C = kChunk;
+  constexpr int C = kChunk, KP = K + 1;  // tiles of K + 1 floats a row: a warp reading down a column hits 32 banks
   static_assert(K + VS <= kThreads, "step 4 gives one thread to each column of Y and of U");
   extern __shared__ float smem[];
   float* s_q = smem;                     // [C][K]  q̃ → q̃⊙c → Q_γ   (rows KP floats apart)
@@ -221,106 +211,66 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_forward_fused(T* o, float* 
       if (tid < r) s_T[r * C + tid] = a;
     }
     __syncthreads();
-    if constexpr (TILED) {
-      // Version 03: steps 4-7 as register-tiled matrix products out of shared memory (tile_product).
-      for (int r = tid; r < C; r += kThreads) s_T[r * C + r] = 1.f;  // A's unit diagonal (the products are causal)
-      __syncthreads();
-      // 4. Y = A Ē (Eq. 22) into the g tile, which is no longer needed.
-      {
-        constexpr int TM = 4, TN = K / 16;
-        float acc[TM][TN] = {};
-        tile_product<C, K, TM, TN, true>(acc, s_T, C, 1, s_e, KP, C, tid);
-        store_tile<K, TM, TN>(acc, s_g, KP, tid);
-      }
-      __syncthreads();
-      // 5. R = A Z − Y S (Eq. 22, 35), written over Z once every thread has read Z.
-      constexpr int TM = 4, TN = VS / 16;
-      {
-        float acc[TM][TN] = {};
-        tile_product<C, VS, TM, TN, true>(acc, s_T, C, 1, s_U, VS, C, tid);
-        tile_product<C, VS, TM, TN>(acc, s_g, KP, 1, s_S, VS, K, tid, -1.f);
-        __syncthreads();
-        store_tile<VS, TM, TN>(acc, s_U, VS, tid);
-      }
-      __syncthreads();
-      // 6. O = Q_γ S + A_qk R (Eq. 24).
-      {
-        float acc[TM][TN] = {};
-        tile_product<C, VS, TM, TN>(acc, s_q, KP, 1, s_S, VS, K, tid);
-        tile_product<C, VS, TM, TN, true>(acc, s_Aqk, C, 1, s_U, VS, C, tid);
-        const int r0 = (tid / (VS / TN)) * TM, c1 = (tid % (VS / TN)) * TN;
-#pragma unroll
-        for (int i = 0; i < TM; ++i)
-          if (r0 + i < L)
-#pragma unroll
-            for (int j = 0; j < TN; ++j)
-              o[((span.row0 + c0 + r0 + i) * HV + hv) * V + col0 + c1 + j] = from_float<T>(acc[i][j]);
-      }
-      // 7. S ← Diag(γ_C) S + K_tailᵀ R (Eq. 23): K_tailᵀ is the k tile read column-major.
-      {
-        constexpr int SM = K / 16;
-        float acc[SM][TN] = {};
-        tile_product<K, VS, SM, TN>(acc, s_k, 1, KP, s_U, VS, C, tid);
-        const int d0 = (tid / (VS / TN)) * SM, c1 = (tid % (VS / TN)) * TN;
-        __syncthreads();  // every thread has read S in step 6
-#pragma unroll
-        for (int i = 0; i < SM; ++i)
-#pragma unroll
-          for (int j = 0; j < TN; ++j) {
-            float& st = s_S[(d0 + i) * VS + c1 + j];
-            st = s_gammaC[d0 + i] * st + acc[i][j];
-          }
-      }
-      __syncthreads();
-    } else {
-      // 4. Y = A Ē (threads 0..K−1) and U = A Z (threads K..K+VS−1), column by column from the last row up, in place.
-      if (tid < K || (tid >= K && tid < K + VS)) {
-        float* col = tid < K ? s_e + tid : s_U + (tid - K);
-        const int stride = tid < K ? KP : VS;
-        for (int r = C - 1; r >= 0; --r) {
-          float acc = col[r * stride];
-          for (int s = 0; s < r; ++s) acc += s_T[r * C + s] * col[s * stride];
-          col[r * stride] = acc;
-        }
-      }
-      __syncthreads();
-      // 5. R = U − Y S (Eq. 35), in place of U.
-      for (int i = tid; i < C * VS; i += kThreads) {
-        const int r = i / VS, c = i % VS;
-        float ys = 0;
-        for (int d = 0; d < K; ++d) ys += s_e[r * KP + d] * s_S[d * VS + c];
-        s_U[i] -= ys;
-      }
-      __syncthreads();
-      // 6. O = Q_γ S + A_qk R (Eq. 24).
-      for (int i = tid; i < C * VS; i += kThreads) {
-        const int r = i / VS, c = i % VS;
-        if (r >= L) continue;
-        float acc = 0;
-        for (int d = 0; d < K; ++d) acc += s_q[r * KP + d] * s_S[d * VS + c];
-        for (int s = 0; s <= r; ++s) acc += s_Aqk[r * C + s] * s_U[s * VS + c];
-        o[((span.row0 + c0 + r) * HV + hv) * V + col0 + c] = from_float<T>(acc);
-      }
-      __syncthreads();
-      // 7. S ← Diag(γ_C) S + K_tailᵀ R (Eq. 23).
-      for (int i = tid; i < K * VS; i += kThreads) {
-        const int d = i / VS, c = i % VS;
-        float acc = s_gammaC[d] * s_S[i];
-        for (int r = 0; r < L; ++r) acc += s_k[r * KP + d] * s_U[r * VS + c];
-        s_S[i] = acc;
-      }
-      __syncthreads();
+    // Steps 4-7: register-tiled matrix products out of shared memory (tile_product).
+    for (int r = tid; r < C; r += kThreads) s_T[r * C + r] = 1.f;  // A's unit diagonal (the products are causal)
+    __syncthreads();
+    // 4. Y = A Ē (Eq. 22) into the g tile, which is no longer needed.
+    {
+      constexpr int TM = 4, TN = K / 16;
+      float acc[TM][TN] = {};
+      tile_product<C, K, TM, TN, true>(acc, s_T, C, 1, s_e, KP, C, tid);
+      store_tile<K, TM, TN>(acc, s_g, KP, tid);
     }
+    __syncthreads();
+    // 5. R = A Z − Y S (Eq. 22, 35), written over Z once every thread has read Z.
+    constexpr int TM = 4, TN = VS / 16;
+    {
+      float acc[TM][TN] = {};
+      tile_product<C, VS, TM, TN, true>(acc, s_T, C, 1, s_U, VS, C, tid);
+      tile_product<C, VS, TM, TN>(acc, s_g, KP, 1, s_S, VS, K, tid, -1.f);
+      __syncthreads();
+      store_tile<VS, TM, TN>(acc, s_U, VS, tid);
+    }
+    __syncthreads();
+    // 6. O = Q_γ S + A_qk R (Eq. 24).
+    {
+      float acc[TM][TN] = {};
+      tile_product<C, VS, TM, TN>(acc, s_q, KP, 1, s_S, VS, K, tid);
+      tile_product<C, VS, TM, TN, true>(acc, s_Aqk, C, 1, s_U, VS, C, tid);
+      const int r0 = (tid / (VS / TN)) * TM, c1 = (tid % (VS / TN)) * TN;
+#pragma unroll
+      for (int i = 0; i < TM; ++i)
+        if (r0 + i < L)
+#pragma unroll
+          for (int j = 0; j < TN; ++j)
+            o[((span.row0 + c0 + r0 + i) * HV + hv) * V + col0 + c1 + j] = from_float<T>(acc[i][j]);
+    }
+    // 7. S ← Diag(γ_C) S + K_tailᵀ R (Eq. 23): K_tailᵀ is the k tile read column-major.
+    {
+      constexpr int SM = K / 16;
+      float acc[SM][TN] = {};
+      tile_product<K, VS, SM, TN>(acc, s_k, 1, KP, s_U, VS, C, tid);
+      const int d0 = (tid / (VS / TN)) * SM, c1 = (tid % (VS / TN)) * TN;
+      __syncthreads();  // every thread has read S in step 6
+#pragma unroll
+      for (int i = 0; i < SM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+          float& st = s_S[(d0 + i) * VS + c1 + j];
+          st = s_gammaC[d0 + i] * st + acc[i][j];
+        }
+    }
+    __syncthreads();
   }
   if (ht)
     for (int i = tid; i < K * VS; i += kThreads) ht[state + int64_t(i / VS) * V + col0 + i % VS] = s_S[i];
 }
 
-template <int K, int KP, int VS, bool TILED, typename T>
+template <int K, int VS, typename T>
 void launch_chunk(void* o, float* ht, const void* q, const void* k, const void* v, const float* g, const void* b,
                      const void* w, const float* h0, const int64_t* cu, const Problem& p, cudaStream_t stream) {
-  constexpr size_t bytes = chunk_smem_floats<K, KP, VS>() * sizeof(float);
-  auto kernel = chunk_forward_fused<K, KP, VS, TILED, T>;
+  constexpr size_t bytes = chunk_smem_floats<K, VS>() * sizeof(float);
+  auto kernel = chunk_forward_fused<K, VS, T>;
   GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
   const dim3 grid(unsigned(p.V / VS), unsigned(p.HV), unsigned(p.N));
   kernel<<<grid, kThreads, bytes, stream>>>(static_cast<T*>(o), ht, static_cast<const T*>(q), static_cast<const T*>(k),
@@ -330,30 +280,12 @@ void launch_chunk(void* o, float* ht, const void* q, const void* k, const void* 
   GDN2_CUDA_CHECK_LAUNCH();
 }
 
-template <int K, int KP, bool TILED, typename T>
+template <int K, typename T>
 void dispatch_chunk_vs(void* o, float* ht, const void* q, const void* k, const void* v, const float* g, const void* b,
                        const void* w, const float* h0, const int64_t* cu, const Problem& p, cudaStream_t s) {
   // Narrow slices when the batch is small (more blocks for the 132 SMs), wide ones otherwise (less repeated K-side work).
-  if (p.V % 64 == 0 && (p.V / 64) * p.HV * p.N >= 132) return launch_chunk<K, KP, 64, TILED, T>(o, ht, q, k, v, g, b, w, h0, cu, p, s);
-  return launch_chunk<K, KP, 32, TILED, T>(o, ht, q, k, v, g, b, w, h0, cu, p, s);
-}
-
-// Version 03 by default; GDN2_CUDA_CHUNK_VERSION=1 or 2 selects an earlier one, for measuring the ladder.
-inline int chunk_version() {
-  static const int v = [] {
-    const char* e = std::getenv("GDN2_CUDA_CHUNK_VERSION");
-    return e && (std::string(e) == "1" || std::string(e) == "2") ? std::atoi(e) : 3;
-  }();
-  return v;
-}
-
-template <int K, typename T>
-void dispatch_chunk_version(void* o, float* ht, const void* q, const void* k, const void* v, const float* g,
-                            const void* b, const void* w, const float* h0, const int64_t* cu, const Problem& p,
-                            cudaStream_t s) {
-  if (chunk_version() == 1) return dispatch_chunk_vs<K, K, false, T>(o, ht, q, k, v, g, b, w, h0, cu, p, s);
-  if (chunk_version() == 2) return dispatch_chunk_vs<K, K + 1, false, T>(o, ht, q, k, v, g, b, w, h0, cu, p, s);
-  return dispatch_chunk_vs<K, K + 1, true, T>(o, ht, q, k, v, g, b, w, h0, cu, p, s);
+  if (p.V % 64 == 0 && (p.V / 64) * p.HV * p.N >= 132) return launch_chunk<K, 64, T>(o, ht, q, k, v, g, b, w, h0, cu, p, s);
+  return launch_chunk<K, 32, T>(o, ht, q, k, v, g, b, w, h0, cu, p, s);
 }
 
 void chunk_forward_dispatch(void* o, float* ht, const void* q, const void* k, const void* v, const float* g,
@@ -361,10 +293,10 @@ void chunk_forward_dispatch(void* o, float* ht, const void* q, const void* k, co
                             cudaStream_t s) {
   const bool bf16 = p.dtype == DType::bf16;
   if (p.K == 128)
-    return bf16 ? dispatch_chunk_version<128, __nv_bfloat16>(o, ht, q, k, v, g, b, w, h0, cu, p, s)
-                : dispatch_chunk_version<128, float>(o, ht, q, k, v, g, b, w, h0, cu, p, s);
-  return bf16 ? dispatch_chunk_version<64, __nv_bfloat16>(o, ht, q, k, v, g, b, w, h0, cu, p, s)
-              : dispatch_chunk_version<64, float>(o, ht, q, k, v, g, b, w, h0, cu, p, s);
+    return bf16 ? dispatch_chunk_vs<128, __nv_bfloat16>(o, ht, q, k, v, g, b, w, h0, cu, p, s)
+                : dispatch_chunk_vs<128, float>(o, ht, q, k, v, g, b, w, h0, cu, p, s);
+  return bf16 ? dispatch_chunk_vs<64, __nv_bfloat16>(o, ht, q, k, v, g, b, w, h0, cu, p, s)
+              : dispatch_chunk_vs<64, float>(o, ht, q, k, v, g, b, w, h0, cu, p, s);
 }
 
 }  // namespace gdn2::cuda::detail

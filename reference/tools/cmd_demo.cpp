@@ -32,10 +32,10 @@ void section_chunk_equals_recurrence(unsigned seed) {
   std::printf("1. The chunkwise WY form (Eq. 18-25) equals the token recurrence (Eq. 9)\n");
   std::printf("   B=%ld T=%ld H=%ld HV=%ld K=%ld V=%ld, g ~ U(-0.05, 0), random initial state, float64\n",
               long(B), long(T), long(H), long(HV), long(K), long(V));
-  std::printf("   %-14s %-12s %-12s\n", "chunk size C", "ratio(o)", "ratio(ht)");
+  std::printf("   %-14s %-12s %s\n", "chunk size C", "ratio(o)", "ratio(ht)");
   for (index_t C : {1, 16, 64, 256}) {
     const auto c = run(Form::chunk, x, C);
-    std::printf("   %-14s %-12.2e %-12.2e\n", (std::to_string(C) + (C > T ? " (> T)" : "")).c_str(), ratio(c.o, ref.o),
+    std::printf("   %-14s %-12.2e %.2e\n", (std::to_string(C) + (C > T ? " (> T)" : "")).c_str(), ratio(c.o, ref.o),
                 ratio(c.ht, ref.ht));
   }
   std::printf("   ratio = |x - ref| / |ref| (2-norms); float64 rounding is about 1e-16.\n\n");

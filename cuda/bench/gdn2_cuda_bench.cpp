@@ -111,8 +111,10 @@ int main(int argc, char** argv) {
     // g fp32, o in the storage dtype; the fp32 state read and written once per sequence and head.
     const double bytes = th * (elem * (3 * K + 2 * K) + 4 * K + elem * K) + 2.0 * c.B * H * K * K * 4;
     const double floor_ms = bytes / 3.0e12 * 1e3;
-    std::printf("%-7s %-4ld %-6ld %-10.4f %-9.2f %-10.0f %-10.2e %-9.1f %-9s %-9s\n", c.kind.c_str(), long(c.B),
-                long(c.T), med, med * 1e6 / th, bytes / (med * 1e-3) / 1e9, err, med / floor_ms,
+    char err_text[32] = "-";
+    if (err >= 0) std::snprintf(err_text, sizeof err_text, "%.2e", err);
+    std::printf("%-7s %-4ld %-6ld %-10.4f %-9.2f %-10.0f %-10s %-9.1f %-9s %-9s\n", c.kind.c_str(), long(c.B),
+                long(c.T), med, med * 1e6 / th, bytes / (med * 1e-3) / 1e9, err_text, med / floor_ms,
                 c.peer_ms > 0 ? (std::to_string(med / c.peer_ms).substr(0, 5)).c_str() : "-", err >= 0 ? "ok" : "skipped");
     json << (first ? "" : ", ") << "{\"op\": \"" << c.kind << "\", \"B\": " << c.B << ", \"T\": " << c.T
          << ", \"ms\": " << med << ", \"ns_per_token_head\": " << med * 1e6 / th << ", \"GBps\": " << bytes / (med * 1e-3) / 1e9

@@ -4,6 +4,7 @@
 #include <cuda_bf16.h>
 
 #include <string>
+#include <type_traits>
 
 #include "gdn2/cuda.hpp"
 
@@ -36,6 +37,15 @@ struct Span {
 __device__ __forceinline__ Span sequence_span(const int64_t* cu_seqlens, int64_t n, int64_t T) {
   if (cu_seqlens) return {cu_seqlens[n], cu_seqlens[n + 1] - cu_seqlens[n]};
   return {n * T, T};
+}
+
+// Calls launch(std::integral_constant<int, K>{}, T{}) for the problem's key dimension K (64 or 128) and storage
+// dtype T (float or __nv_bfloat16): every kernel is a template on both.
+template <typename Launch>
+void dispatch_k_and_dtype(const Problem& p, Launch&& launch) {
+  const bool bf16 = p.dtype == DType::bf16;
+  if (p.K == 128) return bf16 ? launch(std::integral_constant<int, 128>{}, __nv_bfloat16{}) : launch(std::integral_constant<int, 128>{}, float{});
+  return bf16 ? launch(std::integral_constant<int, 64>{}, __nv_bfloat16{}) : launch(std::integral_constant<int, 64>{}, float{});
 }
 
 inline float default_scale(const Problem& p) { return p.scale != 0 ? p.scale : 1.0f / std::sqrt(float(p.K)); }

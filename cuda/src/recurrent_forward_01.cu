@@ -109,12 +109,9 @@ void dispatch_recurrent_cpl(void* o, float* ht, const void* q, const void* k, co
 void recurrent_forward_dispatch(void* o, float* ht, const void* q, const void* k, const void* v, const float* g,
                                 const void* b, const void* w, const float* h0, const int64_t* cu, const Problem& p,
                                 cudaStream_t s) {
-  const bool bf16 = p.dtype == DType::bf16;
-  if (p.K == 128)
-    return bf16 ? dispatch_recurrent_cpl<128, __nv_bfloat16>(o, ht, q, k, v, g, b, w, h0, cu, p, s)
-                : dispatch_recurrent_cpl<128, float>(o, ht, q, k, v, g, b, w, h0, cu, p, s);
-  return bf16 ? dispatch_recurrent_cpl<64, __nv_bfloat16>(o, ht, q, k, v, g, b, w, h0, cu, p, s)
-              : dispatch_recurrent_cpl<64, float>(o, ht, q, k, v, g, b, w, h0, cu, p, s);
+  dispatch_k_and_dtype(p, [&](auto K, auto T) {
+    dispatch_recurrent_cpl<decltype(K)::value, decltype(T)>(o, ht, q, k, v, g, b, w, h0, cu, p, s);
+  });
 }
 
 }  // namespace gdn2::cuda::detail

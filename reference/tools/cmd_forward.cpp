@@ -7,14 +7,15 @@
 
 namespace gdn2::tools {
 
-void add_layer_options(CLI::App& cmd, LayerOptions& opt, bool in_required) {
+void add_layer_options(CLI::App& cmd, LayerOptions& opt, bool in_required, bool with_precision) {
   cmd.add_option("--in", opt.in_dir, "Input directory of .npy tensors (see the list below)")->required(in_required);
   cmd.add_option("--form", opt.form, "recurrent: token by token (Eq. 9, REF); chunk: chunkwise WY form (Eq. 18-25)")
       ->capture_default_str()
       ->check(CLI::IsMember({"recurrent", "chunk"}));
-  cmd.add_option("--precision", opt.precision, "Working precision of the computation and of the outputs: f64 or f32")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"f64", "f32"}));
+  if (with_precision)
+    cmd.add_option("--precision", opt.precision, "Working precision of the computation and of the outputs: f64 or f32")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"f64", "f32"}));
   cmd.add_option("--chunk-size", opt.chunk_size, "Chunk size C of the chunk form (any C >= 1 gives the same result)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);

@@ -12,7 +12,8 @@ namespace gdn2::tools {
 enum Exit { kOk = 0, kCheckFailed = 1, kBadInput = 2, kOverflow = 3 };
 
 // Adds --in, --form, --precision, --chunk-size, --scale, --variant, --l2norm-qk and the gate front-end.
-void add_layer_options(CLI::App& cmd, LayerOptions& opt, bool in_required = true);
+// in_required: --in must be given; with_precision: offer --precision (check and gradcheck always use float64).
+void add_layer_options(CLI::App& cmd, LayerOptions& opt, bool in_required = true, bool with_precision = true);
 
 struct ForwardArgs {
   LayerOptions layer;

@@ -34,7 +34,7 @@ int main(int argc, char** argv) {
   CheckArgs chk;
   auto* check = app.add_subcommand(
       "check", "Compare someone's outputs and gradients with the float64 reference; exit 1 if any tensor fails");
-  add_layer_options(*check, chk.layer);
+  add_layer_options(*check, chk.layer, true, false);
   check->add_option("--candidate", chk.candidate_dir,
                     "Directory of the tensors to judge: any of o, ht, dq, dk, dv, dg, db, dw, dh0, dbeta (.npy), computed "
                     "from the inputs (and do.npy, dht.npy) in --in")
@@ -50,7 +50,7 @@ int main(int argc, char** argv) {
   GradcheckArgs gc;
   auto* gradcheck = app.add_subcommand(
       "gradcheck", "Check the reference's own backward with finite differences and complex-step derivatives");
-  add_layer_options(*gradcheck, gc.layer, false);
+  add_layer_options(*gradcheck, gc.layer, false, false);
   gradcheck->add_option("--directions", gc.directions, "Random directions per tensor (plus single boundary elements)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);

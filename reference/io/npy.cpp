@@ -182,11 +182,11 @@ std::vector<index_t> to_index_vector(const NpyArray& a, const std::string& name)
 
 template <typename Scalar>
 std::string encode_npy(const Tensor<Scalar>& x) {
-  static_assert(std::is_same_v<Scalar, float> || std::is_same_v<Scalar, double>);
+  static_assert(std::is_same_v<Scalar, float> || std::is_same_v<Scalar, double> || std::is_same_v<Scalar, std::int32_t>);
   std::string shape = "(";  // NumPy's spelling: "()", "(5,)", "(2, 3)"
   for (size_t i = 0; i < x.shape.size(); ++i) shape += (i ? ", " : "") + std::to_string(x.shape[i]);
   shape += x.shape.size() == 1 ? ",)" : ")";
-  std::string header = std::string("{'descr': '<f") + (sizeof(Scalar) == 4 ? "4" : "8") +
+  std::string header = std::string("{'descr': '<") + (std::is_same_v<Scalar, std::int32_t> ? "i4" : sizeof(Scalar) == 4 ? "f4" : "f8") +
                        "', 'fortran_order': False, 'shape': " + shape + ", }";
   // Pad with spaces so that magic + length + header + '\n' is a multiple of 64 (as NumPy does).
   const size_t total = 10 + header.size() + 1;
@@ -203,6 +203,7 @@ std::string encode_npy(const Tensor<Scalar>& x) {
 }
 template std::string encode_npy<float>(const Tensor<float>&);
 template std::string encode_npy<double>(const Tensor<double>&);
+template std::string encode_npy<std::int32_t>(const Tensor<std::int32_t>&);
 
 void write_files_atomically(const std::string& dir, const std::vector<std::pair<std::string, std::string>>& files) {
   namespace fs = std::filesystem;

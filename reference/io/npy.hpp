@@ -32,7 +32,7 @@ Tensor<Scalar> to_tensor(const NpyArray& a, const std::string& name);
 // A 1-D int32/int64 array (cu_seqlens).
 std::vector<index_t> to_index_vector(const NpyArray& a, const std::string& name);
 
-// Encodes a tensor as a version 1.0 .npy file (float32 for float, float64 for double).
+// Encodes a tensor as a version 1.0 .npy file (float32 for float, float64 for double, int32 for int32_t).
 template <typename Scalar>
 std::string encode_npy(const Tensor<Scalar>& x);
 

@@ -2,7 +2,9 @@
 #include <cstdio>
 #include <new>
 
+#include "tasks/scenarios.hpp"
 #include "tools/commands.hpp"
+#include "tools/model_commands.hpp"
 
 int main(int argc, char** argv) {
   using namespace gdn2::tools;
@@ -73,6 +75,60 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   bench_cmd->add_flag("--json", bench.json, "Print one JSON object per case instead of a table");
 
+  TaskCmdArgs task;
+  auto* task_cmd = app.add_subcommand("task", "Print examples of a synthetic recall task (deterministic by seed)");
+  add_task_options(*task_cmd, task.task);
+  task_cmd->add_option("--seed", task.seed, "Seed of the examples")->capture_default_str();
+  task_cmd->add_option("--count", task.count, "Examples to print")->capture_default_str()->check(CLI::Range(1, 100000));
+  task_cmd->add_flag("--json", task.json, "One JSON object per example (tokens, targets, roles, source)");
+  task_cmd->footer(
+      "Tasks (token-level analogues, not the benchmarks themselves):\n"
+      "  mqar       Zoology's multi-query associative recall: k1 v1 ... kP vP, then the keys again at power-law gaps\n"
+      "  overwrite  some keys are bound again to a new value; the query must return the newest one (needs erasing)\n"
+      "  mk-niah    P key-value needles in a haystack of filler words; the last tokens ask for some of them\n"
+      "  s-niah     one needle in the haystack\n"
+      "The answer is predicted at the query position; loss and accuracy count only those positions.");
+
+  TrainArgs train;
+  auto* train_cmd = app.add_subcommand("train", "Train the tiny GDN-2 model on a recall task with the reference's backward");
+  add_task_options(*train_cmd, train.task);
+  add_model_options(*train_cmd, train.model);
+  train_cmd->add_option("--steps", train.train.steps, "Optimiser steps")->capture_default_str()->check(CLI::PositiveNumber);
+  train_cmd->add_option("--batch", train.train.batch, "Sequences per step")->capture_default_str()->check(CLI::PositiveNumber);
+  train_cmd->add_option("--lr", train.train.lr, "Peak learning rate (AdamW; warm-up then cosine to 10%)")->capture_default_str();
+  train_cmd->add_option("--warmup", train.train.warmup, "Warm-up steps")->capture_default_str();
+  train_cmd->add_option("--weight-decay", train.train.weight_decay, "Decoupled weight decay of the matrices")->capture_default_str();
+  train_cmd->add_option("--seed", train.train.seed, "Seed of the initialisation and of the training stream")->capture_default_str();
+  train_cmd->add_option("--eval-every", train.train.eval_every, "Held-out evaluation period in steps (0: never)")->capture_default_str();
+  train_cmd->add_option("--eval-examples", train.train.eval_examples, "Held-out sequences per periodic evaluation")->capture_default_str();
+  train_cmd->add_option("--final-examples", train.final_examples, "Held-out sequences of the final evaluation stored with the checkpoint")
+      ->capture_default_str();
+  train_cmd->add_option("--out", train.out_dir, "Checkpoint directory (config.json + one float32 .npy per parameter)")->required();
+  train_cmd->footer(
+      "The defaults are the mqar-tiny preset (about a minute on two cores). Output: one JSON line per evaluation on\n"
+      "stdout; a progress bar on stderr when it is a terminal. Bit-for-bit deterministic for a seed.");
+
+  EvalArgs eval;
+  auto* eval_cmd = app.add_subcommand("eval", "Held-out accuracy of a checkpoint, overall and by query distance");
+  eval_cmd->add_option("--checkpoint", eval.checkpoint, "Checkpoint directory written by gdn2 train")->required();
+  eval_cmd->add_option("--examples", eval.examples, "Held-out sequences")->capture_default_str()->check(CLI::PositiveNumber);
+  eval_cmd->add_option("--seed", eval.seed, "Seed of the held-out sequences (default: the checkpoint's own held-out stream)");
+  eval_cmd->add_flag("--json", eval.json, "Print one JSON object (accuracy, answers, loss, by_distance)");
+
+  TraceArgs trace;
+  auto* trace_cmd = app.add_subcommand(
+      "trace", "Save every step of Eq. 9 (S_t, b_t, w_t, alpha_t, r_t, z_t - r_t, o_t) on one sequence for the viewer and notebooks");
+  trace_cmd->add_option("--out", trace.out_dir, "Trace directory (trace.json + .npy arrays)")->required();
+  trace_cmd->add_option("--scenario", trace.scenario, "A scripted gate scenario (list below)");
+  trace_cmd->add_option("--variant", trace.variant, "Scenario gates tied as gdn2, kda, gdn, deltanet or linear")->capture_default_str();
+  trace_cmd->add_option("--K", trace.K, "Scenario key channels")->capture_default_str();
+  trace_cmd->add_option("--V", trace.V, "Scenario value channels")->capture_default_str();
+  trace_cmd->add_option("--checkpoint", trace.checkpoint, "Trace a trained model on a held-out example instead");
+  trace_cmd->add_option("--example", trace.example, "Which held-out example")->capture_default_str()->check(CLI::NonNegativeNumber);
+  trace_cmd->add_option("--block", trace.block, "Which block's mixer")->capture_default_str();
+  trace_cmd->add_option("--head", trace.head, "Which head")->capture_default_str();
+  trace_cmd->footer("Scenarios:\n" + gdn2::tasks::scenario_help());
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -86,6 +142,10 @@ int main(int argc, char** argv) {
     if (*gradcheck) return run_gradcheck(gc);
     if (*demo_cmd) return run_demo(demo);
     if (*bench_cmd) return run_bench(bench);
+    if (*task_cmd) return run_task(task);
+    if (*train_cmd) return run_train(train);
+    if (*eval_cmd) return run_eval(eval);
+    if (*trace_cmd) return run_trace(trace);
   } catch (const gdn2::InputError& e) {
     std::fprintf(stderr, "gdn2: error: %s\n", e.what());
     return kBadInput;

@@ -1,0 +1,252 @@
+// gdn2 model — traces (trace.hpp).
+#include "model/trace.hpp"
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "io/npy.hpp"
+
+namespace gdn2::model {
+
+Trace trace_layer(const Layer<double>& x, int n, int hv, double scale) {
+  const Dims d = validate_inputs(x.q, x.k, x.v, x.g, x.b, x.w, x.h0, x.cu_seqlens, ForwardOptions{});
+  if (n < 0 || n >= d.N || hv < 0 || hv >= d.HV)
+    throw InputError("trace: sequence " + std::to_string(n) + " / head " + std::to_string(hv) + " does not exist");
+  const SequenceSpan span = sequence_span(d, x.cu_seqlens, n);
+  const index_t h = hv / (d.HV / d.H), L = span.length;
+  Trace tr;
+  tr.K = static_cast<int>(d.K);
+  tr.V = static_cast<int>(d.V);
+  tr.T = static_cast<int>(L);
+  tr.scale = scale;
+  tr.q = detail::gather_head(x.q, span.row0, L, h);
+  tr.k = detail::gather_head(x.k, span.row0, L, h);
+  tr.g = detail::gather_head(x.g, span.row0, L, h);
+  tr.b = detail::gather_head(x.b, span.row0, L, h);
+  tr.v = detail::gather_head(x.v, span.row0, L, hv);
+  tr.w = detail::gather_head(x.w, span.row0, L, hv);
+  tr.alpha = tr.e = Matrix(L, d.K);
+  tr.z = tr.r = tr.o = Matrix(L, d.V);
+  Matrix S = Matrix::Zero(d.K, d.V);
+  if (!x.h0.empty()) S = Eigen::Map<const Matrix>(x.h0.ptr() + offset_state(n, hv, d.HV, d.K, d.V), d.K, d.V);
+  tr.S.push_back(S);
+  StepTerms<double> terms;
+  for (index_t t = 0; t < L; ++t) {
+    const RowVec<double> q = scale * tr.q.row(t);
+    recurrent_step(S, tr.o.row(t), q, tr.k.row(t), tr.v.row(t), tr.g.row(t), tr.b.row(t), tr.w.row(t), &terms);
+    tr.alpha.row(t) = terms.alpha;
+    tr.e.row(t) = terms.e;
+    tr.z.row(t) = terms.z;
+    tr.r.row(t) = terms.r;
+    tr.S.push_back(S);
+  }
+  const std::vector<int> none(L, -1);
+  tr.tokens = tr.targets = tr.source = tr.predicted = tr.roles = none;
+  tr.labels.assign(L, "");
+  return tr;
+}
+
+Trace trace_scenario(const tasks::Scenario& sc, const std::string& variant_label) {
+  Trace tr = trace_layer(sc.layer, 0, 0, sc.scale);
+  tr.kind = "scenario";
+  tr.title = sc.title;
+  tr.story = sc.story;
+  tr.variant = variant_label;
+  tr.labels = sc.labels;
+  for (int t = 0; t < tr.T; ++t) tr.roles[t] = static_cast<int>(sc.roles[t]);
+  tr.source = sc.source;
+  tr.value_names = sc.value_names;
+  tr.values = sc.values;
+  return tr;
+}
+
+Trace trace_model(const ModelConfig& mc, const Params& p, const tasks::Example& ex, int block, int head) {
+  if (block < 0 || block >= mc.blocks) throw InputError("trace: block " + std::to_string(block) + " does not exist");
+  if (head < 0 || head >= mc.heads) throw InputError("trace: head " + std::to_string(head) + " does not exist");
+  const ForwardResult f = forward(mc, p, {ex.tokens});
+  Trace tr = trace_layer(f.blocks[block].layer, 0, head, 1.0 / std::sqrt(double(mc.head_k)));
+  tr.kind = "model";
+  tr.variant = variant_name(mc.variant);
+  tr.tokens = ex.tokens;
+  tr.targets = ex.targets;
+  tr.source = ex.source;
+  for (int t = 0; t < tr.T; ++t) {
+    tr.roles[t] = static_cast<int>(ex.roles[t]);
+    Eigen::Index best;
+    f.logits.row(t).maxCoeff(&best);
+    tr.predicted[t] = static_cast<int>(best);
+    const int tok = ex.tokens[t];
+    switch (ex.roles[t]) {
+      case tasks::Role::filler: tr.labels[t] = tok == 0 ? "." : "f" + std::to_string(tok); break;
+      case tasks::Role::key: tr.labels[t] = "k" + std::to_string(tok); break;
+      case tasks::Role::value: tr.labels[t] = "v" + std::to_string(tok); break;
+      case tasks::Role::query: tr.labels[t] = "?k" + std::to_string(tok); break;
+    }
+  }
+  return tr;
+}
+
+Layer<double> layer_of(const Trace& tr) {
+  Layer<double> x;
+  auto put = [&](Tensor<double>& dst, const Matrix& m) {
+    dst = Tensor<double>({1, tr.T, 1, m.cols()});
+    Eigen::Map<Matrix>(dst.ptr(), m.rows(), m.cols()) = m;
+  };
+  put(x.q, tr.q), put(x.k, tr.k), put(x.g, tr.g), put(x.b, tr.b), put(x.v, tr.v), put(x.w, tr.w);
+  x.h0 = Tensor<double>({1, 1, tr.K, tr.V});
+  Eigen::Map<Matrix>(x.h0.ptr(), tr.K, tr.V) = tr.S[0];
+  return x;
+}
+
+Trace retrace(const Trace& meta, const Layer<double>& x) {
+  Trace tr = trace_layer(x, 0, 0, meta.scale);
+  tr.title = meta.title, tr.story = meta.story, tr.kind = meta.kind, tr.variant = meta.variant;
+  tr.labels = meta.labels, tr.tokens = meta.tokens, tr.roles = meta.roles, tr.targets = meta.targets;
+  tr.source = meta.source, tr.predicted = meta.predicted, tr.value_names = meta.value_names, tr.values = meta.values;
+  return tr;
+}
+
+tasks::Example heldout_example(const Checkpoint& ck, int index) {
+  if (index < 0) throw InputError("example index must be >= 0");
+  // A stream apart from the evaluation's own (heldout_seed), so the shown examples are not the scored ones.
+  return tasks::make_batch(ck.task, heldout_seed(ck.train.seed) + 7919, index + 1)[index];
+}
+
+UpdateParts update_parts(const Trace& tr, int t) {
+  if (t < 0 || t >= tr.T) throw InputError("update_parts: step " + std::to_string(t) + " outside 0.." + std::to_string(tr.T - 1));
+  const Matrix& prev = tr.S[t];
+  UpdateParts u;
+  u.decay = (tr.alpha.row(t).array() - 1.0).matrix().transpose().asDiagonal() * prev;  // (Diag(α) − I) S_{t−1}
+  u.erase = -tr.k.row(t).transpose() * tr.r.row(t);                                     // −k_t r_tᵀ
+  u.write = tr.k.row(t).transpose() * tr.z.row(t);                                      // k_t z_tᵀ
+  return u;
+}
+
+double recall_cosine(const Trace& tr, int t) {
+  if (t < 0 || t >= tr.T || tr.source[t] < 0) return 0;
+  const RowVec<double> a = tr.o.row(t), b = tr.z.row(tr.source[t]);
+  const double na = a.norm(), nb = b.norm();
+  return na > 0 && nb > 0 ? a.dot(b) / (na * nb) : 0;
+}
+
+int nearest_value(const Trace& tr, int t) {
+  if (tr.values.rows() == 0 || t < 0 || t >= tr.T) return -1;
+  const double no = tr.o.row(t).norm();
+  if (no < 1e-9) return -1;
+  Eigen::Index best;
+  (tr.values * tr.o.row(t).transpose()).maxCoeff(&best);  // candidates are unit vectors
+  return static_cast<int>(best);
+}
+
+double effective_rank(const Matrix& S) {
+  const Eigen::VectorXd s = Eigen::JacobiSVD<Eigen::MatrixXd>(S).singularValues();
+  const double total = s.sum();
+  if (total <= 0) return 0;
+  double h = 0;
+  for (Eigen::Index i = 0; i < s.size(); ++i)
+    if (s(i) > 0) h -= s(i) / total * std::log(s(i) / total);
+  return std::exp(h);
+}
+
+// [SECTION] files -------------------------------------------------------------------------------------------------
+
+namespace {
+
+using nlohmann::json;
+
+std::string npy_of(const Matrix& m) {
+  Tensor<double> t({m.rows(), m.cols()});
+  Eigen::Map<Matrix>(t.ptr(), m.rows(), m.cols()) = m;
+  return io::encode_npy(t);
+}
+std::string npy_of(const std::vector<int>& v) {
+  Tensor<std::int32_t> t({static_cast<index_t>(v.size())});
+  for (size_t i = 0; i < v.size(); ++i) t.data[i] = v[i];
+  return io::encode_npy(t);
+}
+
+Matrix read_matrix(const std::string& dir, const std::string& name, index_t rows, index_t cols) {
+  const std::string path = (std::filesystem::path(dir) / (name + ".npy")).string();
+  const Tensor<double> t = io::to_tensor<double>(io::read_npy(path, path), path);
+  if (t.numel() != rows * cols)
+    throw InputError(path + ": shape " + shape_str(t.shape) + ", expected " + std::to_string(rows) + " x " + std::to_string(cols));
+  return Eigen::Map<const Matrix>(t.ptr(), rows, cols);
+}
+
+std::vector<int> read_ints(const std::string& dir, const std::string& name, int T) {
+  const std::string path = (std::filesystem::path(dir) / (name + ".npy")).string();
+  const std::vector<index_t> v = io::to_index_vector(io::read_npy(path, path), path);
+  if (static_cast<int>(v.size()) != T) throw InputError(path + ": " + std::to_string(v.size()) + " entries, expected T = " + std::to_string(T));
+  return std::vector<int>(v.begin(), v.end());
+}
+
+}  // namespace
+
+void save_trace(const std::string& dir, const Trace& tr) {
+  json meta = {{"format", "gdn2-trace-1"}, {"title", tr.title}, {"story", tr.story}, {"kind", tr.kind},
+               {"variant", tr.variant}, {"K", tr.K}, {"V", tr.V}, {"T", tr.T}, {"scale", tr.scale},
+               {"labels", tr.labels}, {"value_names", tr.value_names},
+               {"equation", "S_t = (I - k_t (b_t*k_t)^T) Diag(exp g_t) S_{t-1} + k_t (w_t*v_t)^T, o_t = S_t^T (scale q_t) (Eq. 9)"}};
+  std::vector<std::pair<std::string, std::string>> files = {{"trace.json", meta.dump(2) + "\n"}};
+  const std::pair<const char*, const Matrix*> arrays[] = {{"q", &tr.q}, {"k", &tr.k}, {"g", &tr.g}, {"b", &tr.b},
+                                                          {"alpha", &tr.alpha}, {"e", &tr.e}, {"v", &tr.v}, {"w", &tr.w},
+                                                          {"z", &tr.z}, {"r", &tr.r}, {"o", &tr.o}};
+  for (const auto& [name, m] : arrays) files.emplace_back(std::string(name) + ".npy", npy_of(*m));
+  Tensor<double> S({tr.T + 1, tr.K, tr.V});
+  for (int t = 0; t <= tr.T; ++t) Eigen::Map<Matrix>(S.ptr() + index_t(t) * tr.K * tr.V, tr.K, tr.V) = tr.S[t];
+  files.emplace_back("S.npy", io::encode_npy(S));
+  // Convenience for readers: the residual z_t − r_t that is written along k_t.
+  files.emplace_back("z_minus_r.npy", npy_of(Matrix(tr.z - tr.r)));
+  const std::pair<const char*, const std::vector<int>*> ints[] = {{"tokens", &tr.tokens}, {"roles", &tr.roles},
+                                                                  {"targets", &tr.targets}, {"source", &tr.source},
+                                                                  {"predicted", &tr.predicted}};
+  for (const auto& [name, v] : ints) files.emplace_back(std::string(name) + ".npy", npy_of(*v));
+  if (tr.values.rows() > 0) files.emplace_back("values.npy", npy_of(tr.values));
+  io::write_files_atomically(dir, files);
+}
+
+Trace load_trace(const std::string& dir) {
+  const std::string file = (std::filesystem::path(dir) / "trace.json").string();
+  std::ifstream in(file);
+  if (!in) throw InputError(file + ": cannot open (is '" + dir + "' a trace directory written by gdn2 trace?)");
+  json j;
+  try {
+    j = json::parse(in);
+    if (j.value("format", "") != "gdn2-trace-1") throw InputError(file + ": format is not gdn2-trace-1");
+    Trace tr;
+    tr.title = j.value("title", "");
+    tr.story = j.value("story", "");
+    tr.kind = j.value("kind", "");
+    tr.variant = j.value("variant", "gdn2");
+    tr.K = j.at("K").get<int>();
+    tr.V = j.at("V").get<int>();
+    tr.T = j.at("T").get<int>();
+    tr.scale = j.value("scale", 1.0);
+    if (tr.K < 1 || tr.V < 1 || tr.T < 1 || tr.K > 4096 || tr.V > 4096 || tr.T > 1000000)
+      throw InputError(file + ": K, V, T out of range");
+    tr.labels = j.at("labels").get<std::vector<std::string>>();
+    tr.value_names = j.value("value_names", std::vector<std::string>{});
+    if (static_cast<int>(tr.labels.size()) != tr.T) throw InputError(file + ": labels has " + std::to_string(tr.labels.size()) + " entries, expected T");
+    for (auto [name, m, cols] : {std::tuple{"q", &tr.q, tr.K}, {"k", &tr.k, tr.K}, {"g", &tr.g, tr.K}, {"b", &tr.b, tr.K},
+                                 {"alpha", &tr.alpha, tr.K}, {"e", &tr.e, tr.K}, {"v", &tr.v, tr.V}, {"w", &tr.w, tr.V},
+                                 {"z", &tr.z, tr.V}, {"r", &tr.r, tr.V}, {"o", &tr.o, tr.V}})
+      *m = read_matrix(dir, name, tr.T, cols);
+    const Matrix S = read_matrix(dir, "S", index_t(tr.T + 1) * tr.K, tr.V);
+    for (int t = 0; t <= tr.T; ++t) tr.S.push_back(S.middleRows(index_t(t) * tr.K, tr.K));
+    tr.tokens = read_ints(dir, "tokens", tr.T);
+    tr.roles = read_ints(dir, "roles", tr.T);
+    tr.targets = read_ints(dir, "targets", tr.T);
+    tr.source = read_ints(dir, "source", tr.T);
+    tr.predicted = read_ints(dir, "predicted", tr.T);
+    for (int s : tr.source)
+      if (s >= tr.T) throw InputError(file + ": source index " + std::to_string(s) + " outside the sequence");
+    if (!tr.value_names.empty()) tr.values = read_matrix(dir, "values", static_cast<index_t>(tr.value_names.size()), tr.V);
+    return tr;
+  } catch (const json::exception& e) {
+    throw InputError(file + ": " + e.what());
+  }
+}
+
+}  // namespace gdn2::model

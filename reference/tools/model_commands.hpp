@@ -1,0 +1,53 @@
+// gdn2 command line — the task, train, eval and trace subcommands (cmd_model.cpp).
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include "model/train.hpp"
+#include "tools/commands.hpp"
+
+namespace gdn2::tools {
+
+struct TaskArgs {
+  std::string task = "mqar";
+  tasks::TaskConfig config;
+};
+struct ModelArgs {
+  std::string variant = "gdn2";
+  model::ModelConfig config;
+};
+void add_task_options(CLI::App& cmd, TaskArgs& a);
+void add_model_options(CLI::App& cmd, ModelArgs& a);
+
+struct TaskCmdArgs {
+  TaskArgs task;
+  std::uint64_t seed = 0;
+  int count = 3;
+  bool json = false;
+};
+int run_task(const TaskCmdArgs& args);
+
+struct TrainArgs {
+  TaskArgs task;
+  ModelArgs model;
+  model::TrainConfig train;
+  std::string out_dir;
+  int final_examples = 1000;
+};
+int run_train(const TrainArgs& args);
+
+struct EvalArgs {
+  std::string checkpoint;
+  int examples = 1000;
+  long long seed = -1;  // -1: the checkpoint's own held-out stream
+  bool json = false;
+};
+int run_eval(const EvalArgs& args);
+
+struct TraceArgs {
+  std::string out_dir, checkpoint, scenario, variant = "gdn2";
+  int example = 0, block = 0, head = 0, K = 8, V = 8;
+};
+int run_trace(const TraceArgs& args);
+
+}  // namespace gdn2::tools

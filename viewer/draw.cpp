@@ -1,0 +1,96 @@
+// gdn2-viewer — drawing helpers (draw.hpp).
+#include "draw.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+namespace gdn2::viewer {
+
+ImU32 diverging(double x, double range) {
+  const float t = static_cast<float>(std::clamp(x / range, -1.0, 1.0));
+  // white at 0; toward (0.13, 0.40, 0.67) blue and (0.70, 0.09, 0.17) red: readable on a dark background
+  const float a = std::abs(t);
+  const float r = t > 0 ? 1 - a * (1 - 0.70f) : 1 - a * (1 - 0.13f);
+  const float g = t > 0 ? 1 - a * (1 - 0.09f) : 1 - a * (1 - 0.40f);
+  const float b = t > 0 ? 1 - a * (1 - 0.17f) : 1 - a * (1 - 0.67f);
+  return ImGui::ColorConvertFloat4ToU32(ImVec4(r, g, b, 1));
+}
+
+Cell heatmap(const char* id, const Matrix& m, double range, ImVec2 size, const char* row_name, const char* col_name,
+             int highlight_row) {
+  ImDrawList* dl = ImGui::GetWindowDrawList();
+  const ImVec2 p0 = ImGui::GetCursorScreenPos();
+  const int R = static_cast<int>(m.rows()), C = static_cast<int>(m.cols());
+  const float cw = size.x / C, ch = size.y / R;
+  for (int i = 0; i < R; ++i)
+    for (int j = 0; j < C; ++j)
+      dl->AddRectFilled(ImVec2(p0.x + j * cw, p0.y + i * ch), ImVec2(p0.x + (j + 1) * cw, p0.y + (i + 1) * ch),
+                        diverging(m(i, j), range));
+  dl->AddRect(p0, ImVec2(p0.x + size.x, p0.y + size.y), IM_COL32(120, 120, 120, 255));
+  if (highlight_row >= 0 && highlight_row < R)
+    dl->AddRect(ImVec2(p0.x, p0.y + highlight_row * ch), ImVec2(p0.x + size.x, p0.y + (highlight_row + 1) * ch),
+                IM_COL32(255, 220, 0, 255), 0, 0, 2);
+  ImGui::InvisibleButton(id, size);
+  Cell cell;
+  if (ImGui::IsItemHovered()) {
+    const ImVec2 mp = ImGui::GetIO().MousePos;
+    cell.row = std::clamp(static_cast<int>((mp.y - p0.y) / ch), 0, R - 1);
+    cell.col = std::clamp(static_cast<int>((mp.x - p0.x) / cw), 0, C - 1);
+    dl->AddRect(ImVec2(p0.x + cell.col * cw, p0.y + cell.row * ch), ImVec2(p0.x + (cell.col + 1) * cw, p0.y + (cell.row + 1) * ch),
+                IM_COL32(0, 0, 0, 255), 0, 0, 2);
+    ImGui::SetTooltip("%s %d -> %s %d\nvalue %+.4f", row_name, cell.row, col_name, cell.col, m(cell.row, cell.col));
+  }
+  return cell;
+}
+
+void legend(double range, float width) {
+  ImDrawList* dl = ImGui::GetWindowDrawList();
+  const ImVec2 p0 = ImGui::GetCursorScreenPos();
+  const int n = 64;
+  const float h = 10;
+  for (int i = 0; i < n; ++i)
+    dl->AddRectFilled(ImVec2(p0.x + width * i / n, p0.y), ImVec2(p0.x + width * (i + 1) / n, p0.y + h),
+                      diverging(range * (2.0 * (i + 0.5) / n - 1), range));
+  ImGui::Dummy(ImVec2(width, h));
+  ImGui::Text("%+.3g", -range);
+  ImGui::SameLine(width / 2 - 4);
+  ImGui::Text("0");
+  ImGui::SameLine(width - 40);
+  ImGui::Text("%+.3g", range);
+}
+
+int channel_bars(const char* id, const RowVec<double>& v, double lo, double hi, ImVec2 size, ImU32 colour) {
+  ImDrawList* dl = ImGui::GetWindowDrawList();
+  const ImVec2 p0 = ImGui::GetCursorScreenPos();
+  const int n = static_cast<int>(v.size());
+  const float bw = size.x / std::max(1, n);
+  const float zero = static_cast<float>(p0.y + size.y * (hi / (hi - lo)));
+  dl->AddRectFilled(p0, ImVec2(p0.x + size.x, p0.y + size.y), IM_COL32(30, 30, 36, 255));
+  for (int i = 0; i < n; ++i) {
+    const float y = static_cast<float>(p0.y + size.y * (hi - std::clamp(v(i), lo, hi)) / (hi - lo));
+    dl->AddRectFilled(ImVec2(p0.x + i * bw + 1, std::min(y, zero)), ImVec2(p0.x + (i + 1) * bw - 1, std::max(y, zero)), colour);
+  }
+  dl->AddLine(ImVec2(p0.x, zero), ImVec2(p0.x + size.x, zero), IM_COL32(160, 160, 160, 255));
+  ImGui::InvisibleButton(id, size);
+  if (ImGui::IsItemHovered() && n > 0) {
+    const int i = std::clamp(static_cast<int>((ImGui::GetIO().MousePos.x - p0.x) / bw), 0, n - 1);
+    ImGui::SetTooltip("channel %d: %+.4f", i, v(i));
+    return i;
+  }
+  return -1;
+}
+
+void help_marker(const char* text) {
+  ImGui::SameLine();
+  ImGui::TextDisabled("(?)");
+  if (ImGui::IsItemHovered()) {
+    ImGui::BeginTooltip();
+    ImGui::PushTextWrapPos(ImGui::GetFontSize() * 32.0f);
+    ImGui::TextUnformatted(text);
+    ImGui::PopTextWrapPos();
+    ImGui::EndTooltip();
+  }
+}
+
+}  // namespace gdn2::viewer

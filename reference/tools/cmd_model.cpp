@@ -155,6 +155,7 @@ int run_eval(const EvalArgs& args) {
 
 int run_trace(const TraceArgs& args) {
   model::Trace tr;
+  if (args.random_T > 0) return run_random_trace(args.out_dir, args.random_T, args.K, args.V, 0);
   if (!args.scenario.empty()) {
     const Variant v = parse_variant(args.variant);
     tr = model::trace_scenario(tasks::make_scenario(args.scenario, v, args.K, args.V), variant_name(v));

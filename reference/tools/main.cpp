@@ -127,7 +127,16 @@ int main(int argc, char** argv) {
   trace_cmd->add_option("--example", trace.example, "Which held-out example")->capture_default_str()->check(CLI::NonNegativeNumber);
   trace_cmd->add_option("--block", trace.block, "Which block's mixer")->capture_default_str();
   trace_cmd->add_option("--head", trace.head, "Which head")->capture_default_str();
+  trace_cmd->add_option("--random", trace.random_T, "Trace random inputs of this many tokens (K x V from --K, --V) instead");
   trace_cmd->footer("Scenarios:\n" + gdn2::tasks::scenario_help());
+
+  ExportArgs exp;
+  auto* export_cmd = app.add_subcommand(
+      "export", "Regenerate the data the notebooks read: scenario and model traces, a layer in both forms, a gradient-check set");
+  export_cmd->add_option("--out", exp.out_dir, "notebooks_data directory (checkpoints are read from its checkpoints/)")
+      ->capture_default_str();
+  export_cmd->footer("Deterministic: running it twice gives identical files. The capacity sweep (scripts/sweep.sh) and the "
+                     "CUDA benchmark JSON (docs/cuda.md) come from their own long runs and are kept.");
 
   try {
     app.parse(argc, argv);
@@ -146,6 +155,7 @@ int main(int argc, char** argv) {
     if (*train_cmd) return run_train(train);
     if (*eval_cmd) return run_eval(eval);
     if (*trace_cmd) return run_trace(trace);
+    if (*export_cmd) return run_export(exp);
   } catch (const gdn2::InputError& e) {
     std::fprintf(stderr, "gdn2: error: %s\n", e.what());
     return kBadInput;

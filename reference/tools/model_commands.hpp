@@ -47,7 +47,14 @@ int run_eval(const EvalArgs& args);
 struct TraceArgs {
   std::string out_dir, checkpoint, scenario, variant = "gdn2";
   int example = 0, block = 0, head = 0, K = 8, V = 8;
+  int random_T = 0;  // > 0: a trace of random inputs (T tokens, K x V) instead, e.g. for the viewer's frame-time benchmark
 };
 int run_trace(const TraceArgs& args);
+
+struct ExportArgs {
+  std::string out_dir = "notebooks_data";
+};
+int run_export(const ExportArgs& args);
+int run_random_trace(const std::string& out_dir, int T, int K, int V, std::uint64_t seed);
 
 }  // namespace gdn2::tools

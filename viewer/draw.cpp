@@ -1,9 +1,13 @@
 // gdn2-viewer — drawing helpers (draw.hpp).
 #include "draw.hpp"
 
+#include <GL/gl.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <unordered_map>
+#include <vector>
 
 namespace gdn2::viewer {
 
@@ -23,10 +27,24 @@ Cell heatmap(const char* id, const Matrix& m, double range, ImVec2 size, const c
   const ImVec2 p0 = ImGui::GetCursorScreenPos();
   const int R = static_cast<int>(m.rows()), C = static_cast<int>(m.cols());
   const float cw = size.x / C, ch = size.y / R;
+  // One texture per heatmap (GL_NEAREST), drawn as a single quad: a 64 x 64 state as 4096 rectangles costs
+  // llvmpipe far more vertex work than one textured quad (measured: docs/viewer.md, frame time).
+  static std::unordered_map<ImGuiID, GLuint> textures;
+  const ImGuiID key = ImGui::GetID(id);
+  GLuint& tex = textures[key];
+  if (tex == 0) {
+    glGenTextures(1, &tex);
+    glBindTexture(GL_TEXTURE_2D, tex);
+    glTexParameteri(GL_TEXTURE_2D, GL_TEXTURE_MIN_FILTER, GL_NEAREST);
+    glTexParameteri(GL_TEXTURE_2D, GL_TEXTURE_MAG_FILTER, GL_NEAREST);
+  }
+  std::vector<ImU32> pixels(static_cast<size_t>(R) * C);
   for (int i = 0; i < R; ++i)
-    for (int j = 0; j < C; ++j)
-      dl->AddRectFilled(ImVec2(p0.x + j * cw, p0.y + i * ch), ImVec2(p0.x + (j + 1) * cw, p0.y + (i + 1) * ch),
-                        diverging(m(i, j), range));
+    for (int j = 0; j < C; ++j) pixels[static_cast<size_t>(i) * C + j] = diverging(m(i, j), range);
+  glBindTexture(GL_TEXTURE_2D, tex);
+  glPixelStorei(GL_UNPACK_ALIGNMENT, 4);
+  glTexImage2D(GL_TEXTURE_2D, 0, GL_RGBA, C, R, 0, GL_RGBA, GL_UNSIGNED_BYTE, pixels.data());  // ImU32 is RGBA in memory
+  dl->AddImage(reinterpret_cast<ImTextureID>(static_cast<intptr_t>(tex)), p0, ImVec2(p0.x + size.x, p0.y + size.y));
   dl->AddRect(p0, ImVec2(p0.x + size.x, p0.y + size.y), IM_COL32(120, 120, 120, 255));
   if (highlight_row >= 0 && highlight_row < R)
     dl->AddRect(ImVec2(p0.x, p0.y + highlight_row * ch), ImVec2(p0.x + size.x, p0.y + (highlight_row + 1) * ch),

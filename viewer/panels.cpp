@@ -75,11 +75,12 @@ void SequencePanel::Draw(ViewerState& st) {
       ImGui::SetTooltip("token %d: %s (%s)%s", t, label.c_str(), role_name(tr.roles[t]).c_str(),
                         tr.targets[t] >= 0 ? (" answer v" + std::to_string(tr.targets[t]) + ", model says v" +
                                               std::to_string(tr.predicted[t])).c_str() : "");
-    if (t == st.step && st.playing) ImGui::SetScrollHereX(0.5f);
+    if (t == st.step && (st.playing || st.step != last_step)) ImGui::SetScrollHereX(0.5f);
     ImGui::PopID();
     ImGui::PopStyleColor(2);
   }
   ImGui::EndChild();
+  last_step = st.step;
 }
 
 // [SECTION] ControlsPanel -----------------------------------------------------------------------------------------
@@ -187,7 +188,7 @@ void ControlsPanel::Draw(ViewerState& st) {
 
 void StatePanel::Draw(ViewerState& st) {
   const model::Trace& tr = st.main.trace;
-  const double range = state_range(tr);
+  const double range = st.main.state_range;
   ImGui::Text("S after token %d (%s), %d key channels x %d value channels", st.step, tr.labels[st.step].c_str(), tr.K, tr.V);
   help_marker("The memory: row i belongs to key channel i, column j to value channel j. A key k reads the memory as "
               "o = S^T q: a stored association k -> v is the outer product k v^T. The colour range is fixed for the "
@@ -213,7 +214,7 @@ void UpdatePanel::Draw(ViewerState& st) {
   if (st.compare && st.other.trace.T > 0) {
     const model::Trace& ot = st.other.trace;
     const int t = std::min(st.step, ot.T - 1);
-    const double range = std::max(state_range(tr), state_range(ot));
+    const double range = std::max(st.main.state_range, st.other.state_range);
     const Matrix diff = tr.S[st.step + 1] - ot.S[t + 1];
     const char* names[] = {st.main.label.c_str(), st.other.label.c_str(), "difference"};
     const Matrix* ms[] = {&tr.S[st.step + 1], &ot.S[t + 1], &diff};
@@ -232,7 +233,7 @@ void UpdatePanel::Draw(ViewerState& st) {
     return;
   }
   const model::UpdateParts u = model::update_parts(tr, st.step);
-  const double range = update_range(tr);
+  const double range = st.main.update_range;
   const char* names[] = {"decay  (Diag(a)-I) S", "erase  -k r^T", "write  k z^T"};
   const char* help[] = {"What the decay removed: each row of the previous S times (alpha_i - 1). Zero when g = 0.",
                         "What the erase removed: the old content read along b*k (r = S^T (b*k)), taken out along k.",

@@ -23,6 +23,7 @@ struct Panel {
 // Token strip (coloured by role, click to jump) and the timeline: play, pause, step, scrub, speed.
 struct SequencePanel : Panel {
   float cell_width = 38.f;  // = 38 // pixels per token in the strip
+  int last_step = -1;       // scroll the strip to the current token when it changes
   SequencePanel() : Panel("Sequence") {}
   void Draw(ViewerState& st) override;
 };

@@ -69,12 +69,14 @@ void ViewerState::reload() {
       other.scale = other.trace.scale;
     }
     if (!overrides.empty()) apply_overrides();
+    update_ranges();
   } catch (const std::exception& e) {
     status = e.what();
     if (main.trace.T == 0) {  // never leave the panels without a sequence: fall back to the default scenario
       main.trace = model::trace_scenario(tasks::make_scenario("overwrite-erase"));
       main.layer = model::layer_of(main.trace);
       main.label = "gdn2";
+      update_ranges();
     }
   }
   set_step(step);
@@ -97,9 +99,15 @@ void ViewerState::apply_overrides() {
   try {
     run(main);
     run(other);
+    update_ranges();
   } catch (const std::exception& e) {
     status = e.what();
   }
+}
+
+void ViewerState::update_ranges() {
+  for (Run* r : {&main, &other})
+    if (r->trace.T > 0) r->state_range = state_range(r->trace), r->update_range = update_range(r->trace);
 }
 
 void ViewerState::set_step(int t) { step = std::clamp(t, 0, std::max(0, length() - 1)); }

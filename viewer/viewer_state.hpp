@@ -23,6 +23,7 @@ struct Run {
   Layer<double> layer;          // B = 1, the traced head's inputs (H = HV = 1)
   double scale = 1;
   model::Trace trace;
+  double state_range = 1, update_range = 1;  // colour ranges of the whole trace (computed once per trace)
 };
 
 // A gate set by hand at one token: channel −1 means every channel.
@@ -61,6 +62,7 @@ struct ViewerState {
   // Re-runs the traces from the kept inputs with the hand-set gates applied (no reload of the source).
   void apply_overrides();
   void set_step(int t);
+  void update_ranges();
   int length() const { return main.trace.T; }
 };
 

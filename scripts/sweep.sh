@@ -7,8 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 GDN2=${1:-build/reference/gdn2}
 OUT=notebooks_data/sweep/results.jsonl
-STATE=${STATE:-8}            # K = V of the one head: the state is STATE x STATE
-PAIRS=${PAIRS:-"4 8 12"}
+STATE=${STATE:-16}           # K = V of the one head: the state is STATE x STATE
+PAIRS=${PAIRS:-"4 8 12 16"}
 VARIANTS=${VARIANTS:-"gdn2 kda gdn"}
 SEEDS=${SEEDS:-"0"}
 STEPS=${STEPS:-800}

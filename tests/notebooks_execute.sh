@@ -11,3 +11,5 @@ for nb in "$root"/notebooks_data/*.ipynb; do
   echo "== $(basename "$nb")"
   /usr/bin/python3 -m nbconvert --to notebook --execute --ExecutePreprocessor.timeout=300 --output-dir "$out" "$nb"
 done
+echo "== exercises.py (docs/teaching.md's worked solutions)"
+cd "$root/notebooks_data" && /usr/bin/python3 exercises.py

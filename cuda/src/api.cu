@@ -1,11 +1,15 @@
 // gdn2::cuda — the host API: checks what the kernels support, then dispatches to the current version of each stage.
+#include <cstdlib>
+
 #include "common.cuh"
 
 namespace gdn2::cuda {
 
 namespace detail {
-void chunk_forward_dispatch(void*, float*, const void*, const void*, const void*, const float*, const void*, const void*,
-                            const float*, const int64_t*, const Problem&, cudaStream_t);
+void chunk_forward_fused_dispatch(void*, float*, const void*, const void*, const void*, const float*, const void*,
+                                  const void*, const float*, const int64_t*, const Problem&, cudaStream_t);
+void chunk_forward_split_dispatch(void*, float*, const void*, const void*, const void*, const float*, const void*,
+                                  const void*, const float*, const int64_t*, const Problem&, cudaStream_t, int version);
 void recurrent_forward_dispatch(void*, float*, const void*, const void*, const void*, const float*, const void*,
                                 const void*, const float*, const int64_t*, const Problem&, cudaStream_t);
 }  // namespace detail
@@ -45,7 +49,13 @@ void check(const Problem& p, const char* what) {
 void chunk_forward(void* o, float* ht, const void* q, const void* k, const void* v, const float* g, const void* b,
                    const void* w, const float* h0, const int64_t* cu_seqlens, const Problem& p, cudaStream_t stream) {
   check(p, "chunk_forward");
-  detail::chunk_forward_dispatch(o, ht, q, k, v, g, b, w, h0, cu_seqlens, p, stream);
+  // The current rung is version 07; GDN2_CHUNK_VERSION=4, 5 or 6 selects an earlier one (the ladder stays runnable).
+  const char* env = std::getenv("GDN2_CHUNK_VERSION");
+  const int version = env ? std::atoi(env) : 7;
+  if (version == 4)
+    detail::chunk_forward_fused_dispatch(o, ht, q, k, v, g, b, w, h0, cu_seqlens, p, stream);
+  else
+    detail::chunk_forward_split_dispatch(o, ht, q, k, v, g, b, w, h0, cu_seqlens, p, stream, version);
 }
 
 void recurrent_forward(void* o, float* ht, const void* q, const void* k, const void* v, const float* g, const void* b,

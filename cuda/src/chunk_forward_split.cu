@@ -1,0 +1,721 @@
+// gdn2::cuda chunk_forward — version 05: the state-independent work of every chunk in parallel, then one pass
+// that carries the state. Fp32 CUDA cores, exact decays. (Ladder: docs/cuda.md.)
+//
+// Idea: in version 04 one block per (sequence, value head, value slice) did everything chunk after chunk, so the
+// whole GPU waited on T, A_qk, the triangular solve and Y = AĒ, U = AZ — work that does not depend on the state.
+// Here kernel 1 (chunk_prepare) computes them for all chunks of all sequences at once, one block per (chunk, value
+// head), and writes Y [C,K], U [C,V] and A_qk [C,C] per chunk to a workspace (fp32). Kernel 2 (chunk_state_pass)
+// keeps version 04's sequential walk but does only what needs the state (paper Eq. 23-24):
+//   R = U − Y S;   O = Q_γ S + A_qk R;   S ← Diag(γ_C) S + K_tailᵀ R,
+// recomputing Q_γ = γ ⊙ q̃ and K_tail = (γ_C/γ_r) ⊙ k from q, k, g with per-channel prefix and suffix sums of g
+// (exp of a direct sum ≤ 0: no γ⁻¹ and no difference of cumulative sums, docs/derivation.md step 4).
+// Prediction (written before the first run): kernel 1 ≈ 1 ms (8192 blocks of the old steps 1-4), kernel 2 ≈ 2.5 ms
+// (512 blocks, a quarter of the old per-chunk work), workspace traffic ≈ 1.3 GB ≈ 0.5 ms: B=8, T=4096 ≈ 4 ms.
+// Measured on an H100 (bf16, H = 16, K = V = 128), B = 8, T = 4096:
+//   05  17.1 ms, then 11.8 ms with batched tile loads (B = 1, T = 4096: 2.7 ms; the pass waited on memory latency)
+//   06  11.8 ms (B = 1, T = 4096: 1.77 ms = prepare 1.14 + pass 0.54 + output 0.16): three kernels, cp.async
+//       double buffering in the pass (section "version 06" below)
+//   07  10.5 ms (B = 1, T = 4096: 1.60 ms; prepare 0.93): (I + T)⁻¹ by blocks, decay factors per (channel, sub-chunk)
+// The current default is 07 (api.cu); GDN2_CHUNK_VERSION=5 or 6 runs the earlier ones.
+#include "chunk_tiles.cuh"
+
+namespace gdn2::cuda::detail {
+
+namespace {
+
+constexpr int kZSlice = 32;  // value columns of Z per pass in chunk_prepare
+
+template <int K>
+constexpr size_t prepare_smem_floats() {
+  return 4 * kChunk * (K + 1) + 3 * kChunk * kChunk + kChunk * kZSlice + 3 * kNumSub * K + kNumSub * kNumSub * K;
+}
+template <int K, int VS>
+constexpr size_t pass_smem_floats() {
+  return 3 * kChunk * (K + 1) + kChunk * kChunk + kChunk * VS + K * VS + K;
+}
+
+// Memory-level parallelism for the tile loads: each thread issues kBatch independent loads before it stores any,
+// instead of load → store → load (a global-memory latency per element, which dominated the first run of 05).
+constexpr int kBatch = 8;
+
+// Workspace rows follow the packed token axis: row (token, value head) of Y holds K floats, of U V floats, of A_qk
+// C floats (row r of its chunk's matrix). Rows past a sequence's end are never written or read.
+struct Workspace {
+  float *Y, *U, *Aqk;
+  float *Qg = nullptr, *Kt = nullptr;  // version 06: Q_γ and K_tail per row [rows][HV][K]
+  float *gC = nullptr, *Sn = nullptr;  // version 06: γ_C [slots][HV][K] and the chunk-start states [slots][HV][K][V]
+};
+
+// Version 06 stores one γ_C and one state per chunk. Chunk c of sequence n gets slot row0_n / C + n + c: distinct for
+// every (n, c) also with packed sequences (row0_{n+1} / C + 1 ≥ row0_n / C + ⌈len_n / C⌉), and at most rows / C + N + 1.
+__device__ __forceinline__ int64_t chunk_slot(int64_t row0, int n, int64_t c) { return row0 / kChunk + n + c; }
+
+// Kernel 1: steps 1-4 of version 04 for one chunk (block x), value head (block y), sequence (block z), plus U = AZ.
+template <int K, typename T, bool kFull = false, bool kV07 = false>
+__global__ void __launch_bounds__(kThreads, 1) chunk_prepare(Workspace ws, const T* __restrict__ q,
+                                                              const T* __restrict__ k, const T* __restrict__ v,
+                                                              const float* __restrict__ g, const T* __restrict__ b,
+                                                              const T* __restrict__ w,
+                                                              const int64_t* cu_seqlens, int64_t T_len, int H, int HV,
+                                                              int V, float scale) {
+  constexpr int C = kChunk, KP = K + 1;
+  extern __shared__ float smem[];
+  float* s_q = smem;                     // [C][K]  q̃ → q̃⊙c (for A_qk)
+  float* s_k = s_q + C * KP;             // [C][K]  k → k⊙a
+  float* s_e = s_k + C * KP;             // [C][K]  e = b⊙k → e⊙c → Ē
+  float* s_g = s_e + C * KP;             // [C][K]  g
+  float* s_T = s_g + C * KP;             // [C][C]  T → A
+  float* s_Aqk = s_T + C * C;            // [C][C]  A_qk
+  float* s_Z = s_Aqk + C * C;            // [C][kZSlice] a slice of Z = W ⊙ V
+  float* s_bs = s_Z + C * kZSlice;       // [kNumSub][K] sub-chunk sums of g
+  float* s_pre = s_bs + kNumSub * K;     // [kNumSub][K] exp(Σ of sub-chunks before I)
+  float* s_suf = s_pre + kNumSub * K;    // [kNumSub][K] exp(Σ of sub-chunks after J) (kFull: for K_tail)
+  float* s_mid = s_suf + kNumSub * K;    // [kNumSub][kNumSub][K]
+  float* s_Ainv = s_mid + kNumSub * kNumSub * K;  // [C][C] A = (I + T)⁻¹ (version 07; 05-06 solve in place in s_T)
+
+  const int tid = threadIdx.x, hv = blockIdx.y, n = blockIdx.z, h = hv / (HV / H);
+  const Span span = sequence_span(cu_seqlens, n, T_len);
+  const int64_t c0 = int64_t(blockIdx.x) * C;
+  if (c0 >= span.length) return;
+  const int L = int(span.length - c0 < C ? span.length - c0 : C);
+  // 1. Load (kBatch independent loads per thread before any store); rows ≥ L are zero (and g = 0).
+  for (int base = 0; base < C * K; base += kThreads * kBatch) {
+    float qv[kBatch], kv[kBatch], bv[kBatch], gv[kBatch];
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int i = base + u * kThreads + tid, r = i / K, d = i % K;
+      const bool in = r < L;
+      const int64_t idx = ((span.row0 + c0 + r) * H + h) * K + d;
+      qv[u] = in ? scale * to_float(q[idx]) : 0.f;
+      kv[u] = in ? to_float(k[idx]) : 0.f;
+      bv[u] = in ? to_float(b[idx]) : 0.f;
+      gv[u] = in ? g[idx] : 0.f;
+    }
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int i = base + u * kThreads + tid, j = (i / K) * KP + i % K;
+      s_q[j] = qv[u], s_k[j] = kv[u], s_e[j] = bv[u] * kv[u], s_g[j] = gv[u];
+    }
+  }
+  __syncthreads();
+  // 2a. Diagonal sub-chunk blocks of T and A_qk (Eq. 21, 25): as version 04.
+  {
+    constexpr int PER_LANE = K / 32;
+    const int warp = tid / 32, lane = tid % 32;
+    for (int s = warp; s < C; s += kThreads / 32) {
+      float dk[PER_LANE];
+#pragma unroll
+      for (int j = 0; j < PER_LANE; ++j) dk[j] = s_k[s * KP + lane + 32 * j];
+      const int end = (s / kSub + 1) * kSub;
+      for (int r = s; r < end; ++r) {
+        float aqk = 0, t = 0;
+#pragma unroll
+        for (int j = 0; j < PER_LANE; ++j) {
+          const int d = lane + 32 * j;
+          if (r > s) dk[j] *= expf(s_g[r * KP + d]);
+          aqk += s_q[r * KP + d] * dk[j];
+          t += s_e[r * KP + d] * dk[j];
+        }
+#pragma unroll
+        for (int off = 16; off; off /= 2) {
+          aqk += __shfl_xor_sync(0xffffffffu, aqk, off);
+          t += __shfl_xor_sync(0xffffffffu, t, off);
+        }
+        if (lane == 0) {
+          s_Aqk[r * C + s] = aqk;
+          s_T[r * C + s] = r > s ? t : 0.f;
+        }
+      }
+    }
+  }
+  __syncthreads();
+  // 2b. Per channel: sub-chunk sums, q̃⊙c, e⊙c, k⊙a and the between-sub-chunk factors (as version 04).
+  //     Version 07 gives each (channel, sub-chunk) pair its own thread: chains of 16 dependent exps, not 64.
+  if (kV07) {
+    for (int i = tid; i < K * kNumSub; i += kThreads) {
+      const int d = i % K, M = i / K;
+      float run = 0;
+      for (int r = M * kSub; r < (M + 1) * kSub; ++r) {
+        run += s_g[r * KP + d];
+        const float cr = expf(run);
+        s_q[r * KP + d] *= cr;
+        s_e[r * KP + d] *= cr;
+      }
+      s_bs[M * K + d] = run;
+      run = 0;
+      for (int r = (M + 1) * kSub - 1; r >= M * kSub; --r) {
+        s_k[r * KP + d] *= expf(run);
+        run += s_g[r * KP + d];
+      }
+    }
+    __syncthreads();
+    for (int i = tid; i < K * kNumSub; i += kThreads) {
+      const int d = i % K, M = i / K;
+      float before = 0, after = 0;
+      for (int j = 0; j < M; ++j) before += s_bs[j * K + d];
+      for (int j = M + 1; j < kNumSub; ++j) after += s_bs[j * K + d];
+      s_pre[M * K + d] = expf(before);
+      s_suf[M * K + d] = expf(after);
+      for (int I = M + 1; I < kNumSub; ++I) {
+        float between = 0;
+        for (int j = M + 1; j < I; ++j) between += s_bs[j * K + d];
+        s_mid[(M * kNumSub + I) * K + d] = expf(between);
+      }
+    }
+  }
+  for (int d = tid; d < (kV07 ? 0 : K); d += kThreads) {
+    for (int M = 0; M < kNumSub; ++M) {
+      float run = 0;
+      for (int r = M * kSub; r < (M + 1) * kSub; ++r) {
+        run += s_g[r * KP + d];
+        const float cr = expf(run);
+        s_q[r * KP + d] *= cr;
+        s_e[r * KP + d] *= cr;
+      }
+      s_bs[M * K + d] = run;
+      run = 0;
+      for (int s = (M + 1) * kSub - 1; s >= M * kSub; --s) {
+        s_k[s * KP + d] *= expf(run);
+        run += s_g[s * KP + d];
+      }
+    }
+    for (int M = 0; M < kNumSub; ++M) {
+      float before = 0;
+      for (int j = 0; j < M; ++j) before += s_bs[j * K + d];
+      s_pre[M * K + d] = expf(before);
+      if (kFull) {
+        float after = 0;
+        for (int j = M + 1; j < kNumSub; ++j) after += s_bs[j * K + d];
+        s_suf[M * K + d] = expf(after);
+      }
+      for (int I = M + 1; I < kNumSub; ++I) {
+        float between = 0;
+        for (int j = M + 1; j < I; ++j) between += s_bs[j * K + d];
+        s_mid[(M * kNumSub + I) * K + d] = expf(between);
+      }
+    }
+  }
+  __syncthreads();
+  // 2c. Off-diagonal blocks: Γ_rs = c_r · mid(J, I) · a_s.
+  for (int i = tid; i < C * C; i += kThreads) {
+    const int r = i / C, s = i % C, I = r / kSub, J = s / kSub;
+    if (J >= I) continue;
+    const float* mid = s_mid + (J * kNumSub + I) * K;
+    float aqk = 0, t = 0;
+    for (int d = 0; d < K; ++d) {
+      const float dk = mid[d] * s_k[s * KP + d];
+      aqk += s_q[r * KP + d] * dk;
+      t += s_e[r * KP + d] * dk;
+    }
+    s_Aqk[i] = aqk;
+    s_T[i] = t;
+  }
+  __syncthreads();
+  for (int i = tid; i < C * K; i += kThreads) {  // Ē = γ ⊙ e (γ_r = pre(I)·c_r, Eq. 20)
+    const int r = i / K, d = i % K;
+    s_e[r * KP + d] *= s_pre[(r / kSub) * K + d];
+    if (kFull && r < L) {
+      // Q_γ = γ ⊙ q̃ (Eq. 24) and K_tail = (γ_C/γ_r) ⊙ k = suf(J)·a_r·k (Eq. 23), for the pass and output kernels.
+      const int64_t at = ((span.row0 + c0 + r) * HV + hv) * K + d;
+      ws.Qg[at] = s_q[r * KP + d] * s_pre[(r / kSub) * K + d];
+      ws.Kt[at] = s_k[r * KP + d] * s_suf[(r / kSub) * K + d];
+    }
+  }
+  if (kFull)
+    for (int d = tid; d < K; d += kThreads) {
+      float total = 0;
+      for (int M = 0; M < kNumSub; ++M) total += s_bs[M * K + d];
+      ws.gC[(chunk_slot(span.row0, n, blockIdx.x) * HV + hv) * K + d] = expf(total);
+    }
+  // 3. A = (I + T)⁻¹ (Eq. 21).
+  if (kV07) {
+    // Version 07, by blocks instead of one barrier per row: (a) each 16×16 diagonal block is inverted by one warp,
+    // lane j forward-substituting column j in registers; (b) the blocks below the diagonal follow by block
+    // diagonals: A_IJ = −A_II Σ_{J≤M<I} T_IM A_MJ (block rows of (I + T) A = I), with A_MJ known from the rounds before.
+    const int warp = tid / 32, lane = tid % 32;
+    for (int r = tid; r < C * C; r += kThreads) s_Ainv[r] = 0.f;
+    __syncthreads();
+    if (warp < kNumSub && lane < kSub) {
+      const int o = warp * kSub;
+      float x[kSub];
+#pragma unroll
+      for (int r = 0; r < kSub; ++r) {
+        float acc = r == lane ? 1.f : 0.f;
+#pragma unroll
+        for (int c = 0; c < r; ++c) acc -= s_T[(o + r) * C + o + c] * x[c];
+        x[r] = acc;
+        s_Ainv[(o + r) * C + o + lane] = acc;
+      }
+    }
+    __syncthreads();
+    float* tmp = s_Z;  // [kNumSub − 1][kSub][kSub] scratch; Z is loaded later
+    for (int dist = 1; dist < kNumSub; ++dist) {
+      const int blocks = kNumSub - dist;
+      for (int i = tid; i < blocks * kSub * kSub; i += kThreads) {
+        const int bi = i / (kSub * kSub), I = dist + bi, J = I - dist, r = (i / kSub) % kSub, c = i % kSub;
+        float acc = 0;
+        for (int M = J; M < I; ++M)
+          for (int m = 0; m < kSub; ++m) acc += s_T[(I * kSub + r) * C + M * kSub + m] * s_Ainv[(M * kSub + m) * C + J * kSub + c];
+        tmp[i] = acc;
+      }
+      __syncthreads();
+      for (int i = tid; i < blocks * kSub * kSub; i += kThreads) {
+        const int bi = i / (kSub * kSub), I = dist + bi, J = I - dist, r = (i / kSub) % kSub, c = i % kSub;
+        float acc = 0;
+        for (int m = 0; m < kSub; ++m) acc -= s_Ainv[(I * kSub + r) * C + I * kSub + m] * tmp[bi * kSub * kSub + m * kSub + c];
+        s_Ainv[(I * kSub + r) * C + J * kSub + c] = acc;
+      }
+      __syncthreads();
+    }
+  } else {
+    // Versions 05-06: forward substitution in place, one barrier per row.
+    for (int r = 1; r < C; ++r) {
+      float a = 0;
+      if (tid < r)
+        for (int s = tid; s < r; ++s) a -= s_T[r * C + s] * (s == tid ? 1.f : s_T[s * C + tid]);
+      __syncthreads();
+      if (tid < r) s_T[r * C + tid] = a;
+    }
+    __syncthreads();
+    for (int r = tid; r < C; r += kThreads) s_T[r * C + r] = 1.f;
+    __syncthreads();
+  }
+  const float* s_A = kV07 ? s_Ainv : s_T;
+  const int64_t row0 = span.row0 + c0;
+  // 4. Y = A Ē (Eq. 22) and A_qk to the workspace.
+  {
+    constexpr int TM = 4, TN = K / 16;
+    float acc[TM][TN] = {};
+    tile_product<C, K, TM, TN, true>(acc, s_A, C, 1, s_e, KP, C, tid);
+    const int m0 = (tid / (K / TN)) * TM, n0 = (tid % (K / TN)) * TN;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+      if (m0 + i < L)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) ws.Y[((row0 + m0 + i) * HV + hv) * K + n0 + j] = acc[i][j];
+  }
+  for (int i = tid; i < L * C; i += kThreads) ws.Aqk[((row0 + i / C) * HV + hv) * C + i % C] = s_Aqk[i];
+  // 5. U = A Z (Eq. 22), a slice of value columns at a time.
+  for (int col0 = 0; col0 < V; col0 += kZSlice) {
+    for (int i = tid; i < C * kZSlice; i += kThreads) {
+      const int r = i / kZSlice, c = i % kZSlice;
+      float z = 0;
+      if (r < L) {
+        const int64_t idx = ((row0 + r) * HV + hv) * V + col0 + c;
+        z = to_float(w[idx]) * to_float(v[idx]);
+      }
+      s_Z[i] = z;
+    }
+    __syncthreads();
+    constexpr int TM = 4, TN = kZSlice / 16;
+    float acc[TM][TN] = {};
+    tile_product<C, kZSlice, TM, TN, true>(acc, s_A, C, 1, s_Z, kZSlice, C, tid);
+    const int m0 = (tid / (kZSlice / TN)) * TM, n0 = (tid % (kZSlice / TN)) * TN;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+      if (m0 + i < L)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) ws.U[((row0 + m0 + i) * HV + hv) * V + col0 + n0 + j] = acc[i][j];
+    __syncthreads();
+  }
+}
+
+// Kernel 2: the sequential pass over the chunks of one sequence for one value head and VS value columns.
+template <int K, int VS, typename T>
+__global__ void __launch_bounds__(kThreads, 1) chunk_state_pass(T* o, float* ht, Workspace ws, const T* __restrict__ q,
+                                                                 const T* __restrict__ k, const float* __restrict__ g, const float* h0,
+                                                                 const int64_t* cu_seqlens, int64_t T_len, int H,
+                                                                 int HV, int V, float scale) {
+  constexpr int C = kChunk, KP = K + 1;
+  extern __shared__ float smem[];
+  float* s_q = smem;                 // [C][K]  q̃ → Q_γ
+  float* s_k = s_q + C * KP;         // [C][K]  k → K_tail
+  float* s_y = s_k + C * KP;         // [C][K]  Y
+  float* s_A = s_y + C * KP;         // [C][C]  A_qk
+  float* s_U = s_A + C * C;          // [C][VS] U → R
+  float* s_S = s_U + C * VS;         // [K][VS] state slice
+  float* s_gC = s_S + K * VS;        // [K]     γ_C
+
+  const int tid = threadIdx.x;
+  const int col0 = blockIdx.x * VS, hv = blockIdx.y, n = blockIdx.z, h = hv / (HV / H);
+  const Span span = sequence_span(cu_seqlens, n, T_len);
+  const int64_t state = (int64_t(n) * HV + hv) * K * V;
+  for (int i = tid; i < K * VS; i += kThreads) s_S[i] = h0 ? h0[state + int64_t(i / VS) * V + col0 + i % VS] : 0.f;
+
+  for (int64_t c0 = 0; c0 < span.length; c0 += C) {
+    const int L = int(span.length - c0 < C ? span.length - c0 : C);
+    const int64_t row0 = span.row0 + c0;
+    static_assert((C * K) % (kThreads * kBatch) == 0, "whole batches");
+    for (int base = 0; base < C * K; base += kThreads * kBatch) {
+      float qv[kBatch], kv[kBatch], yv[kBatch];
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) {
+        const int i = base + u * kThreads + tid, r = i / K, d = i % K;
+        const bool in = r < L;
+        const int64_t idx = ((row0 + r) * H + h) * K + d;
+        qv[u] = in ? scale * to_float(q[idx]) : 0.f;
+        kv[u] = in ? to_float(k[idx]) : 0.f;
+        yv[u] = in ? ws.Y[((row0 + r) * HV + hv) * K + d] : 0.f;
+      }
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) {
+        const int i = base + u * kThreads + tid, j = (i / K) * KP + i % K;
+        s_q[j] = qv[u], s_k[j] = kv[u], s_y[j] = yv[u];
+      }
+    }
+    for (int base = 0; base < C * C; base += kThreads * kBatch) {
+      float av[kBatch];
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) {
+        const int i = base + u * kThreads + tid;
+        av[u] = i / C < L ? ws.Aqk[((row0 + i / C) * HV + hv) * C + i % C] : 0.f;
+      }
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) s_A[base + u * kThreads + tid] = av[u];
+    }
+    for (int i = tid; i < C * VS; i += kThreads)
+      s_U[i] = i / VS < L ? ws.U[((row0 + i / VS) * HV + hv) * V + col0 + i % VS] : 0.f;
+    __syncthreads();
+    // Q_γ = exp(Σ_{i≤r} g_i) ⊙ q̃ and γ_C (one thread per channel); K_tail = exp(Σ_{i>r} g_i) ⊙ k (another). g is
+    // read straight from global memory (kBatch rows at a time), which keeps the shared tiles small enough for
+    // VS = 128 (one block per (sequence, head) when there are enough of them).
+    if (tid < 2 * K) {
+      const int d = tid % K;
+      const bool prefix = tid < K;
+      float run = 0;
+      for (int r0 = 0; r0 < C; r0 += kBatch) {
+        float gv[kBatch];
+#pragma unroll
+        for (int u = 0; u < kBatch; ++u) {
+          const int r = prefix ? r0 + u : C - 1 - r0 - u;
+          gv[u] = r < L ? g[((row0 + r) * H + h) * K + d] : 0.f;
+        }
+#pragma unroll
+        for (int u = 0; u < kBatch; ++u) {
+          const int r = prefix ? r0 + u : C - 1 - r0 - u;
+          if (prefix) {
+            run += gv[u];
+            s_q[r * KP + d] *= expf(run);
+          } else {
+            s_k[r * KP + d] *= expf(run);
+            run += gv[u];
+          }
+        }
+      }
+      if (prefix) s_gC[d] = expf(run);
+    }
+    __syncthreads();
+    constexpr int TM = 4, TN = VS / 16;
+    // R = U − Y S (Eq. 23), over U once every thread has read its tile.
+    {
+      float acc[TM][TN];
+      const int m0 = (tid / (VS / TN)) * TM, n0 = (tid % (VS / TN)) * TN;
+#pragma unroll
+      for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) acc[i][j] = s_U[(m0 + i) * VS + n0 + j];
+      tile_product<C, VS, TM, TN>(acc, s_y, KP, 1, s_S, VS, K, tid, -1.f);
+      __syncthreads();
+      store_tile<VS, TM, TN>(acc, s_U, VS, tid);
+    }
+    __syncthreads();
+    // O = Q_γ S + A_qk R (Eq. 24).
+    {
+      float acc[TM][TN] = {};
+      tile_product<C, VS, TM, TN>(acc, s_q, KP, 1, s_S, VS, K, tid);
+      tile_product<C, VS, TM, TN, true>(acc, s_A, C, 1, s_U, VS, C, tid);
+      const int r0 = (tid / (VS / TN)) * TM, c1 = (tid % (VS / TN)) * TN;
+#pragma unroll
+      for (int i = 0; i < TM; ++i)
+        if (r0 + i < L)
+#pragma unroll
+          for (int j = 0; j < TN; ++j) o[((row0 + r0 + i) * HV + hv) * V + col0 + c1 + j] = from_float<T>(acc[i][j]);
+    }
+    // S ← Diag(γ_C) S + K_tailᵀ R (Eq. 23).
+    {
+      constexpr int SM = K / 16;
+      float acc[SM][TN] = {};
+      tile_product<K, VS, SM, TN>(acc, s_k, 1, KP, s_U, VS, C, tid);
+      const int d0 = (tid / (VS / TN)) * SM, c1 = (tid % (VS / TN)) * TN;
+      __syncthreads();  // every thread has read S
+#pragma unroll
+      for (int i = 0; i < SM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+          float& st = s_S[(d0 + i) * VS + c1 + j];
+          st = s_gC[d0 + i] * st + acc[i][j];
+        }
+    }
+    __syncthreads();
+  }
+  if (ht)
+    for (int i = tid; i < K * VS; i += kThreads) ht[state + int64_t(i / VS) * V + col0 + i % VS] = s_S[i];
+}
+
+
+// [SECTION] version 06 ----------------------------------------------------------------------------------------------
+// Version 05's pass stalled on global-memory latency (one block per SM, loads issued chunk by chunk). Version 06
+// keeps only the state recurrence in the sequential kernel and prefetches the next chunk while it computes:
+//   pass:   S_n → workspace;  R = U − Y S_n (→ workspace, over U);  S ← Diag(γ_C) S + K_tailᵀ R
+//           with Y, K_tail, U, γ_C of chunk c+1 copied into the other half of a double buffer by cp.async;
+//   output: O = Q_γ S_n + A_qk R for every chunk in parallel (Eq. 24), two blocks per SM.
+
+__device__ __forceinline__ void cp_async16(float* dst, const float* src, bool valid) {
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  const int bytes = valid ? 16 : 0;  // 0: nothing is read, the 16 bytes are zero-filled
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+template <int K, int VS>
+constexpr size_t pass06_smem_floats() {
+  return 2 * (2 * kChunk * (K + 4) + kChunk * VS + K) + K * VS;
+}
+
+template <int K, int VS>
+__global__ void __launch_bounds__(kThreads, 1) chunk_state_pass06(float* ht, Workspace ws, const float* h0,
+                                                                   const int64_t* cu_seqlens, int64_t T_len, int HV,
+                                                                   int V) {
+  constexpr int C = kChunk, KP = K + 4;  // rows 16-byte aligned for cp.async
+  constexpr int kBuf = 2 * C * KP + C * VS + K;
+  extern __shared__ __align__(16) float smem[];
+  float* s_S = smem + 2 * kBuf;  // [K][VS]
+  const int tid = threadIdx.x;
+  const int col0 = blockIdx.x * VS, hv = blockIdx.y, n = blockIdx.z;
+  const Span span = sequence_span(cu_seqlens, n, T_len);
+  const int64_t state = (int64_t(n) * HV + hv) * K * V;
+  for (int i = tid; i < K * VS; i += kThreads) s_S[i] = h0 ? h0[state + int64_t(i / VS) * V + col0 + i % VS] : 0.f;
+  const int64_t chunks = (span.length + C - 1) / C;
+
+  auto issue = [&](int64_t c) {  // copies Y, K_tail, the U slice and γ_C of chunk c into buffer c % 2
+    float* buf = smem + (c & 1) * kBuf;
+    float *b_y = buf, *b_k = buf + C * KP, *b_u = buf + 2 * C * KP, *b_g = b_u + C * VS;
+    const int64_t row0 = span.row0 + c * C;
+    const int L = int(span.length - c * C < C ? span.length - c * C : C);
+    for (int i = tid; i < C * K / 4; i += kThreads) {
+      const int r = i / (K / 4), d = (i % (K / 4)) * 4;
+      const int64_t at = ((row0 + (r < L ? r : 0)) * HV + hv) * K + d;
+      cp_async16(b_y + r * KP + d, ws.Y + at, r < L);
+      cp_async16(b_k + r * KP + d, ws.Kt + at, r < L);
+    }
+    for (int i = tid; i < C * VS / 4; i += kThreads) {
+      const int r = i / (VS / 4), c4 = (i % (VS / 4)) * 4;
+      cp_async16(b_u + r * VS + c4, ws.U + ((row0 + (r < L ? r : 0)) * HV + hv) * V + col0 + c4, r < L);
+    }
+    for (int i = tid; i < K / 4; i += kThreads)
+      cp_async16(b_g + 4 * i, ws.gC + (chunk_slot(span.row0, n, c) * HV + hv) * K + 4 * i, true);
+  };
+  if (chunks > 0) issue(0);
+  cp_async_commit();
+  for (int64_t c = 0; c < chunks; ++c) {
+    if (c + 1 < chunks) issue(c + 1);
+    cp_async_commit();  // (an empty group at the end keeps the count uniform)
+    cp_async_wait<1>();  // chunk c has landed
+    __syncthreads();
+    float* buf = smem + (c & 1) * kBuf;
+    float *b_y = buf, *b_k = buf + C * KP, *b_u = buf + 2 * C * KP, *b_g = b_u + C * VS;
+    const int64_t row0 = span.row0 + c * C;
+    const int L = int(span.length - c * C < C ? span.length - c * C : C);
+    float* Sn = ws.Sn + (chunk_slot(span.row0, n, c) * HV + hv) * int64_t(K) * V;
+    for (int i = tid; i < K * VS; i += kThreads) Sn[int64_t(i / VS) * V + col0 + i % VS] = s_S[i];
+    constexpr int TM = 4, TN = VS / 16;
+    {  // R = U − Y S_n (Eq. 23)
+      float acc[TM][TN];
+      const int m0 = (tid / (VS / TN)) * TM, n0 = (tid % (VS / TN)) * TN;
+#pragma unroll
+      for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) acc[i][j] = b_u[(m0 + i) * VS + n0 + j];
+      tile_product<C, VS, TM, TN>(acc, b_y, KP, 1, s_S, VS, K, tid, -1.f);
+      __syncthreads();
+#pragma unroll
+      for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+          b_u[(m0 + i) * VS + n0 + j] = acc[i][j];
+          if (m0 + i < L) ws.U[((row0 + m0 + i) * HV + hv) * V + col0 + n0 + j] = acc[i][j];
+        }
+    }
+    __syncthreads();
+    {  // S ← Diag(γ_C) S + K_tailᵀ R (Eq. 23)
+      constexpr int SM = K / 16;
+      float acc[SM][TN] = {};
+      tile_product<K, VS, SM, TN>(acc, b_k, 1, KP, b_u, VS, C, tid);
+      const int d0 = (tid / (VS / TN)) * SM, c1 = (tid % (VS / TN)) * TN;
+#pragma unroll
+      for (int i = 0; i < SM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+          float& st = s_S[(d0 + i) * VS + c1 + j];
+          st = b_g[d0 + i] * st + acc[i][j];
+        }
+    }
+    __syncthreads();  // buffer c % 2 is free for chunk c + 2
+  }
+  cp_async_wait<0>();
+  if (ht)
+    for (int i = tid; i < K * VS; i += kThreads) ht[state + int64_t(i / VS) * V + col0 + i % VS] = s_S[i];
+}
+
+template <int K, int VO>
+constexpr size_t output06_smem_floats() {
+  return kChunk * (K + 4) + kChunk * kChunk + K * VO + kChunk * VO;
+}
+
+// O = Q_γ S_n + A_qk R for one chunk (block x), value head (y), sequence and value slice (z = n · V/VO + slice).
+template <int K, int VO, typename T>
+__global__ void __launch_bounds__(kThreads, 2) chunk_output06(T* o, Workspace ws, const int64_t* cu_seqlens,
+                                                              int64_t T_len, int HV, int V) {
+  constexpr int C = kChunk, KP = K + 4;
+  extern __shared__ __align__(16) float smem[];
+  float* s_q = smem;               // [C][KP] Q_γ
+  float* s_A = s_q + C * KP;       // [C][C]  A_qk
+  float* s_S = s_A + C * C;        // [K][VO] S_n slice
+  float* s_R = s_S + K * VO;       // [C][VO] R slice
+  const int tid = threadIdx.x, hv = blockIdx.y, slices = V / VO;
+  const int n = blockIdx.z / slices, col0 = (blockIdx.z % slices) * VO;
+  const Span span = sequence_span(cu_seqlens, n, T_len);
+  const int64_t c = blockIdx.x, c0 = c * C;
+  if (c0 >= span.length) return;
+  const int L = int(span.length - c0 < C ? span.length - c0 : C);
+  const int64_t row0 = span.row0 + c0;
+  for (int i = tid; i < C * K / 4; i += kThreads) {
+    const int r = i / (K / 4), d = (i % (K / 4)) * 4;
+    cp_async16(s_q + r * KP + d, ws.Qg + ((row0 + (r < L ? r : 0)) * HV + hv) * K + d, r < L);
+  }
+  for (int i = tid; i < C * C / 4; i += kThreads) {
+    const int r = i / (C / 4), d = (i % (C / 4)) * 4;
+    cp_async16(s_A + r * C + d, ws.Aqk + ((row0 + (r < L ? r : 0)) * HV + hv) * C + d, r < L);
+  }
+  const float* Sn = ws.Sn + (chunk_slot(span.row0, n, c) * HV + hv) * int64_t(K) * V;
+  for (int i = tid; i < K * VO / 4; i += kThreads) {
+    const int d = i / (VO / 4), c4 = (i % (VO / 4)) * 4;
+    cp_async16(s_S + d * VO + c4, Sn + int64_t(d) * V + col0 + c4, true);
+  }
+  for (int i = tid; i < C * VO / 4; i += kThreads) {
+    const int r = i / (VO / 4), c4 = (i % (VO / 4)) * 4;
+    cp_async16(s_R + r * VO + c4, ws.U + ((row0 + (r < L ? r : 0)) * HV + hv) * V + col0 + c4, r < L);
+  }
+  cp_async_commit();
+  cp_async_wait<0>();
+  __syncthreads();
+  constexpr int TM = 4, TN = VO / 16;
+  float acc[TM][TN] = {};
+  tile_product<C, VO, TM, TN>(acc, s_q, KP, 1, s_S, VO, K, tid);
+  tile_product<C, VO, TM, TN, true>(acc, s_A, C, 1, s_R, VO, C, tid);
+  const int r0 = (tid / (VO / TN)) * TM, c1 = (tid % (VO / TN)) * TN;
+#pragma unroll
+  for (int i = 0; i < TM; ++i)
+    if (r0 + i < L)
+#pragma unroll
+      for (int j = 0; j < TN; ++j) o[((row0 + r0 + i) * HV + hv) * V + col0 + c1 + j] = from_float<T>(acc[i][j]);
+}
+
+template <int K, int VS, typename T, bool kV07>
+void launch_06(void* o, float* ht, const void* q, const void* k, const void* v, const float* g, const void* b,
+               const void* w, const float* h0, const int64_t* cu, const Problem& p, cudaStream_t stream) {
+  const int64_t rows = cu ? p.T : p.N * p.T;
+  if (rows == 0) return;
+  const int64_t slots = rows / kChunk + p.N + 1;
+  const int64_t HV = p.HV;
+  const size_t floats = size_t(rows * HV * (3 * K + p.V + kChunk) + slots * HV * K + slots * HV * K * p.V);
+  float* base = nullptr;
+  GDN2_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&base), floats * sizeof(float), stream));
+  Workspace ws{base, base + rows * HV * K, base + rows * HV * (K + p.V)};
+  ws.Qg = ws.Aqk + rows * HV * kChunk;
+  ws.Kt = ws.Qg + rows * HV * K;
+  ws.gC = ws.Kt + rows * HV * K;
+  ws.Sn = ws.gC + slots * HV * K;
+  const float scale = default_scale(p);
+  const unsigned max_chunks = unsigned((p.T + kChunk - 1) / kChunk);
+  {
+    constexpr size_t bytes = prepare_smem_floats<K>() * sizeof(float);
+    auto kernel = chunk_prepare<K, T, true, kV07>;
+    GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+    kernel<<<dim3(max_chunks, unsigned(p.HV), unsigned(p.N)), kThreads, bytes, stream>>>(
+        ws, static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v), g, static_cast<const T*>(b),
+        static_cast<const T*>(w), cu, p.T, int(p.H), int(p.HV), int(p.V), scale);
+    GDN2_CUDA_CHECK_LAUNCH();
+  }
+  {
+    constexpr size_t bytes = pass06_smem_floats<K, VS>() * sizeof(float);
+    auto kernel = chunk_state_pass06<K, VS>;
+    GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+    kernel<<<dim3(unsigned(p.V / VS), unsigned(p.HV), unsigned(p.N)), kThreads, bytes, stream>>>(ht, ws, h0, cu, p.T,
+                                                                                                 int(p.HV), int(p.V));
+    GDN2_CUDA_CHECK_LAUNCH();
+  }
+  {
+    constexpr int VO = 32;
+    constexpr size_t bytes = output06_smem_floats<K, VO>() * sizeof(float);
+    auto kernel = chunk_output06<K, VO, T>;
+    GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+    kernel<<<dim3(max_chunks, unsigned(p.HV), unsigned(p.N * (p.V / VO))), kThreads, bytes, stream>>>(
+        static_cast<T*>(o), ws, cu, p.T, int(p.HV), int(p.V));
+    GDN2_CUDA_CHECK_LAUNCH();
+  }
+  GDN2_CUDA_CHECK(cudaFreeAsync(base, stream));
+}
+
+template <int K, int VS, typename T>
+void launch_split(void* o, float* ht, const void* q, const void* k, const void* v, const float* g, const void* b,
+                  const void* w, const float* h0, const int64_t* cu, const Problem& p, cudaStream_t stream) {
+  const int64_t rows = cu ? p.T : p.N * p.T;
+  if (rows == 0) return;
+  const int64_t per_row = int64_t(p.HV) * (K + p.V + kChunk);
+  float* base = nullptr;
+  GDN2_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&base), size_t(rows * per_row) * sizeof(float), stream));
+  const Workspace ws{base, base + rows * p.HV * K, base + rows * p.HV * (K + p.V)};
+  const float scale = default_scale(p);
+  {
+    constexpr size_t bytes = prepare_smem_floats<K>() * sizeof(float);
+    auto kernel = chunk_prepare<K, T>;
+    GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+    const dim3 grid(unsigned((p.T + kChunk - 1) / kChunk), unsigned(p.HV), unsigned(p.N));
+    kernel<<<grid, kThreads, bytes, stream>>>(ws, static_cast<const T*>(q), static_cast<const T*>(k),
+                                              static_cast<const T*>(v), g, static_cast<const T*>(b),
+                                              static_cast<const T*>(w), cu, p.T, int(p.H), int(p.HV), int(p.V), scale);
+    GDN2_CUDA_CHECK_LAUNCH();
+  }
+  {
+    constexpr size_t bytes = pass_smem_floats<K, VS>() * sizeof(float);
+    auto kernel = chunk_state_pass<K, VS, T>;
+    GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+    const dim3 grid(unsigned(p.V / VS), unsigned(p.HV), unsigned(p.N));
+    kernel<<<grid, kThreads, bytes, stream>>>(static_cast<T*>(o), ht, ws, static_cast<const T*>(q),
+                                              static_cast<const T*>(k), g, h0, cu, p.T, int(p.H), int(p.HV), int(p.V),
+                                              scale);
+    GDN2_CUDA_CHECK_LAUNCH();
+  }
+  GDN2_CUDA_CHECK(cudaFreeAsync(base, stream));
+}
+
+}  // namespace
+
+void chunk_forward_split_dispatch(void* o, float* ht, const void* q, const void* k, const void* v, const float* g,
+                                  const void* b, const void* w, const float* h0, const int64_t* cu, const Problem& p,
+                                  cudaStream_t s, int version) {
+  dispatch_k_and_dtype(p, [&](auto K, auto T) {
+    constexpr int KK = decltype(K)::value;
+    using TT = decltype(T);
+    if (version >= 6) {
+      // The pass holds one block per SM: 64 value columns when that still gives about one block per SM.
+      const bool wide = p.V % 64 == 0 && (p.V / 64) * int64_t(p.HV) * p.N >= 120;
+      if (version == 6)
+        return wide ? launch_06<KK, 64, TT, false>(o, ht, q, k, v, g, b, w, h0, cu, p, s)
+                    : launch_06<KK, 32, TT, false>(o, ht, q, k, v, g, b, w, h0, cu, p, s);
+      return wide ? launch_06<KK, 64, TT, true>(o, ht, q, k, v, g, b, w, h0, cu, p, s)
+                  : launch_06<KK, 32, TT, true>(o, ht, q, k, v, g, b, w, h0, cu, p, s);
+    }
+    // The widest value slice that still gives about one block per SM (the pass holds one block per SM): wide
+    // slices load the K-side tiles (q, k, g, Y, A_qk) fewer times; narrow ones fill the GPU when N·HV is small.
+    const int64_t pairs = int64_t(p.HV) * p.N;
+    if (p.V % 128 == 0 && (p.V / 128) * pairs >= 120) return launch_split<KK, 128, TT>(o, ht, q, k, v, g, b, w, h0, cu, p, s);
+    if (p.V % 64 == 0 && (p.V / 64) * pairs >= 120) return launch_split<KK, 64, TT>(o, ht, q, k, v, g, b, w, h0, cu, p, s);
+    return launch_split<KK, 32, TT>(o, ht, q, k, v, g, b, w, h0, cu, p, s);
+  });
+}
+
+}  // namespace gdn2::cuda::detail

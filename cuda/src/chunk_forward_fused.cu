@@ -73,89 +73,17 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_forward_fused(T* o, float* 
       s_U[i] = z;
     }
     __syncthreads();
-    // 2a. Diagonal sub-chunk blocks of T and A_qk (Eq. 21, 25). Warp w takes the columns s = w, w + 8, ...; its
-    //     lanes split the K channels. Walking r upward from s inside s's sub-chunk, Γ_rs ⊙ k_s is kept per channel
-    //     and updated by one factor, Γ_{r,s} = Γ_{r−1,s} · exp(g_r): a product of factors ≤ 1 (exactly 0 after a
-    //     g = −inf), never a difference of sums; each entry is then a warp-wide dot product.
-    {
-      constexpr int PER_LANE = K / 32;
-      const int warp = tid / 32, lane = tid % 32;
-      for (int s = warp; s < C; s += kThreads / 32) {
-        float dk[PER_LANE];
-#pragma unroll
-        for (int j = 0; j < PER_LANE; ++j) dk[j] = s_k[s * KP + lane + 32 * j];
-        const int end = (s / kSub + 1) * kSub;
-        for (int r = s; r < end; ++r) {
-          float aqk = 0, t = 0;
-#pragma unroll
-          for (int j = 0; j < PER_LANE; ++j) {
-            const int d = lane + 32 * j;
-            if (r > s) dk[j] *= expf(s_g[r * KP + d]);
-            aqk += s_q[r * KP + d] * dk[j];
-            t += s_e[r * KP + d] * dk[j];
-          }
-#pragma unroll
-          for (int off = 16; off; off /= 2) {
-            aqk += __shfl_xor_sync(0xffffffffu, aqk, off);
-            t += __shfl_xor_sync(0xffffffffu, t, off);
-          }
-          if (lane == 0) {
-            s_Aqk[r * C + s] = aqk;
-            s_T[r * C + s] = r > s ? t : 0.f;
-          }
-        }
-      }
-    }
+    // 2a-2c (chunk_tiles.cuh): T and A_qk with exact decays, and the per-channel factors.
+    chunk_diagonal_blocks<K, KP>(s_T, s_Aqk, s_q, s_k, s_e, s_g, tid);
     __syncthreads();
-    // 2b. Per channel: sub-chunk sums, q̃⊙c and e⊙c (c_r = exp of r's prefix in its sub-chunk), k⊙a (a_s = exp of
-    //     s's suffix in its sub-chunk, s excluded). All exps of direct sums of g ≤ 0.
+    chunk_decay_factors<K, KP>(s_q, s_k, s_e, s_g, s_bs, s_pre, s_suf, s_mid, tid);
     for (int d = tid; d < K; d += kThreads) {
-      for (int M = 0; M < kNumSub; ++M) {
-        float run = 0;
-        for (int r = M * kSub; r < (M + 1) * kSub; ++r) {
-          run += s_g[r * KP + d];
-          const float cr = expf(run);
-          s_q[r * KP + d] *= cr;
-          s_e[r * KP + d] *= cr;
-        }
-        s_bs[M * K + d] = run;
-        run = 0;
-        for (int s = (M + 1) * kSub - 1; s >= M * kSub; --s) {
-          s_k[s * KP + d] *= expf(run);
-          run += s_g[s * KP + d];
-        }
-      }
       float total = 0;
-      for (int M = 0; M < kNumSub; ++M) {
-        float before = 0, after = 0;
-        for (int j = 0; j < M; ++j) before += s_bs[j * K + d];
-        for (int j = M + 1; j < kNumSub; ++j) after += s_bs[j * K + d];
-        s_pre[M * K + d] = expf(before);
-        s_suf[M * K + d] = expf(after);
-        for (int I = M + 1; I < kNumSub; ++I) {
-          float between = 0;
-          for (int j = M + 1; j < I; ++j) between += s_bs[j * K + d];
-          s_mid[(M * kNumSub + I) * K + d] = expf(between);
-        }
-        total += s_bs[M * K + d];
-      }
+      for (int M = 0; M < kNumSub; ++M) total += s_bs[M * K + d];
       s_gammaC[d] = expf(total);
     }
     __syncthreads();
-    // 2c. Off-diagonal blocks: Γ_rs = c_r · mid(J, I) · a_s.
-    for (int i = tid; i < C * C; i += kThreads) {
-      const int r = i / C, s = i % C, I = r / kSub, J = s / kSub;
-      if (J >= I) continue;
-      const float* mid = s_mid + (J * kNumSub + I) * K;
-      float aqk = 0, t = 0;
-      for (int d = 0; d < K; ++d) {
-        const float dk = mid[d] * s_k[s * KP + d];
-        aqk += s_q[r * KP + d] * dk;
-        t += s_e[r * KP + d] * dk;
-      }
-      s_Aqk[i] = aqk;
-      s_T[i] = t;
-    }
+    chunk_off_diagonal_blocks<K, KP>(s_T, s_Aqk, s_q, s_k, s_e, s_mid, tid);
     __syncthreads();
     // Q_γ = γ ⊙ q̃, Ē = γ ⊙ e (γ_r = pre(I)·c_r, Eq. 18-20); K_tail = (γ_C/γ_r) ⊙ k = suf(J)·a_r·k (Eq. 41).
     for (int i = tid; i < C * K; i += kThreads) {

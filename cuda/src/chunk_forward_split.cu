@@ -69,7 +69,7 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_prepare(Workspace ws, const
   float* s_Z = s_Aqk + C * C;            // [C][kZSlice] a slice of Z = W ⊙ V
   float* s_bs = s_Z + C * kZSlice;       // [kNumSub][K] sub-chunk sums of g
   float* s_pre = s_bs + kNumSub * K;     // [kNumSub][K] exp(Σ of sub-chunks before I)
-  float* s_suf = s_pre + kNumSub * K;    // [kNumSub][K] exp(Σ of sub-chunks after J) (kFull: for K_tail)
+  float* s_suf = s_pre + kNumSub * K;    // [kNumSub][K] exp(Σ of sub-chunks after J) (for K_tail)
   float* s_mid = s_suf + kNumSub * K;    // [kNumSub][kNumSub][K]
   float* s_Ainv = s_mid + kNumSub * kNumSub * K;  // [C][C] A = (I + T)⁻¹ (version 07; 05-06 solve in place in s_T)
 
@@ -98,118 +98,12 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_prepare(Workspace ws, const
     }
   }
   __syncthreads();
-  // 2a. Diagonal sub-chunk blocks of T and A_qk (Eq. 21, 25): as version 04.
-  {
-    constexpr int PER_LANE = K / 32;
-    const int warp = tid / 32, lane = tid % 32;
-    for (int s = warp; s < C; s += kThreads / 32) {
-      float dk[PER_LANE];
-#pragma unroll
-      for (int j = 0; j < PER_LANE; ++j) dk[j] = s_k[s * KP + lane + 32 * j];
-      const int end = (s / kSub + 1) * kSub;
-      for (int r = s; r < end; ++r) {
-        float aqk = 0, t = 0;
-#pragma unroll
-        for (int j = 0; j < PER_LANE; ++j) {
-          const int d = lane + 32 * j;
-          if (r > s) dk[j] *= expf(s_g[r * KP + d]);
-          aqk += s_q[r * KP + d] * dk[j];
-          t += s_e[r * KP + d] * dk[j];
-        }
-#pragma unroll
-        for (int off = 16; off; off /= 2) {
-          aqk += __shfl_xor_sync(0xffffffffu, aqk, off);
-          t += __shfl_xor_sync(0xffffffffu, t, off);
-        }
-        if (lane == 0) {
-          s_Aqk[r * C + s] = aqk;
-          s_T[r * C + s] = r > s ? t : 0.f;
-        }
-      }
-    }
-  }
+  // 2a-2c (chunk_tiles.cuh): T and A_qk with exact decays, and the per-channel factors, as version 04.
+  chunk_diagonal_blocks<K, KP>(s_T, s_Aqk, s_q, s_k, s_e, s_g, tid);
   __syncthreads();
-  // 2b. Per channel: sub-chunk sums, q̃⊙c, e⊙c, k⊙a and the between-sub-chunk factors (as version 04).
-  //     Version 07 gives each (channel, sub-chunk) pair its own thread: chains of 16 dependent exps, not 64.
-  if (kV07) {
-    for (int i = tid; i < K * kNumSub; i += kThreads) {
-      const int d = i % K, M = i / K;
-      float run = 0;
-      for (int r = M * kSub; r < (M + 1) * kSub; ++r) {
-        run += s_g[r * KP + d];
-        const float cr = expf(run);
-        s_q[r * KP + d] *= cr;
-        s_e[r * KP + d] *= cr;
-      }
-      s_bs[M * K + d] = run;
-      run = 0;
-      for (int r = (M + 1) * kSub - 1; r >= M * kSub; --r) {
-        s_k[r * KP + d] *= expf(run);
-        run += s_g[r * KP + d];
-      }
-    }
-    __syncthreads();
-    for (int i = tid; i < K * kNumSub; i += kThreads) {
-      const int d = i % K, M = i / K;
-      float before = 0, after = 0;
-      for (int j = 0; j < M; ++j) before += s_bs[j * K + d];
-      for (int j = M + 1; j < kNumSub; ++j) after += s_bs[j * K + d];
-      s_pre[M * K + d] = expf(before);
-      s_suf[M * K + d] = expf(after);
-      for (int I = M + 1; I < kNumSub; ++I) {
-        float between = 0;
-        for (int j = M + 1; j < I; ++j) between += s_bs[j * K + d];
-        s_mid[(M * kNumSub + I) * K + d] = expf(between);
-      }
-    }
-  }
-  for (int d = tid; d < (kV07 ? 0 : K); d += kThreads) {
-    for (int M = 0; M < kNumSub; ++M) {
-      float run = 0;
-      for (int r = M * kSub; r < (M + 1) * kSub; ++r) {
-        run += s_g[r * KP + d];
-        const float cr = expf(run);
-        s_q[r * KP + d] *= cr;
-        s_e[r * KP + d] *= cr;
-      }
-      s_bs[M * K + d] = run;
-      run = 0;
-      for (int s = (M + 1) * kSub - 1; s >= M * kSub; --s) {
-        s_k[s * KP + d] *= expf(run);
-        run += s_g[s * KP + d];
-      }
-    }
-    for (int M = 0; M < kNumSub; ++M) {
-      float before = 0;
-      for (int j = 0; j < M; ++j) before += s_bs[j * K + d];
-      s_pre[M * K + d] = expf(before);
-      if (kFull) {
-        float after = 0;
-        for (int j = M + 1; j < kNumSub; ++j) after += s_bs[j * K + d];
-        s_suf[M * K + d] = expf(after);
-      }
-      for (int I = M + 1; I < kNumSub; ++I) {
-        float between = 0;
-        for (int j = M + 1; j < I; ++j) between += s_bs[j * K + d];
-        s_mid[(M * kNumSub + I) * K + d] = expf(between);
-      }
-    }
-  }
+  chunk_decay_factors<K, KP>(s_q, s_k, s_e, s_g, s_bs, s_pre, s_suf, s_mid, tid);
   __syncthreads();
-  // 2c. Off-diagonal blocks: Γ_rs = c_r · mid(J, I) · a_s.
-  for (int i = tid; i < C * C; i += kThreads) {
-    const int r = i / C, s = i % C, I = r / kSub, J = s / kSub;
-    if (J >= I) continue;
-    const float* mid = s_mid + (J * kNumSub + I) * K;
-    float aqk = 0, t = 0;
-    for (int d = 0; d < K; ++d) {
-      const float dk = mid[d] * s_k[s * KP + d];
-      aqk += s_q[r * KP + d] * dk;
-      t += s_e[r * KP + d] * dk;
-    }
-    s_Aqk[i] = aqk;
-    s_T[i] = t;
-  }
+  chunk_off_diagonal_blocks<K, KP>(s_T, s_Aqk, s_q, s_k, s_e, s_mid, tid);
   __syncthreads();
   for (int i = tid; i < C * K; i += kThreads) {  // Ē = γ ⊙ e (γ_r = pre(I)·c_r, Eq. 20)
     const int r = i / K, d = i % K;

@@ -42,4 +42,102 @@ __device__ __forceinline__ void store_tile(const float (&acc)[TM][TN], float* ou
     for (int l = 0; l < TN; ++l) out[(m0 + i) * rs + n0 + l] = acc[i][l];
 }
 
+
+// [SECTION] the exact-decay steps of one chunk, shared by versions 04-07 (paper Eq. 18-21, 25; docs/derivation.md
+// step 4). Tiles are [C][K] with rows KP floats apart; q̃ = scale·q, e = b ⊙ k, g as loaded.
+
+// 2a. Diagonal sub-chunk blocks of T and A_qk (Eq. 21, 25). Warp w takes the columns s = w, w + 8, ...; its lanes split
+//     the K channels. Walking r upward from s inside s's sub-chunk, Γ_rs ⊙ k_s is kept per channel and updated by one
+//     factor, Γ_{r,s} = Γ_{r−1,s} · exp(g_r): a product of factors ≤ 1 (exactly 0 after a g = −inf), never a
+//     difference of sums; each entry is then a warp-wide dot product.
+template <int K, int KP>
+__device__ __forceinline__ void chunk_diagonal_blocks(float* s_T, float* s_Aqk, const float* s_q, const float* s_k,
+                                                      const float* s_e, const float* s_g, int tid) {
+  constexpr int C = kChunk, PER_LANE = K / 32;
+  const int warp = tid / 32, lane = tid % 32;
+  for (int s = warp; s < C; s += kThreads / 32) {
+    float dk[PER_LANE];
+#pragma unroll
+    for (int j = 0; j < PER_LANE; ++j) dk[j] = s_k[s * KP + lane + 32 * j];
+    const int end = (s / kSub + 1) * kSub;
+    for (int r = s; r < end; ++r) {
+      float aqk = 0, t = 0;
+#pragma unroll
+      for (int j = 0; j < PER_LANE; ++j) {
+        const int d = lane + 32 * j;
+        if (r > s) dk[j] *= expf(s_g[r * KP + d]);
+        aqk += s_q[r * KP + d] * dk[j];
+        t += s_e[r * KP + d] * dk[j];
+      }
+#pragma unroll
+      for (int off = 16; off; off /= 2) {
+        aqk += __shfl_xor_sync(0xffffffffu, aqk, off);
+        t += __shfl_xor_sync(0xffffffffu, t, off);
+      }
+      if (lane == 0) {
+        s_Aqk[r * C + s] = aqk;
+        s_T[r * C + s] = r > s ? t : 0.f;
+      }
+    }
+  }
+}
+
+// 2b. The decay factors, one thread per (channel, sub-chunk): q̃⊙c and e⊙c (c_r = exp of r's prefix in its sub-chunk),
+//     k⊙a (a_s = exp of s's suffix in its sub-chunk, s excluded), the sub-chunk sums, and exp of the sums of whole
+//     sub-chunks before (pre), after (suf) and strictly between (mid). All exps of direct sums of g ≤ 0.
+template <int K, int KP>
+__device__ __forceinline__ void chunk_decay_factors(float* s_q, float* s_k, float* s_e, const float* s_g, float* s_bs,
+                                                    float* s_pre, float* s_suf, float* s_mid, int tid) {
+  for (int i = tid; i < K * kNumSub; i += kThreads) {
+    const int d = i % K, M = i / K;
+    float run = 0;
+    for (int r = M * kSub; r < (M + 1) * kSub; ++r) {
+      run += s_g[r * KP + d];
+      const float cr = expf(run);
+      s_q[r * KP + d] *= cr;
+      s_e[r * KP + d] *= cr;
+    }
+    s_bs[M * K + d] = run;
+    run = 0;
+    for (int r = (M + 1) * kSub - 1; r >= M * kSub; --r) {
+      s_k[r * KP + d] *= expf(run);
+      run += s_g[r * KP + d];
+    }
+  }
+  __syncthreads();
+  for (int i = tid; i < K * kNumSub; i += kThreads) {
+    const int d = i % K, M = i / K;
+    float before = 0, after = 0;
+    for (int j = 0; j < M; ++j) before += s_bs[j * K + d];
+    for (int j = M + 1; j < kNumSub; ++j) after += s_bs[j * K + d];
+    s_pre[M * K + d] = expf(before);
+    s_suf[M * K + d] = expf(after);
+    for (int I = M + 1; I < kNumSub; ++I) {
+      float between = 0;
+      for (int j = M + 1; j < I; ++j) between += s_bs[j * K + d];
+      s_mid[(M * kNumSub + I) * K + d] = expf(between);
+    }
+  }
+}
+
+// 2c. Off-diagonal blocks of T and A_qk: Γ_rs = c_r · mid(J, I) · a_s (after 2b).
+template <int K, int KP>
+__device__ __forceinline__ void chunk_off_diagonal_blocks(float* s_T, float* s_Aqk, const float* s_q, const float* s_k,
+                                                          const float* s_e, const float* s_mid, int tid) {
+  constexpr int C = kChunk;
+  for (int i = tid; i < C * C; i += kThreads) {
+    const int r = i / C, s = i % C, I = r / kSub, J = s / kSub;
+    if (J >= I) continue;
+    const float* mid = s_mid + (J * kNumSub + I) * K;
+    float aqk = 0, t = 0;
+    for (int d = 0; d < K; ++d) {
+      const float dk = mid[d] * s_k[s * KP + d];
+      aqk += s_q[r * KP + d] * dk;
+      t += s_e[r * KP + d] * dk;
+    }
+    s_Aqk[i] = aqk;
+    s_T[i] = t;
+  }
+}
+
 }  // namespace gdn2::cuda::detail

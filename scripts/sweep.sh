@@ -35,7 +35,11 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 acc = collections.defaultdict(list)
 for r in rows: acc[(r["pairs"], r["variant"])].append(r["accuracy"])
 variants = list(dict.fromkeys(r["variant"] for r in rows)); pairs = sorted({r["pairs"] for r in rows})
-print("| pairs | " + " | ".join(variants) + " |"); print("|---|" + "---|" * len(variants))
+print("| pairs | " + " | ".join(f"{v}: mean (per seed)" for v in variants) + " |"); print("|---|" + "---|" * len(variants))
 for p in pairs:
-    print(f"| {p} | " + " | ".join(" / ".join(f"{a:.3f}" for a in acc[(p, v)]) for v in variants) + " |")
+    cells = []
+    for v in variants:
+        a = acc[(p, v)]
+        cells.append(f"{sum(a) / len(a):.3f} ({' / '.join(f'{x:.3f}' for x in a)})")
+    print(f"| {p} | " + " | ".join(cells) + " |")
 PY

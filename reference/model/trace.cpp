@@ -141,7 +141,12 @@ int nearest_value(const Trace& tr, int t) {
 }
 
 double effective_rank(const Matrix& S) {
-  const Eigen::VectorXd s = Eigen::JacobiSVD<Eigen::MatrixXd>(S).singularValues();
+  // Singular values as square roots of the eigenvalues of the smaller Gram matrix: several times faster than an SVD
+  // (the viewer's gauge recomputes it every frame) and accurate enough for a gauge — the tiny singular values it
+  // gets less accurately weigh almost nothing in the entropy.
+  const Eigen::MatrixXd gram = S.rows() <= S.cols() ? Eigen::MatrixXd(S * S.transpose()) : Eigen::MatrixXd(S.transpose() * S);
+  const Eigen::VectorXd s =
+      Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(gram, Eigen::EigenvaluesOnly).eigenvalues().cwiseMax(0.0).cwiseSqrt();
   const double total = s.sum();
   if (total <= 0) return 0;
   double h = 0;

@@ -105,7 +105,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   train_cmd->add_option("--out", train.out_dir, "Checkpoint directory (config.json + one float32 .npy per parameter)")->required();
   train_cmd->footer(
-      "The defaults are the mqar-tiny preset (about a minute on two cores). Output: one JSON line per evaluation on\n"
+      "The defaults are the mqar-tiny preset (about two minutes on two cores). Output: one JSON line per evaluation on\n"
       "stdout; a progress bar on stderr when it is a terminal. Bit-for-bit deterministic for a seed.");
 
   EvalArgs eval;

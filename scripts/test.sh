@@ -13,13 +13,14 @@ passed=$(grep -cE 'Test +#[0-9]+: .* Passed' "$log")
 failed=$(grep -cE 'Test +#[0-9]+: .* (\*\*\*Failed|\*\*\*Exception|\*\*\*Timeout|Not Run)' "$log")
 skipped=$(grep -cE 'Test +#[0-9]+: .*Skipped' "$log")
 
-# NUMERICS.md 3: the reference's tests again under AddressSanitizer + UBSan (a second, sanitised build).
-echo "==> reference tests under AddressSanitizer"
+# NUMERICS.md 3: the reference's tests (and the tasks and model built on it) again under AddressSanitizer + UBSan
+# (a second, sanitised build).
+echo "==> reference, task and model tests under AddressSanitizer"
 asan=$root/build-asan
 if cmake -S "$root" -B "$asan" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGDN2_SANITIZE=ON -DGDN2_BUILD_CUDA=OFF \
-     -DGDN2_BUILD_VIEWER=OFF >/dev/null && cmake --build "$asan" -j "$(nproc)" --target test_reference >/dev/null &&
-   "$asan/tests/test_reference" '[chunk],[sequences],[io]' | tail -n 3; then
-  passed=$((passed + 1)); echo "asan: reference tests clean"
+     -DGDN2_BUILD_VIEWER=OFF >/dev/null && cmake --build "$asan" -j "$(nproc)" --target test_reference test_model >/dev/null &&
+   "$asan/tests/test_reference" '[chunk],[sequences],[io]' | tail -n 3 && "$asan/tests/test_model" | tail -n 3; then
+  passed=$((passed + 1)); echo "asan: reference, task and model tests clean"
 else
   failed=$((failed + 1)); echo "asan: FAILED"
 fi

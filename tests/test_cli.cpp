@@ -432,6 +432,12 @@ TEST_CASE("task, train, eval and trace work end to end and refuse bad input", "[
   CHECK(r.status == 2);
   CHECK_THAT(r.err, Catch::Contains("cannot hold 20 pairs"));
   CHECK_FALSE(fs::exists(w.out / "bad"));
+  CHECK(gdn2_stdout("eval --checkpoint " + ck + " --examples 8 --task overwrite --json", &status).find("\"task\":\"overwrite\"") !=
+        std::string::npos);
+  CHECK(status == 0);
+  r = gdn2_cli("eval --checkpoint " + ck + " --task mqr");
+  CHECK(r.status == 2);
+  CHECK_THAT(r.err, Catch::Contains("unknown task 'mqr'"));
   r = gdn2_cli("eval --checkpoint " + (w.out / "nothing").string());
   CHECK(r.status == 2);
   CHECK_THAT(r.err, Catch::Contains("cannot open"));

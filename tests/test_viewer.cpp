@@ -90,3 +90,31 @@ TEST_CASE("a bad checkpoint path is reported and the viewer falls back to a scen
   CHECK_THAT(st.status, Catch::Contains("cannot open"));
   CHECK(st.main.trace.T > 0);
 }
+
+TEST_CASE("checkpoint source: the shipped model answers its own task, and can be shown another", "[viewer]") {
+  ViewerState st;
+  st.source = SourceKind::checkpoint;
+  st.checkpoint_dir = std::string(GDN2_SOURCE_DIR) + "/notebooks_data/checkpoints/mqar-tiny-gdn2";
+  st.reload();
+  REQUIRE(st.status.empty());
+  int correct = 0;
+  const auto own = query_results(st.main.trace);
+  for (const auto& q : own) correct += q.correct;
+  std::printf("[viewer] mqar-tiny-gdn2 on its held-out example 0: %d of %zu queries right; KDA twin loaded: %s\n", correct,
+              own.size(), st.other.trace.T > 0 ? "yes" : "no");
+  CHECK(correct == static_cast<int>(own.size()));
+  CHECK(st.other.trace.T == st.main.trace.T);  // the KDA checkpoint next to it, on the same tokens
+  st.task = "overwrite";
+  st.reload();
+  REQUIRE(st.status.empty());
+  const auto other = query_results(st.main.trace);
+  correct = 0;
+  for (const auto& q : other) correct += q.correct;
+  std::printf("[viewer] the same model on an overwrite example: %d of %zu queries right\n", correct, other.size());
+  CHECK(other.size() == 8u);
+  st.custom_sequence = "k5 v40 k6 v41 . ?k5 ?k6";
+  st.reload();
+  REQUIRE(st.status.empty());
+  CHECK(st.main.trace.T == 7);
+  CHECK(st.main.trace.targets[5] == 40);
+}

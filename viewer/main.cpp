@@ -24,7 +24,7 @@ using namespace gdn2::viewer;
 namespace {
 
 struct Options {
-  std::string scenario, checkpoint, trace, variant = "gdn2", compare_with = "kda", sequence, screenshot, size = "1600x900";
+  std::string scenario, checkpoint, trace, variant = "gdn2", compare_with = "kda", sequence, screenshot, size = "1600x900", task;
   int step = -1, example = 0, bench_frames = 0;
   bool headless = false, compare = false;
 };
@@ -76,6 +76,7 @@ int main(int argc, char** argv) {
   app.add_option("--compare-with", opt.compare_with, "Scenario comparison tying")->capture_default_str();
   app.add_flag("--compare", opt.compare, "Start in comparison mode");
   app.add_option("--example", opt.example, "Held-out example of the checkpoint's task")->capture_default_str();
+  app.add_option("--task", opt.task, "Show the checkpoint on another task: mqar, overwrite, mk-niah, s-niah");
   app.add_option("--sequence", opt.sequence, "A typed sequence for the checkpoint, e.g. \"k5 v40 k6 v41 . ?k5\"");
   app.add_option("--step", opt.step, "Token to show (default: the first query, or 0)");
   app.add_flag("--headless", opt.headless, "Render without showing a window (needs a display server, e.g. under xvfb-run)");
@@ -96,10 +97,11 @@ int main(int argc, char** argv) {
   st.compare = opt.compare;
   st.example = opt.example;
   st.custom_sequence = opt.sequence;
+  st.task = opt.task;
+  st.checkpoint_dir = opt.checkpoint.empty() ? default_checkpoint() : opt.checkpoint;  // also for switching to it later
   if (!opt.trace.empty()) st.source = SourceKind::trace_dir, st.trace_dir = opt.trace;
   else if (!opt.scenario.empty()) st.source = SourceKind::scenario, st.scenario = opt.scenario;
-  else if (!(opt.checkpoint.empty() ? default_checkpoint() : opt.checkpoint).empty())
-    st.source = SourceKind::checkpoint, st.checkpoint_dir = opt.checkpoint.empty() ? default_checkpoint() : opt.checkpoint;
+  else if (!st.checkpoint_dir.empty()) st.source = SourceKind::checkpoint;
   st.reload();
   if (!st.status.empty()) {
     std::fprintf(stderr, "gdn2-viewer: error: %s\n", st.status.c_str());
@@ -122,7 +124,9 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "gdn2-viewer: no display; rendering one frame under xvfb-run into %s instead\n", shot.c_str());
       setenv("GDN2_VIEWER_UNDER_XVFB", "1", 1);
       std::vector<std::string> args = {"xvfb-run", "-a", "-s", "-screen 0 " + std::to_string(width) + "x" + std::to_string(height) + "x24",
-                                       argv[0], "--headless", "--screenshot", shot};
+                                       argv[0]};
+      if (!opt.headless) args.push_back("--headless");
+      if (opt.screenshot.empty()) args.insert(args.end(), {"--screenshot", shot});
       for (int i = 1; i < argc; ++i) args.push_back(argv[i]);
       std::vector<char*> cargs;
       for (auto& a : args) cargs.push_back(a.data());

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 
 #include "draw.hpp"
@@ -95,6 +96,11 @@ void ControlsPanel::Draw(ViewerState& st) {
     v = kVariants[i];
     return changed;
   };
+  if (!paths_initialised) {
+    std::snprintf(checkpoint_dir, sizeof checkpoint_dir, "%s", st.checkpoint_dir.c_str());
+    std::snprintf(trace_dir, sizeof trace_dir, "%s", st.trace_dir.empty() ? "notebooks_data/traces/scenario-soft-update-gdn2" : st.trace_dir.c_str());
+    paths_initialised = true;
+  }
   const model::Trace& tr = st.main.trace;
   ImGui::TextWrapped("%s", tr.title.c_str());
   if (!tr.story.empty()) {
@@ -123,7 +129,18 @@ void ControlsPanel::Draw(ViewerState& st) {
     help_marker("How the scripted gates are tied: gdn2 keeps them as scripted; kda uses one beta per token for both b "
                 "and w (their mean); gdn also averages the decay; deltanet has no decay; linear never erases.");
   } else if (st.source == SourceKind::checkpoint) {
-    ImGui::TextWrapped("%s", st.checkpoint_dir.c_str());
+    ImGui::SetNextItemWidth(-60);
+    ImGui::InputText("##ckdir", checkpoint_dir, sizeof checkpoint_dir);
+    ImGui::SameLine();
+    if (ImGui::Button("load##ck")) st.checkpoint_dir = checkpoint_dir, st.checkpoint.reset(), st.compare_checkpoint.reset(), reload = true;
+    static const char* kTasks[] = {"(its own)", "mqar", "overwrite", "mk-niah", "s-niah"};
+    int task = 0;
+    for (int j = 1; j < 5; ++j)
+      if (st.task == kTasks[j]) task = j;
+    ImGui::SetNextItemWidth(160);
+    if (ImGui::Combo("task", &task, kTasks, 5)) st.task = task == 0 ? "" : kTasks[task], reload = true;
+    help_marker("Run the model on another task of the same vocabulary and length: overwrite rebinds keys (the model "
+                "never saw that in training), the needle tasks hide pairs in filler words.");
     reload |= ImGui::InputInt("example", &st.example);
     st.example = std::max(0, st.example);
     ImGui::InputTextWithHint("##seq", "type a sequence: k5 v40 k6 v41 . ?k5", sequence, sizeof sequence);
@@ -136,7 +153,10 @@ void ControlsPanel::Draw(ViewerState& st) {
     help_marker("kN is key N (1..31), vN value N (32..63), ?kN asks for key N's value, . is the filler token. The model "
                 "answers at each query position.");
   } else {
-    ImGui::TextWrapped("%s", st.trace_dir.c_str());
+    ImGui::SetNextItemWidth(-60);
+    ImGui::InputText("##trdir", trace_dir, sizeof trace_dir);
+    ImGui::SameLine();
+    if (ImGui::Button("load##tr")) st.trace_dir = trace_dir, reload = true;
   }
   ImGui::Checkbox("compare", &st.compare);
   if (st.source == SourceKind::scenario) {

@@ -31,6 +31,9 @@ struct SequencePanel : Panel {
 // Where the sequence comes from, gates by hand, export, and the story of the scenario.
 struct ControlsPanel : Panel {
   char sequence[512] = "";        // typed sequence (kN vN ?kN . fN)
+  char checkpoint_dir[512] = "";  // path typed for "load" (checkpoint source)
+  char trace_dir[512] = "";       // path typed for "load" (trace source)
+  bool paths_initialised = false;
   char export_dir[256] = "notebooks_data/traces/viewer-export";  // trace export directory
   int override_gate = 0;          // = 0 (b) // which gate the hand-set value goes to: b, w, g
   int override_channel = -1;      // = -1    // channel, or -1 for all

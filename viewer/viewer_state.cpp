@@ -44,9 +44,15 @@ void ViewerState::reload() {
           sibling = cand.string();
       }
       if (!sibling.empty() && !compare_checkpoint) compare_checkpoint = model::load_checkpoint(sibling);
-      const tasks::Example ex = custom_sequence.empty() ? model::heldout_example(*checkpoint, example)
+      model::Checkpoint shown = *checkpoint;  // the task may be swapped for another of the same vocabulary and length
+      if (!task.empty()) shown.task.kind = tasks::parse_task(task);
+      tasks::validate(shown.task);
+      const tasks::Example ex = custom_sequence.empty() ? model::heldout_example(shown, example)
                                                         : tasks::parse_sequence(custom_sequence, checkpoint->model.vocab);
       main.trace = trace_checkpoint(*checkpoint, ex, block, head);
+      main.trace.title = leaf(checkpoint_dir) + (custom_sequence.empty() ? std::string(" on held-out ") + tasks::task_name(shown.task.kind) +
+                                                                          " example " + std::to_string(example)
+                                                                    : std::string(" on a typed sequence"));
       main.label = std::string(variant_name(checkpoint->model.variant)) + " model (" + leaf(checkpoint_dir) + ")";
       main.trace.story =
           "A model trained on MQAR: key-value pairs, then the keys again. Each value token writes its pair into S "

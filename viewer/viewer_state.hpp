@@ -43,6 +43,8 @@ struct ViewerState {
   std::string compare_checkpoint_dir;        // optional second checkpoint for the comparison
   std::string trace_dir;                     // source = trace_dir
   int example = 0;                           // = 0         // held-out example of the checkpoint's task
+  std::string task;                          // empty: the checkpoint's own task; else mqar, overwrite, mk-niah, s-niah
+                                             //   (the model meets a task it was not trained on: see what breaks)
   std::string custom_sequence;               // typed tokens (kN vN ?kN . fN); empty: the task's example
   int head = 0, block = 0;                   // traced mixer
   std::vector<GateOverride> overrides;

@@ -131,7 +131,11 @@ int run_train(const TrainArgs& args) {
 }
 
 int run_eval(const EvalArgs& args) {
-  const model::Checkpoint ck = model::load_checkpoint(args.checkpoint);
+  model::Checkpoint ck = model::load_checkpoint(args.checkpoint);
+  if (!args.task.empty()) {  // the same vocabulary and length, another task: what does the model do with it?
+    ck.task.kind = tasks::parse_task(args.task);
+    tasks::validate(ck.task);
+  }
   const std::uint64_t seed = args.seed >= 0 ? static_cast<std::uint64_t>(args.seed) : model::heldout_seed(ck.train.seed);
   const model::Evaluation ev = model::evaluate(ck.model, ck.params, ck.task, seed, args.examples);
   if (args.json) {

@@ -113,6 +113,7 @@ int main(int argc, char** argv) {
   eval_cmd->add_option("--checkpoint", eval.checkpoint, "Checkpoint directory written by gdn2 train")->required();
   eval_cmd->add_option("--examples", eval.examples, "Held-out sequences")->capture_default_str()->check(CLI::PositiveNumber);
   eval_cmd->add_option("--seed", eval.seed, "Seed of the held-out sequences (default: the checkpoint's own held-out stream)");
+  eval_cmd->add_option("--task", eval.task, "Evaluate on another task of the same vocabulary and length (mqar, overwrite, mk-niah, s-niah)");
   eval_cmd->add_flag("--json", eval.json, "Print one JSON object (accuracy, answers, loss, by_distance)");
 
   TraceArgs trace;

@@ -40,6 +40,7 @@ struct EvalArgs {
   std::string checkpoint;
   int examples = 1000;
   long long seed = -1;  // -1: the checkpoint's own held-out stream
+  std::string task;     // empty: the checkpoint's own task
   bool json = false;
 };
 int run_eval(const EvalArgs& args);

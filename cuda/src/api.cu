@@ -49,9 +49,9 @@ void check(const Problem& p, const char* what) {
 void chunk_forward(void* o, float* ht, const void* q, const void* k, const void* v, const float* g, const void* b,
                    const void* w, const float* h0, const int64_t* cu_seqlens, const Problem& p, cudaStream_t stream) {
   check(p, "chunk_forward");
-  // The current rung is version 07; GDN2_CHUNK_VERSION=4, 5 or 6 selects an earlier one (the ladder stays runnable).
+  // The current rung is version 08; GDN2_CHUNK_VERSION=4 .. 7 selects an earlier one (the ladder stays runnable).
   const char* env = std::getenv("GDN2_CHUNK_VERSION");
-  const int version = env ? std::atoi(env) : 7;
+  const int version = env ? std::atoi(env) : 8;
   if (version == 4)
     detail::chunk_forward_fused_dispatch(o, ht, q, k, v, g, b, w, h0, cu_seqlens, p, stream);
   else

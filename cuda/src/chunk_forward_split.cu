@@ -16,7 +16,8 @@
 //   06  11.8 ms (B = 1, T = 4096: 1.77 ms = prepare 1.14 + pass 0.54 + output 0.16): three kernels, cp.async
 //       double buffering in the pass (section "version 06" below)
 //   07  10.5 ms (B = 1, T = 4096: 1.60 ms; prepare 0.93): (I + T)⁻¹ by blocks, decay factors per (channel, sub-chunk)
-// The current default is 07 (api.cu); GDN2_CHUNK_VERSION=5 or 6 runs the earlier ones.
+//   08   9.38 ms (B = 1, T = 4096: 1.42 ms; prepare 0.68): the prepare kernel with 16 warps
+// The current default is 08 (api.cu); GDN2_CHUNK_VERSION=5, 6 or 7 runs the earlier ones.
 #include "chunk_tiles.cuh"
 
 namespace gdn2::cuda::detail {
@@ -51,8 +52,8 @@ struct Workspace {
 __device__ __forceinline__ int64_t chunk_slot(int64_t row0, int n, int64_t c) { return row0 / kChunk + n + c; }
 
 // Kernel 1: steps 1-4 of version 04 for one chunk (block x), value head (block y), sequence (block z), plus U = AZ.
-template <int K, typename T, bool kFull = false, bool kV07 = false>
-__global__ void __launch_bounds__(kThreads, 1) chunk_prepare(Workspace ws, const T* __restrict__ q,
+template <int K, typename T, bool kFull = false, bool kV07 = false, int NT = kThreads>
+__global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __restrict__ q,
                                                               const T* __restrict__ k, const T* __restrict__ v,
                                                               const float* __restrict__ g, const T* __restrict__ b,
                                                               const T* __restrict__ w,
@@ -79,11 +80,12 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_prepare(Workspace ws, const
   if (c0 >= span.length) return;
   const int L = int(span.length - c0 < C ? span.length - c0 : C);
   // 1. Load (kBatch independent loads per thread before any store); rows ≥ L are zero (and g = 0).
-  for (int base = 0; base < C * K; base += kThreads * kBatch) {
+  static_assert((C * K) % (NT * kBatch) == 0, "whole batches");
+  for (int base = 0; base < C * K; base += NT * kBatch) {
     float qv[kBatch], kv[kBatch], bv[kBatch], gv[kBatch];
 #pragma unroll
     for (int u = 0; u < kBatch; ++u) {
-      const int i = base + u * kThreads + tid, r = i / K, d = i % K;
+      const int i = base + u * NT + tid, r = i / K, d = i % K;
       const bool in = r < L;
       const int64_t idx = ((span.row0 + c0 + r) * H + h) * K + d;
       qv[u] = in ? scale * to_float(q[idx]) : 0.f;
@@ -93,19 +95,19 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_prepare(Workspace ws, const
     }
 #pragma unroll
     for (int u = 0; u < kBatch; ++u) {
-      const int i = base + u * kThreads + tid, j = (i / K) * KP + i % K;
+      const int i = base + u * NT + tid, j = (i / K) * KP + i % K;
       s_q[j] = qv[u], s_k[j] = kv[u], s_e[j] = bv[u] * kv[u], s_g[j] = gv[u];
     }
   }
   __syncthreads();
   // 2a-2c (chunk_tiles.cuh): T and A_qk with exact decays, and the per-channel factors, as version 04.
-  chunk_diagonal_blocks<K, KP>(s_T, s_Aqk, s_q, s_k, s_e, s_g, tid);
+  chunk_diagonal_blocks<K, KP, NT>(s_T, s_Aqk, s_q, s_k, s_e, s_g, tid);
   __syncthreads();
-  chunk_decay_factors<K, KP>(s_q, s_k, s_e, s_g, s_bs, s_pre, s_suf, s_mid, tid);
+  chunk_decay_factors<K, KP, NT>(s_q, s_k, s_e, s_g, s_bs, s_pre, s_suf, s_mid, tid);
   __syncthreads();
-  chunk_off_diagonal_blocks<K, KP>(s_T, s_Aqk, s_q, s_k, s_e, s_mid, tid);
+  chunk_off_diagonal_blocks<K, KP, NT>(s_T, s_Aqk, s_q, s_k, s_e, s_mid, tid);
   __syncthreads();
-  for (int i = tid; i < C * K; i += kThreads) {  // Ē = γ ⊙ e (γ_r = pre(I)·c_r, Eq. 20)
+  for (int i = tid; i < C * K; i += NT) {  // Ē = γ ⊙ e (γ_r = pre(I)·c_r, Eq. 20)
     const int r = i / K, d = i % K;
     s_e[r * KP + d] *= s_pre[(r / kSub) * K + d];
     if (kFull && r < L) {
@@ -116,7 +118,7 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_prepare(Workspace ws, const
     }
   }
   if (kFull)
-    for (int d = tid; d < K; d += kThreads) {
+    for (int d = tid; d < K; d += NT) {
       float total = 0;
       for (int M = 0; M < kNumSub; ++M) total += s_bs[M * K + d];
       ws.gC[(chunk_slot(span.row0, n, blockIdx.x) * HV + hv) * K + d] = expf(total);
@@ -127,7 +129,7 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_prepare(Workspace ws, const
     // lane j forward-substituting column j in registers; (b) the blocks below the diagonal follow by block
     // diagonals: A_IJ = −A_II Σ_{J≤M<I} T_IM A_MJ (block rows of (I + T) A = I), with A_MJ known from the rounds before.
     const int warp = tid / 32, lane = tid % 32;
-    for (int r = tid; r < C * C; r += kThreads) s_Ainv[r] = 0.f;
+    for (int r = tid; r < C * C; r += NT) s_Ainv[r] = 0.f;
     __syncthreads();
     if (warp < kNumSub && lane < kSub) {
       const int o = warp * kSub;
@@ -145,7 +147,7 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_prepare(Workspace ws, const
     float* tmp = s_Z;  // [kNumSub − 1][kSub][kSub] scratch; Z is loaded later
     for (int dist = 1; dist < kNumSub; ++dist) {
       const int blocks = kNumSub - dist;
-      for (int i = tid; i < blocks * kSub * kSub; i += kThreads) {
+      for (int i = tid; i < blocks * kSub * kSub; i += NT) {
         const int bi = i / (kSub * kSub), I = dist + bi, J = I - dist, r = (i / kSub) % kSub, c = i % kSub;
         float acc = 0;
         for (int M = J; M < I; ++M)
@@ -153,7 +155,7 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_prepare(Workspace ws, const
         tmp[i] = acc;
       }
       __syncthreads();
-      for (int i = tid; i < blocks * kSub * kSub; i += kThreads) {
+      for (int i = tid; i < blocks * kSub * kSub; i += NT) {
         const int bi = i / (kSub * kSub), I = dist + bi, J = I - dist, r = (i / kSub) % kSub, c = i % kSub;
         float acc = 0;
         for (int m = 0; m < kSub; ++m) acc -= s_Ainv[(I * kSub + r) * C + I * kSub + m] * tmp[bi * kSub * kSub + m * kSub + c];
@@ -171,16 +173,16 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_prepare(Workspace ws, const
       if (tid < r) s_T[r * C + tid] = a;
     }
     __syncthreads();
-    for (int r = tid; r < C; r += kThreads) s_T[r * C + r] = 1.f;
+    for (int r = tid; r < C; r += NT) s_T[r * C + r] = 1.f;
     __syncthreads();
   }
   const float* s_A = kV07 ? s_Ainv : s_T;
   const int64_t row0 = span.row0 + c0;
   // 4. Y = A Ē (Eq. 22) and A_qk to the workspace.
   {
-    constexpr int TM = 4, TN = K / 16;
+    constexpr int TM = 4, TN = C * K / (TM * NT);
     float acc[TM][TN] = {};
-    tile_product<C, K, TM, TN, true>(acc, s_A, C, 1, s_e, KP, C, tid);
+    tile_product<C, K, TM, TN, true, NT>(acc, s_A, C, 1, s_e, KP, C, tid);
     const int m0 = (tid / (K / TN)) * TM, n0 = (tid % (K / TN)) * TN;
 #pragma unroll
     for (int i = 0; i < TM; ++i)
@@ -188,10 +190,10 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_prepare(Workspace ws, const
 #pragma unroll
         for (int j = 0; j < TN; ++j) ws.Y[((row0 + m0 + i) * HV + hv) * K + n0 + j] = acc[i][j];
   }
-  for (int i = tid; i < L * C; i += kThreads) ws.Aqk[((row0 + i / C) * HV + hv) * C + i % C] = s_Aqk[i];
+  for (int i = tid; i < L * C; i += NT) ws.Aqk[((row0 + i / C) * HV + hv) * C + i % C] = s_Aqk[i];
   // 5. U = A Z (Eq. 22), a slice of value columns at a time.
   for (int col0 = 0; col0 < V; col0 += kZSlice) {
-    for (int i = tid; i < C * kZSlice; i += kThreads) {
+    for (int i = tid; i < C * kZSlice; i += NT) {
       const int r = i / kZSlice, c = i % kZSlice;
       float z = 0;
       if (r < L) {
@@ -201,9 +203,9 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_prepare(Workspace ws, const
       s_Z[i] = z;
     }
     __syncthreads();
-    constexpr int TM = 4, TN = kZSlice / 16;
+    constexpr int TM = NT == 256 ? 4 : 2, TN = C * kZSlice / (TM * NT);
     float acc[TM][TN] = {};
-    tile_product<C, kZSlice, TM, TN, true>(acc, s_A, C, 1, s_Z, kZSlice, C, tid);
+    tile_product<C, kZSlice, TM, TN, true, NT>(acc, s_A, C, 1, s_Z, kZSlice, C, tid);
     const int m0 = (tid / (kZSlice / TN)) * TM, n0 = (tid % (kZSlice / TN)) * TN;
 #pragma unroll
     for (int i = 0; i < TM; ++i)
@@ -507,7 +509,7 @@ __global__ void __launch_bounds__(kThreads, 2) chunk_output06(T* o, Workspace ws
       for (int j = 0; j < TN; ++j) o[((row0 + r0 + i) * HV + hv) * V + col0 + c1 + j] = from_float<T>(acc[i][j]);
 }
 
-template <int K, int VS, typename T, bool kV07>
+template <int K, int VS, typename T, bool kV07, int kPrepareThreads = kThreads>
 void launch_06(void* o, float* ht, const void* q, const void* k, const void* v, const float* g, const void* b,
                const void* w, const float* h0, const int64_t* cu, const Problem& p, cudaStream_t stream) {
   const int64_t rows = cu ? p.T : p.N * p.T;
@@ -526,9 +528,9 @@ void launch_06(void* o, float* ht, const void* q, const void* k, const void* v, 
   const unsigned max_chunks = unsigned((p.T + kChunk - 1) / kChunk);
   {
     constexpr size_t bytes = prepare_smem_floats<K>() * sizeof(float);
-    auto kernel = chunk_prepare<K, T, true, kV07>;
+    auto kernel = chunk_prepare<K, T, true, kV07, kPrepareThreads>;
     GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
-    kernel<<<dim3(max_chunks, unsigned(p.HV), unsigned(p.N)), kThreads, bytes, stream>>>(
+    kernel<<<dim3(max_chunks, unsigned(p.HV), unsigned(p.N)), kPrepareThreads, bytes, stream>>>(
         ws, static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v), g, static_cast<const T*>(b),
         static_cast<const T*>(w), cu, p.T, int(p.H), int(p.HV), int(p.V), scale);
     GDN2_CUDA_CHECK_LAUNCH();
@@ -600,8 +602,13 @@ void chunk_forward_split_dispatch(void* o, float* ht, const void* q, const void*
       if (version == 6)
         return wide ? launch_06<KK, 64, TT, false>(o, ht, q, k, v, g, b, w, h0, cu, p, s)
                     : launch_06<KK, 32, TT, false>(o, ht, q, k, v, g, b, w, h0, cu, p, s);
-      return wide ? launch_06<KK, 64, TT, true>(o, ht, q, k, v, g, b, w, h0, cu, p, s)
-                  : launch_06<KK, 32, TT, true>(o, ht, q, k, v, g, b, w, h0, cu, p, s);
+      if (version == 7)
+        return wide ? launch_06<KK, 64, TT, true>(o, ht, q, k, v, g, b, w, h0, cu, p, s)
+                    : launch_06<KK, 32, TT, true>(o, ht, q, k, v, g, b, w, h0, cu, p, s);
+      // Version 08: the prepare kernel with 16 warps instead of 8 (it holds one block per SM for its shared memory,
+      // so the warps are all the latency hiding there is).
+      return wide ? launch_06<KK, 64, TT, true, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s)
+                  : launch_06<KK, 32, TT, true, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s);
     }
     // The widest value slice that still gives about one block per SM (the pass holds one block per SM): wide
     // slices load the K-side tiles (q, k, g, Y, A_qk) fewer times; narrow ones fill the GPU when N·HV is small.

@@ -1,4 +1,5 @@
-// gdn2::cuda — the chunk size and the register-tiled products shared by the chunk-form kernels (versions 04, 05).
+// gdn2::cuda — the chunk size, the register-tiled products and the exact-decay steps shared by the chunk-form kernels
+// (versions 04-08).
 #pragma once
 
 #include "common.cuh"
@@ -12,10 +13,10 @@ constexpr int kChunk = 64, kSub = 16, kNumSub = kChunk / kSub, kThreads = 256;
 // Each step of j loads TM + TN values and does TM·TN multiply-adds from registers.
 // CAUSAL (A lower triangular: A(m, j) = 0 for j > m): terms with j > m are skipped, not multiplied by zero — a
 // future row of B may hold inf once the state overflows float32, and 0·inf = NaN would break causality.
-template <int M, int N, int TM, int TN, bool CAUSAL = false>
+template <int M, int N, int TM, int TN, bool CAUSAL = false, int NT = kThreads>
 __device__ __forceinline__ void tile_product(float (&acc)[TM][TN], const float* A, int a_rs, int a_cs, const float* B,
                                              int b_rs, int depth, int tid, float sign = 1.f) {
-  static_assert((M / TM) * (N / TN) == kThreads, "one tile per thread");
+  static_assert((M / TM) * (N / TN) == NT, "one tile per thread");
   const int m0 = (tid / (N / TN)) * TM, n0 = (tid % (N / TN)) * TN;
   const int end = CAUSAL ? min(depth, m0 + TM) : depth;
 #pragma unroll 4
@@ -50,12 +51,12 @@ __device__ __forceinline__ void store_tile(const float (&acc)[TM][TN], float* ou
 //     the K channels. Walking r upward from s inside s's sub-chunk, Γ_rs ⊙ k_s is kept per channel and updated by one
 //     factor, Γ_{r,s} = Γ_{r−1,s} · exp(g_r): a product of factors ≤ 1 (exactly 0 after a g = −inf), never a
 //     difference of sums; each entry is then a warp-wide dot product.
-template <int K, int KP>
+template <int K, int KP, int NT = kThreads>
 __device__ __forceinline__ void chunk_diagonal_blocks(float* s_T, float* s_Aqk, const float* s_q, const float* s_k,
                                                       const float* s_e, const float* s_g, int tid) {
   constexpr int C = kChunk, PER_LANE = K / 32;
   const int warp = tid / 32, lane = tid % 32;
-  for (int s = warp; s < C; s += kThreads / 32) {
+  for (int s = warp; s < C; s += NT / 32) {
     float dk[PER_LANE];
 #pragma unroll
     for (int j = 0; j < PER_LANE; ++j) dk[j] = s_k[s * KP + lane + 32 * j];
@@ -85,10 +86,10 @@ __device__ __forceinline__ void chunk_diagonal_blocks(float* s_T, float* s_Aqk, 
 // 2b. The decay factors, one thread per (channel, sub-chunk): q̃⊙c and e⊙c (c_r = exp of r's prefix in its sub-chunk),
 //     k⊙a (a_s = exp of s's suffix in its sub-chunk, s excluded), the sub-chunk sums, and exp of the sums of whole
 //     sub-chunks before (pre), after (suf) and strictly between (mid). All exps of direct sums of g ≤ 0.
-template <int K, int KP>
+template <int K, int KP, int NT = kThreads>
 __device__ __forceinline__ void chunk_decay_factors(float* s_q, float* s_k, float* s_e, const float* s_g, float* s_bs,
                                                     float* s_pre, float* s_suf, float* s_mid, int tid) {
-  for (int i = tid; i < K * kNumSub; i += kThreads) {
+  for (int i = tid; i < K * kNumSub; i += NT) {
     const int d = i % K, M = i / K;
     float run = 0;
     for (int r = M * kSub; r < (M + 1) * kSub; ++r) {
@@ -105,7 +106,7 @@ __device__ __forceinline__ void chunk_decay_factors(float* s_q, float* s_k, floa
     }
   }
   __syncthreads();
-  for (int i = tid; i < K * kNumSub; i += kThreads) {
+  for (int i = tid; i < K * kNumSub; i += NT) {
     const int d = i % K, M = i / K;
     float before = 0, after = 0;
     for (int j = 0; j < M; ++j) before += s_bs[j * K + d];
@@ -121,11 +122,11 @@ __device__ __forceinline__ void chunk_decay_factors(float* s_q, float* s_k, floa
 }
 
 // 2c. Off-diagonal blocks of T and A_qk: Γ_rs = c_r · mid(J, I) · a_s (after 2b).
-template <int K, int KP>
+template <int K, int KP, int NT = kThreads>
 __device__ __forceinline__ void chunk_off_diagonal_blocks(float* s_T, float* s_Aqk, const float* s_q, const float* s_k,
                                                           const float* s_e, const float* s_mid, int tid) {
   constexpr int C = kChunk;
-  for (int i = tid; i < C * C; i += kThreads) {
+  for (int i = tid; i < C * C; i += NT) {
     const int r = i / C, s = i % C, I = r / kSub, J = s / kSub;
     if (J >= I) continue;
     const float* mid = s_mid + (J * kNumSub + I) * K;

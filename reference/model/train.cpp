@@ -189,7 +189,14 @@ Checkpoint load_checkpoint(const std::string& dir) {
     read(t, "steps", ck.train.steps, file);
     read(t, "batch", ck.train.batch, file);
     read(t, "lr", ck.train.lr, file);
+    read(t, "warmup", ck.train.warmup, file);
+    read(t, "weight_decay", ck.train.weight_decay, file);
+    read(t, "beta1", ck.train.beta1, file);
+    read(t, "beta2", ck.train.beta2, file);
+    read(t, "clip", ck.train.clip, file);
     read(t, "seed", ck.train.seed, file);
+    read(t, "eval_every", ck.train.eval_every, file);
+    read(t, "eval_examples", ck.train.eval_examples, file);
   }
   if (j.contains("metrics")) ck.metrics_json = j.at("metrics").dump();
   // The parameter set is defined by the configuration: every expected file must be there with its shape.

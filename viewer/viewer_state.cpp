@@ -91,8 +91,7 @@ void ViewerState::reload() {
 void ViewerState::apply_overrides() {
   auto run = [&](Run& r) {
     if (r.trace.T == 0) return;
-    const model::Trace original = model::retrace(r.trace, r.layer);  // meta is kept by retrace
-    Layer<double> x = r.layer;
+    Layer<double> x = r.layer;  // the inputs as loaded: overrides never accumulate
     for (const GateOverride& o : overrides) {
       if (o.token < 0 || o.token >= r.trace.T) continue;
       Tensor<double>& gate = o.gate == GateOverride::write_w ? x.w : o.gate == GateOverride::decay_g ? x.g : x.b;
@@ -100,7 +99,7 @@ void ViewerState::apply_overrides() {
       for (index_t c = 0; c < C; ++c)
         if (o.channel < 0 || o.channel == c) gate.data[o.token * C + c] = o.value;
     }
-    r.trace = model::retrace(original, x);
+    r.trace = model::retrace(r.trace, x);  // keeps the labels, tokens and predictions
   };
   try {
     run(main);

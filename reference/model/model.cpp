@@ -257,8 +257,7 @@ Matrix block_forward(const ModelConfig& c, const Params& p, int l, const Matrix&
     softplus_decay(bc.g_in, A_log, dt_bias);
     if (G == 1) bc.g_in.shape = {Bn, T, H};  // one decay per head (gdn)
   }
-  tie_gates(c.variant, L.g, L.b, L.w, bc.g_in, beta, Bn, T, H, K, H, V);
-  if (c.variant == Variant::deltanet) L.g = Tensor<double>({Bn, T, H, K});  // no decay: g = 0
+  tie_gates(c.variant, L.g, L.b, L.w, bc.g_in, beta, Bn, T, H, K, H, V);  // deltanet: g = 0
 
   Tensor<double> ht;
   gdn2::forward(Form::recurrent, bc.o, ht, L, mixer_options());
@@ -307,6 +306,12 @@ ForwardResult forward(const ModelConfig& c, const Params& p, const std::vector<s
   return f;
 }
 
+RowLoss row_loss(const Matrix& logits, Eigen::Index row, int target) {
+  Eigen::Index best;
+  const double mx = logits.row(row).maxCoeff(&best);
+  return {std::log((logits.row(row).array() - mx).exp().sum()) - (logits(row, target) - mx), static_cast<int>(best)};
+}
+
 std::vector<std::vector<int>> predict(const ModelConfig& c, const Params& p, const std::vector<std::vector<int>>& tokens) {
   const ForwardResult f = forward(c, p, tokens);
   std::vector<std::vector<int>> out(f.batch, std::vector<int>(f.length));
@@ -340,15 +345,13 @@ double cross_entropy(const ForwardResult& f, const std::vector<tasks::Example>& 
       const int target = batch[n].targets[t];
       if (target < 0) continue;
       const Eigen::Index r = Eigen::Index(n) * f.length + t;
-      Eigen::Index best;
-      const double mx = f.logits.row(r).maxCoeff(&best);
-      const Eigen::RowVectorXd e = (f.logits.row(r).array() - mx).exp();
-      const double z = e.sum();
-      loss += std::log(z) - (f.logits(r, target) - mx);
+      const RowLoss rl = row_loss(f.logits, r, target);
+      loss += rl.loss;
       ++answers;
-      correct += best == target;
-      if (dlogits) {
-        dlogits->row(r) = e / z;
+      correct += rl.predicted == target;
+      if (dlogits) {  // softmax − onehot
+        const Eigen::RowVectorXd e = (f.logits.row(r).array() - f.logits.row(r).maxCoeff()).exp();
+        dlogits->row(r) = e / e.sum();
         (*dlogits)(r, target) -= 1;
       }
     }

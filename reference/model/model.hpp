@@ -84,6 +84,14 @@ struct LossAndGrad {
 double loss_only(const ModelConfig& cfg, const Params& p, const std::vector<tasks::Example>& batch);
 LossAndGrad loss_and_grad(const ModelConfig& cfg, const Params& p, const std::vector<tasks::Example>& batch);
 
+// Cross-entropy of one row of logits against `target`, computed stably (log-sum-exp around the maximum), and the
+// argmax of that row. Shared by the training loss and the held-out evaluation.
+struct RowLoss {
+  double loss = 0;
+  int predicted = 0;
+};
+RowLoss row_loss(const Matrix& logits, Eigen::Index row, int target);
+
 // Greedy predictions (argmax of the logits) at every position.
 std::vector<std::vector<int>> predict(const ModelConfig& cfg, const Params& p,
                                       const std::vector<std::vector<int>>& tokens);

@@ -29,10 +29,8 @@ Evaluation evaluate(const ModelConfig& mc, const Params& p, const tasks::TaskCon
       for (int t = 0; t < f.length; ++t) {
         const int target = part[i].targets[t];
         if (target < 0) continue;
-        const Eigen::Index r = Eigen::Index(i) * f.length + t;
-        Eigen::Index best;
-        const double mx = f.logits.row(r).maxCoeff(&best);
-        loss_sum += std::log((f.logits.row(r).array() - mx).exp().sum()) - (f.logits(r, target) - mx);
+        const RowLoss rl = row_loss(f.logits, Eigen::Index(i) * f.length + t, target);
+        loss_sum += rl.loss;
         const int bucket = tasks::bucket_of(t - part[i].source[t]);
         if (static_cast<int>(ev.bucket_answers.size()) <= bucket) {
           ev.bucket_answers.resize(bucket + 1);
@@ -40,7 +38,7 @@ Evaluation evaluate(const ModelConfig& mc, const Params& p, const tasks::TaskCon
         }
         ++ev.answers;
         ++ev.bucket_answers[bucket];
-        if (best == target) ++ev.correct, ++ev.bucket_correct[bucket];
+        if (rl.predicted == target) ++ev.correct, ++ev.bucket_correct[bucket];
       }
   }
   ev.loss = ev.answers ? loss_sum / ev.answers : 0;

@@ -34,6 +34,36 @@ Layer<double> layer(unsigned seed, index_t B, index_t T, index_t H, index_t HV, 
   return random_layer<double>(rng, B, T, H, HV, K, V, gate, h0, N);
 }
 
+// Upstream gradients dL/do ~ N(0, 1) and dL/dht ~ N(0, 1) for a layer (fixed seed).
+std::pair<Tensor<double>, Tensor<double>> upstream(const Layer<double>& x, unsigned seed) {
+  Rng rng(seed);
+  const index_t N = x.cu_seqlens.empty() ? x.q.shape[0] : index_t(x.cu_seqlens.size()) - 1;
+  Tensor<double> dO(x.v.shape), dht({N, x.v.shape[2], x.k.shape[3], x.v.shape[3]});
+  for (auto& e : dO.data) e = rng.normal();
+  for (auto& e : dht.data) e = rng.normal();
+  return {dO, dht};
+}
+
+void check_backward(const std::string& what, const Layer<double>& x, unsigned seed = 101) {
+  const auto [dO, dht] = upstream(x, seed);
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    const Gradients<double> got = backward_on_device(x, dO, dht, dtype);
+    const Gradients<double> ref = reference_gradients(x, dO, dht, dtype);
+    const std::string tag = what + " backward " + name(dtype);
+    for (const Tensor<double>* t : {&got.dq, &got.dk, &got.dv, &got.dg, &got.db, &got.dw, &got.dh0}) REQUIRE(all_finite(*t));
+    const double key = gradient_budget(dtype, false), gate = gradient_budget(dtype, true);
+    require_ratio(tag + " dq", got.dq, ref.dq, key);
+    require_ratio(tag + " dk", got.dk, ref.dk, key);
+    require_ratio(tag + " dv", got.dv, ref.dv, key);
+    require_ratio(tag + " dg", got.dg, ref.dg, gate);
+    require_ratio(tag + " db", got.db, ref.db, gate);
+    require_ratio(tag + " dw", got.dw, ref.dw, gate);
+    require_ratio(tag + " dh0", got.dh0, ref.dh0, key);
+  }
+}
+
+bool same_bits(const Tensor<double>& a, const Tensor<double>& b) { return a.data == b.data; }
+
 }  // namespace
 
 TEST_CASE("cuda: chunk and recurrent kernels on the NUMERICS.md cases", "[cuda]") {
@@ -110,6 +140,87 @@ TEST_CASE("cuda: a decode step updates the state in place", "[cuda]") {
   }
 }
 
+TEST_CASE("cuda: chunk backward against the float64 reference backward (NUMERICS.md 4-9, 19)", "[cuda][backward]") {
+  const auto mild = [](Rng& r) { return r.uniform(-0.05, 0); };
+  for (index_t K : {64, 128}) {
+    const std::string k = "K=" + std::to_string(K);
+    check_backward(k + " mild", layer(1, 2, 200, 2, 2, K, 128, mild));
+    for (index_t T : {1, 15, 63, 64, 65, 130})
+      check_backward(k + " T=" + std::to_string(T), layer(3, 2, T, 2, 2, K, 64, mild));
+    check_backward(k + " GVA HV=2H", layer(4, 2, 150, 2, 4, K, 96, mild));
+  }
+  check_backward("no h0", layer(6, 2, 100, 2, 2, 64, 64, mild, false));
+  check_backward("const g=-1.40", layer(5, 2, 200, 2, 2, 64, 128, [](Rng&) { return -1.40; }));
+  check_backward("const g=-11.2", layer(5, 2, 200, 2, 2, 64, 128, [](Rng&) { return -11.2; }));
+  check_backward("stress", layer(8, 2, 200, 2, 2, 64, 128, [](Rng& r) {
+                   return r.uniform() < 0.5 ? -1000.0 : log_sigmoid(r.normal());
+                 }));
+  check_backward("g=0", layer(9, 2, 200, 2, 2, 64, 128, [](Rng&) { return 0.0; }));
+  for (double reset : {-1e4, -1e6, -double(INFINITY)}) {
+    auto x = layer(7, 2, 200, 2, 2, 64, 128, mild);
+    for (index_t n = 0; n < 2; ++n)
+      for (index_t h = 0; h < 2; ++h)
+        for (index_t d = 0; d < 64; ++d) x.g.data[offset_bthd(n, 100, h, 200, 2, 64) + d] = reset;
+    check_backward("reset g=" + std::to_string(reset), x);
+  }
+  auto packed = layer(13, 1, 256, 2, 2, 64, 64, [](Rng& r) { return r.uniform(-0.2, 0); }, true, 3);
+  packed.cu_seqlens = {0, 15, 100, 256};
+  check_backward("packed [0,15,100,256]", packed);
+}
+
+TEST_CASE("cuda: backward determinism, varlen isolation and prefix-only loss (bitwise)", "[cuda][backward]") {
+  const auto gate = [](Rng& r) { return r.uniform(-0.2, 0); };
+  auto x = layer(13, 1, 256, 2, 4, 64, 64, gate, true, 3);
+  x.cu_seqlens = {0, 15, 100, 256};
+  const auto [dO, dht] = upstream(x, 7);
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    const Gradients<double> a = backward_on_device(x, dO, dht, dtype), b = backward_on_device(x, dO, dht, dtype);
+    bool same = true;
+    for (auto m : {&Gradients<double>::dq, &Gradients<double>::dk, &Gradients<double>::dv, &Gradients<double>::dg,
+                   &Gradients<double>::db, &Gradients<double>::dw, &Gradients<double>::dh0})
+      same = same && same_bits(a.*m, b.*m);
+    std::printf("  [measured] %s: two runs bitwise identical: %d\n", name(dtype), same);
+    REQUIRE(same);
+  }
+  {  // change sequence 1's values only: the gradients of sequences 0 and 2 must not change by a bit
+    const Gradients<double> a = backward_on_device(x, dO, dht, DType::f32);
+    auto y = x;
+    for (index_t i = offset_row(15, 0, 4, 64); i < offset_row(100, 0, 4, 64); ++i) y.v.data[i] += 1.0;
+    const Gradients<double> b = backward_on_device(y, dO, dht, DType::f32);
+    bool same = true;
+    for (index_t row : {index_t(0), index_t(14), index_t(100), index_t(255)}) {
+      for (index_t i = offset_row(row, 0, 2, 64); i < offset_row(row + 1, 0, 2, 64); ++i)
+        same = same && a.dq.data[i] == b.dq.data[i] && a.dk.data[i] == b.dk.data[i] && a.dg.data[i] == b.dg.data[i] &&
+               a.db.data[i] == b.db.data[i];
+      for (index_t i = offset_row(row, 0, 4, 64); i < offset_row(row + 1, 0, 4, 64); ++i)
+        same = same && a.dv.data[i] == b.dv.data[i] && a.dw.data[i] == b.dw.data[i];
+    }
+    const index_t state = 4 * 64 * 64;  // dh0 of sequences 0 and 2
+    for (index_t i = 0; i < state; ++i) same = same && a.dh0.data[i] == b.dh0.data[i] && a.dh0.data[2 * state + i] == b.dh0.data[2 * state + i];
+    std::printf("  [measured] varlen: other sequences' gradients bitwise unchanged: %d\n", same);
+    REQUIRE(same);
+  }
+  // A loss on the outputs before P only (dL/do = 0 from P on, dL/dht = 0): every gradient at t ≥ P is exactly 0.
+  auto z = layer(11, 2, 130, 2, 2, 64, 64, gate);
+  for (index_t P : {1, 17, 64, 100}) {
+    auto [dOp, dhtp] = upstream(z, 9);
+    for (auto& e : dhtp.data) e = 0;
+    for (index_t n = 0; n < 2; ++n)
+      for (index_t i = offset_bthd(n, P, 0, 130, 2, 64); i < offset_bthd(n, 130, 0, 130, 2, 64); ++i) dOp.data[i] = 0;
+    const Gradients<double> gr = backward_on_device(z, dOp, dhtp, DType::f32);
+    double beyond = 0, before = 0;
+    for (index_t n = 0; n < 2; ++n)
+      for (const Tensor<double>* t : {&gr.dq, &gr.dk, &gr.dv, &gr.dg, &gr.db, &gr.dw}) {
+        const index_t D = t->shape[2] * t->shape[3];
+        for (index_t i = offset_bthd(n, 0, 0, 130, t->shape[2], t->shape[3]); i < offset_bthd(n, 130, 0, 130, t->shape[2], t->shape[3]); ++i)
+          ((i - n * 130 * D) / D >= P ? beyond : before) += std::abs(t->data[i]);
+      }
+    std::printf("  [measured] prefix loss P=%ld: sum |gradient| at t >= P = %g (before P: %g)\n", long(P), beyond, before);
+    REQUIRE(beyond == 0);
+    REQUIRE(before > 0);
+  }
+}
+
 TEST_CASE("cuda: small packed case for compute-sanitizer memcheck", "[cuda][sanitizer]") {
   // Run under `compute-sanitizer --tool memcheck build/tests/test_cuda '[sanitizer]'`: ragged chunks, packed
   // sequences of lengths 1, 70 and 59, grouped value heads, both kernels and both dtypes.
@@ -117,6 +228,7 @@ TEST_CASE("cuda: small packed case for compute-sanitizer memcheck", "[cuda][sani
   x.cu_seqlens = {0, 1, 71, 130};
   check_against_reference("sanitizer case", x);
   check_against_reference("sanitizer case", x, Form::recurrent);
+  check_backward("sanitizer case", x);
 }
 
 int main(int argc, char** argv) {

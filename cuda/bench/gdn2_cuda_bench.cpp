@@ -4,6 +4,8 @@
 // case is refused if it exceeds the budget), then `--repeats` timed runs with CUDA events, L2 flushed before each,
 // and the median reported with token-heads/s, GB/s, ns per token-head and the ratios to the memory floor
 // (3.0 TB/s measured device copy) and to the peer's figures (PERF.md, flash-linear-attention on an H100).
+// The "train" cases time a training step's kernels, chunk_forward then chunk_backward (which recomputes the forward),
+// after checking every gradient against the float64 reference backward; the backward alone is reported too.
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -19,7 +21,7 @@ using namespace gdn2::cuda;
 namespace {
 
 struct Case {
-  std::string kind;  // "chunk" or "decode"
+  std::string kind;  // "chunk", "decode" or "train" (forward + backward)
   index_t B, T;
   double peer_ms;    // PERF.md, 0 = none
 };
@@ -29,11 +31,12 @@ double ratio_max(const Outputs& a, const Outputs& r) { return std::max(ratio(a.o
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"gdn2-cuda-bench: time the CUDA forward kernels on the PERF.md shapes (H = 16, K = V = 128), each checked "
-               "against the float64 reference first"};
+  CLI::App app{"gdn2-cuda-bench: time the CUDA kernels on the PERF.md shapes (H = 16, K = V = 128), each checked "
+               "against the float64 reference first. Cases: chunk forward (B=1,T=4096; B=8,T=4096; B=2,T=16384; "
+               "B=1,T=65536), decode step (B = 1, 16, 64, 256), forward + backward (train: B=1,T=4096; B=8,T=4096)"};
   std::string dtype_name = "bf16", json_path;
   int repeats = 20;
-  bool decode_only = false, chunk_only = false, skip_check = false;
+  bool decode_only = false, chunk_only = false, train_only = false, skip_check = false;
   index_t H = 16, K = 128;
   app.add_option("--dtype", dtype_name, "Storage dtype of q, k, v, b, w, o: bf16 or f32 (g and the state are fp32)")
       ->capture_default_str()->check(CLI::IsMember({"bf16", "f32"}));
@@ -41,6 +44,8 @@ int main(int argc, char** argv) {
   app.add_option("--json", json_path, "Also write the results as JSON to this file");
   app.add_flag("--decode", decode_only, "Only the decode cases (B in 1, 16, 64, 256)");
   app.add_flag("--chunk", chunk_only, "Only the chunk-forward cases");
+  app.add_flag("--train", train_only,
+               "Only the forward + backward cases (ms = chunk_forward + chunk_backward; backward_ms = the backward alone)");
   app.add_flag("--no-check", skip_check, "Skip the reference check (not recommended: the numbers may be of wrong code)");
   CLI11_PARSE(app, argc, argv);
   std::string why;
@@ -54,11 +59,13 @@ int main(int argc, char** argv) {
   cudaDeviceProp prop;
   cudaGetDeviceProperties(&prop, 0);
   std::vector<Case> cases;
-  if (!decode_only)
+  const bool all = !decode_only && !chunk_only && !train_only;
+  if (all || chunk_only)
     cases.insert(cases.end(), {{"chunk", 1, 4096, 0.70}, {"chunk", 8, 4096, 2.46}, {"chunk", 2, 16384, 2.49},
                                {"chunk", 1, 65536, 5.55}});
-  if (!chunk_only)
+  if (all || decode_only)
     cases.insert(cases.end(), {{"decode", 1, 1, 0.063}, {"decode", 16, 1, 0}, {"decode", 64, 1, 0}, {"decode", 256, 1, 0.19}});
+  if (all || train_only) cases.insert(cases.end(), {{"train", 1, 4096, 0}, {"train", 8, 4096, 13.8}});
 
   DeviceBuffer flush(size_t(256) << 20);  // larger than the 50 MB L2
   cudaEvent_t start, stop;
@@ -75,9 +82,28 @@ int main(int argc, char** argv) {
   for (const Case& c : cases) {
     Rng rng(uint64_t(c.B * 1000 + c.T));
     Layer<double> x = random_layer<double>(rng, c.B, c.T, H, H, K, K, [](Rng& r) { return r.uniform(-0.2, 0); }, true);
-    const Form form = c.kind == "chunk" ? Form::chunk : Form::recurrent;
+    const Form form = c.kind == "decode" ? Form::recurrent : Form::chunk;
+    const bool train = c.kind == "train";
+    Tensor<double> dO, dht;
+    if (train) {
+      dO = Tensor<double>(x.v.shape), dht = Tensor<double>({c.B, H, K, K});
+      for (auto& e : dO.data) e = rng.normal();
+      for (auto& e : dht.data) e = rng.normal();
+    }
     double err = -1;
-    if (!skip_check) {
+    if (!skip_check && train) {
+      const GradientRatios r = gradient_ratios(backward_on_device(x, dO, dht, dtype), reference_gradients(x, dO, dht, dtype));
+      const double key = gradient_budget(dtype, false), gate = gradient_budget(dtype, true);
+      err = std::max({r.dq, r.dk, r.dv, r.dh0});
+      const double err_gate = std::max({r.dg, r.db, r.dw});
+      if (!(err <= key) || !(err_gate <= gate)) {
+        std::fprintf(stderr, "gdn2-cuda-bench: train B=%ld T=%ld: gradient ratios dq %.2e dk %.2e dv %.2e dh0 %.2e (budget %.0e), "
+                     "dg %.2e db %.2e dw %.2e (budget %.0e); not timing it\n", long(c.B), long(c.T), r.dq, r.dk, r.dv, r.dh0,
+                     key, r.dg, r.db, r.dw, gate);
+        return 1;
+      }
+      err = std::max(err, err_gate);
+    } else if (!skip_check) {
       const Outputs got = run_on_device(form, x, dtype);
       const Outputs ref = reference_outputs(x, dtype);
       err = ratio_max(got, ref);
@@ -88,24 +114,33 @@ int main(int argc, char** argv) {
       }
     }
     DeviceLayer d = to_device(x, dtype);
-    std::vector<float> ms;
+    DeviceGradients gr;
+    if (train) gr = gradients_to_device(d, dO, dht);
+    std::vector<float> ms, backward_ms;
+    cudaEvent_t middle;
+    cudaEventCreate(&middle);
     for (int rep = 0; rep < repeats + 2; ++rep) {
       cudaMemsetAsync(flush.ptr, rep, flush.bytes);
       cudaEventRecord(start);
       launch(form, d, 0, c.kind == "decode");  // decoding updates the state in place (ht == h0)
+      cudaEventRecord(middle);
+      if (train) launch_backward(d, gr);
       cudaEventRecord(stop);
       cudaEventSynchronize(stop);
-      float t = 0;
+      float t = 0, tb = 0;
       cudaEventElapsedTime(&t, start, stop);
-      if (rep >= 2) ms.push_back(t);  // two warm-up runs
+      cudaEventElapsedTime(&tb, middle, stop);
+      if (rep >= 2) ms.push_back(t), backward_ms.push_back(tb);  // two warm-up runs
     }
+    cudaEventDestroy(middle);
     const cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) {
       std::fprintf(stderr, "gdn2-cuda-bench: CUDA error %s\n", cudaGetErrorString(e));
       return 1;
     }
     std::sort(ms.begin(), ms.end());
-    const double med = ms[ms.size() / 2];
+    std::sort(backward_ms.begin(), backward_ms.end());
+    const double med = ms[ms.size() / 2], med_backward = backward_ms[backward_ms.size() / 2];
     const double th = double(c.B * c.T * H);
     // Bytes: inputs read once, outputs written once (PERF.md): q, k, b (K each) and v, w (V) in the storage dtype,
     // g fp32, o in the storage dtype; the fp32 state read and written once per sequence and head.
@@ -116,8 +151,10 @@ int main(int argc, char** argv) {
     std::printf("%-7s %-4ld %-6ld %-10.4f %-9.2f %-10.0f %-10s %-9.1f %-9s %-9s\n", c.kind.c_str(), long(c.B),
                 long(c.T), med, med * 1e6 / th, bytes / (med * 1e-3) / 1e9, err_text, med / floor_ms,
                 c.peer_ms > 0 ? (std::to_string(med / c.peer_ms).substr(0, 5)).c_str() : "-", err >= 0 ? "ok" : "skipped");
+    if (train) std::printf("        (of which the backward: %.4f ms; x floor counts the forward's bytes only)\n", med_backward);
     json << (first ? "" : ", ") << "{\"op\": \"" << c.kind << "\", \"B\": " << c.B << ", \"T\": " << c.T
          << ", \"ms\": " << med << ", \"ns_per_token_head\": " << med * 1e6 / th << ", \"GBps\": " << bytes / (med * 1e-3) / 1e9
+         << (train ? ", \"backward_ms\": " + std::to_string(med_backward) : std::string())
          << ", \"floor_ms\": " << floor_ms << ", \"peer_ms\": " << c.peer_ms << ", \"ratio_vs_reference\": " << err << "}";
     first = false;
   }

@@ -10,6 +10,9 @@ void chunk_forward_fused_dispatch(void*, float*, const void*, const void*, const
                                   const void*, const float*, const int64_t*, const Problem&, cudaStream_t);
 void chunk_forward_split_dispatch(void*, float*, const void*, const void*, const void*, const float*, const void*,
                                   const void*, const float*, const int64_t*, const Problem&, cudaStream_t, int version);
+void chunk_backward_dispatch(void*, void*, void*, float*, void*, void*, float*, const void*, const void*, const void*,
+                             const float*, const void*, const void*, const float*, const int64_t*, const void*,
+                             const float*, const Problem&, cudaStream_t);
 void recurrent_forward_dispatch(void*, float*, const void*, const void*, const void*, const float*, const void*,
                                 const void*, const float*, const int64_t*, const Problem&, cudaStream_t);
 }  // namespace detail
@@ -63,6 +66,15 @@ void recurrent_forward(void* o, float* ht, const void* q, const void* k, const v
                        cudaStream_t stream) {
   check(p, "recurrent_forward");
   detail::recurrent_forward_dispatch(o, ht, q, k, v, g, b, w, h0, cu_seqlens, p, stream);
+}
+
+void chunk_backward(void* dq, void* dk, void* dv, float* dg, void* db, void* dw, float* dh0, const void* q,
+                    const void* k, const void* v, const float* g, const void* b, const void* w, const float* h0,
+                    const int64_t* cu_seqlens, const void* do_, const float* dht, const Problem& p,
+                    cudaStream_t stream) {
+  check(p, "chunk_backward");
+  if (!dq || !dk || !dv || !dg || !db || !dw || !dh0) throw Error("chunk_backward: every gradient pointer is required");
+  detail::chunk_backward_dispatch(dq, dk, dv, dg, db, dw, dh0, q, k, v, g, b, w, h0, cu_seqlens, do_, dht, p, stream);
 }
 
 }  // namespace gdn2::cuda

@@ -18,7 +18,7 @@
 //   07  10.5 ms (B = 1, T = 4096: 1.60 ms; prepare 0.93): (I + T)⁻¹ by blocks, decay factors per (channel, sub-chunk)
 //   08   9.38 ms (B = 1, T = 4096: 1.42 ms; prepare 0.68): the prepare kernel with 16 warps
 // The current default is 08 (api.cu); GDN2_CHUNK_VERSION=5, 6 or 7 runs the earlier ones.
-#include "chunk_tiles.cuh"
+#include "chunk_workspace.cuh"
 
 namespace gdn2::cuda::detail {
 
@@ -38,18 +38,6 @@ constexpr size_t pass_smem_floats() {
 // Memory-level parallelism for the tile loads: each thread issues kBatch independent loads before it stores any,
 // instead of load → store → load (a global-memory latency per element, which dominated the first run of 05).
 constexpr int kBatch = 8;
-
-// Workspace rows follow the packed token axis: row (token, value head) of Y holds K floats, of U V floats, of A_qk
-// C floats (row r of its chunk's matrix). Rows past a sequence's end are never written or read.
-struct Workspace {
-  float *Y, *U, *Aqk;
-  float *Qg = nullptr, *Kt = nullptr;  // version 06: Q_γ and K_tail per row [rows][HV][K]
-  float *gC = nullptr, *Sn = nullptr;  // version 06: γ_C [slots][HV][K] and the chunk-start states [slots][HV][K][V]
-};
-
-// Version 06 stores one γ_C and one state per chunk. Chunk c of sequence n gets slot row0_n / C + n + c: distinct for
-// every (n, c) also with packed sequences (row0_{n+1} / C + 1 ≥ row0_n / C + ⌈len_n / C⌉), and at most rows / C + N + 1.
-__device__ __forceinline__ int64_t chunk_slot(int64_t row0, int n, int64_t c) { return row0 / kChunk + n + c; }
 
 // Kernel 1: steps 1-4 of version 04 for one chunk (block x), value head (block y), sequence (block z), plus U = AZ.
 template <int K, typename T, bool kFull = false, bool kV07 = false, int NT = kThreads>
@@ -115,6 +103,7 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
       const int64_t at = ((span.row0 + c0 + r) * HV + hv) * K + d;
       ws.Qg[at] = s_q[r * KP + d] * s_pre[(r / kSub) * K + d];
       ws.Kt[at] = s_k[r * KP + d] * s_suf[(r / kSub) * K + d];
+      if (ws.Ebar) ws.Ebar[at] = s_e[r * KP + d];  // the backward's recompute keeps Ē (Eq. 20)
     }
   }
   if (kFull)
@@ -178,6 +167,8 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
   }
   const float* s_A = kV07 ? s_Ainv : s_T;
   const int64_t row0 = span.row0 + c0;
+  if (kFull && ws.A)  // the backward's recompute keeps A = (I + T)⁻¹ (Eq. 21), zeros above the diagonal included
+    for (int i = tid; i < L * C; i += NT) ws.A[((row0 + i / C) * HV + hv) * C + i % C] = s_A[i];
   // 4. Y = A Ē (Eq. 22) and A_qk to the workspace.
   {
     constexpr int TM = 4, TN = C * K / (TM * NT);
@@ -509,21 +500,11 @@ __global__ void __launch_bounds__(kThreads, 2) chunk_output06(T* o, Workspace ws
       for (int j = 0; j < TN; ++j) o[((row0 + r0 + i) * HV + hv) * V + col0 + c1 + j] = from_float<T>(acc[i][j]);
 }
 
-template <int K, int VS, typename T, bool kV07, int kPrepareThreads = kThreads>
-void launch_06(void* o, float* ht, const void* q, const void* k, const void* v, const float* g, const void* b,
-               const void* w, const float* h0, const int64_t* cu, const Problem& p, cudaStream_t stream) {
-  const int64_t rows = cu ? p.T : p.N * p.T;
-  if (rows == 0) return;
-  const int64_t slots = rows / kChunk + p.N + 1;
-  const int64_t HV = p.HV;
-  const size_t floats = size_t(rows * HV * (3 * K + p.V + kChunk) + slots * HV * K + slots * HV * K * p.V);
-  float* base = nullptr;
-  GDN2_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&base), floats * sizeof(float), stream));
-  Workspace ws{base, base + rows * HV * K, base + rows * HV * (K + p.V)};
-  ws.Qg = ws.Aqk + rows * HV * kChunk;
-  ws.Kt = ws.Qg + rows * HV * K;
-  ws.gC = ws.Kt + rows * HV * K;
-  ws.Sn = ws.gC + slots * HV * K;
+// The prepare kernel and the version-06 state pass on a workspace the caller allocated (ht may be null).
+template <int K, int VS, typename T, bool kV07, int kPrepareThreads>
+void run_prepare_and_pass(const Workspace& ws, float* ht, const void* q, const void* k, const void* v, const float* g,
+                          const void* b, const void* w, const float* h0, const int64_t* cu, const Problem& p,
+                          cudaStream_t stream) {
   const float scale = default_scale(p);
   const unsigned max_chunks = unsigned((p.T + kChunk - 1) / kChunk);
   {
@@ -543,11 +524,30 @@ void launch_06(void* o, float* ht, const void* q, const void* k, const void* v, 
                                                                                                  int(p.HV), int(p.V));
     GDN2_CUDA_CHECK_LAUNCH();
   }
+}
+
+template <int K, int VS, typename T, bool kV07, int kPrepareThreads = kThreads>
+void launch_06(void* o, float* ht, const void* q, const void* k, const void* v, const float* g, const void* b,
+               const void* w, const float* h0, const int64_t* cu, const Problem& p, cudaStream_t stream) {
+  const int64_t rows = cu ? p.T : p.N * p.T;
+  if (rows == 0) return;
+  const int64_t slots = rows / kChunk + p.N + 1;
+  const int64_t HV = p.HV;
+  const size_t floats = size_t(rows * HV * (3 * K + p.V + kChunk) + slots * HV * K + slots * HV * K * p.V);
+  float* base = nullptr;
+  GDN2_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&base), floats * sizeof(float), stream));
+  Workspace ws{base, base + rows * HV * K, base + rows * HV * (K + p.V)};
+  ws.Qg = ws.Aqk + rows * HV * kChunk;
+  ws.Kt = ws.Qg + rows * HV * K;
+  ws.gC = ws.Kt + rows * HV * K;
+  ws.Sn = ws.gC + slots * HV * K;
+  run_prepare_and_pass<K, VS, T, kV07, kPrepareThreads>(ws, ht, q, k, v, g, b, w, h0, cu, p, stream);
   {
     constexpr int VO = 32;
     constexpr size_t bytes = output06_smem_floats<K, VO>() * sizeof(float);
     auto kernel = chunk_output06<K, VO, T>;
     GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+    const unsigned max_chunks = unsigned((p.T + kChunk - 1) / kChunk);
     kernel<<<dim3(max_chunks, unsigned(p.HV), unsigned(p.N * (p.V / VO))), kThreads, bytes, stream>>>(
         static_cast<T*>(o), ws, cu, p.T, int(p.HV), int(p.V));
     GDN2_CUDA_CHECK_LAUNCH();
@@ -588,7 +588,21 @@ void launch_split(void* o, float* ht, const void* q, const void* k, const void* 
   GDN2_CUDA_CHECK(cudaFreeAsync(base, stream));
 }
 
+// The pass holds one block per SM: 64 value columns when that still gives about one block per SM.
+bool wide_pass(const Problem& p) { return p.V % 64 == 0 && (p.V / 64) * int64_t(p.HV) * p.N >= 120; }
+
 }  // namespace
+
+void chunk_forward_recompute(const Workspace& ws, const void* q, const void* k, const void* v, const float* g,
+                             const void* b, const void* w, const float* h0, const int64_t* cu, const Problem& p,
+                             cudaStream_t s) {
+  dispatch_k_and_dtype(p, [&](auto K, auto T) {
+    constexpr int KK = decltype(K)::value;
+    using TT = decltype(T);
+    return wide_pass(p) ? run_prepare_and_pass<KK, 64, TT, true, 512>(ws, nullptr, q, k, v, g, b, w, h0, cu, p, s)
+                        : run_prepare_and_pass<KK, 32, TT, true, 512>(ws, nullptr, q, k, v, g, b, w, h0, cu, p, s);
+  });
+}
 
 void chunk_forward_split_dispatch(void* o, float* ht, const void* q, const void* k, const void* v, const float* g,
                                   const void* b, const void* w, const float* h0, const int64_t* cu, const Problem& p,
@@ -597,8 +611,7 @@ void chunk_forward_split_dispatch(void* o, float* ht, const void* q, const void*
     constexpr int KK = decltype(K)::value;
     using TT = decltype(T);
     if (version >= 6) {
-      // The pass holds one block per SM: 64 value columns when that still gives about one block per SM.
-      const bool wide = p.V % 64 == 0 && (p.V / 64) * int64_t(p.HV) * p.N >= 120;
+      const bool wide = wide_pass(p);
       if (version == 6)
         return wide ? launch_06<KK, 64, TT, false>(o, ht, q, k, v, g, b, w, h0, cu, p, s)
                     : launch_06<KK, 32, TT, false>(o, ht, q, k, v, g, b, w, h0, cu, p, s);

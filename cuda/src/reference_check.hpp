@@ -7,6 +7,7 @@
 #include <cstring>
 #include <vector>
 
+#include "core/backward.hpp"
 #include "core/forward.hpp"
 #include "core/random_inputs.hpp"
 #include "gdn2/cuda.hpp"
@@ -142,5 +143,69 @@ inline Outputs reference_outputs(const Layer<double>& x, DType dtype) {
   forward(Form::chunk, r.o, r.ht, as_stored(x, dtype), opt);
   return r;
 }
+
+// [SECTION] the backward ----------------------------------------------------------------------------------------
+
+// The upstream gradients and the gradient buffers on the device, next to a DeviceLayer.
+struct DeviceGradients {
+  DeviceBuffer do_, dht, dq, dk, dv, dg, db, dw, dh0;
+};
+
+inline DeviceGradients gradients_to_device(const DeviceLayer& d, const Tensor<double>& do_, const Tensor<double>& dht) {
+  DeviceGradients r;
+  const size_t e = d.p.dtype == DType::bf16 ? 2 : 4;
+  const size_t key = size_t(d.p.B * d.p.T * d.p.H * d.p.K), value = size_t(d.p.B * d.p.T * d.p.HV * d.p.V);
+  r.do_ = upload(do_, d.p.dtype), r.dht = upload(dht, DType::f32);
+  r.dq = DeviceBuffer(key * e), r.dk = DeviceBuffer(key * e), r.db = DeviceBuffer(key * e), r.dg = DeviceBuffer(key * 4);
+  r.dv = DeviceBuffer(value * e), r.dw = DeviceBuffer(value * e);
+  r.dh0 = DeviceBuffer(size_t(d.p.N * d.p.HV * d.p.K * d.p.V) * 4);
+  return r;
+}
+
+inline void launch_backward(DeviceLayer& d, DeviceGradients& gr, cudaStream_t stream = 0) {
+  chunk_backward(gr.dq.ptr, gr.dk.ptr, gr.dv.ptr, static_cast<float*>(gr.dg.ptr), gr.db.ptr, gr.dw.ptr,
+                 static_cast<float*>(gr.dh0.ptr), d.q.ptr, d.k.ptr, d.v.ptr, static_cast<const float*>(d.g.ptr), d.b.ptr,
+                 d.w.ptr, static_cast<const float*>(d.h0.ptr), static_cast<const int64_t*>(d.cu.ptr), gr.do_.ptr,
+                 static_cast<const float*>(gr.dht.ptr), d.p, stream);
+}
+
+// Runs the backward once and returns its gradients as float64 tensors.
+inline Gradients<double> backward_on_device(const Layer<double>& x, const Tensor<double>& do_,
+                                            const Tensor<double>& dht, DType dtype) {
+  DeviceLayer d = to_device(x, dtype);
+  DeviceGradients gr = gradients_to_device(d, do_, dht);
+  launch_backward(d, gr);
+  const cudaError_t err = cudaDeviceSynchronize();
+  if (err != cudaSuccess) throw Error(std::string("backward kernel failed: ") + cudaGetErrorString(err));
+  Gradients<double> r;
+  r.dq = download(gr.dq, x.q.shape, dtype), r.dk = download(gr.dk, x.k.shape, dtype);
+  r.dv = download(gr.dv, x.v.shape, dtype), r.dg = download(gr.dg, x.g.shape, DType::f32);
+  r.db = download(gr.db, x.b.shape, dtype), r.dw = download(gr.dw, x.w.shape, dtype);
+  r.dh0 = download(gr.dh0, {d.p.N, d.p.HV, d.p.K, d.p.V}, DType::f32);
+  return r;
+}
+
+// The float64 reference backward on the stored inputs and the stored upstream gradient.
+inline Gradients<double> reference_gradients(const Layer<double>& x, const Tensor<double>& do_,
+                                             const Tensor<double>& dht, DType dtype) {
+  ForwardOptions opt;
+  opt.allow_negative_eigen = true;
+  Tensor<double> dO = do_;
+  for (auto& e : dO.data) e = dtype == DType::bf16 ? from_bf16_bits(to_bf16_bits(float(e))) : double(float(e));
+  Tensor<double> dS = dht;
+  for (auto& e : dS.data) e = double(float(e));
+  return backward(Form::chunk, as_stored(x, dtype), dO, dS, opt);
+}
+
+// NUMERICS.md 19: fp32 compute, gradients ≤ 1e-4; bf16 storage: dq, dk, dv ≤ 1e-2, db, dw, dg ≤ 2e-2 (dh0, fp32 in
+// both modes, takes the dq budget).
+struct GradientRatios {
+  double dq, dk, dv, dg, db, dw, dh0;
+};
+inline GradientRatios gradient_ratios(const Gradients<double>& a, const Gradients<double>& r) {
+  return {ratio(a.dq, r.dq), ratio(a.dk, r.dk), ratio(a.dv, r.dv), ratio(a.dg, r.dg),
+          ratio(a.db, r.db), ratio(a.dw, r.dw), ratio(a.dh0, r.dh0)};
+}
+inline double gradient_budget(DType dtype, bool gate) { return dtype == DType::bf16 ? (gate ? 2e-2 : 1e-2) : 1e-4; }
 
 }  // namespace gdn2::cuda

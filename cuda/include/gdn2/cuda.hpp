@@ -44,4 +44,15 @@ void recurrent_forward(void* o, float* ht, const void* q, const void* k, const v
                        const void* w, const float* h0, const int64_t* cu_seqlens, const Problem& p,
                        cudaStream_t stream = 0);
 
+// The gate-aware chunkwise backward (paper Appendix B, Eq. 49-84), mirroring the reference's backward (same outputs
+// in the same order, then the forward's inputs, then the upstream gradients):
+//   dq, dk, db: [B,T,H,K] (dtype)   dg: [B,T,H,K] float32   dv, dw: [B,T,HV,V] (dtype)   dh0: [N,HV,K,V] float32
+//   do_: [B,T,HV,V] (dtype) = dL/do, may be null (zero);  dht: [N,HV,K,V] float32 = dL/dht, may be null (zero).
+// The forward is recomputed inside (only the inputs are needed). Deterministic: no atomics, value heads summed in a
+// fixed order. Supports what chunk_forward supports.
+void chunk_backward(void* dq, void* dk, void* dv, float* dg, void* db, void* dw, float* dh0, const void* q,
+                    const void* k, const void* v, const float* g, const void* b, const void* w, const float* h0,
+                    const int64_t* cu_seqlens, const void* do_, const float* dht, const Problem& p,
+                    cudaStream_t stream = 0);
+
 }  // namespace gdn2::cuda

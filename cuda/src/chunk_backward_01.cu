@@ -1,0 +1,467 @@
+// gdn2::cuda chunk_backward — version 01: the gate-aware chunkwise backward (paper Sec. 3.4, Appendix B, Eq. 49-84)
+// written equation by equation in fp32, the line-by-line twin of reference/core/chunk_backward.hpp.
+//
+// Idea: first rung of the backward ladder (docs/cuda.md), correct before fast. Stages, each a kernel:
+//   0. recompute the forward (the paper's memory-saving path): the forward's prepare kernel and state pass
+//      (chunk_forward_split.cu) give, per chunk, Y, A_qk, Q_γ, K_tail, γ_C, A = (I + T)⁻¹, Ē, the chunk-start state
+//      S_n and R = U − Y S_n;
+//   1. dO in fp32 and Z = W ⊙ V (Eq. 20);
+//   2. the state VJP, one sequential pass per (sequence, value head, value slice), last chunk first (Eq. 54, 56-57,
+//      59, 63):  dR = A_qkᵀ dO + K_tail dS_C;   dS ← Diag(γ_C) dS_C + Q_γᵀ dO − Yᵀ dR;
+//   3. the products of every chunk in parallel, one batched GEMM launch per equation (Eq. 53, 55, 58, 62, 64-66);
+//   4. the intra-chunk VJP through T and A_qk with segment decays (Eq. 67-70, entrywise);
+//   5. the tail keys, elementwise gates and the reverse cumulative sum of dg (Eq. 71-76, 80-82), dv and dw;
+//   6. the key-side gradients summed over the value heads of each key head in a fixed order (deterministic; no atomics
+//      anywhere) and stored in the input dtype.
+// Every decay is exp() of a direct sum of g ≤ 0, as in the forward: no γ⁻¹, exact at g = −inf.
+// Prediction (before the first run, H100, bf16, B = 8, T = 4096, H = 16, K = V = 128): about 6 GB of fp32
+// workspace written and read a few times (≈ 8 ms of traffic), the naive GEMMs ≈ 250 GFLOP at 10-15 TFLOP/s
+// (≈ 20 ms), the intra-chunk VJP ≈ 3 ms: 30-40 ms for the backward alone.
+#include "chunk_workspace.cuh"
+
+namespace gdn2::cuda::detail {
+
+namespace {
+
+constexpr int C = kChunk;
+
+// Workspace of the backward proper (fp32), rows as Workspace: [rows][HV][X]; dSn: [slots][HV][K][V].
+struct BackwardWorkspace {
+  float *dO, *Z, *dR, *dZ;                 // [.][V]
+  float *dAqk, *dA, *M1, *dT;              // [.][C]
+  float *dQg, *dKtail, *dY, *dEbar;        // [.][K] results of the products
+  float *dQ, *dK, *dE, *dG;                // [.][K] per value head; dE becomes db
+  float* dSn;                              // dL/dS at the end of each chunk
+};
+
+// [SECTION] 1. dO in fp32 and Z = W ⊙ V ---------------------------------------------------------------------------
+template <typename T>
+__global__ void backward_convert(BackwardWorkspace bw, const T* __restrict__ do_, const T* __restrict__ v,
+                                 const T* __restrict__ w, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    bw.dO[i] = do_ ? to_float(do_[i]) : 0.f;  // do_ == nullptr: dL/do = 0
+    bw.Z[i] = to_float(w[i]) * to_float(v[i]);
+  }
+}
+
+// [SECTION] 2. the state VJP: the sequential pass, last chunk first ------------------------------------------------
+template <int K, int VS>
+constexpr size_t backward_pass_smem_floats() {
+  return C * C + 3 * C * (K + 1) + 2 * C * VS + K * VS + K;
+}
+
+template <int K, int VS>
+__global__ void __launch_bounds__(kThreads, 1) chunk_backward_state_pass(float* dh0, const float* dht, Workspace ws,
+                                                                         BackwardWorkspace bw, const int64_t* cu_seqlens,
+                                                                         int64_t T_len, int HV, int V) {
+  constexpr int KP = K + 1;
+  extern __shared__ float smem[];
+  float* s_Aqk = smem;              // [C][C]  A_qk, causal (the workspace holds garbage above the diagonal)
+  float* s_kt = s_Aqk + C * C;      // [C][KP] K_tail
+  float* s_qg = s_kt + C * KP;      // [C][KP] Q_γ
+  float* s_y = s_qg + C * KP;       // [C][KP] Y
+  float* s_dO = s_y + C * KP;       // [C][VS]
+  float* s_dR = s_dO + C * VS;      // [C][VS]
+  float* s_dS = s_dR + C * VS;      // [K][VS] dL/dS, a slice of value columns (columns are independent)
+  float* s_gC = s_dS + K * VS;      // [K]     γ_C
+  const int tid = threadIdx.x;
+  const int col0 = blockIdx.x * VS, hv = blockIdx.y, n = blockIdx.z;
+  const Span span = sequence_span(cu_seqlens, n, T_len);
+  const int64_t state = (int64_t(n) * HV + hv) * K * V;
+  for (int i = tid; i < K * VS; i += kThreads) s_dS[i] = dht ? dht[state + int64_t(i / VS) * V + col0 + i % VS] : 0.f;
+  const int64_t chunks = (span.length + C - 1) / C;
+  for (int64_t c = chunks - 1; c >= 0; --c) {
+    const int64_t row0 = span.row0 + c * C;
+    const int L = int(span.length - c * C < C ? span.length - c * C : C);
+    const int64_t slot = chunk_slot(span.row0, n, c);
+    __syncthreads();  // s_dS is final for this chunk
+    float* dSC = bw.dSn + (slot * HV + hv) * int64_t(K) * V;
+    for (int i = tid; i < K * VS; i += kThreads) dSC[int64_t(i / VS) * V + col0 + i % VS] = s_dS[i];
+    for (int i = tid; i < C * C; i += kThreads) {
+      const int r = i / C, s = i % C;
+      s_Aqk[i] = r < L && s <= r ? ws.Aqk[((row0 + r) * HV + hv) * C + s] : 0.f;
+    }
+    for (int i = tid; i < C * K; i += kThreads) {
+      const int r = i / K, d = i % K;
+      const int64_t at = ((row0 + r) * HV + hv) * K + d;
+      s_kt[r * KP + d] = r < L ? ws.Kt[at] : 0.f;
+      s_qg[r * KP + d] = r < L ? ws.Qg[at] : 0.f;
+      s_y[r * KP + d] = r < L ? ws.Y[at] : 0.f;
+    }
+    for (int i = tid; i < C * VS; i += kThreads) {
+      const int r = i / VS;
+      s_dO[i] = r < L ? bw.dO[((row0 + r) * HV + hv) * V + col0 + i % VS] : 0.f;
+    }
+    for (int d = tid; d < K; d += kThreads) s_gC[d] = ws.gC[(slot * HV + hv) * K + d];
+    __syncthreads();
+    constexpr int TM = 4, TN = VS / 16;
+    {  // dR = A_qkᵀ dO (Eq. 54) + K_tail dS_C (Eq. 57)
+      float acc[TM][TN] = {};
+      tile_product<C, VS, TM, TN>(acc, s_Aqk, 1, C, s_dO, VS, C, tid);
+      tile_product<C, VS, TM, TN>(acc, s_kt, KP, 1, s_dS, VS, K, tid);
+      const int m0 = (tid / (VS / TN)) * TM, n0 = (tid % (VS / TN)) * TN;
+#pragma unroll
+      for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+          s_dR[(m0 + i) * VS + n0 + j] = acc[i][j];
+          if (m0 + i < L) bw.dR[((row0 + m0 + i) * HV + hv) * V + col0 + n0 + j] = acc[i][j];
+        }
+    }
+    __syncthreads();
+    {  // dS_start = Diag(γ_C) dS_C (Eq. 59) + Q_γᵀ dO (Eq. 56) − Yᵀ dR (Eq. 63)
+      constexpr int SM = K / 16;
+      float acc[SM][TN] = {};
+      tile_product<K, VS, SM, TN>(acc, s_qg, 1, KP, s_dO, VS, C, tid);
+      tile_product<K, VS, SM, TN>(acc, s_y, 1, KP, s_dR, VS, C, tid, -1.f);
+      const int d0 = (tid / (VS / TN)) * SM, c1 = (tid % (VS / TN)) * TN;
+#pragma unroll
+      for (int i = 0; i < SM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+          float& ds = s_dS[(d0 + i) * VS + c1 + j];  // each thread owns its tile: no barrier needed before the write
+          ds = s_gC[d0 + i] * ds + acc[i][j];
+        }
+    }
+  }
+  __syncthreads();
+  for (int i = tid; i < K * VS; i += kThreads) dh0[state + int64_t(i / VS) * V + col0 + i % VS] = s_dS[i];
+}
+
+// [SECTION] 3. one batched product per equation ---------------------------------------------------------------------
+// A matrix of one chunk of one value head inside a workspace tensor. Element (i, j) is at
+//   p + row0·tok + hv·head + slot·slot_stride + i·rs + j·cs,
+// and reads as 0 where its token index (i for tok_axis 0, j for tok_axis 1) is past the chunk's last row.
+struct View {
+  const float* p;
+  int64_t tok, head, slot_stride, rs, cs;
+  int tok_axis;  // −1: no token axis (a state)
+};
+// X [rows][HV][ld], as stored (transposed = false) or transposed.
+View token_view(const float* p, int64_t HV, int64_t ld, bool transposed) {
+  return transposed ? View{p, HV * ld, ld, 0, 1, HV * ld, 1} : View{p, HV * ld, ld, 0, HV * ld, 1, 0};
+}
+// S [slots][HV][K][V], as stored or transposed.
+View state_view(const float* p, int64_t HV, int64_t K, int64_t V, bool transposed) {
+  return transposed ? View{p, 0, K * V, HV * K * V, 1, V, -1} : View{p, 0, K * V, HV * K * V, V, 1, -1};
+}
+
+enum Mask { kNone = 0, kLower = 1, kStrictlyLower = 2 };
+
+// out (+)= alpha · A B for one chunk (block x / (N/32)), 32 output columns (block x % (N/32)), value head (y) and
+// sequence (z): out [C][N] (token rows, ld N), A [C][depth], B [depth][N]; entries outside the mask are written as 0.
+// A 64 × 32 tile per block, 2 × 4 per thread, depth in steps of 32 through shared memory.
+__global__ void __launch_bounds__(kThreads) chunk_batched_product(float* out, View A, View B, int N, int depth,
+                                                                  float alpha, bool accumulate, int mask,
+                                                                  const int64_t* cu_seqlens, int64_t T_len, int HV) {
+  __shared__ float s_a[C][33], s_b[32][33];
+  const int tid = threadIdx.x, tiles = N / 32;
+  const int64_t c = blockIdx.x / tiles;
+  const int n_tile = (blockIdx.x % tiles) * 32, hv = blockIdx.y, n = blockIdx.z;
+  const Span span = sequence_span(cu_seqlens, n, T_len);
+  if (c * C >= span.length) return;
+  const int L = int(span.length - c * C < C ? span.length - c * C : C);
+  const int64_t row0 = span.row0 + c * C, slot = chunk_slot(span.row0, n, c);
+  const float* a = A.p + row0 * A.tok + hv * A.head + slot * A.slot_stride;
+  const float* b = B.p + row0 * B.tok + hv * B.head + slot * B.slot_stride;
+  const int m0 = (tid / 8) * 2, n0 = (tid % 8) * 4;
+  float acc[2][4] = {};
+  for (int j0 = 0; j0 < depth; j0 += 32) {
+    for (int i = tid; i < C * 32; i += kThreads) {
+      const int r = i / 32, j = j0 + i % 32;
+      const bool in = A.tok_axis == 0 ? r < L : A.tok_axis == 1 ? j < L : true;
+      s_a[r][i % 32] = in ? a[r * A.rs + j * A.cs] : 0.f;
+    }
+    for (int i = tid; i < 32 * 32; i += kThreads) {
+      const int j = j0 + i / 32, col = n_tile + i % 32;
+      const bool in = B.tok_axis == 0 ? j < L : B.tok_axis == 1 ? col < L : true;
+      s_b[i / 32][i % 32] = in ? b[j * B.rs + col * B.cs] : 0.f;
+    }
+    __syncthreads();
+#pragma unroll 8
+    for (int j = 0; j < 32; ++j)
+#pragma unroll
+      for (int x = 0; x < 2; ++x)
+#pragma unroll
+        for (int y = 0; y < 4; ++y) acc[x][y] += s_a[m0 + x][j] * s_b[j][n0 + y];
+    __syncthreads();
+  }
+#pragma unroll
+  for (int x = 0; x < 2; ++x) {
+    const int r = m0 + x;
+    if (r >= L) continue;
+#pragma unroll
+    for (int y = 0; y < 4; ++y) {
+      const int col = n_tile + n0 + y;
+      const bool keep = mask == kNone || (mask == kLower ? col <= r : col < r);
+      float* o = out + ((row0 + r) * HV + hv) * int64_t(N) + col;
+      *o = keep ? alpha * acc[x][y] + (accumulate ? *o : 0.f) : 0.f;
+    }
+  }
+}
+
+// [SECTION] 4. the intra-chunk VJP through T and A_qk (Eq. 67-70 entrywise, as intra_chunk_scores_backward) ---------
+// One thread per key channel d: every term is a per-channel product, so the channels are independent. With
+// Γ_rs = exp(Σ_{i=s+1}^{r} g_i) (accumulated from s upward) and W_rs = Γ_rs ⊙ (dA_qk,rs q̃_r + dT_rs e_r):
+//   dk_s += Σ_r W_rs;  dq_r += dA_qk,rs Γ_rs k_s;  de_r += dT_rs Γ_rs k_s;  dg_i += Σ_{s<i≤r} W_rs k_s.
+template <int K>
+constexpr size_t intra_smem_floats() {
+  return 2 * C * C + 4 * C * K;
+}
+
+template <int K, typename T>
+__global__ void __launch_bounds__(K) chunk_intra_backward(BackwardWorkspace bw, const T* __restrict__ q,
+                                                          const T* __restrict__ k, const float* __restrict__ g,
+                                                          const T* __restrict__ b, const int64_t* cu_seqlens,
+                                                          int64_t T_len, int H, int HV, float scale) {
+  extern __shared__ float smem[];
+  float* s_dAqk = smem;           // [C][C]
+  float* s_dT = s_dAqk + C * C;   // [C][C]
+  float* s_X = s_dT + C * C;      // [C][K] X_r = W_rs ⊙ k_s for the current s
+  float* s_dq = s_X + C * K;      // [C][K]
+  float* s_de = s_dq + C * K;     // [C][K]
+  float* s_dg = s_de + C * K;     // [C][K]
+  const int d = threadIdx.x, hv = blockIdx.y, n = blockIdx.z, h = hv / (HV / H);
+  const Span span = sequence_span(cu_seqlens, n, T_len);
+  const int64_t c0 = int64_t(blockIdx.x) * C;
+  if (c0 >= span.length) return;
+  const int L = int(span.length - c0 < C ? span.length - c0 : C);
+  const int64_t row0 = span.row0 + c0;
+  for (int i = d; i < C * C; i += K) {
+    const int r = i / C;
+    s_dAqk[i] = r < L ? bw.dAqk[((row0 + r) * HV + hv) * C + i % C] : 0.f;
+    s_dT[i] = r < L ? bw.dT[((row0 + r) * HV + hv) * C + i % C] : 0.f;
+  }
+  for (int r = 0; r < C; ++r) s_dq[r * K + d] = s_de[r * K + d] = s_dg[r * K + d] = 0.f;
+  __syncthreads();
+  auto at = [&](int r) { return ((row0 + r) * H + h) * K + d; };  // key-side inputs [rows][H][K]
+  for (int s = 0; s < L; ++s) {
+    const float ks = to_float(k[at(s)]);
+    float segment = 0, dk = 0;
+    for (int r = s; r < L; ++r) {
+      if (r > s) segment += g[at(r)];
+      const float decay = expf(segment);  // Γ_rs
+      const float daqk = s_dAqk[r * C + s], dt = r > s ? s_dT[r * C + s] : 0.f;
+      const float qr = scale * to_float(q[at(r)]), er = to_float(b[at(r)]) * to_float(k[at(r)]);
+      const float wrs = (daqk * qr + dt * er) * decay;
+      dk += wrs;
+      s_dq[r * K + d] += daqk * decay * ks;
+      s_de[r * K + d] += dt * decay * ks;
+      s_X[r * K + d] = wrs * ks;
+    }
+    bw.dK[((row0 + s) * HV + hv) * K + d] = dk;
+    float suffix = 0;
+    for (int i = L - 1; i > s; --i) {
+      suffix += s_X[i * K + d];
+      s_dg[i * K + d] += suffix;
+    }
+  }
+  for (int r = 0; r < L; ++r) {
+    const int64_t o = ((row0 + r) * HV + hv) * K + d;
+    bw.dQ[o] = s_dq[r * K + d];
+    bw.dE[o] = s_de[r * K + d];
+    bw.dG[o] = s_dg[r * K + d];
+  }
+}
+
+// [SECTION] 5. tail keys, elementwise gates, reverse cumsum of dg (Eq. 71-76, 80-82), dv and dw (Eq. 73) -----------
+// One thread per key channel d (as the reference's row loops, per channel), then the value side.
+template <int K, typename T>
+__global__ void __launch_bounds__(K) chunk_gates_backward(T* dv, T* dw, Workspace ws, BackwardWorkspace bw,
+                                                          const T* __restrict__ k, const float* __restrict__ g,
+                                                          const T* __restrict__ b, const T* __restrict__ v,
+                                                          const T* __restrict__ w, const int64_t* cu_seqlens,
+                                                          int64_t T_len, int H, int HV, int V) {
+  const int d = threadIdx.x, hv = blockIdx.y, n = blockIdx.z, h = hv / (HV / H);
+  const Span span = sequence_span(cu_seqlens, n, T_len);
+  const int64_t c = blockIdx.x, c0 = c * C;
+  if (c0 >= span.length) return;
+  const int L = int(span.length - c0 < C ? span.length - c0 : C);
+  const int64_t row0 = span.row0 + c0, slot = chunk_slot(span.row0, n, c);
+  auto in = [&](int r) { return ((row0 + r) * H + h) * K + d; };    // inputs [rows][H][K]
+  auto ws_at = [&](int r) { return ((row0 + r) * HV + hv) * K + d; };  // workspace [rows][HV][K]
+  // B.3 tail keys (Eq. 71-72): dg_i += Σ_{r<i} dK_tail,r ⊙ K_tail,r;  dk_r += dK_tail,r ⊙ exp(Σ_{i>r} g_i).
+  float prefix = 0;
+  for (int i = 0; i < L; ++i) {
+    bw.dG[ws_at(i)] += prefix;
+    prefix += bw.dKtail[ws_at(i)] * ws.Kt[ws_at(i)];
+  }
+  float suffix = 0;
+  for (int i = L - 1; i >= 0; --i) {
+    bw.dK[ws_at(i)] += bw.dKtail[ws_at(i)] * expf(suffix);
+    suffix += g[in(i)];
+  }
+  // B.4 (Eq. 73-76, 80-81), γ_r = exp(Σ_{i≤r} g_i) from a prefix sum; dG_r (dL/dG_r, G_r = Σ_{i≤r} g_i) replaces
+  // dQ_γ in the workspace until the reverse cumulative sum.
+  float run = 0, gamma = 1;
+  for (int r = 0; r < L; ++r) {
+    run += g[in(r)];
+    gamma = expf(run);
+    const int64_t o = ws_at(r);
+    const float dqg = bw.dQg[o], debar = bw.dEbar[o];
+    const float de = bw.dE[o] + debar * gamma;                        // Eq. 74-75 via E = B ⊙ K
+    bw.dQ[o] += dqg * gamma;                                           // Eq. 80
+    bw.dQg[o] = debar * ws.Ebar[o] + dqg * ws.Qg[o];                   // Eq. 76, 81 (· γ)
+    bw.dE[o] = de * to_float(k[in(r)]);                                // db, Eq. 74
+    bw.dK[o] += de * to_float(b[in(r)]);                               // Eq. 75
+  }
+  // Eq. 60: dG_{L−1} += rowsum(dS_C ⊙ S_n) ⊙ γ_L.
+  {
+    const float* S = ws.Sn + (slot * HV + hv) * int64_t(K) * V + int64_t(d) * V;
+    const float* dS = bw.dSn + (slot * HV + hv) * int64_t(K) * V + int64_t(d) * V;
+    float sum = 0;
+    for (int j = 0; j < V; ++j) sum += dS[j] * S[j];
+    bw.dQg[ws_at(L - 1)] += sum * gamma;
+  }
+  // Eq. 82: dg_i = Σ_{r≥i} dG_r.
+  suffix = 0;
+  for (int i = L - 1; i >= 0; --i) {
+    suffix += bw.dQg[ws_at(i)];
+    bw.dG[ws_at(i)] += suffix;
+  }
+  // Eq. 73: dw = dZ ⊙ v, dv = dZ ⊙ w.
+  for (int i = d; i < L * V; i += K) {
+    const int64_t o = ((row0 + i / V) * HV + hv) * V + i % V;
+    const float dz = bw.dZ[o];
+    dw[o] = from_float<T>(dz * to_float(v[o]));
+    dv[o] = from_float<T>(dz * to_float(w[o]));
+  }
+}
+
+// [SECTION] 6. key-side gradients: the value heads of each key head summed in a fixed order ------------------------
+template <int K, typename T>
+__global__ void backward_reduce_heads(T* dq, T* dk, float* dg, T* db, BackwardWorkspace bw, int64_t rows, int H,
+                                      int HV, float scale) {
+  const int group = HV / H;
+  const int64_t n = rows * H * K;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t row = i / (H * K);
+    const int h = int(i / K % H), d = int(i % K);
+    float sq = 0, sk = 0, sg = 0, sb = 0;
+    for (int hv = h * group; hv < (h + 1) * group; ++hv) {
+      const int64_t o = (row * HV + hv) * K + d;
+      sq += bw.dQ[o], sk += bw.dK[o], sg += bw.dG[o], sb += bw.dE[o];
+    }
+    dq[i] = from_float<T>(scale * sq);  // q̃ = scale · q
+    dk[i] = from_float<T>(sk);
+    dg[i] = sg;
+    db[i] = from_float<T>(sb);
+  }
+}
+
+template <int K, typename T>
+void launch_backward_01(void* dq, void* dk, void* dv, float* dg, void* db, void* dw, float* dh0, const void* q,
+                        const void* k, const void* v, const float* g, const void* b, const void* w, const float* h0,
+                        const int64_t* cu, const void* do_, const float* dht, const Problem& p, cudaStream_t stream) {
+  const int64_t rows = cu ? p.T : p.N * p.T, HV = p.HV, V = p.V;
+  const int64_t slots = rows / kChunk + p.N + 1;
+  const unsigned max_chunks = unsigned((p.T + kChunk - 1) / kChunk);
+  const float scale = default_scale(p);
+  // Workspace: forward recompute (Y, Ē, Q_γ, K_tail [K]; U/R [V]; A_qk, A [C]; γ_C, S_n per chunk) and backward.
+  const int64_t per_row = HV * (4 * K + V + 2 * C) + HV * (4 * V + 4 * C + 8 * K);
+  const int64_t per_slot = HV * K + 2 * HV * K * V;
+  float* base = nullptr;
+  GDN2_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&base), size_t(rows * per_row + slots * per_slot) * 4, stream));
+  float* next = base;
+  auto take = [&](int64_t floats) {
+    float* at = next;
+    next += floats;
+    return at;
+  };
+  Workspace ws{take(rows * HV * K), take(rows * HV * V), take(rows * HV * C)};
+  ws.Qg = take(rows * HV * K), ws.Kt = take(rows * HV * K), ws.Ebar = take(rows * HV * K), ws.A = take(rows * HV * C);
+  ws.gC = take(slots * HV * K), ws.Sn = take(slots * HV * K * V);
+  BackwardWorkspace bw{};
+  bw.dO = take(rows * HV * V), bw.Z = take(rows * HV * V), bw.dR = take(rows * HV * V), bw.dZ = take(rows * HV * V);
+  bw.dAqk = take(rows * HV * C), bw.dA = take(rows * HV * C), bw.M1 = take(rows * HV * C), bw.dT = take(rows * HV * C);
+  bw.dQg = take(rows * HV * K), bw.dKtail = take(rows * HV * K), bw.dY = take(rows * HV * K);
+  bw.dEbar = take(rows * HV * K);
+  bw.dQ = take(rows * HV * K), bw.dK = take(rows * HV * K), bw.dE = take(rows * HV * K), bw.dG = take(rows * HV * K);
+  bw.dSn = take(slots * HV * K * V);
+
+  // 0. The forward, recomputed.
+  chunk_forward_recompute(ws, q, k, v, g, b, w, h0, cu, p, stream);
+  // 1. dO in fp32, Z = W ⊙ V.
+  {
+    const int64_t n = rows * HV * V;
+    backward_convert<T><<<unsigned(std::min<int64_t>((n + 255) / 256, 65535)), 256, 0, stream>>>(
+        bw, static_cast<const T*>(do_), static_cast<const T*>(v), static_cast<const T*>(w), n);
+    GDN2_CUDA_CHECK_LAUNCH();
+  }
+  // 2. The state VJP (sequential over chunks).
+  {
+    constexpr int VS = 32;
+    constexpr size_t bytes = backward_pass_smem_floats<K, VS>() * sizeof(float);
+    auto kernel = chunk_backward_state_pass<K, VS>;
+    GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+    kernel<<<dim3(unsigned(V / VS), unsigned(HV), unsigned(p.N)), kThreads, bytes, stream>>>(dh0, dht, ws, bw, cu, p.T,
+                                                                                            int(HV), int(V));
+    GDN2_CUDA_CHECK_LAUNCH();
+  }
+  // 3. The products (Appendix B.1-B.2), in the reference's order.
+  auto product = [&](float* out, View A, View B, int N, int depth, float alpha, bool accumulate, Mask mask) {
+    chunk_batched_product<<<dim3(max_chunks * unsigned(N / 32), unsigned(HV), unsigned(p.N)), kThreads, 0, stream>>>(
+        out, A, B, N, depth, alpha, accumulate, mask, cu, p.T, int(HV));
+    GDN2_CUDA_CHECK_LAUNCH();
+  };
+  const View dO = token_view(bw.dO, HV, V, false), R_t = token_view(ws.U, HV, V, true);
+  const View S0_t = state_view(ws.Sn, HV, K, V, true), dSC_t = state_view(bw.dSn, HV, K, V, true);
+  const View R = token_view(ws.U, HV, V, false), dR = token_view(bw.dR, HV, V, false);
+  const View A_t = token_view(ws.A, HV, C, true);
+  product(bw.dAqk, dO, R_t, C, int(V), 1.f, false, kLower);                        // dA_qk = tril(dO Rᵀ)     Eq. 53
+  product(bw.dQg, dO, S0_t, K, int(V), 1.f, false, kNone);                         // dQ_γ = dO S_nᵀ          Eq. 55
+  product(bw.dKtail, R, dSC_t, K, int(V), 1.f, false, kNone);                      // dK_tail = R dS_Cᵀ       Eq. 58
+  product(bw.dY, dR, S0_t, K, int(V), -1.f, false, kNone);                         // dY = −dR S_nᵀ           Eq. 62
+  product(bw.dA, dR, token_view(bw.Z, HV, V, true), C, int(V), 1.f, false, kNone);  // dA = dU Zᵀ             Eq. 64
+  product(bw.dA, token_view(bw.dY, HV, K, false), token_view(ws.Ebar, HV, K, true), C, K, 1.f, true,
+          kNone);                                                                  //    + dY Ēᵀ              Eq. 65
+  product(bw.dZ, A_t, dR, int(V), C, 1.f, false, kNone);                           // dZ = Aᵀ dU              Eq. 64
+  product(bw.dEbar, A_t, token_view(bw.dY, HV, K, false), K, C, 1.f, false, kNone);  // dĒ = Aᵀ dY            Eq. 65
+  product(bw.M1, token_view(bw.dA, HV, C, false), A_t, C, C, 1.f, false, kNone);   // dA Aᵀ
+  product(bw.dT, A_t, token_view(bw.M1, HV, C, false), C, C, -1.f, false,
+          kStrictlyLower);                                                         // dT = −stril(Aᵀ dA Aᵀ)  Eq. 66
+  // 4. Through T and A_qk.
+  {
+    constexpr size_t bytes = intra_smem_floats<K>() * sizeof(float);
+    auto kernel = chunk_intra_backward<K, T>;
+    GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+    kernel<<<dim3(max_chunks, unsigned(HV), unsigned(p.N)), K, bytes, stream>>>(
+        bw, static_cast<const T*>(q), static_cast<const T*>(k), g, static_cast<const T*>(b), cu, p.T, int(p.H), int(HV),
+        scale);
+    GDN2_CUDA_CHECK_LAUNCH();
+  }
+  // 5. Tail keys, gates, reverse cumsum; dv, dw.
+  chunk_gates_backward<K, T><<<dim3(max_chunks, unsigned(HV), unsigned(p.N)), K, 0, stream>>>(
+      static_cast<T*>(dv), static_cast<T*>(dw), ws, bw, static_cast<const T*>(k), g, static_cast<const T*>(b),
+      static_cast<const T*>(v), static_cast<const T*>(w), cu, p.T, int(p.H), int(HV), int(V));
+  GDN2_CUDA_CHECK_LAUNCH();
+  // 6. Sum over the value heads of each key head.
+  {
+    const int64_t n = rows * p.H * K;
+    backward_reduce_heads<K, T><<<unsigned(std::min<int64_t>((n + 255) / 256, 65535)), 256, 0, stream>>>(
+        static_cast<T*>(dq), static_cast<T*>(dk), dg, static_cast<T*>(db), bw, rows, int(p.H), int(HV), scale);
+    GDN2_CUDA_CHECK_LAUNCH();
+  }
+  GDN2_CUDA_CHECK(cudaFreeAsync(base, stream));
+}
+
+}  // namespace
+
+void chunk_backward_dispatch(void* dq, void* dk, void* dv, float* dg, void* db, void* dw, float* dh0, const void* q,
+                             const void* k, const void* v, const float* g, const void* b, const void* w,
+                             const float* h0, const int64_t* cu, const void* do_, const float* dht, const Problem& p,
+                             cudaStream_t stream) {
+  const int64_t rows = cu ? p.T : p.N * p.T;
+  if (rows == 0) {  // no tokens: dL/dS_0 = dL/dS_T
+    const size_t bytes = size_t(p.N * p.HV * p.K * p.V) * sizeof(float);
+    if (dht) GDN2_CUDA_CHECK(cudaMemcpyAsync(dh0, dht, bytes, cudaMemcpyDeviceToDevice, stream));
+    else GDN2_CUDA_CHECK(cudaMemsetAsync(dh0, 0, bytes, stream));
+    return;
+  }
+  dispatch_k_and_dtype(p, [&](auto K, auto T) {
+    launch_backward_01<decltype(K)::value, decltype(T)>(dq, dk, dv, dg, db, dw, dh0, q, k, v, g, b, w, h0, cu, do_,
+                                                        dht, p, stream);
+  });
+}
+
+}  // namespace gdn2::cuda::detail

@@ -1,0 +1,29 @@
+// gdn2::cuda — the float32 workspace that the chunk-form kernels hand to each other (forward versions 05-08 and the
+// backward, which recomputes the forward into it).
+#pragma once
+
+#include "chunk_tiles.cuh"
+
+namespace gdn2::cuda::detail {
+
+// Workspace rows follow the packed token axis: row (token, value head) of Y holds K floats, of U V floats, of A_qk
+// C floats (row r of its chunk's matrix). Rows past a sequence's end are never written or read.
+struct Workspace {
+  float *Y, *U, *Aqk;
+  float *Qg = nullptr, *Kt = nullptr;  // version 06: Q_γ and K_tail per row [rows][HV][K]
+  float *gC = nullptr, *Sn = nullptr;  // version 06: γ_C [slots][HV][K] and the chunk-start states [slots][HV][K][V]
+  float *A = nullptr, *Ebar = nullptr;  // kept for the backward only: A = (I + T)⁻¹ [rows][HV][C], Ē [rows][HV][K]
+};
+
+// Version 06 stores one γ_C and one state per chunk. Chunk c of sequence n gets slot row0_n / C + n + c: distinct for
+// every (n, c) also with packed sequences (row0_{n+1} / C + 1 ≥ row0_n / C + ⌈len_n / C⌉), and at most rows / C + N + 1.
+__device__ __forceinline__ int64_t chunk_slot(int64_t row0, int n, int64_t c) { return row0 / kChunk + n + c; }
+
+// The forward recomputed for the backward (the paper's memory-saving path): chunk_prepare and the version-06 state pass
+// fill Y, A_qk, Q_γ, K_tail, γ_C, A, Ē, the chunk-start states S_n, and R = U − Y S_n in place of U. Every pointer of
+// ws must be allocated (chunk_forward_split.cu).
+void chunk_forward_recompute(const Workspace& ws, const void* q, const void* k, const void* v, const float* g,
+                             const void* b, const void* w, const float* h0, const int64_t* cu, const Problem& p,
+                             cudaStream_t stream);
+
+}  // namespace gdn2::cuda::detail

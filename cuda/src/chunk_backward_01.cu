@@ -17,6 +17,8 @@
 // Prediction (before the first run, H100, bf16, B = 8, T = 4096, H = 16, K = V = 128): about 6 GB of fp32
 // workspace written and read a few times (≈ 8 ms of traffic), the naive GEMMs ≈ 250 GFLOP at 10-15 TFLOP/s
 // (≈ 20 ms), the intra-chunk VJP ≈ 3 ms: 30-40 ms for the backward alone.
+#include <cstdlib>
+
 #include "chunk_workspace.cuh"
 
 namespace gdn2::cuda::detail {
@@ -264,6 +266,197 @@ __global__ void __launch_bounds__(K) chunk_intra_backward(BackwardWorkspace bw, 
   }
 }
 
+// Version 02 of stage 4: the exact sub-chunk factorisation of the forward (chunk_tiles.cuh 2b-2c) applied to the VJP.
+// Version 01 walked all 2080 pairs (s ≤ r) of a chunk sequentially in one thread per channel, with 4 warps per SM:
+// latency-bound (3.35 ms of 7.2 at B = 1, T = 4096). For r in sub-chunk I and s in an earlier sub-chunk J,
+// Γ_rs = c_r · mid(J, I) · a_s (c_r: decay from the start of I to r; a_s: from s to the end of J, s excluded; mid: the
+// whole sub-chunks between; all exp of direct sums ≤ 0, never a difference). Work is split into tasks of one
+// (sub-chunk, channel), each a short sequential walk in registers:
+//   1. diagonal blocks (I = J): version 01's pairwise walk inside the sub-chunk (136 pairs instead of 2080);
+//   2. the factors c, a, the sub-chunk sums and mid(J, I);
+//   3. rows of the off-diagonal blocks (task (I, d)): dq_r, de_r += c_r Σ_J mid(J,I) Σ_{s∈J} dA_qk,rs (or dT_rs) a_s k_s;
+//      dg_i for i in I collects the pairs (r ≥ i in I, s in J < I): a suffix sum over I of ρ_r = q̃_r dq_r + e_r de_r
+//      (the off-diagonal parts), each ρ_r a sum of the pair terms P_rs themselves;
+//   4. columns (task (J, d)): dk_s += a_s Σ_I mid(J,I) Σ_{r∈I} (dA_qk,rs q̃_r + dT_rs e_r) c_r; dg_i for i in J collects
+//      the pairs (s < i in J, r in I > J): a strict prefix sum over J of κ_s = k_s dk_s;
+//   5. dg_i for i in a sub-chunk M strictly between J and I collects every pair of the block: the block totals of step 3.
+// Every pair term is summed directly (no difference of sums), so a g = −inf still gives exact zeros.
+template <int K>
+constexpr size_t intra02_smem_floats() {
+  return 5 * C * (K + 1) + 2 * C * C + kNumSub * K + 2 * kNumSub * kNumSub * K;
+}
+
+template <int K, typename T, int NT = 512>
+__global__ void __launch_bounds__(NT, 1) chunk_intra_backward02(BackwardWorkspace bw, const T* __restrict__ q,
+                                                                 const T* __restrict__ k, const float* __restrict__ g,
+                                                                 const T* __restrict__ b, const int64_t* cu_seqlens,
+                                                                 int64_t T_len, int H, int HV, float scale) {
+  constexpr int KP = K + 1, S = kSub;
+  extern __shared__ float smem[];
+  float* s_q = smem;                      // [C][KP] q̃
+  float* s_k = s_q + C * KP;              // [C][KP] k
+  float* s_e = s_k + C * KP;              // [C][KP] e = b ⊙ k
+  float* s_c = s_e + C * KP;              // [C][KP] g, then c_r
+  float* s_a = s_c + C * KP;              // [C][KP] a_s
+  float* s_dAqk = s_a + C * KP;           // [C][C]
+  float* s_dT = s_dAqk + C * C;           // [C][C]
+  float* s_bs = s_dT + C * C;             // [kNumSub][K] sub-chunk sums of g
+  float* s_mid = s_bs + kNumSub * K;      // [J][I][K]
+  float* s_tot = s_mid + kNumSub * kNumSub * K;  // [J][I][K] Σ of the pair terms of block (I, J)
+  const int tid = threadIdx.x, hv = blockIdx.y, n = blockIdx.z, h = hv / (HV / H);
+  const Span span = sequence_span(cu_seqlens, n, T_len);
+  const int64_t c0 = int64_t(blockIdx.x) * C;
+  if (c0 >= span.length) return;
+  const int L = int(span.length - c0 < C ? span.length - c0 : C);
+  const int64_t row0 = span.row0 + c0;
+  for (int i = tid; i < C * K; i += NT) {  // rows ≥ L: zeros (and g = 0), so their pair terms vanish
+    const int r = i / K, d = i % K;
+    const int64_t at = ((row0 + r) * H + h) * K + d;
+    const bool in = r < L;
+    const float kv = in ? to_float(k[at]) : 0.f;
+    s_q[r * KP + d] = in ? scale * to_float(q[at]) : 0.f;
+    s_k[r * KP + d] = kv;
+    s_e[r * KP + d] = in ? to_float(b[at]) * kv : 0.f;
+    s_c[r * KP + d] = in ? g[at] : 0.f;
+  }
+  for (int i = tid; i < C * C; i += NT) {
+    const int r = i / C;
+    s_dAqk[i] = r < L ? bw.dAqk[((row0 + r) * HV + hv) * C + i % C] : 0.f;
+    s_dT[i] = r < L ? bw.dT[((row0 + r) * HV + hv) * C + i % C] : 0.f;
+  }
+  __syncthreads();
+  auto out = [&](int r, int d) { return ((row0 + r) * HV + hv) * K + d; };
+  // 1. Diagonal blocks, pairwise (as version 01), written (=) to dq, de, dk, dg.
+  for (int task = tid; task < kNumSub * K; task += NT) {
+    const int M = task / K, d = task % K, o = M * S;
+    float dq[S] = {}, de[S] = {}, dg[S] = {};
+    for (int s = 0; s < S; ++s) {
+      const float ks = s_k[(o + s) * KP + d];
+      float segment = 0, dk = 0, X[S] = {};
+#pragma unroll
+      for (int r = 0; r < S; ++r) {
+        if (r < s) continue;
+        if (r > s) segment += s_c[(o + r) * KP + d];
+        const float decay = expf(segment);
+        const float daqk = s_dAqk[(o + r) * C + o + s], dt = r > s ? s_dT[(o + r) * C + o + s] : 0.f;
+        const float wrs = (daqk * s_q[(o + r) * KP + d] + dt * s_e[(o + r) * KP + d]) * decay;
+        dk += wrs;
+        dq[r] += daqk * decay * ks;
+        de[r] += dt * decay * ks;
+        X[r] = wrs * ks;
+      }
+      if (o + s < L) bw.dK[out(o + s, d)] = dk;
+      float suffix = 0;
+#pragma unroll
+      for (int i = S - 1; i > 0; --i)
+        if (i > s) {
+          suffix += X[i];
+          dg[i] += suffix;
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < S; ++r)
+      if (o + r < L) bw.dQ[out(o + r, d)] = dq[r], bw.dE[out(o + r, d)] = de[r], bw.dG[out(o + r, d)] = dg[r];
+  }
+  __syncthreads();
+  // 2. Factors: c_r (over g in place), a_s, sub-chunk sums; then mid(J, I).
+  for (int task = tid; task < kNumSub * K; task += NT) {
+    const int M = task / K, d = task % K, o = M * S;
+    float gs[S];
+#pragma unroll
+    for (int r = 0; r < S; ++r) gs[r] = s_c[(o + r) * KP + d];
+    float run = 0;
+#pragma unroll
+    for (int r = 0; r < S; ++r) {
+      run += gs[r];
+      s_c[(o + r) * KP + d] = expf(run);
+    }
+    s_bs[M * K + d] = run;
+    run = 0;
+#pragma unroll
+    for (int r = S - 1; r >= 0; --r) {
+      s_a[(o + r) * KP + d] = expf(run);
+      run += gs[r];
+    }
+  }
+  __syncthreads();
+  for (int d = tid; d < K; d += NT)
+    for (int J = 0; J < kNumSub; ++J)
+      for (int I = J + 1; I < kNumSub; ++I) {
+        float between = 0;
+        for (int M = J + 1; M < I; ++M) between += s_bs[M * K + d];
+        s_mid[(J * kNumSub + I) * K + d] = expf(between);
+      }
+  __syncthreads();
+  // 3. Rows of the off-diagonal blocks (I ≥ 1), walked upward from the last row for the suffix sum of dg.
+  for (int task = tid; task < (kNumSub - 1) * K; task += NT) {
+    const int I = 1 + task / K, d = task % K, o = I * S;
+    float tot[kNumSub - 1] = {}, suffix = 0;
+    for (int r = o + S - 1; r >= o; --r) {
+      float dq = 0, de = 0;
+#pragma unroll
+      for (int J = 0; J < kNumSub - 1; ++J) {
+        if (J >= I) continue;
+        float Dq = 0, De = 0;
+#pragma unroll
+        for (int s = J * S; s < (J + 1) * S; ++s) {
+          const float ka = s_k[s * KP + d] * s_a[s * KP + d];
+          Dq += s_dAqk[r * C + s] * ka;
+          De += s_dT[r * C + s] * ka;
+        }
+        const float m = s_mid[(J * kNumSub + I) * K + d];
+        dq += m * Dq;
+        de += m * De;
+        tot[J] += m * s_c[r * KP + d] * (s_q[r * KP + d] * Dq + s_e[r * KP + d] * De);
+      }
+      dq *= s_c[r * KP + d];
+      de *= s_c[r * KP + d];
+      suffix += s_q[r * KP + d] * dq + s_e[r * KP + d] * de;  // ρ_r
+      if (r < L) {
+        bw.dQ[out(r, d)] += dq;
+        bw.dE[out(r, d)] += de;
+        bw.dG[out(r, d)] += suffix;
+      }
+    }
+#pragma unroll
+    for (int J = 0; J < kNumSub - 1; ++J)
+      if (J < I) s_tot[(J * kNumSub + I) * K + d] = tot[J];
+  }
+  __syncthreads();
+  // 4. Columns of the off-diagonal blocks (J ≤ 2), walked downward... from the first row for the strict prefix sum.
+  for (int task = tid; task < (kNumSub - 1) * K; task += NT) {
+    const int J = task / K, d = task % K, o = J * S;
+    float prefix = 0;
+    for (int s = o; s < o + S; ++s) {
+      float dk = 0;
+#pragma unroll
+      for (int I = 1; I < kNumSub; ++I) {
+        if (I <= J) continue;
+        float Dk = 0;
+#pragma unroll
+        for (int r = I * S; r < (I + 1) * S; ++r)
+          Dk += (s_dAqk[r * C + s] * s_q[r * KP + d] + s_dT[r * C + s] * s_e[r * KP + d]) * s_c[r * KP + d];
+        dk += s_mid[(J * kNumSub + I) * K + d] * Dk;
+      }
+      dk *= s_a[s * KP + d];
+      if (s < L) {
+        bw.dG[out(s, d)] += prefix;
+        bw.dK[out(s, d)] += dk;
+      }
+      prefix += s_k[s * KP + d] * dk;  // κ_s
+    }
+  }
+  __syncthreads();
+  // 5. Sub-chunks strictly between J and I: every pair of block (I, J) spans them.
+  for (int task = tid; task < 2 * K; task += NT) {
+    const int M = 1 + task / K, d = task % K;
+    float between = 0;
+    for (int J = 0; J < M; ++J)
+      for (int I = M + 1; I < kNumSub; ++I) between += s_tot[(J * kNumSub + I) * K + d];
+    for (int r = M * S; r < (M + 1) * S && r < L; ++r) bw.dG[out(r, d)] += between;
+  }
+}
+
 // [SECTION] 5. tail keys, elementwise gates, reverse cumsum of dg (Eq. 71-76, 80-82), dv and dw (Eq. 73) -----------
 // One thread per key channel d (as the reference's row loops, per channel), then the value side.
 template <int K, typename T>
@@ -352,7 +545,8 @@ __global__ void backward_reduce_heads(T* dq, T* dk, float* dg, T* db, BackwardWo
 template <int K, typename T>
 void launch_backward_01(void* dq, void* dk, void* dv, float* dg, void* db, void* dw, float* dh0, const void* q,
                         const void* k, const void* v, const float* g, const void* b, const void* w, const float* h0,
-                        const int64_t* cu, const void* do_, const float* dht, const Problem& p, cudaStream_t stream) {
+                        const int64_t* cu, const void* do_, const float* dht, const Problem& p, cudaStream_t stream,
+                        int version) {
   const int64_t rows = cu ? p.T : p.N * p.T, HV = p.HV, V = p.V;
   const int64_t slots = rows / kChunk + p.N + 1;
   const unsigned max_chunks = unsigned((p.T + kChunk - 1) / kChunk);
@@ -420,8 +614,16 @@ void launch_backward_01(void* dq, void* dk, void* dv, float* dg, void* db, void*
   product(bw.M1, token_view(bw.dA, HV, C, false), A_t, C, C, 1.f, false, kNone);   // dA Aᵀ
   product(bw.dT, A_t, token_view(bw.M1, HV, C, false), C, C, -1.f, false,
           kStrictlyLower);                                                         // dT = −stril(Aᵀ dA Aᵀ)  Eq. 66
-  // 4. Through T and A_qk.
-  {
+  // 4. Through T and A_qk (version 02; GDN2_BACKWARD_VERSION=1 runs version 01's pairwise kernel).
+  if (version >= 2) {
+    constexpr size_t bytes = intra02_smem_floats<K>() * sizeof(float);
+    auto kernel = chunk_intra_backward02<K, T>;
+    GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+    kernel<<<dim3(max_chunks, unsigned(HV), unsigned(p.N)), 512, bytes, stream>>>(
+        bw, static_cast<const T*>(q), static_cast<const T*>(k), g, static_cast<const T*>(b), cu, p.T, int(p.H), int(HV),
+        scale);
+    GDN2_CUDA_CHECK_LAUNCH();
+  } else {
     constexpr size_t bytes = intra_smem_floats<K>() * sizeof(float);
     auto kernel = chunk_intra_backward<K, T>;
     GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
@@ -458,9 +660,12 @@ void chunk_backward_dispatch(void* dq, void* dk, void* dv, float* dg, void* db, 
     else GDN2_CUDA_CHECK(cudaMemsetAsync(dh0, 0, bytes, stream));
     return;
   }
+  // The current rung is version 02; GDN2_BACKWARD_VERSION=1 selects version 01 (the ladder stays runnable).
+  const char* env = std::getenv("GDN2_BACKWARD_VERSION");
+  const int version = env ? std::atoi(env) : 2;
   dispatch_k_and_dtype(p, [&](auto K, auto T) {
     launch_backward_01<decltype(K)::value, decltype(T)>(dq, dk, dv, dg, db, dw, dh0, q, k, v, g, b, w, h0, cu, do_,
-                                                        dht, p, stream);
+                                                        dht, p, stream, version);
   });
 }
 

@@ -1,5 +1,6 @@
-// gdn2::cuda chunk_backward — version 01: the gate-aware chunkwise backward (paper Sec. 3.4, Appendix B, Eq. 49-84)
-// written equation by equation in fp32, the line-by-line twin of reference/core/chunk_backward.hpp.
+// gdn2::cuda chunk_backward — the gate-aware chunkwise backward (paper Sec. 3.4, Appendix B, Eq. 49-84), versions 01-03
+// of its ladder (docs/cuda.md). Version 01 is written equation by equation in fp32, the line-by-line twin of
+// reference/core/chunk_backward.hpp; later versions replace one stage each (marked "Version 0N" where they do).
 //
 // Idea: first rung of the backward ladder (docs/cuda.md), correct before fast. Stages, each a kernel:
 //   0. recompute the forward (the paper's memory-saving path): the forward's prepare kernel and state pass
@@ -17,6 +18,11 @@
 // Prediction (before the first run, H100, bf16, B = 8, T = 4096, H = 16, K = V = 128): about 6 GB of fp32
 // workspace written and read a few times (≈ 8 ms of traffic), the naive GEMMs ≈ 250 GFLOP at 10-15 TFLOP/s
 // (≈ 20 ms), the intra-chunk VJP ≈ 3 ms: 30-40 ms for the backward alone.
+// Measured on an H100 (bf16, H = 16, K = V = 128; backward alone, then forward + backward), B = 8, T = 4096:
+//   01  52.0 ms, 61.0 ms (B = 1, T = 4096: 7.2 ms; stage 4 took 3.35 ms of it, one thread per channel over 2080 pairs)
+//   02  30.3 ms, 38.8 ms (B = 1: 4.96 ms; stage 4 0.63 ms): stage 4 by the sub-chunk factorisation (section 4)
+//   03  28.1 ms, 36.7 ms (B = 1: 4.38 ms): 64 × 64 product tiles with float4 steps (section 3; the ten products
+//       10.0 ms at B = 8, predicted a third of version 02's), 16-column state-pass blocks when few sequences
 #include <cstdlib>
 
 #include "chunk_workspace.cuh"
@@ -194,6 +200,75 @@ __global__ void __launch_bounds__(kThreads) chunk_batched_product(float* out, Vi
     if (r >= L) continue;
 #pragma unroll
     for (int y = 0; y < 4; ++y) {
+      const int col = n_tile + n0 + y;
+      const bool keep = mask == kNone || (mask == kLower ? col <= r : col < r);
+      float* o = out + ((row0 + r) * HV + hv) * int64_t(N) + col;
+      *o = keep ? alpha * acc[x][y] + (accumulate ? *o : 0.f) : 0.f;
+    }
+  }
+}
+
+// Version 03 of stage 3. Version 02's products ran at about 8 TFLOP/s (B = 1, T = 4096: 1.77 ms of 4.96): a 2 × 4 tile
+// per thread reads 6 shared floats per 8 multiply-adds, and transposed operands were loaded across their stride. Here a
+// block computes 64 × BN outputs, a thread 4 × BN/16 of them from one float4 of A and one of B per step (the A tile
+// is stored k-major so the 4 rows are adjacent), and each tile is loaded along whichever axis of the operand is
+// contiguous in memory. Same arithmetic per output element, in the same order, as version 01.
+template <int BN>
+__global__ void __launch_bounds__(kThreads) chunk_batched_product03(float* out, View A, View B, int N, int depth,
+                                                                    float alpha, bool accumulate, int mask,
+                                                                    const int64_t* cu_seqlens, int64_t T_len, int HV) {
+  constexpr int BK = 32, TN = BN / 16;
+  __shared__ __align__(16) float s_a[BK][C + 4];   // s_a[j][m] = A(m, j0 + j)
+  __shared__ __align__(16) float s_b[BK][BN + 4];  // s_b[j][n] = B(j0 + j, n_tile + n)
+  const int tid = threadIdx.x, tiles = N / BN;
+  const int64_t c = blockIdx.x / tiles;
+  const int n_tile = (blockIdx.x % tiles) * BN, hv = blockIdx.y, n = blockIdx.z;
+  const Span span = sequence_span(cu_seqlens, n, T_len);
+  if (c * C >= span.length) return;
+  const int L = int(span.length - c * C < C ? span.length - c * C : C);
+  const int64_t row0 = span.row0 + c * C, slot = chunk_slot(span.row0, n, c);
+  const float* a = A.p + row0 * A.tok + hv * A.head + slot * A.slot_stride;
+  const float* b = B.p + row0 * B.tok + hv * B.head + slot * B.slot_stride;
+  const bool a_rows_adjacent = A.rs == 1, b_cols_adjacent = B.cs == 1;
+  const int m0 = (tid / 16) * 4, n0 = (tid % 16) * TN;
+  float acc[4][TN] = {};
+  for (int j0 = 0; j0 < depth; j0 += BK) {
+    for (int i = tid; i < C * BK; i += kThreads) {
+      const int r = a_rows_adjacent ? i % C : i / BK, j = a_rows_adjacent ? i / C : i % BK;
+      const bool in = A.tok_axis == 0 ? r < L : A.tok_axis == 1 ? j0 + j < L : true;
+      s_a[j][r] = in ? a[r * A.rs + (j0 + j) * A.cs] : 0.f;
+    }
+    for (int i = tid; i < BK * BN; i += kThreads) {
+      const int col = b_cols_adjacent ? i % BN : i / BK, j = b_cols_adjacent ? i / BN : i % BK;
+      const bool in = B.tok_axis == 0 ? j0 + j < L : B.tok_axis == 1 ? n_tile + col < L : true;
+      s_b[j][col] = in ? b[(j0 + j) * B.rs + (n_tile + col) * B.cs] : 0.f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int j = 0; j < BK; ++j) {
+      const float4 av = *reinterpret_cast<const float4*>(&s_a[j][m0]);
+      const float am[4] = {av.x, av.y, av.z, av.w};
+      float bn[TN];
+      if constexpr (TN == 4) {
+        const float4 bv = *reinterpret_cast<const float4*>(&s_b[j][n0]);
+        bn[0] = bv.x, bn[1] = bv.y, bn[2] = bv.z, bn[3] = bv.w;
+      } else {
+        const float2 bv = *reinterpret_cast<const float2*>(&s_b[j][n0]);
+        bn[0] = bv.x, bn[1] = bv.y;
+      }
+#pragma unroll
+      for (int x = 0; x < 4; ++x)
+#pragma unroll
+        for (int y = 0; y < TN; ++y) acc[x][y] += am[x] * bn[y];
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int x = 0; x < 4; ++x) {
+    const int r = m0 + x;
+    if (r >= L) continue;
+#pragma unroll
+    for (int y = 0; y < TN; ++y) {
       const int col = n_tile + n0 + y;
       const bool keep = mask == kNone || (mask == kLower ? col <= r : col < r);
       float* o = out + ((row0 + r) * HV + hv) * int64_t(N) + col;
@@ -582,18 +657,32 @@ void launch_backward_01(void* dq, void* dk, void* dv, float* dg, void* db, void*
         bw, static_cast<const T*>(do_), static_cast<const T*>(v), static_cast<const T*>(w), n);
     GDN2_CUDA_CHECK_LAUNCH();
   }
-  // 2. The state VJP (sequential over chunks).
-  {
-    constexpr int VS = 32;
+  // 2. The state VJP (sequential over chunks). Version 03: 16 value columns per block when 32 would leave SMs idle.
+  auto state_pass = [&](auto vs) {
+    constexpr int VS = decltype(vs)::value;
     constexpr size_t bytes = backward_pass_smem_floats<K, VS>() * sizeof(float);
     auto kernel = chunk_backward_state_pass<K, VS>;
     GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
     kernel<<<dim3(unsigned(V / VS), unsigned(HV), unsigned(p.N)), kThreads, bytes, stream>>>(dh0, dht, ws, bw, cu, p.T,
                                                                                             int(HV), int(V));
     GDN2_CUDA_CHECK_LAUNCH();
-  }
+  };
+  if (version >= 3 && (V / 32) * HV * p.N < 132)
+    state_pass(std::integral_constant<int, 16>{});
+  else
+    state_pass(std::integral_constant<int, 32>{});
   // 3. The products (Appendix B.1-B.2), in the reference's order.
   auto product = [&](float* out, View A, View B, int N, int depth, float alpha, bool accumulate, Mask mask) {
+    if (version >= 3) {  // 64-column tiles where N allows, else 32
+      if (N % 64 == 0)
+        chunk_batched_product03<64><<<dim3(max_chunks * unsigned(N / 64), unsigned(HV), unsigned(p.N)), kThreads, 0,
+                                       stream>>>(out, A, B, N, depth, alpha, accumulate, mask, cu, p.T, int(HV));
+      else
+        chunk_batched_product03<32><<<dim3(max_chunks * unsigned(N / 32), unsigned(HV), unsigned(p.N)), kThreads, 0,
+                                       stream>>>(out, A, B, N, depth, alpha, accumulate, mask, cu, p.T, int(HV));
+      GDN2_CUDA_CHECK_LAUNCH();
+      return;
+    }
     chunk_batched_product<<<dim3(max_chunks * unsigned(N / 32), unsigned(HV), unsigned(p.N)), kThreads, 0, stream>>>(
         out, A, B, N, depth, alpha, accumulate, mask, cu, p.T, int(HV));
     GDN2_CUDA_CHECK_LAUNCH();
@@ -660,9 +749,9 @@ void chunk_backward_dispatch(void* dq, void* dk, void* dv, float* dg, void* db, 
     else GDN2_CUDA_CHECK(cudaMemsetAsync(dh0, 0, bytes, stream));
     return;
   }
-  // The current rung is version 02; GDN2_BACKWARD_VERSION=1 selects version 01 (the ladder stays runnable).
+  // The current rung is version 03; GDN2_BACKWARD_VERSION=1 or 2 selects an earlier one (the ladder stays runnable).
   const char* env = std::getenv("GDN2_BACKWARD_VERSION");
-  const int version = env ? std::atoi(env) : 2;
+  const int version = env ? std::atoi(env) : 3;
   dispatch_k_and_dtype(p, [&](auto K, auto T) {
     launch_backward_01<decltype(K)::value, decltype(T)>(dq, dk, dv, dg, db, dw, dh0, q, k, v, g, b, w, h0, cu, do_,
                                                         dht, p, stream, version);

@@ -44,10 +44,18 @@ std::pair<Tensor<double>, Tensor<double>> upstream(const Layer<double>& x, unsig
   return {dO, dht};
 }
 
+// Both paths: the backward recomputing the forward, and using the workspace chunk_forward kept (same bits).
 void check_backward(const std::string& what, const Layer<double>& x, unsigned seed = 101) {
   const auto [dO, dht] = upstream(x, seed);
   for (DType dtype : {DType::f32, DType::bf16}) {
     const Gradients<double> got = backward_on_device(x, dO, dht, dtype);
+    const Gradients<double> kept = backward_on_device(x, dO, dht, dtype, true);
+    bool same = true;
+    for (auto m : {&Gradients<double>::dq, &Gradients<double>::dk, &Gradients<double>::dv, &Gradients<double>::dg,
+                   &Gradients<double>::db, &Gradients<double>::dw, &Gradients<double>::dh0})
+      same = same && (got.*m).data == (kept.*m).data;
+    if (!same) std::printf("  %s %s: the kept-forward path differs from the recompute path\n", what.c_str(), name(dtype));
+    REQUIRE(same);
     const Gradients<double> ref = reference_gradients(x, dO, dht, dtype);
     const std::string tag = what + " backward " + name(dtype);
     for (const Tensor<double>* t : {&got.dq, &got.dk, &got.dv, &got.dg, &got.db, &got.dw, &got.dh0}) REQUIRE(all_finite(*t));

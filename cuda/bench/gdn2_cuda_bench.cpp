@@ -4,8 +4,9 @@
 // case is refused if it exceeds the budget), then `--repeats` timed runs with CUDA events, L2 flushed before each,
 // and the median reported with token-heads/s, GB/s, ns per token-head and the ratios to the memory floor
 // (3.0 TB/s measured device copy) and to the peer's figures (PERF.md, flash-linear-attention on an H100).
-// The "train" cases time a training step's kernels, chunk_forward then chunk_backward (which recomputes the forward),
-// after checking every gradient against the float64 reference backward; the backward alone is reported too.
+// The "train" cases time a training step's kernels, chunk_forward keeping its workspace then chunk_backward using it,
+// after checking every gradient against the float64 reference backward; the backward alone and the memory-saving
+// path (chunk_forward, then chunk_backward recomputing the forward) are reported too.
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -36,7 +37,7 @@ int main(int argc, char** argv) {
                "B=1,T=65536), decode step (B = 1, 16, 64, 256), forward + backward (train: B=1,T=4096; B=8,T=4096)"};
   std::string dtype_name = "bf16", json_path;
   int repeats = 20;
-  bool decode_only = false, chunk_only = false, train_only = false, skip_check = false;
+  bool decode_only = false, chunk_only = false, train_only = false, skip_check = false, release_pool = false;
   index_t H = 16, K = 128;
   app.add_option("--dtype", dtype_name, "Storage dtype of q, k, v, b, w, o: bf16 or f32 (g and the state are fp32)")
       ->capture_default_str()->check(CLI::IsMember({"bf16", "f32"}));
@@ -45,13 +46,23 @@ int main(int argc, char** argv) {
   app.add_flag("--decode", decode_only, "Only the decode cases (B in 1, 16, 64, 256)");
   app.add_flag("--chunk", chunk_only, "Only the chunk-forward cases");
   app.add_flag("--train", train_only,
-               "Only the forward + backward cases (ms = chunk_forward + chunk_backward; backward_ms = the backward alone)");
+               "Only the forward + backward cases (ms = chunk_forward keeping its workspace + chunk_backward using it; "
+               "backward_ms = that backward alone; recompute_ms = forward + a backward that recomputes the forward)");
+  app.add_flag("--release-pool", release_pool,
+               "Let the CUDA memory pool return the kernels' workspace to the driver after every run (its default); "
+               "otherwise it keeps it between runs, as a framework's caching allocator does");
   app.add_flag("--no-check", skip_check, "Skip the reference check (not recommended: the numbers may be of wrong code)");
   CLI11_PARSE(app, argc, argv);
   std::string why;
   if (!device_available(&why)) {
     std::fprintf(stderr, "gdn2-cuda-bench: no usable CUDA device (%s)\n", why.c_str());
     return 77;
+  }
+  if (!release_pool) {  // the workspaces come from cudaMallocAsync: keep the pool's memory mapped between runs
+    cudaMemPool_t pool;
+    uint64_t keep = UINT64_MAX;
+    cudaDeviceGetDefaultMemPool(&pool, 0);
+    cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep);
   }
   const DType dtype = dtype_name == "bf16" ? DType::bf16 : DType::f32;
   const double budget = dtype == DType::bf16 ? 5e-3 : 1e-5;  // NUMERICS.md 19
@@ -72,10 +83,12 @@ int main(int argc, char** argv) {
   cudaEventCreate(&start);
   cudaEventCreate(&stop);
   std::ostringstream json;
-  json << "{\"device\": \"" << prop.name << "\", \"dtype\": \"" << dtype_name << "\", \"H\": " << H << ", \"K\": " << K
+  json << "{\"device\": \"" << prop.name << "\", \"dtype\": \"" << dtype_name << "\", \"pool\": \""
+       << (release_pool ? "released" : "kept") << "\", \"H\": " << H << ", \"K\": " << K
        << ", \"V\": " << K << ", \"cases\": [";
-  std::printf("gdn2-cuda-bench on %s (%d SMs), %s storage, H=%ld, K=V=%ld, median of %d, L2 flushed\n", prop.name,
-              prop.multiProcessorCount, dtype_name.c_str(), long(H), long(K), repeats);
+  std::printf("gdn2-cuda-bench on %s (%d SMs), %s storage, H=%ld, K=V=%ld, median of %d, L2 flushed, memory pool %s\n",
+              prop.name, prop.multiProcessorCount, dtype_name.c_str(), long(H), long(K), repeats,
+              release_pool ? "released after each run" : "kept between runs");
   std::printf("%-7s %-4s %-6s %-10s %-9s %-10s %-10s %-9s %-9s %-9s\n", "op", "B", "T", "ms", "ns/th", "GB/s",
               "ratio", "x floor", "x peer", "check");
   bool first = true;
@@ -116,22 +129,28 @@ int main(int argc, char** argv) {
     DeviceLayer d = to_device(x, dtype);
     DeviceGradients gr;
     if (train) gr = gradients_to_device(d, dO, dht);
-    std::vector<float> ms, backward_ms;
+    std::vector<float> ms, backward_ms, recompute_ms;
     cudaEvent_t middle;
     cudaEventCreate(&middle);
-    for (int rep = 0; rep < repeats + 2; ++rep) {
-      cudaMemsetAsync(flush.ptr, rep, flush.bytes);
-      cudaEventRecord(start);
-      launch(form, d, 0, c.kind == "decode");  // decoding updates the state in place (ht == h0)
-      cudaEventRecord(middle);
-      if (train) launch_backward(d, gr);
-      cudaEventRecord(stop);
-      cudaEventSynchronize(stop);
-      float t = 0, tb = 0;
-      cudaEventElapsedTime(&t, start, stop);
-      cudaEventElapsedTime(&tb, middle, stop);
-      if (rep >= 2) ms.push_back(t), backward_ms.push_back(tb);  // two warm-up runs
-    }
+    SavedForBackward saved;
+    size_t saved_bytes = 0;
+    for (int path = 0; path < (train ? 2 : 1); ++path)  // train: 0 = kept workspace, 1 = recompute
+      for (int rep = 0; rep < repeats + 2; ++rep) {
+        cudaMemsetAsync(flush.ptr, rep, flush.bytes);
+        saved.reset();  // (synchronises; outside the timed region)
+        cudaEventRecord(start);
+        launch(form, d, 0, c.kind == "decode", train && path == 0 ? &saved : nullptr);  // decoding: ht == h0
+        cudaEventRecord(middle);
+        if (train) launch_backward(d, gr, 0, path == 0 ? &saved : nullptr);
+        cudaEventRecord(stop);
+        cudaEventSynchronize(stop);
+        float t = 0, tb = 0;
+        cudaEventElapsedTime(&t, start, stop);
+        cudaEventElapsedTime(&tb, middle, stop);
+        if (rep < 2) continue;  // two warm-up runs
+        if (path == 0) ms.push_back(t), backward_ms.push_back(tb), saved_bytes = saved.bytes();
+        else recompute_ms.push_back(t);
+      }
     cudaEventDestroy(middle);
     const cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) {
@@ -140,7 +159,9 @@ int main(int argc, char** argv) {
     }
     std::sort(ms.begin(), ms.end());
     std::sort(backward_ms.begin(), backward_ms.end());
+    std::sort(recompute_ms.begin(), recompute_ms.end());
     const double med = ms[ms.size() / 2], med_backward = backward_ms[backward_ms.size() / 2];
+    const double med_recompute = train ? recompute_ms[recompute_ms.size() / 2] : 0;
     const double th = double(c.B * c.T * H);
     // Bytes: inputs read once, outputs written once (PERF.md): q, k, b (K each) and v, w (V) in the storage dtype,
     // g fp32, o in the storage dtype; the fp32 state read and written once per sequence and head.
@@ -151,10 +172,15 @@ int main(int argc, char** argv) {
     std::printf("%-7s %-4ld %-6ld %-10.4f %-9.2f %-10.0f %-10s %-9.1f %-9s %-9s\n", c.kind.c_str(), long(c.B),
                 long(c.T), med, med * 1e6 / th, bytes / (med * 1e-3) / 1e9, err_text, med / floor_ms,
                 c.peer_ms > 0 ? (std::to_string(med / c.peer_ms).substr(0, 5)).c_str() : "-", err >= 0 ? "ok" : "skipped");
-    if (train) std::printf("        (of which the backward: %.4f ms; x floor counts the forward's bytes only)\n", med_backward);
+    if (train)
+      std::printf("        (backward alone %.4f ms, using the forward's kept workspace of %.2f GB; recomputing the forward "
+                  "instead: %.4f ms in all; x floor counts the forward's bytes only)\n",
+                  med_backward, saved_bytes / 1e9, med_recompute);
     json << (first ? "" : ", ") << "{\"op\": \"" << c.kind << "\", \"B\": " << c.B << ", \"T\": " << c.T
          << ", \"ms\": " << med << ", \"ns_per_token_head\": " << med * 1e6 / th << ", \"GBps\": " << bytes / (med * 1e-3) / 1e9
-         << (train ? ", \"backward_ms\": " + std::to_string(med_backward) : std::string())
+         << (train ? ", \"backward_ms\": " + std::to_string(med_backward) + ", \"recompute_ms\": " +
+                         std::to_string(med_recompute) + ", \"saved_bytes\": " + std::to_string(saved_bytes)
+                   : std::string())
          << ", \"floor_ms\": " << floor_ms << ", \"peer_ms\": " << c.peer_ms << ", \"ratio_vs_reference\": " << err << "}";
     first = false;
   }

@@ -9,10 +9,11 @@ namespace detail {
 void chunk_forward_fused_dispatch(void*, float*, const void*, const void*, const void*, const float*, const void*,
                                   const void*, const float*, const int64_t*, const Problem&, cudaStream_t);
 void chunk_forward_split_dispatch(void*, float*, const void*, const void*, const void*, const float*, const void*,
-                                  const void*, const float*, const int64_t*, const Problem&, cudaStream_t, int version);
+                                  const void*, const float*, const int64_t*, const Problem&, cudaStream_t, int version,
+                                  SavedForBackward*);
 void chunk_backward_dispatch(void*, void*, void*, float*, void*, void*, float*, const void*, const void*, const void*,
                              const float*, const void*, const void*, const float*, const int64_t*, const void*,
-                             const float*, const Problem&, cudaStream_t);
+                             const float*, const Problem&, cudaStream_t, const SavedForBackward*);
 void recurrent_forward_dispatch(void*, float*, const void*, const void*, const void*, const float*, const void*,
                                 const void*, const float*, const int64_t*, const Problem&, cudaStream_t);
 }  // namespace detail
@@ -50,15 +51,17 @@ void check(const Problem& p, const char* what) {
 }  // namespace
 
 void chunk_forward(void* o, float* ht, const void* q, const void* k, const void* v, const float* g, const void* b,
-                   const void* w, const float* h0, const int64_t* cu_seqlens, const Problem& p, cudaStream_t stream) {
+                   const void* w, const float* h0, const int64_t* cu_seqlens, const Problem& p, cudaStream_t stream,
+                   SavedForBackward* saved) {
   check(p, "chunk_forward");
+  if (saved) saved->reset();  // filled again by versions 07-08; left empty otherwise (the backward then recomputes)
   // The current rung is version 08; GDN2_CHUNK_VERSION=4 .. 7 selects an earlier one (the ladder stays runnable).
   const char* env = std::getenv("GDN2_CHUNK_VERSION");
   const int version = env ? std::atoi(env) : 8;
   if (version == 4)
     detail::chunk_forward_fused_dispatch(o, ht, q, k, v, g, b, w, h0, cu_seqlens, p, stream);
   else
-    detail::chunk_forward_split_dispatch(o, ht, q, k, v, g, b, w, h0, cu_seqlens, p, stream, version);
+    detail::chunk_forward_split_dispatch(o, ht, q, k, v, g, b, w, h0, cu_seqlens, p, stream, version, saved);
 }
 
 void recurrent_forward(void* o, float* ht, const void* q, const void* k, const void* v, const float* g, const void* b,
@@ -71,10 +74,17 @@ void recurrent_forward(void* o, float* ht, const void* q, const void* k, const v
 void chunk_backward(void* dq, void* dk, void* dv, float* dg, void* db, void* dw, float* dh0, const void* q,
                     const void* k, const void* v, const float* g, const void* b, const void* w, const float* h0,
                     const int64_t* cu_seqlens, const void* do_, const float* dht, const Problem& p,
-                    cudaStream_t stream) {
+                    cudaStream_t stream, const SavedForBackward* saved) {
   check(p, "chunk_backward");
   if (!dq || !dk || !dv || !dg || !db || !dw || !dh0) throw Error("chunk_backward: every gradient pointer is required");
-  detail::chunk_backward_dispatch(dq, dk, dv, dg, db, dw, dh0, q, k, v, g, b, w, h0, cu_seqlens, do_, dht, p, stream);
+  if (saved && !saved->empty()) {
+    const Problem& s = saved->problem_;
+    if (s.B != p.B || s.T != p.T || s.H != p.H || s.HV != p.HV || s.K != p.K || s.V != p.V || s.N != p.N ||
+        s.dtype != p.dtype || s.scale != p.scale)
+      throw Error("chunk_backward: the saved workspace was made by chunk_forward for a different problem");
+  }
+  detail::chunk_backward_dispatch(dq, dk, dv, dg, db, dw, dh0, q, k, v, g, b, w, h0, cu_seqlens, do_, dht, p, stream,
+                                  saved && !saved->empty() ? saved : nullptr);
 }
 
 }  // namespace gdn2::cuda

@@ -23,6 +23,11 @@
 //   02  30.3 ms, 38.8 ms (B = 1: 4.96 ms; stage 4 0.63 ms): stage 4 by the sub-chunk factorisation (section 4)
 //   03  28.1 ms, 36.7 ms (B = 1: 4.38 ms): 64 × 64 product tiles with float4 steps (section 3; the ten products
 //       10.0 ms at B = 8, predicted a third of version 02's), 16-column state-pass blocks when few sequences
+// From version 04 on chunk_forward can keep its workspace for the backward (SavedForBackward), which then skips stage
+// 0; "kept" below is that path, "recompute" the memory-saving one. Times with the CUDA memory pool kept between runs.
+//   04  kept 17.1 ms, 24.0 ms (recompute: 29.7 ms in all; B = 1: 2.58 / 3.73 ms): the state pass with 16 warps and
+//       batched loads (B = 1: 1.50 -> 0.96 ms), the products staging the next depth step in registers (B = 1: all ten
+//       1.77 ms in version 02 -> 0.75 ms)
 #include <cstdlib>
 
 #include "chunk_workspace.cuh"
@@ -136,6 +141,103 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_backward_state_pass(float* 
   for (int i = tid; i < K * VS; i += kThreads) dh0[state + int64_t(i / VS) * V + col0 + i % VS] = s_dS[i];
 }
 
+// Version 04 of stage 2. Version 03's pass took 6.1 ms of 28 at B = 8, T = 4096: one block per SM (the three K-wide
+// tiles fill shared memory), 8 warps, and every tile element loaded by a dependent load → store pair. Here 16 warps,
+// and each thread issues kBatch independent loads before it stores any (as forward version 05 did for its pass).
+template <int K, int VS, int NT = 512>
+__global__ void __launch_bounds__(NT, 1) chunk_backward_state_pass04(float* dh0, const float* dht, Workspace ws,
+                                                                      BackwardWorkspace bw, const int64_t* cu_seqlens,
+                                                                      int64_t T_len, int HV, int V) {
+  constexpr int KP = K + 1, kBatch = 8;
+  extern __shared__ float smem[];
+  float* s_Aqk = smem;              // [C][C]  A_qk, causal
+  float* s_kt = s_Aqk + C * C;      // [C][KP] K_tail
+  float* s_qg = s_kt + C * KP;      // [C][KP] Q_γ
+  float* s_y = s_qg + C * KP;       // [C][KP] Y
+  float* s_dO = s_y + C * KP;       // [C][VS]
+  float* s_dR = s_dO + C * VS;      // [C][VS]
+  float* s_dS = s_dR + C * VS;      // [K][VS]
+  float* s_gC = s_dS + K * VS;      // [K]
+  const int tid = threadIdx.x;
+  const int col0 = blockIdx.x * VS, hv = blockIdx.y, n = blockIdx.z;
+  const Span span = sequence_span(cu_seqlens, n, T_len);
+  const int64_t state = (int64_t(n) * HV + hv) * K * V;
+  for (int i = tid; i < K * VS; i += NT) s_dS[i] = dht ? dht[state + int64_t(i / VS) * V + col0 + i % VS] : 0.f;
+  const int64_t chunks = (span.length + C - 1) / C;
+  for (int64_t c = chunks - 1; c >= 0; --c) {
+    const int64_t row0 = span.row0 + c * C;
+    const int L = int(span.length - c * C < C ? span.length - c * C : C);
+    const int64_t slot = chunk_slot(span.row0, n, c);
+    __syncthreads();
+    float* dSC = bw.dSn + (slot * HV + hv) * int64_t(K) * V;
+    for (int i = tid; i < K * VS; i += NT) dSC[int64_t(i / VS) * V + col0 + i % VS] = s_dS[i];
+    static_assert((C * C) % (NT * kBatch) == 0 && (C * K) % (NT * kBatch) == 0, "whole batches");
+    for (int base = 0; base < C * C; base += NT * kBatch) {
+      float a[kBatch];
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) {
+        const int i = base + u * NT + tid, r = i / C, s = i % C;
+        a[u] = r < L && s <= r ? ws.Aqk[((row0 + r) * HV + hv) * C + s] : 0.f;
+      }
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) s_Aqk[base + u * NT + tid] = a[u];
+    }
+    for (int base = 0; base < C * K; base += NT * kBatch) {
+      float kt[kBatch], qg[kBatch], y[kBatch];
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) {
+        const int i = base + u * NT + tid, r = i / K, d = i % K;
+        const int64_t at = ((row0 + r) * HV + hv) * K + d;
+        kt[u] = r < L ? ws.Kt[at] : 0.f;
+        qg[u] = r < L ? ws.Qg[at] : 0.f;
+        y[u] = r < L ? ws.Y[at] : 0.f;
+      }
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) {
+        const int i = base + u * NT + tid, j = (i / K) * KP + i % K;
+        s_kt[j] = kt[u], s_qg[j] = qg[u], s_y[j] = y[u];
+      }
+    }
+    for (int i = tid; i < C * VS; i += NT) {
+      const int r = i / VS;
+      s_dO[i] = r < L ? bw.dO[((row0 + r) * HV + hv) * V + col0 + i % VS] : 0.f;
+    }
+    for (int d = tid; d < K; d += NT) s_gC[d] = ws.gC[(slot * HV + hv) * K + d];
+    __syncthreads();
+    constexpr int TM = 2, TN = VS / 16;
+    {  // dR = A_qkᵀ dO (Eq. 54) + K_tail dS_C (Eq. 57)
+      float acc[TM][TN] = {};
+      tile_product<C, VS, TM, TN, false, NT>(acc, s_Aqk, 1, C, s_dO, VS, C, tid);
+      tile_product<C, VS, TM, TN, false, NT>(acc, s_kt, KP, 1, s_dS, VS, K, tid);
+      const int m0 = (tid / (VS / TN)) * TM, n0 = (tid % (VS / TN)) * TN;
+#pragma unroll
+      for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+          s_dR[(m0 + i) * VS + n0 + j] = acc[i][j];
+          if (m0 + i < L) bw.dR[((row0 + m0 + i) * HV + hv) * V + col0 + n0 + j] = acc[i][j];
+        }
+    }
+    __syncthreads();
+    {  // dS_start = Diag(γ_C) dS_C (Eq. 59) + Q_γᵀ dO (Eq. 56) − Yᵀ dR (Eq. 63)
+      constexpr int SM = K / 32;
+      float acc[SM][TN] = {};
+      tile_product<K, VS, SM, TN, false, NT>(acc, s_qg, 1, KP, s_dO, VS, C, tid);
+      tile_product<K, VS, SM, TN, false, NT>(acc, s_y, 1, KP, s_dR, VS, C, tid, -1.f);
+      const int d0 = (tid / (VS / TN)) * SM, c1 = (tid % (VS / TN)) * TN;
+#pragma unroll
+      for (int i = 0; i < SM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+          float& ds = s_dS[(d0 + i) * VS + c1 + j];
+          ds = s_gC[d0 + i] * ds + acc[i][j];
+        }
+    }
+  }
+  __syncthreads();
+  for (int i = tid; i < K * VS; i += NT) dh0[state + int64_t(i / VS) * V + col0 + i % VS] = s_dS[i];
+}
+
 // [SECTION] 3. one batched product per equation ---------------------------------------------------------------------
 // A matrix of one chunk of one value head inside a workspace tensor. Element (i, j) is at
 //   p + row0·tok + hv·head + slot·slot_stride + i·rs + j·cs,
@@ -213,8 +315,8 @@ __global__ void __launch_bounds__(kThreads) chunk_batched_product(float* out, Vi
 // block computes 64 × BN outputs, a thread 4 × BN/16 of them from one float4 of A and one of B per step (the A tile
 // is stored k-major so the 4 rows are adjacent), and each tile is loaded along whichever axis of the operand is
 // contiguous in memory. Same arithmetic per output element, in the same order, as version 01.
-template <int BN>
-__global__ void __launch_bounds__(kThreads) chunk_batched_product03(float* out, View A, View B, int N, int depth,
+template <int BN, bool kStaged = false>
+__global__ void __launch_bounds__(kThreads, 2) chunk_batched_product03(float* out, View A, View B, int N, int depth,
                                                                     float alpha, bool accumulate, int mask,
                                                                     const int64_t* cu_seqlens, int64_t T_len, int HV) {
   constexpr int BK = 32, TN = BN / 16;
@@ -232,18 +334,66 @@ __global__ void __launch_bounds__(kThreads) chunk_batched_product03(float* out, 
   const bool a_rows_adjacent = A.rs == 1, b_cols_adjacent = B.cs == 1;
   const int m0 = (tid / 16) * 4, n0 = (tid % 16) * TN;
   float acc[4][TN] = {};
+  // Version 04 (kStaged): each thread loads its share of the next depth step into registers while the current one is
+  // multiplied, all loads independent, then stores them after the barrier.
+  constexpr int A_PER = C * BK / kThreads, B_PER = BK * BN / kThreads;
+  float ra[A_PER], rb[B_PER];
+  // Element u of this thread's share: i = u·kThreads + tid, so along the contiguous axis the index is fixed and along
+  // the other it advances by kThreads / (contiguous extent) per u — one base pointer and one stride per operand.
+  const int a_r0 = a_rows_adjacent ? tid % C : tid / BK, a_j0 = a_rows_adjacent ? tid / C : tid % BK;
+  const int a_dr = a_rows_adjacent ? 0 : kThreads / BK, a_dj = a_rows_adjacent ? kThreads / C : 0;
+  const int b_c0 = b_cols_adjacent ? tid % BN : tid / BK, b_j0 = b_cols_adjacent ? tid / BN : tid % BK;
+  const int b_dc = b_cols_adjacent ? 0 : kThreads / BK, b_dj = b_cols_adjacent ? kThreads / BN : 0;
+  auto a_at = [&](int u, int& r, int& j) { r = a_r0 + u * a_dr, j = a_j0 + u * a_dj; };
+  auto b_at = [&](int u, int& col, int& j) { col = b_c0 + u * b_dc, j = b_j0 + u * b_dj; };
+  auto load = [&](int j0) {
+    const float* pa = a + a_r0 * A.rs + (j0 + a_j0) * A.cs;
+    const int64_t sa = a_dr * A.rs + a_dj * A.cs;
+#pragma unroll
+    for (int u = 0; u < A_PER; ++u) {
+      const int r = a_r0 + u * a_dr, j = j0 + a_j0 + u * a_dj;
+      const bool in = A.tok_axis == 0 ? r < L : A.tok_axis == 1 ? j < L : true;
+      ra[u] = in ? pa[u * sa] : 0.f;
+    }
+    const float* pb = b + (j0 + b_j0) * B.rs + (n_tile + b_c0) * B.cs;
+    const int64_t sb = b_dj * B.rs + b_dc * B.cs;
+#pragma unroll
+    for (int u = 0; u < B_PER; ++u) {
+      const int col = n_tile + b_c0 + u * b_dc, j = j0 + b_j0 + u * b_dj;
+      const bool in = B.tok_axis == 0 ? j < L : B.tok_axis == 1 ? col < L : true;
+      rb[u] = in ? pb[u * sb] : 0.f;
+    }
+  };
+  if (kStaged) load(0);
   for (int j0 = 0; j0 < depth; j0 += BK) {
-    for (int i = tid; i < C * BK; i += kThreads) {
-      const int r = a_rows_adjacent ? i % C : i / BK, j = a_rows_adjacent ? i / C : i % BK;
-      const bool in = A.tok_axis == 0 ? r < L : A.tok_axis == 1 ? j0 + j < L : true;
-      s_a[j][r] = in ? a[r * A.rs + (j0 + j) * A.cs] : 0.f;
+    if constexpr (kStaged) {
+#pragma unroll
+      for (int u = 0; u < A_PER; ++u) {
+        int r, j;
+        a_at(u, r, j);
+        s_a[j][r] = ra[u];
+      }
+#pragma unroll
+      for (int u = 0; u < B_PER; ++u) {
+        int col, j;
+        b_at(u, col, j);
+        s_b[j][col] = rb[u];
+      }
+      __syncthreads();
+      if (j0 + BK < depth) load(j0 + BK);
+    } else {
+      for (int i = tid; i < C * BK; i += kThreads) {
+        const int r = a_rows_adjacent ? i % C : i / BK, j = a_rows_adjacent ? i / C : i % BK;
+        const bool in = A.tok_axis == 0 ? r < L : A.tok_axis == 1 ? j0 + j < L : true;
+        s_a[j][r] = in ? a[r * A.rs + (j0 + j) * A.cs] : 0.f;
+      }
+      for (int i = tid; i < BK * BN; i += kThreads) {
+        const int col = b_cols_adjacent ? i % BN : i / BK, j = b_cols_adjacent ? i / BN : i % BK;
+        const bool in = B.tok_axis == 0 ? j0 + j < L : B.tok_axis == 1 ? n_tile + col < L : true;
+        s_b[j][col] = in ? b[(j0 + j) * B.rs + (n_tile + col) * B.cs] : 0.f;
+      }
+      __syncthreads();
     }
-    for (int i = tid; i < BK * BN; i += kThreads) {
-      const int col = b_cols_adjacent ? i % BN : i / BK, j = b_cols_adjacent ? i / BN : i % BK;
-      const bool in = B.tok_axis == 0 ? j0 + j < L : B.tok_axis == 1 ? n_tile + col < L : true;
-      s_b[j][col] = in ? b[(j0 + j) * B.rs + (n_tile + col) * B.cs] : 0.f;
-    }
-    __syncthreads();
 #pragma unroll
     for (int j = 0; j < BK; ++j) {
       const float4 av = *reinterpret_cast<const float4*>(&s_a[j][m0]);
@@ -621,25 +771,26 @@ template <int K, typename T>
 void launch_backward_01(void* dq, void* dk, void* dv, float* dg, void* db, void* dw, float* dh0, const void* q,
                         const void* k, const void* v, const float* g, const void* b, const void* w, const float* h0,
                         const int64_t* cu, const void* do_, const float* dht, const Problem& p, cudaStream_t stream,
-                        int version) {
+                        int version, const SavedForBackward* saved) {
   const int64_t rows = cu ? p.T : p.N * p.T, HV = p.HV, V = p.V;
-  const int64_t slots = rows / kChunk + p.N + 1;
+  const int64_t slots = chunk_slots(rows, p.N);
   const unsigned max_chunks = unsigned((p.T + kChunk - 1) / kChunk);
   const float scale = default_scale(p);
-  // Workspace: forward recompute (Y, Ē, Q_γ, K_tail [K]; U/R [V]; A_qk, A [C]; γ_C, S_n per chunk) and backward.
-  const int64_t per_row = HV * (4 * K + V + 2 * C) + HV * (4 * V + 4 * C + 8 * K);
-  const int64_t per_slot = HV * K + 2 * HV * K * V;
+  // The forward's workspace (Y, R, A_qk, Q_γ, K_tail, Ē, A per row; γ_C, S_n per chunk): kept by chunk_forward, or
+  // recomputed here. Then the backward's own.
+  const size_t forward_floats = saved ? 0 : forward_workspace_floats(rows, p.N, HV, K, V, true);
+  const int64_t per_row = HV * (4 * V + 4 * C + 8 * K), per_slot = HV * K * V;
   float* base = nullptr;
-  GDN2_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&base), size_t(rows * per_row + slots * per_slot) * 4, stream));
-  float* next = base;
+  GDN2_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&base),
+                                  (forward_floats + size_t(rows * per_row + slots * per_slot)) * 4, stream));
+  const Workspace ws = carve_forward_workspace(saved ? static_cast<float*>(saved->workspace_) : base, rows, p.N, HV, K,
+                                               V, true);
+  float* next = base + forward_floats;
   auto take = [&](int64_t floats) {
     float* at = next;
     next += floats;
     return at;
   };
-  Workspace ws{take(rows * HV * K), take(rows * HV * V), take(rows * HV * C)};
-  ws.Qg = take(rows * HV * K), ws.Kt = take(rows * HV * K), ws.Ebar = take(rows * HV * K), ws.A = take(rows * HV * C);
-  ws.gC = take(slots * HV * K), ws.Sn = take(slots * HV * K * V);
   BackwardWorkspace bw{};
   bw.dO = take(rows * HV * V), bw.Z = take(rows * HV * V), bw.dR = take(rows * HV * V), bw.dZ = take(rows * HV * V);
   bw.dAqk = take(rows * HV * C), bw.dA = take(rows * HV * C), bw.M1 = take(rows * HV * C), bw.dT = take(rows * HV * C);
@@ -648,8 +799,8 @@ void launch_backward_01(void* dq, void* dk, void* dv, float* dg, void* db, void*
   bw.dQ = take(rows * HV * K), bw.dK = take(rows * HV * K), bw.dE = take(rows * HV * K), bw.dG = take(rows * HV * K);
   bw.dSn = take(slots * HV * K * V);
 
-  // 0. The forward, recomputed.
-  chunk_forward_recompute(ws, q, k, v, g, b, w, h0, cu, p, stream);
+  // 0. The forward, recomputed unless chunk_forward kept it.
+  if (!saved) chunk_forward_recompute(ws, q, k, v, g, b, w, h0, cu, p, stream);
   // 1. dO in fp32, Z = W ⊙ V.
   {
     const int64_t n = rows * HV * V;
@@ -661,10 +812,16 @@ void launch_backward_01(void* dq, void* dk, void* dv, float* dg, void* db, void*
   auto state_pass = [&](auto vs) {
     constexpr int VS = decltype(vs)::value;
     constexpr size_t bytes = backward_pass_smem_floats<K, VS>() * sizeof(float);
-    auto kernel = chunk_backward_state_pass<K, VS>;
-    GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
-    kernel<<<dim3(unsigned(V / VS), unsigned(HV), unsigned(p.N)), kThreads, bytes, stream>>>(dh0, dht, ws, bw, cu, p.T,
-                                                                                            int(HV), int(V));
+    const dim3 grid(unsigned(V / VS), unsigned(HV), unsigned(p.N));
+    if (version >= 4) {
+      auto kernel = chunk_backward_state_pass04<K, VS>;
+      GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+      kernel<<<grid, 512, bytes, stream>>>(dh0, dht, ws, bw, cu, p.T, int(HV), int(V));
+    } else {
+      auto kernel = chunk_backward_state_pass<K, VS>;
+      GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+      kernel<<<grid, kThreads, bytes, stream>>>(dh0, dht, ws, bw, cu, p.T, int(HV), int(V));
+    }
     GDN2_CUDA_CHECK_LAUNCH();
   };
   if (version >= 3 && (V / 32) * HV * p.N < 132)
@@ -673,13 +830,21 @@ void launch_backward_01(void* dq, void* dk, void* dv, float* dg, void* db, void*
     state_pass(std::integral_constant<int, 32>{});
   // 3. The products (Appendix B.1-B.2), in the reference's order.
   auto product = [&](float* out, View A, View B, int N, int depth, float alpha, bool accumulate, Mask mask) {
-    if (version >= 3) {  // 64-column tiles where N allows, else 32
-      if (N % 64 == 0)
-        chunk_batched_product03<64><<<dim3(max_chunks * unsigned(N / 64), unsigned(HV), unsigned(p.N)), kThreads, 0,
-                                       stream>>>(out, A, B, N, depth, alpha, accumulate, mask, cu, p.T, int(HV));
+    if (version >= 3) {  // 64-column tiles where N allows, else 32; version 04 stages the next depth step
+      const dim3 grid64(max_chunks * unsigned(N / 64), unsigned(HV), unsigned(p.N));
+      const dim3 grid32(max_chunks * unsigned(N / 32), unsigned(HV), unsigned(p.N));
+      if (N % 64 == 0 && version >= 4)
+        chunk_batched_product03<64, true><<<grid64, kThreads, 0, stream>>>(out, A, B, N, depth, alpha, accumulate, mask,
+                                                                          cu, p.T, int(HV));
+      else if (N % 64 == 0)
+        chunk_batched_product03<64><<<grid64, kThreads, 0, stream>>>(out, A, B, N, depth, alpha, accumulate, mask, cu,
+                                                                    p.T, int(HV));
+      else if (version >= 4)
+        chunk_batched_product03<32, true><<<grid32, kThreads, 0, stream>>>(out, A, B, N, depth, alpha, accumulate, mask,
+                                                                          cu, p.T, int(HV));
       else
-        chunk_batched_product03<32><<<dim3(max_chunks * unsigned(N / 32), unsigned(HV), unsigned(p.N)), kThreads, 0,
-                                       stream>>>(out, A, B, N, depth, alpha, accumulate, mask, cu, p.T, int(HV));
+        chunk_batched_product03<32><<<grid32, kThreads, 0, stream>>>(out, A, B, N, depth, alpha, accumulate, mask, cu,
+                                                                    p.T, int(HV));
       GDN2_CUDA_CHECK_LAUNCH();
       return;
     }
@@ -741,7 +906,7 @@ void launch_backward_01(void* dq, void* dk, void* dv, float* dg, void* db, void*
 void chunk_backward_dispatch(void* dq, void* dk, void* dv, float* dg, void* db, void* dw, float* dh0, const void* q,
                              const void* k, const void* v, const float* g, const void* b, const void* w,
                              const float* h0, const int64_t* cu, const void* do_, const float* dht, const Problem& p,
-                             cudaStream_t stream) {
+                             cudaStream_t stream, const SavedForBackward* saved) {
   const int64_t rows = cu ? p.T : p.N * p.T;
   if (rows == 0) {  // no tokens: dL/dS_0 = dL/dS_T
     const size_t bytes = size_t(p.N * p.HV * p.K * p.V) * sizeof(float);
@@ -749,12 +914,12 @@ void chunk_backward_dispatch(void* dq, void* dk, void* dv, float* dg, void* db, 
     else GDN2_CUDA_CHECK(cudaMemsetAsync(dh0, 0, bytes, stream));
     return;
   }
-  // The current rung is version 03; GDN2_BACKWARD_VERSION=1 or 2 selects an earlier one (the ladder stays runnable).
+  // The current rung is version 04; GDN2_BACKWARD_VERSION=1, 2 or 3 selects an earlier one (the ladder stays runnable).
   const char* env = std::getenv("GDN2_BACKWARD_VERSION");
-  const int version = env ? std::atoi(env) : 3;
+  const int version = env ? std::atoi(env) : 4;
   dispatch_k_and_dtype(p, [&](auto K, auto T) {
     launch_backward_01<decltype(K)::value, decltype(T)>(dq, dk, dv, dg, db, dw, dh0, q, k, v, g, b, w, h0, cu, do_,
-                                                        dht, p, stream, version);
+                                                        dht, p, stream, version, saved);
   });
 }
 

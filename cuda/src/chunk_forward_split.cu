@@ -528,19 +528,16 @@ void run_prepare_and_pass(const Workspace& ws, float* ht, const void* q, const v
 
 template <int K, int VS, typename T, bool kV07, int kPrepareThreads = kThreads>
 void launch_06(void* o, float* ht, const void* q, const void* k, const void* v, const float* g, const void* b,
-               const void* w, const float* h0, const int64_t* cu, const Problem& p, cudaStream_t stream) {
+               const void* w, const float* h0, const int64_t* cu, const Problem& p, cudaStream_t stream,
+               SavedForBackward* saved) {
   const int64_t rows = cu ? p.T : p.N * p.T;
   if (rows == 0) return;
-  const int64_t slots = rows / kChunk + p.N + 1;
-  const int64_t HV = p.HV;
-  const size_t floats = size_t(rows * HV * (3 * K + p.V + kChunk) + slots * HV * K + slots * HV * K * p.V);
+  // Kept for the backward only from version 07 on (it stores A with its zeros above the diagonal).
+  const bool keep = saved && kV07;
+  const size_t floats = forward_workspace_floats(rows, p.N, p.HV, K, p.V, keep);
   float* base = nullptr;
   GDN2_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&base), floats * sizeof(float), stream));
-  Workspace ws{base, base + rows * HV * K, base + rows * HV * (K + p.V)};
-  ws.Qg = ws.Aqk + rows * HV * kChunk;
-  ws.Kt = ws.Qg + rows * HV * K;
-  ws.gC = ws.Kt + rows * HV * K;
-  ws.Sn = ws.gC + slots * HV * K;
+  const Workspace ws = carve_forward_workspace(base, rows, p.N, p.HV, K, p.V, keep);
   run_prepare_and_pass<K, VS, T, kV07, kPrepareThreads>(ws, ht, q, k, v, g, b, w, h0, cu, p, stream);
   {
     constexpr int VO = 32;
@@ -552,7 +549,12 @@ void launch_06(void* o, float* ht, const void* q, const void* k, const void* v, 
         static_cast<T*>(o), ws, cu, p.T, int(p.HV), int(p.V));
     GDN2_CUDA_CHECK_LAUNCH();
   }
-  GDN2_CUDA_CHECK(cudaFreeAsync(base, stream));
+  if (keep) {
+    saved->reset();
+    saved->workspace_ = base, saved->bytes_ = floats * sizeof(float), saved->problem_ = p;
+  } else {
+    GDN2_CUDA_CHECK(cudaFreeAsync(base, stream));
+  }
 }
 
 template <int K, int VS, typename T>
@@ -606,22 +608,22 @@ void chunk_forward_recompute(const Workspace& ws, const void* q, const void* k, 
 
 void chunk_forward_split_dispatch(void* o, float* ht, const void* q, const void* k, const void* v, const float* g,
                                   const void* b, const void* w, const float* h0, const int64_t* cu, const Problem& p,
-                                  cudaStream_t s, int version) {
+                                  cudaStream_t s, int version, SavedForBackward* saved) {
   dispatch_k_and_dtype(p, [&](auto K, auto T) {
     constexpr int KK = decltype(K)::value;
     using TT = decltype(T);
     if (version >= 6) {
       const bool wide = wide_pass(p);
       if (version == 6)
-        return wide ? launch_06<KK, 64, TT, false>(o, ht, q, k, v, g, b, w, h0, cu, p, s)
-                    : launch_06<KK, 32, TT, false>(o, ht, q, k, v, g, b, w, h0, cu, p, s);
+        return wide ? launch_06<KK, 64, TT, false>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved)
+                    : launch_06<KK, 32, TT, false>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved);
       if (version == 7)
-        return wide ? launch_06<KK, 64, TT, true>(o, ht, q, k, v, g, b, w, h0, cu, p, s)
-                    : launch_06<KK, 32, TT, true>(o, ht, q, k, v, g, b, w, h0, cu, p, s);
+        return wide ? launch_06<KK, 64, TT, true>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved)
+                    : launch_06<KK, 32, TT, true>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved);
       // Version 08: the prepare kernel with 16 warps instead of 8 (it holds one block per SM for its shared memory,
       // so the warps are all the latency hiding there is).
-      return wide ? launch_06<KK, 64, TT, true, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s)
-                  : launch_06<KK, 32, TT, true, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s);
+      return wide ? launch_06<KK, 64, TT, true, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved)
+                  : launch_06<KK, 32, TT, true, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved);
     }
     // The widest value slice that still gives about one block per SM (the pass holds one block per SM): wide
     // slices load the K-side tiles (q, k, g, Y, A_qk) fewer times; narrow ones fill the GPU when N·HV is small.

@@ -19,6 +19,32 @@ struct Workspace {
 // every (n, c) also with packed sequences (row0_{n+1} / C + 1 ≥ row0_n / C + ⌈len_n / C⌉), and at most rows / C + N + 1.
 __device__ __forceinline__ int64_t chunk_slot(int64_t row0, int n, int64_t c) { return row0 / kChunk + n + c; }
 
+// The forward's workspace in one allocation: Y, U, A_qk, Q_γ, K_tail per row; γ_C and S_n per chunk slot; with
+// for_backward also Ē and A. The layout is fixed so that a SavedForBackward made by chunk_forward can be carved again
+// by chunk_backward.
+inline int64_t chunk_slots(int64_t rows, int64_t N) { return rows / kChunk + N + 1; }
+inline size_t forward_workspace_floats(int64_t rows, int64_t N, int64_t HV, int64_t K, int64_t V, bool for_backward) {
+  const int64_t slots = chunk_slots(rows, N);
+  return size_t(rows * HV * (3 * K + V + kChunk) + (for_backward ? rows * HV * (K + kChunk) : 0) + slots * HV * K +
+                slots * HV * K * V);
+}
+inline Workspace carve_forward_workspace(float* base, int64_t rows, int64_t N, int64_t HV, int64_t K, int64_t V,
+                                         bool for_backward) {
+  const int64_t slots = chunk_slots(rows, N);
+  Workspace ws{};
+  float* next = base;
+  auto take = [&](int64_t floats) {
+    float* at = next;
+    next += floats;
+    return at;
+  };
+  ws.Y = take(rows * HV * K), ws.U = take(rows * HV * V), ws.Aqk = take(rows * HV * kChunk);
+  ws.Qg = take(rows * HV * K), ws.Kt = take(rows * HV * K);
+  ws.gC = take(slots * HV * K), ws.Sn = take(slots * HV * K * V);
+  if (for_backward) ws.Ebar = take(rows * HV * K), ws.A = take(rows * HV * kChunk);
+  return ws;
+}
+
 // The forward recomputed for the backward (the paper's memory-saving path): chunk_prepare and the version-06 state pass
 // fill Y, A_qk, Q_γ, K_tail, γ_C, A, Ē, the chunk-start states S_n, and R = U − Y S_n in place of U. Every pointer of
 // ws must be allocated (chunk_forward_split.cu).

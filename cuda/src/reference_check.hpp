@@ -116,9 +116,13 @@ inline DeviceLayer to_device(const Layer<double>& x, DType dtype) {
 }
 
 // in_place: write the final state over the initial one (ht == h0), as a decoding step does.
-inline void launch(Form form, DeviceLayer& d, cudaStream_t stream = 0, bool in_place = false) {
-  auto* f = form == Form::chunk ? &chunk_forward : &recurrent_forward;
-  f(d.o.ptr, static_cast<float*>(in_place ? d.h0.ptr : d.ht.ptr), d.q.ptr, d.k.ptr, d.v.ptr, static_cast<const float*>(d.g.ptr), d.b.ptr,
+inline void launch(Form form, DeviceLayer& d, cudaStream_t stream = 0, bool in_place = false,
+                   SavedForBackward* saved = nullptr) {
+  if (form == Form::chunk)
+    return chunk_forward(d.o.ptr, static_cast<float*>(in_place ? d.h0.ptr : d.ht.ptr), d.q.ptr, d.k.ptr, d.v.ptr,
+                         static_cast<const float*>(d.g.ptr), d.b.ptr, d.w.ptr, static_cast<const float*>(d.h0.ptr),
+                         static_cast<const int64_t*>(d.cu.ptr), d.p, stream, saved);
+  recurrent_forward(d.o.ptr, static_cast<float*>(in_place ? d.h0.ptr : d.ht.ptr), d.q.ptr, d.k.ptr, d.v.ptr, static_cast<const float*>(d.g.ptr), d.b.ptr,
     d.w.ptr, static_cast<const float*>(d.h0.ptr), static_cast<const int64_t*>(d.cu.ptr), d.p, stream);
 }
 
@@ -162,19 +166,26 @@ inline DeviceGradients gradients_to_device(const DeviceLayer& d, const Tensor<do
   return r;
 }
 
-inline void launch_backward(DeviceLayer& d, DeviceGradients& gr, cudaStream_t stream = 0) {
+inline void launch_backward(DeviceLayer& d, DeviceGradients& gr, cudaStream_t stream = 0,
+                            const SavedForBackward* saved = nullptr) {
   chunk_backward(gr.dq.ptr, gr.dk.ptr, gr.dv.ptr, static_cast<float*>(gr.dg.ptr), gr.db.ptr, gr.dw.ptr,
                  static_cast<float*>(gr.dh0.ptr), d.q.ptr, d.k.ptr, d.v.ptr, static_cast<const float*>(d.g.ptr), d.b.ptr,
                  d.w.ptr, static_cast<const float*>(d.h0.ptr), static_cast<const int64_t*>(d.cu.ptr), gr.do_.ptr,
-                 static_cast<const float*>(gr.dht.ptr), d.p, stream);
+                 static_cast<const float*>(gr.dht.ptr), d.p, stream, saved);
 }
 
-// Runs the backward once and returns its gradients as float64 tensors.
+// Runs the backward once and returns its gradients as float64 tensors. keep_forward: the forward runs first and keeps
+// its workspace for the backward (SavedForBackward); otherwise the backward recomputes it.
 inline Gradients<double> backward_on_device(const Layer<double>& x, const Tensor<double>& do_,
-                                            const Tensor<double>& dht, DType dtype) {
+                                            const Tensor<double>& dht, DType dtype, bool keep_forward = false) {
   DeviceLayer d = to_device(x, dtype);
   DeviceGradients gr = gradients_to_device(d, do_, dht);
-  launch_backward(d, gr);
+  SavedForBackward saved;
+  if (keep_forward) {
+    launch(Form::chunk, d, 0, false, &saved);
+    if (saved.empty() && x.q.shape[1] > 0) throw Error("chunk_forward kept no workspace");
+  }
+  launch_backward(d, gr, 0, &saved);
   const cudaError_t err = cudaDeviceSynchronize();
   if (err != cudaSuccess) throw Error(std::string("backward kernel failed: ") + cudaGetErrorString(err));
   Gradients<double> r;

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 namespace gdn2::cuda {
 
@@ -34,9 +35,39 @@ struct Error : std::runtime_error {
 // True when a CUDA device can be used (false on machines without a GPU or with a driver too old for this runtime).
 bool device_available(std::string* why = nullptr);
 
-// Chunkwise WY form (paper Eq. 18-25), chunk size 64; supports K ∈ {64, 128}, V a multiple of 32.
+// What chunk_forward keeps for chunk_backward when asked to (a training step's fast path): its float32 workspace —
+// per chunk A_qk, A = (I + T)⁻¹, Y, R, Q_γ, K_tail, Ē and the chunk-start state — about
+// 4·(5K + V + 2·64) bytes per token and value head plus one K × V state per chunk (2.6 GB at B = 8, T = 4096, H = 16,
+// K = V = 128). Without it chunk_backward recomputes the forward (the paper's memory-saving path). Move-only; frees
+// its device memory (synchronising the device) when destroyed or reset. It is valid for the inputs it was made from.
+class SavedForBackward {
+ public:
+  SavedForBackward() = default;
+  SavedForBackward(const SavedForBackward&) = delete;
+  SavedForBackward& operator=(const SavedForBackward&) = delete;
+  SavedForBackward(SavedForBackward&& o) noexcept { *this = std::move(o); }
+  SavedForBackward& operator=(SavedForBackward&& o) noexcept {
+    std::swap(workspace_, o.workspace_), std::swap(bytes_, o.bytes_), std::swap(problem_, o.problem_);
+    return *this;
+  }
+  ~SavedForBackward() { reset(); }
+  void reset() {
+    if (workspace_) cudaFree(workspace_);
+    workspace_ = nullptr, bytes_ = 0;
+  }
+  bool empty() const { return workspace_ == nullptr; }
+  size_t bytes() const { return bytes_; }
+  // Internal: set by chunk_forward, read by chunk_backward.
+  void* workspace_ = nullptr;
+  size_t bytes_ = 0;
+  Problem problem_;
+};
+
+// Chunkwise WY form (paper Eq. 18-25), chunk size 64; supports K ∈ {64, 128}, V a multiple of 32. With saved
+// non-null, the workspace is kept in it for chunk_backward (replacing what it held).
 void chunk_forward(void* o, float* ht, const void* q, const void* k, const void* v, const float* g, const void* b,
-                   const void* w, const float* h0, const int64_t* cu_seqlens, const Problem& p, cudaStream_t stream = 0);
+                   const void* w, const float* h0, const int64_t* cu_seqlens, const Problem& p, cudaStream_t stream = 0,
+                   SavedForBackward* saved = nullptr);
 
 // Token recurrence (paper Eq. 9), the state kept on chip across tokens; K ∈ {64, 128}, V a multiple of 32.
 // Decoding is recurrent_forward with T = 1 and ht == h0 (the state is updated in place).
@@ -48,11 +79,12 @@ void recurrent_forward(void* o, float* ht, const void* q, const void* k, const v
 // in the same order, then the forward's inputs, then the upstream gradients):
 //   dq, dk, db: [B,T,H,K] (dtype)   dg: [B,T,H,K] float32   dv, dw: [B,T,HV,V] (dtype)   dh0: [N,HV,K,V] float32
 //   do_: [B,T,HV,V] (dtype) = dL/do, may be null (zero);  dht: [N,HV,K,V] float32 = dL/dht, may be null (zero).
-// The forward is recomputed inside (only the inputs are needed). Deterministic: no atomics, value heads summed in a
-// fixed order. Supports what chunk_forward supports.
+// With saved (from chunk_forward on the same inputs and problem) the forward's workspace is reused; without it the
+// forward is recomputed inside (only the inputs are needed). Deterministic: no atomics, value heads summed in a fixed
+// order; both paths give the same bits. Supports what chunk_forward supports.
 void chunk_backward(void* dq, void* dk, void* dv, float* dg, void* db, void* dw, float* dh0, const void* q,
                     const void* k, const void* v, const float* g, const void* b, const void* w, const float* h0,
                     const int64_t* cu_seqlens, const void* do_, const float* dht, const Problem& p,
-                    cudaStream_t stream = 0);
+                    cudaStream_t stream = 0, const SavedForBackward* saved = nullptr);
 
 }  // namespace gdn2::cuda

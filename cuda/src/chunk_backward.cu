@@ -28,6 +28,9 @@
 //   04  kept 17.1 ms, 24.0 ms (recompute: 29.7 ms in all; B = 1: 2.58 / 3.73 ms): the state pass with 16 warps and
 //       batched loads (B = 1: 1.50 -> 0.96 ms), the products staging the next depth step in registers (B = 1: all ten
 //       1.77 ms in version 02 -> 0.75 ms)
+//   05  kept 16.4 ms, 23.2 ms (recompute: 29.0 ms): 64-column state-pass blocks when there are enough sequences (pass
+//       5.06 -> 4.10 ms at B = 8), the gates by (sub-chunk, channel) tasks with two-level scans (3.69 -> 3.60 ms: not
+//       the 2x predicted; the kernel moves about 5.4 GB, so 1.8 ms is its floor)
 #include <cstdlib>
 
 #include "chunk_workspace.cuh"
@@ -746,6 +749,146 @@ __global__ void __launch_bounds__(K) chunk_gates_backward(T* dv, T* dw, Workspac
   }
 }
 
+// Version 05 of stage 5. Version 04's kernel (one thread per channel walking all 64 rows, every step a dependent
+// global read-modify-write) took 3.6 ms of 17 at B = 8, T = 4096. Here a task is one (sub-chunk, channel): the decays
+// come from the sub-chunk factorisation (γ_r = pre(I)·c_r, exp(Σ_{i>r} g_i) = suf(I)·a_r, direct sums as everywhere),
+// the 16 rows of a task are walked with all loads of a row independent, and the two scans of dg over the chunk
+// (the prefix of the tail-key terms, Eq. 71-72, and the reverse cumulative sum of dG, Eq. 82) are done in two levels:
+// sub-chunk totals first, then each task's rows starting from the totals of the sub-chunks before or after it.
+template <int K, typename T, int NT = kNumSub * K>
+__global__ void __launch_bounds__(NT, 1) chunk_gates_backward05(T* dv, T* dw, Workspace ws, BackwardWorkspace bw,
+                                                                 const T* __restrict__ k, const float* __restrict__ g,
+                                                                 const T* __restrict__ b, const T* __restrict__ v,
+                                                                 const T* __restrict__ w, const int64_t* cu_seqlens,
+                                                                 int64_t T_len, int H, int HV, int V) {
+  constexpr int S = kSub;
+  __shared__ float s_bs[kNumSub][K];                 // sub-chunk sums of g
+  __shared__ float s_rowsum[K];                      // Σ_j dS_C ⊙ S_n (Eq. 60)
+  __shared__ float s_tot_gc[kNumSub][K], s_tot_tt[kNumSub][K];  // sub-chunk totals of dG_r and of the tail terms
+  const int tid = threadIdx.x, hv = blockIdx.y, n = blockIdx.z, h = hv / (HV / H);
+  const Span span = sequence_span(cu_seqlens, n, T_len);
+  const int64_t c = blockIdx.x, c0 = c * C;
+  if (c0 >= span.length) return;
+  const int L = int(span.length - c0 < C ? span.length - c0 : C);
+  const int64_t row0 = span.row0 + c0, slot = chunk_slot(span.row0, n, c);
+  auto in = [&](int r, int d) { return ((row0 + r) * H + h) * K + d; };
+  auto at = [&](int r, int d) { return ((row0 + r) * HV + hv) * K + d; };
+  // Sub-chunk sums of g, and the row sums of dS_C ⊙ S_n (a warp per channel, lanes along the row).
+  for (int task = tid; task < kNumSub * K; task += NT) {
+    const int M = task / K, d = task % K;
+    float run = 0;
+#pragma unroll
+    for (int r = M * S; r < (M + 1) * S; ++r) run += r < L ? g[in(r, d)] : 0.f;
+    s_bs[M][d] = run;
+  }
+  {
+    const int warp = tid / 32, lane = tid % 32;
+    const float* S0 = ws.Sn + (slot * HV + hv) * int64_t(K) * V;
+    const float* dS = bw.dSn + (slot * HV + hv) * int64_t(K) * V;
+    for (int d = warp; d < K; d += NT / 32) {
+      float sum = 0;
+      for (int j = lane; j < V; j += 32) sum += dS[int64_t(d) * V + j] * S0[int64_t(d) * V + j];
+#pragma unroll
+      for (int off = 16; off; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+      if (lane == 0) s_rowsum[d] = sum;
+    }
+  }
+  __syncthreads();
+  // Per (sub-chunk, channel): γ_r, the tail decay, the elementwise gates (Eq. 73-76, 80-81), dG_r and the tail term.
+  static_assert(NT == kNumSub * K, "one (sub-chunk, channel) task per thread");
+  float gc_keep[S], tt_keep[S];
+  {
+    const int M = tid / K, d = tid % K, o = M * S;
+    float before = 0, after = 0, total = 0;
+#pragma unroll
+    for (int J = 0; J < kNumSub; ++J) {
+      if (J < M) before += s_bs[J][d];
+      if (J > M) after += s_bs[J][d];
+      total += s_bs[J][d];
+    }
+    const float pre = expf(before), suf = expf(after);
+    float gs[S];
+#pragma unroll
+    for (int r = 0; r < S; ++r) gs[r] = o + r < L ? g[in(o + r, d)] : 0.f;
+    float a[S];  // exp(Σ_{i>r, i in M} g_i)
+    {
+      float run = 0;
+#pragma unroll
+      for (int r = S - 1; r >= 0; --r) {
+        a[r] = expf(run);
+        run += gs[r];
+      }
+    }
+    // Rows in groups of four: the loads of a group are all issued before any of its stores (a store to the gradient
+    // buffers may alias a later load as far as the compiler knows, so it would otherwise wait row by row).
+    constexpr int G4 = 4;
+    float run = 0, tot_gc = 0, tot_tt = 0;
+#pragma unroll
+    for (int r0 = 0; r0 < S; r0 += G4) {
+      float dkt[G4], dqg[G4], debar[G4], de0[G4], ebar[G4], qg[G4], kt[G4], kv[G4], bv[G4];
+#pragma unroll
+      for (int u = 0; u < G4; ++u) {
+        const int row = o + r0 + u;
+        const bool live = row < L;
+        const int64_t x = at(live ? row : 0, d), y = in(live ? row : 0, d);
+        dkt[u] = live ? bw.dKtail[x] : 0.f, dqg[u] = live ? bw.dQg[x] : 0.f, debar[u] = live ? bw.dEbar[x] : 0.f;
+        de0[u] = live ? bw.dE[x] : 0.f, ebar[u] = live ? ws.Ebar[x] : 0.f, qg[u] = live ? ws.Qg[x] : 0.f;
+        kt[u] = live ? ws.Kt[x] : 0.f;
+        kv[u] = live ? to_float(k[y]) : 0.f, bv[u] = live ? to_float(b[y]) : 0.f;
+      }
+#pragma unroll
+      for (int u = 0; u < G4; ++u) {
+        const int r = r0 + u, row = o + r;
+        run += gs[r];
+        float gc = 0, tt = 0;
+        if (row < L) {
+          const int64_t x = at(row, d);
+          const float gamma = pre * expf(run), tail = suf * a[r];
+          const float de = de0[u] + debar[u] * gamma;                          // Eq. 74-75 via E = B ⊙ K
+          bw.dQ[x] += dqg[u] * gamma;                                          // Eq. 80
+          bw.dK[x] += de * bv[u] + dkt[u] * tail;                              // Eq. 75, 72
+          bw.dE[x] = de * kv[u];                                               // db, Eq. 74
+          gc = debar[u] * ebar[u] + dqg[u] * qg[u];                            // dG_r, Eq. 76, 81 (· γ)
+          if (row == L - 1) gc += s_rowsum[d] * expf(total);                  // Eq. 60 (γ_L)
+          tt = dkt[u] * kt[u];                                                 // Eq. 71
+        }
+        gc_keep[r] = gc, tt_keep[r] = tt;
+        tot_gc += gc, tot_tt += tt;
+      }
+    }
+    s_tot_gc[M][d] = tot_gc, s_tot_tt[M][d] = tot_tt;
+  }
+  __syncthreads();
+  // dg_i += Σ_{r<i} tail term_r + Σ_{r≥i} dG_r, from the other sub-chunks' totals and this task's rows.
+  {
+    const int M = tid / K, d = tid % K, o = M * S;
+    float prefix = 0, suffix = 0;
+#pragma unroll
+    for (int J = 0; J < kNumSub; ++J) {
+      if (J < M) prefix += s_tot_tt[J][d];
+      if (J > M) suffix += s_tot_gc[J][d];
+    }
+    float add[S];
+#pragma unroll
+    for (int r = S - 1; r >= 0; --r) {
+      suffix += gc_keep[r];
+      add[r] = suffix;
+    }
+#pragma unroll
+    for (int r = 0; r < S; ++r) {
+      if (o + r < L) bw.dG[at(o + r, d)] += add[r] + prefix;
+      prefix += tt_keep[r];
+    }
+  }
+  // Eq. 73: dw = dZ ⊙ v, dv = dZ ⊙ w.
+  for (int i = tid; i < L * V; i += NT) {
+    const int64_t o = ((row0 + i / V) * HV + hv) * V + i % V;
+    const float dz = bw.dZ[o];
+    dw[o] = from_float<T>(dz * to_float(v[o]));
+    dv[o] = from_float<T>(dz * to_float(w[o]));
+  }
+}
+
 // [SECTION] 6. key-side gradients: the value heads of each key head summed in a fixed order ------------------------
 template <int K, typename T>
 __global__ void backward_reduce_heads(T* dq, T* dk, float* dg, T* db, BackwardWorkspace bw, int64_t rows, int H,
@@ -824,7 +967,11 @@ void launch_backward_01(void* dq, void* dk, void* dv, float* dg, void* db, void*
     }
     GDN2_CUDA_CHECK_LAUNCH();
   };
-  if (version >= 3 && (V / 32) * HV * p.N < 132)
+  // Version 05: 64 columns when that still gives about a block per SM of an H100 (132): the K-wide tiles are loaded
+  // once per 64 columns instead of per 32, and each thread's tile of dS doubles (fewer shared loads per multiply-add).
+  if (version >= 5 && V % 64 == 0 && (V / 64) * HV * p.N >= 132)
+    state_pass(std::integral_constant<int, 64>{});
+  else if (version >= 3 && (V / 32) * HV * p.N < 132)
     state_pass(std::integral_constant<int, 16>{});
   else
     state_pass(std::integral_constant<int, 32>{});
@@ -886,10 +1033,15 @@ void launch_backward_01(void* dq, void* dk, void* dv, float* dg, void* db, void*
         scale);
     GDN2_CUDA_CHECK_LAUNCH();
   }
-  // 5. Tail keys, gates, reverse cumsum; dv, dw.
-  chunk_gates_backward<K, T><<<dim3(max_chunks, unsigned(HV), unsigned(p.N)), K, 0, stream>>>(
-      static_cast<T*>(dv), static_cast<T*>(dw), ws, bw, static_cast<const T*>(k), g, static_cast<const T*>(b),
-      static_cast<const T*>(v), static_cast<const T*>(w), cu, p.T, int(p.H), int(HV), int(V));
+  // 5. Tail keys, gates, reverse cumsum; dv, dw (version 05: tasks per (sub-chunk, channel)).
+  if (version >= 5)
+    chunk_gates_backward05<K, T><<<dim3(max_chunks, unsigned(HV), unsigned(p.N)), kNumSub * K, 0, stream>>>(
+        static_cast<T*>(dv), static_cast<T*>(dw), ws, bw, static_cast<const T*>(k), g, static_cast<const T*>(b),
+        static_cast<const T*>(v), static_cast<const T*>(w), cu, p.T, int(p.H), int(HV), int(V));
+  else
+    chunk_gates_backward<K, T><<<dim3(max_chunks, unsigned(HV), unsigned(p.N)), K, 0, stream>>>(
+        static_cast<T*>(dv), static_cast<T*>(dw), ws, bw, static_cast<const T*>(k), g, static_cast<const T*>(b),
+        static_cast<const T*>(v), static_cast<const T*>(w), cu, p.T, int(p.H), int(HV), int(V));
   GDN2_CUDA_CHECK_LAUNCH();
   // 6. Sum over the value heads of each key head.
   {
@@ -914,9 +1066,9 @@ void chunk_backward_dispatch(void* dq, void* dk, void* dv, float* dg, void* db, 
     else GDN2_CUDA_CHECK(cudaMemsetAsync(dh0, 0, bytes, stream));
     return;
   }
-  // The current rung is version 04; GDN2_BACKWARD_VERSION=1, 2 or 3 selects an earlier one (the ladder stays runnable).
+  // The current rung is version 05; GDN2_BACKWARD_VERSION=1 .. 4 selects an earlier one (the ladder stays runnable).
   const char* env = std::getenv("GDN2_BACKWARD_VERSION");
-  const int version = env ? std::atoi(env) : 4;
+  const int version = env ? std::atoi(env) : 5;
   dispatch_k_and_dtype(p, [&](auto K, auto T) {
     launch_backward_01<decltype(K)::value, decltype(T)>(dq, dk, dv, dg, db, dw, dh0, q, k, v, g, b, w, h0, cu, do_,
                                                         dht, p, stream, version, saved);

@@ -1,5 +1,7 @@
 // gdn2::cuda — the host API: checks what the kernels support, then dispatches to the current version of each stage.
 #include <cstdlib>
+#include <map>
+#include <mutex>
 
 #include "common.cuh"
 
@@ -17,6 +19,28 @@ void chunk_backward_dispatch(void*, void*, void*, float*, void*, void*, float*, 
 void recurrent_forward_dispatch(void*, float*, const void*, const void*, const void*, const float*, const void*,
                                 const void*, const float*, const int64_t*, const Problem&, cudaStream_t);
 }  // namespace detail
+
+cudaMemPool_t detail::workspace_pool() {
+  int device = 0;
+  GDN2_CUDA_CHECK(cudaGetDevice(&device));
+  static std::mutex mutex;
+  static std::map<int, cudaMemPool_t> pools;  // one per device, kept for the life of the process
+  const std::lock_guard<std::mutex> lock(mutex);
+  auto found = pools.find(device);
+  if (found != pools.end()) return found->second;
+  cudaMemPoolProps props{};
+  props.allocType = cudaMemAllocationTypePinned;
+  props.location.type = cudaMemLocationTypeDevice;
+  props.location.id = device;
+  cudaMemPool_t pool;
+  GDN2_CUDA_CHECK(cudaMemPoolCreate(&pool, &props));
+  uint64_t keep = UINT64_MAX;  // never release at synchronisation points
+  GDN2_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
+  pools[device] = pool;
+  return pool;
+}
+
+void trim_workspace_memory() { GDN2_CUDA_CHECK(cudaMemPoolTrimTo(detail::workspace_pool(), 0)); }
 
 bool device_available(std::string* why) {
   int count = 0;

@@ -923,9 +923,7 @@ void launch_backward_01(void* dq, void* dk, void* dv, float* dg, void* db, void*
   // recomputed here. Then the backward's own.
   const size_t forward_floats = saved ? 0 : forward_workspace_floats(rows, p.N, HV, K, V, true);
   const int64_t per_row = HV * (4 * V + 4 * C + 8 * K), per_slot = HV * K * V;
-  float* base = nullptr;
-  GDN2_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&base),
-                                  (forward_floats + size_t(rows * per_row + slots * per_slot)) * 4, stream));
+  float* base = workspace_alloc<float>(forward_floats + size_t(rows * per_row + slots * per_slot), stream);
   const Workspace ws = carve_forward_workspace(saved ? static_cast<float*>(saved->workspace_) : base, rows, p.N, HV, K,
                                                V, true);
   float* next = base + forward_floats;

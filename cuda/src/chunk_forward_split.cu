@@ -535,8 +535,7 @@ void launch_06(void* o, float* ht, const void* q, const void* k, const void* v, 
   // Kept for the backward only from version 07 on (it stores A with its zeros above the diagonal).
   const bool keep = saved && kV07;
   const size_t floats = forward_workspace_floats(rows, p.N, p.HV, K, p.V, keep);
-  float* base = nullptr;
-  GDN2_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&base), floats * sizeof(float), stream));
+  float* base = workspace_alloc<float>(floats, stream);
   const Workspace ws = carve_forward_workspace(base, rows, p.N, p.HV, K, p.V, keep);
   run_prepare_and_pass<K, VS, T, kV07, kPrepareThreads>(ws, ht, q, k, v, g, b, w, h0, cu, p, stream);
   {
@@ -563,8 +562,7 @@ void launch_split(void* o, float* ht, const void* q, const void* k, const void* 
   const int64_t rows = cu ? p.T : p.N * p.T;
   if (rows == 0) return;
   const int64_t per_row = int64_t(p.HV) * (K + p.V + kChunk);
-  float* base = nullptr;
-  GDN2_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&base), size_t(rows * per_row) * sizeof(float), stream));
+  float* base = workspace_alloc<float>(size_t(rows * per_row), stream);
   const Workspace ws{base, base + rows * p.HV * K, base + rows * p.HV * (K + p.V)};
   const float scale = default_scale(p);
   {

@@ -17,7 +17,10 @@
 //       double buffering in the pass (section "version 06" below)
 //   07  10.5 ms (B = 1, T = 4096: 1.60 ms; prepare 0.93): (I + T)⁻¹ by blocks, decay factors per (channel, sub-chunk)
 //   08   9.38 ms (B = 1, T = 4096: 1.42 ms; prepare 0.68): the prepare kernel with 16 warps
-// The current default is 08 (api.cu); GDN2_CHUNK_VERSION=5, 6 or 7 runs the earlier ones.
+//        (6.73 ms once the workspace memory is kept between calls: 2.7 ms of the 9.38 were mapping it again; api.cu)
+//   09   6.04 ms (B = 1, T = 4096: 1.08 ms): the off-diagonal blocks of T and A_qk by 2 × 2 register tiles over the lower
+//        block pairs only (chunk_tiles.cuh 2c; predicted prepare −15%)
+// The current default is 09 (api.cu); GDN2_CHUNK_VERSION=5 .. 8 runs the earlier ones.
 #include "chunk_workspace.cuh"
 
 namespace gdn2::cuda::detail {
@@ -40,7 +43,7 @@ constexpr size_t pass_smem_floats() {
 constexpr int kBatch = 8;
 
 // Kernel 1: steps 1-4 of version 04 for one chunk (block x), value head (block y), sequence (block z), plus U = AZ.
-template <int K, typename T, bool kFull = false, bool kV07 = false, int NT = kThreads>
+template <int K, typename T, bool kFull = false, bool kV07 = false, int NT = kThreads, bool kV09 = false>
 __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __restrict__ q,
                                                               const T* __restrict__ k, const T* __restrict__ v,
                                                               const float* __restrict__ g, const T* __restrict__ b,
@@ -93,7 +96,10 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
   __syncthreads();
   chunk_decay_factors<K, KP, NT>(s_q, s_k, s_e, s_g, s_bs, s_pre, s_suf, s_mid, tid);
   __syncthreads();
-  chunk_off_diagonal_blocks<K, KP, NT>(s_T, s_Aqk, s_q, s_k, s_e, s_mid, tid);
+  if (kV09)
+    chunk_off_diagonal_blocks_tiled<K, KP, NT>(s_T, s_Aqk, s_q, s_k, s_e, s_mid, tid);
+  else
+    chunk_off_diagonal_blocks<K, KP, NT>(s_T, s_Aqk, s_q, s_k, s_e, s_mid, tid);
   __syncthreads();
   for (int i = tid; i < C * K; i += NT) {  // Ē = γ ⊙ e (γ_r = pre(I)·c_r, Eq. 20)
     const int r = i / K, d = i % K;
@@ -501,7 +507,7 @@ __global__ void __launch_bounds__(kThreads, 2) chunk_output06(T* o, Workspace ws
 }
 
 // The prepare kernel and the version-06 state pass on a workspace the caller allocated (ht may be null).
-template <int K, int VS, typename T, bool kV07, int kPrepareThreads>
+template <int K, int VS, typename T, bool kV07, int kPrepareThreads, bool kV09 = false>
 void run_prepare_and_pass(const Workspace& ws, float* ht, const void* q, const void* k, const void* v, const float* g,
                           const void* b, const void* w, const float* h0, const int64_t* cu, const Problem& p,
                           cudaStream_t stream) {
@@ -509,7 +515,7 @@ void run_prepare_and_pass(const Workspace& ws, float* ht, const void* q, const v
   const unsigned max_chunks = unsigned((p.T + kChunk - 1) / kChunk);
   {
     constexpr size_t bytes = prepare_smem_floats<K>() * sizeof(float);
-    auto kernel = chunk_prepare<K, T, true, kV07, kPrepareThreads>;
+    auto kernel = chunk_prepare<K, T, true, kV07, kPrepareThreads, kV09>;
     GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
     kernel<<<dim3(max_chunks, unsigned(p.HV), unsigned(p.N)), kPrepareThreads, bytes, stream>>>(
         ws, static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v), g, static_cast<const T*>(b),
@@ -526,7 +532,7 @@ void run_prepare_and_pass(const Workspace& ws, float* ht, const void* q, const v
   }
 }
 
-template <int K, int VS, typename T, bool kV07, int kPrepareThreads = kThreads>
+template <int K, int VS, typename T, bool kV07, int kPrepareThreads = kThreads, bool kV09 = false>
 void launch_06(void* o, float* ht, const void* q, const void* k, const void* v, const float* g, const void* b,
                const void* w, const float* h0, const int64_t* cu, const Problem& p, cudaStream_t stream,
                SavedForBackward* saved) {
@@ -537,7 +543,7 @@ void launch_06(void* o, float* ht, const void* q, const void* k, const void* v, 
   const size_t floats = forward_workspace_floats(rows, p.N, p.HV, K, p.V, keep);
   float* base = workspace_alloc<float>(floats, stream);
   const Workspace ws = carve_forward_workspace(base, rows, p.N, p.HV, K, p.V, keep);
-  run_prepare_and_pass<K, VS, T, kV07, kPrepareThreads>(ws, ht, q, k, v, g, b, w, h0, cu, p, stream);
+  run_prepare_and_pass<K, VS, T, kV07, kPrepareThreads, kV09>(ws, ht, q, k, v, g, b, w, h0, cu, p, stream);
   {
     constexpr int VO = 32;
     constexpr size_t bytes = output06_smem_floats<K, VO>() * sizeof(float);
@@ -599,8 +605,9 @@ void chunk_forward_recompute(const Workspace& ws, const void* q, const void* k, 
   dispatch_k_and_dtype(p, [&](auto K, auto T) {
     constexpr int KK = decltype(K)::value;
     using TT = decltype(T);
-    return wide_pass(p) ? run_prepare_and_pass<KK, 64, TT, true, 512>(ws, nullptr, q, k, v, g, b, w, h0, cu, p, s)
-                        : run_prepare_and_pass<KK, 32, TT, true, 512>(ws, nullptr, q, k, v, g, b, w, h0, cu, p, s);
+    // The same kernels as the default forward (version 09), so a kept workspace and a recomputed one agree bit for bit.
+    return wide_pass(p) ? run_prepare_and_pass<KK, 64, TT, true, 512, true>(ws, nullptr, q, k, v, g, b, w, h0, cu, p, s)
+                        : run_prepare_and_pass<KK, 32, TT, true, 512, true>(ws, nullptr, q, k, v, g, b, w, h0, cu, p, s);
   });
 }
 
@@ -620,8 +627,12 @@ void chunk_forward_split_dispatch(void* o, float* ht, const void* q, const void*
                     : launch_06<KK, 32, TT, true>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved);
       // Version 08: the prepare kernel with 16 warps instead of 8 (it holds one block per SM for its shared memory,
       // so the warps are all the latency hiding there is).
-      return wide ? launch_06<KK, 64, TT, true, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved)
-                  : launch_06<KK, 32, TT, true, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved);
+      if (version == 8)
+        return wide ? launch_06<KK, 64, TT, true, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved)
+                    : launch_06<KK, 32, TT, true, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved);
+      // Version 09: the off-diagonal blocks of T and A_qk by 2 × 2 register tiles over the lower block pairs only.
+      return wide ? launch_06<KK, 64, TT, true, 512, true>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved)
+                  : launch_06<KK, 32, TT, true, 512, true>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved);
     }
     // The widest value slice that still gives about one block per SM (the pass holds one block per SM): wide
     // slices load the K-side tiles (q, k, g, Y, A_qk) fewer times; narrow ones fill the GPU when N·HV is small.

@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""Rewrites the measured table in docs/cuda.md from gdn2-cuda-bench JSON files (between the BENCH markers).
+"""Rewrites the measured tables in docs/cuda.md from gdn2-cuda-bench JSON files (between the BENCH markers):
+one for the forward and decode cases, one for forward + backward ("train").
 
     /usr/bin/python3 scripts/cuda_table.py notebooks_data/bench/cuda_bf16.json [notebooks_data/bench/cuda_f32.json ...]
 """
@@ -10,18 +11,38 @@ import sys
 BEGIN, END = "<!-- BENCH:BEGIN (scripts/cuda_table.py writes this table) -->", "<!-- BENCH:END -->"
 
 
+def train_table(runs):
+    rows = ["| device | dtype | B | T | forward + backward, kept workspace (ms) | backward alone (ms) | "
+            "forward + backward, recomputing (ms) | kept workspace (GB) | peer (PERF.md) | × peer | worst gradient ratio |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for run in runs:
+        for c in run["cases"]:
+            if c["op"] != "train":
+                continue
+            peer = f"{c['peer_ms']:.1f} ms" if c["peer_ms"] else "—"
+            vs_peer = f"{c['ms'] / c['peer_ms']:.2f}" if c["peer_ms"] else "—"
+            rows.append(f"| {run['device']} | {run['dtype']} | {c['B']} | {c['T']} | {c['ms']:.3f} | "
+                        f"{c['backward_ms']:.3f} | {c['recompute_ms']:.3f} | {c['saved_bytes'] / 1e9:.2f} | {peer} | "
+                        f"{vs_peer} | {c['ratio_vs_reference']:.1e} |")
+    return "\n".join(rows) if len(rows) > 2 else ""
+
+
 def table(paths):
+    runs = [json.loads(pathlib.Path(path).read_text()) for path in paths]
     rows = ["| device | dtype | op | B | T | ms | ns per token-head | GB/s | × memory floor | peer (PERF.md) | × peer | ratio vs reference |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for path in paths:
-        run = json.loads(pathlib.Path(path).read_text())
+    for run in runs:
         for c in run["cases"]:
+            if c["op"] == "train":
+                continue
             peer = f"{c['peer_ms']:.3f} ms" if c["peer_ms"] else "—"
             vs_peer = f"{c['ms'] / c['peer_ms']:.2f}" if c["peer_ms"] else "—"
             rows.append(f"| {run['device']} | {run['dtype']} | {c['op']} | {c['B']} | {c['T']} | {c['ms']:.4f} | "
                         f"{c['ns_per_token_head']:.2f} | {c['GBps']:.0f} | {c['ms'] / c['floor_ms']:.1f} | {peer} | "
                         f"{vs_peer} | {c['ratio_vs_reference']:.1e} |")
-    return "\n".join(rows)
+    train = train_table(runs)
+    return "\n".join(rows) + ("\n\nForward + backward (a training step's kernels; ratio: the worst of the seven gradients):\n\n" +
+                              train if train else "")
 
 
 def main():

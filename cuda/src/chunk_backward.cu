@@ -31,6 +31,9 @@
 //   05  kept 16.4 ms, 23.2 ms (recompute: 29.0 ms): 64-column state-pass blocks when there are enough sequences (pass
 //       5.06 -> 4.10 ms at B = 8), the gates by (sub-chunk, channel) tasks with two-level scans (3.69 -> 3.60 ms: not
 //       the 2x predicted; the kernel moves about 5.4 GB, so 1.8 ms is its floor)
+//   06  kept 15.9 ms, 21.9 ms (forward version 09; recompute: 26.9 ms): bf16 storage runs the products on tensor
+//       cores (mma.sync TF32, fp32 accumulation): products 5.36 -> 4.86 ms, predicted 2x — they are bound by their
+//       loads, not by the multiply-adds
 #include <cstdlib>
 
 #include "chunk_workspace.cuh"
@@ -318,13 +321,31 @@ __global__ void __launch_bounds__(kThreads) chunk_batched_product(float* out, Vi
 // block computes 64 × BN outputs, a thread 4 × BN/16 of them from one float4 of A and one of B per step (the A tile
 // is stored k-major so the 4 rows are adjacent), and each tile is loaded along whichever axis of the operand is
 // contiguous in memory. Same arithmetic per output element, in the same order, as version 01.
-template <int BN, bool kStaged = false>
+// Version 06 (kMma, bf16 storage only): the multiply-adds on tensor cores, mma.sync m16n8k8 with TF32 inputs
+// (rounded to nearest) and fp32 accumulation; each warp owns a 16 × BN/2 piece of the tile. The float32 mode keeps the
+// fp32 CUDA-core path: TF32 keeps 10 mantissa bits, too few for its 1e-4 gradient budget.
+__device__ __forceinline__ uint32_t to_tf32(float x) {
+  uint32_t u;
+  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(u) : "f"(x));
+  return u;
+}
+__device__ __forceinline__ void mma_tf32(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+               "{%0,%1,%2,%3};\n"
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+template <int BN, bool kStaged = false, bool kMma = false>
 __global__ void __launch_bounds__(kThreads, 2) chunk_batched_product03(float* out, View A, View B, int N, int depth,
                                                                     float alpha, bool accumulate, int mask,
                                                                     const int64_t* cu_seqlens, int64_t T_len, int HV) {
   constexpr int BK = 32, TN = BN / 16;
-  __shared__ __align__(16) float s_a[BK][C + 4];   // s_a[j][m] = A(m, j0 + j)
-  __shared__ __align__(16) float s_b[BK][BN + 4];  // s_b[j][n] = B(j0 + j, n_tile + n)
+  // Rows padded by 4 floats keep the float4 reads aligned; by 8 for the mma fragments, whose 32 lanes then read
+  // 32 different banks (row stride ≡ 8 mod 32).
+  constexpr int PAD = kMma ? 8 : 4;
+  __shared__ __align__(16) float s_a[BK][C + PAD];   // s_a[j][m] = A(m, j0 + j)
+  __shared__ __align__(16) float s_b[BK][BN + PAD];  // s_b[j][n] = B(j0 + j, n_tile + n)
   const int tid = threadIdx.x, tiles = N / BN;
   const int64_t c = blockIdx.x / tiles;
   const int n_tile = (blockIdx.x % tiles) * BN, hv = blockIdx.y, n = blockIdx.z;
@@ -337,6 +358,10 @@ __global__ void __launch_bounds__(kThreads, 2) chunk_batched_product03(float* ou
   const bool a_rows_adjacent = A.rs == 1, b_cols_adjacent = B.cs == 1;
   const int m0 = (tid / 16) * 4, n0 = (tid % 16) * TN;
   float acc[4][TN] = {};
+  constexpr int NT8 = BN / 16;  // mma: n-tiles of 8 columns per warp
+  const int warp = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
+  const int wm = (warp % 4) * 16, wn = (warp / 4) * (BN / 2);
+  float cf[NT8][4] = {};
   // Version 04 (kStaged): each thread loads its share of the next depth step into registers while the current one is
   // multiplied, all loads independent, then stores them after the barrier.
   constexpr int A_PER = C * BK / kThreads, B_PER = BK * BN / kThreads;
@@ -397,36 +422,54 @@ __global__ void __launch_bounds__(kThreads, 2) chunk_batched_product03(float* ou
       }
       __syncthreads();
     }
+    if constexpr (kMma) {
 #pragma unroll
-    for (int j = 0; j < BK; ++j) {
-      const float4 av = *reinterpret_cast<const float4*>(&s_a[j][m0]);
-      const float am[4] = {av.x, av.y, av.z, av.w};
-      float bn[TN];
-      if constexpr (TN == 4) {
-        const float4 bv = *reinterpret_cast<const float4*>(&s_b[j][n0]);
-        bn[0] = bv.x, bn[1] = bv.y, bn[2] = bv.z, bn[3] = bv.w;
-      } else {
-        const float2 bv = *reinterpret_cast<const float2*>(&s_b[j][n0]);
-        bn[0] = bv.x, bn[1] = bv.y;
+      for (int k0 = 0; k0 < BK; k0 += 8) {
+        const uint32_t af[4] = {to_tf32(s_a[k0 + t4][wm + g]), to_tf32(s_a[k0 + t4][wm + g + 8]),
+                                to_tf32(s_a[k0 + t4 + 4][wm + g]), to_tf32(s_a[k0 + t4 + 4][wm + g + 8])};
+#pragma unroll
+        for (int nt = 0; nt < NT8; ++nt)
+          mma_tf32(cf[nt], af, to_tf32(s_b[k0 + t4][wn + nt * 8 + g]), to_tf32(s_b[k0 + t4 + 4][wn + nt * 8 + g]));
       }
+    } else {
 #pragma unroll
-      for (int x = 0; x < 4; ++x)
+      for (int j = 0; j < BK; ++j) {
+        const float4 av = *reinterpret_cast<const float4*>(&s_a[j][m0]);
+        const float am[4] = {av.x, av.y, av.z, av.w};
+        float bn[TN];
+        if constexpr (TN == 4) {
+          const float4 bv = *reinterpret_cast<const float4*>(&s_b[j][n0]);
+          bn[0] = bv.x, bn[1] = bv.y, bn[2] = bv.z, bn[3] = bv.w;
+        } else {
+          const float2 bv = *reinterpret_cast<const float2*>(&s_b[j][n0]);
+          bn[0] = bv.x, bn[1] = bv.y;
+        }
 #pragma unroll
-        for (int y = 0; y < TN; ++y) acc[x][y] += am[x] * bn[y];
+        for (int x = 0; x < 4; ++x)
+#pragma unroll
+          for (int y = 0; y < TN; ++y) acc[x][y] += am[x] * bn[y];
+      }
     }
     __syncthreads();
   }
+  auto write = [&](int r, int col, float value) {
+    if (r >= L) return;
+    const bool keep = mask == kNone || (mask == kLower ? col <= r : col < r);
+    float* o = out + ((row0 + r) * HV + hv) * int64_t(N) + col;
+    *o = keep ? alpha * value + (accumulate ? *o : 0.f) : 0.f;
+  };
+  if constexpr (kMma) {
 #pragma unroll
-  for (int x = 0; x < 4; ++x) {
-    const int r = m0 + x;
-    if (r >= L) continue;
-#pragma unroll
-    for (int y = 0; y < TN; ++y) {
-      const int col = n_tile + n0 + y;
-      const bool keep = mask == kNone || (mask == kLower ? col <= r : col < r);
-      float* o = out + ((row0 + r) * HV + hv) * int64_t(N) + col;
-      *o = keep ? alpha * acc[x][y] + (accumulate ? *o : 0.f) : 0.f;
+    for (int nt = 0; nt < NT8; ++nt) {  // c0, c1: row g, columns 2·t4 + {0, 1}; c2, c3: row g + 8
+      const int col = n_tile + wn + nt * 8 + 2 * t4;
+      write(wm + g, col, cf[nt][0]), write(wm + g, col + 1, cf[nt][1]);
+      write(wm + g + 8, col, cf[nt][2]), write(wm + g + 8, col + 1, cf[nt][3]);
     }
+  } else {
+#pragma unroll
+    for (int x = 0; x < 4; ++x)
+#pragma unroll
+      for (int y = 0; y < TN; ++y) write(m0 + x, n_tile + n0 + y, acc[x][y]);
   }
 }
 
@@ -978,7 +1021,14 @@ void launch_backward_01(void* dq, void* dk, void* dv, float* dg, void* db, void*
     if (version >= 3) {  // 64-column tiles where N allows, else 32; version 04 stages the next depth step
       const dim3 grid64(max_chunks * unsigned(N / 64), unsigned(HV), unsigned(p.N));
       const dim3 grid32(max_chunks * unsigned(N / 32), unsigned(HV), unsigned(p.N));
-      if (N % 64 == 0 && version >= 4)
+      const bool mma = version >= 6 && p.dtype == DType::bf16;
+      if (N % 64 == 0 && mma)
+        chunk_batched_product03<64, true, true><<<grid64, kThreads, 0, stream>>>(out, A, B, N, depth, alpha, accumulate,
+                                                                                mask, cu, p.T, int(HV));
+      else if (N % 32 == 0 && N % 64 != 0 && mma)
+        chunk_batched_product03<32, true, true><<<grid32, kThreads, 0, stream>>>(out, A, B, N, depth, alpha, accumulate,
+                                                                                mask, cu, p.T, int(HV));
+      else if (N % 64 == 0 && version >= 4)
         chunk_batched_product03<64, true><<<grid64, kThreads, 0, stream>>>(out, A, B, N, depth, alpha, accumulate, mask,
                                                                           cu, p.T, int(HV));
       else if (N % 64 == 0)
@@ -1064,9 +1114,9 @@ void chunk_backward_dispatch(void* dq, void* dk, void* dv, float* dg, void* db, 
     else GDN2_CUDA_CHECK(cudaMemsetAsync(dh0, 0, bytes, stream));
     return;
   }
-  // The current rung is version 05; GDN2_BACKWARD_VERSION=1 .. 4 selects an earlier one (the ladder stays runnable).
+  // The current rung is version 06; GDN2_BACKWARD_VERSION=1 .. 5 selects an earlier one (the ladder stays runnable).
   const char* env = std::getenv("GDN2_BACKWARD_VERSION");
-  const int version = env ? std::atoi(env) : 5;
+  const int version = env ? std::atoi(env) : 6;
   dispatch_k_and_dtype(p, [&](auto K, auto T) {
     launch_backward_01<decltype(K)::value, decltype(T)>(dq, dk, dv, dg, db, dw, dh0, q, k, v, g, b, w, h0, cu, do_,
                                                         dht, p, stream, version, saved);

@@ -792,6 +792,14 @@ __global__ void __launch_bounds__(K) chunk_gates_backward(T* dv, T* dw, Workspac
   }
 }
 
+// Where stage 5 writes the key-side gradients when every key head has one value head (HV = H): straight into the
+// outputs, in their dtype (dq scaled), and stage 6 is skipped (version 07). dq == nullptr: into the workspace.
+struct HeadOutputs {
+  void *dq = nullptr, *dk = nullptr, *db = nullptr;
+  float* dg = nullptr;
+  float scale = 1;
+};
+
 // Version 05 of stage 5. Version 04's kernel (one thread per channel walking all 64 rows, every step a dependent
 // global read-modify-write) took 3.6 ms of 17 at B = 8, T = 4096. Here a task is one (sub-chunk, channel): the decays
 // come from the sub-chunk factorisation (γ_r = pre(I)·c_r, exp(Σ_{i>r} g_i) = suf(I)·a_r, direct sums as everywhere),
@@ -803,7 +811,7 @@ __global__ void __launch_bounds__(NT, 1) chunk_gates_backward05(T* dv, T* dw, Wo
                                                                  const T* __restrict__ k, const float* __restrict__ g,
                                                                  const T* __restrict__ b, const T* __restrict__ v,
                                                                  const T* __restrict__ w, const int64_t* cu_seqlens,
-                                                                 int64_t T_len, int H, int HV, int V) {
+                                                                 int64_t T_len, int H, int HV, int V, HeadOutputs outputs) {
   constexpr int S = kSub;
   __shared__ float s_bs[kNumSub][K];                 // sub-chunk sums of g
   __shared__ float s_rowsum[K];                      // Σ_j dS_C ⊙ S_n (Eq. 60)
@@ -888,9 +896,17 @@ __global__ void __launch_bounds__(NT, 1) chunk_gates_backward05(T* dv, T* dw, Wo
           const int64_t x = at(row, d);
           const float gamma = pre * expf(run), tail = suf * a[r];
           const float de = de0[u] + debar[u] * gamma;                          // Eq. 74-75 via E = B ⊙ K
-          bw.dQ[x] += dqg[u] * gamma;                                          // Eq. 80
-          bw.dK[x] += de * bv[u] + dkt[u] * tail;                              // Eq. 75, 72
-          bw.dE[x] = de * kv[u];                                               // db, Eq. 74
+          const float dq = bw.dQ[x] + dqg[u] * gamma;                          // Eq. 80
+          const float dk = bw.dK[x] + de * bv[u] + dkt[u] * tail;              // Eq. 75, 72
+          if (outputs.dq) {  // one value head per key head: these are the gradients (stage 6 is skipped)
+            const int64_t y = in(row, d);
+            static_cast<T*>(outputs.dq)[y] = from_float<T>(outputs.scale * dq);
+            static_cast<T*>(outputs.dk)[y] = from_float<T>(dk);
+            static_cast<T*>(outputs.db)[y] = from_float<T>(de * kv[u]);          // Eq. 74
+          } else {
+            bw.dQ[x] = dq, bw.dK[x] = dk;
+            bw.dE[x] = de * kv[u];                                             // db, Eq. 74
+          }
           gc = debar[u] * ebar[u] + dqg[u] * qg[u];                            // dG_r, Eq. 76, 81 (· γ)
           if (row == L - 1) gc += s_rowsum[d] * expf(total);                  // Eq. 60 (γ_L)
           tt = dkt[u] * kt[u];                                                 // Eq. 71
@@ -919,7 +935,11 @@ __global__ void __launch_bounds__(NT, 1) chunk_gates_backward05(T* dv, T* dw, Wo
     }
 #pragma unroll
     for (int r = 0; r < S; ++r) {
-      if (o + r < L) bw.dG[at(o + r, d)] += add[r] + prefix;
+      if (o + r < L) {
+        const float dg = bw.dG[at(o + r, d)] + add[r] + prefix;
+        if (outputs.dq) outputs.dg[in(o + r, d)] = dg;
+        else bw.dG[at(o + r, d)] = dg;
+      }
       prefix += tt_keep[r];
     }
   }
@@ -1082,17 +1102,21 @@ void launch_backward_01(void* dq, void* dk, void* dv, float* dg, void* db, void*
     GDN2_CUDA_CHECK_LAUNCH();
   }
   // 5. Tail keys, gates, reverse cumsum; dv, dw (version 05: tasks per (sub-chunk, channel)).
+  // Version 07: with one value head per key head, stage 5 writes the gradients itself and stage 6 is skipped.
+  const bool direct = version >= 7 && HV == p.H;
+  HeadOutputs outputs;
+  if (direct) outputs = HeadOutputs{dq, dk, db, dg, scale};
   if (version >= 5)
     chunk_gates_backward05<K, T><<<dim3(max_chunks, unsigned(HV), unsigned(p.N)), kNumSub * K, 0, stream>>>(
         static_cast<T*>(dv), static_cast<T*>(dw), ws, bw, static_cast<const T*>(k), g, static_cast<const T*>(b),
-        static_cast<const T*>(v), static_cast<const T*>(w), cu, p.T, int(p.H), int(HV), int(V));
+        static_cast<const T*>(v), static_cast<const T*>(w), cu, p.T, int(p.H), int(HV), int(V), outputs);
   else
     chunk_gates_backward<K, T><<<dim3(max_chunks, unsigned(HV), unsigned(p.N)), K, 0, stream>>>(
         static_cast<T*>(dv), static_cast<T*>(dw), ws, bw, static_cast<const T*>(k), g, static_cast<const T*>(b),
         static_cast<const T*>(v), static_cast<const T*>(w), cu, p.T, int(p.H), int(HV), int(V));
   GDN2_CUDA_CHECK_LAUNCH();
   // 6. Sum over the value heads of each key head.
-  {
+  if (!direct) {
     const int64_t n = rows * p.H * K;
     backward_reduce_heads<K, T><<<unsigned(std::min<int64_t>((n + 255) / 256, 65535)), 256, 0, stream>>>(
         static_cast<T*>(dq), static_cast<T*>(dk), dg, static_cast<T*>(db), bw, rows, int(p.H), int(HV), scale);
@@ -1114,9 +1138,9 @@ void chunk_backward_dispatch(void* dq, void* dk, void* dv, float* dg, void* db, 
     else GDN2_CUDA_CHECK(cudaMemsetAsync(dh0, 0, bytes, stream));
     return;
   }
-  // The current rung is version 06; GDN2_BACKWARD_VERSION=1 .. 5 selects an earlier one (the ladder stays runnable).
+  // The current rung is version 07; GDN2_BACKWARD_VERSION=1 .. 6 selects an earlier one (the ladder stays runnable).
   const char* env = std::getenv("GDN2_BACKWARD_VERSION");
-  const int version = env ? std::atoi(env) : 6;
+  const int version = env ? std::atoi(env) : 7;
   dispatch_k_and_dtype(p, [&](auto K, auto T) {
     launch_backward_01<decltype(K)::value, decltype(T)>(dq, dk, dv, dg, db, dw, dh0, q, k, v, g, b, w, h0, cu, do_,
                                                         dht, p, stream, version, saved);

@@ -174,6 +174,9 @@ TEST_CASE("cuda: chunk backward against the float64 reference backward (NUMERICS
   auto packed = layer(13, 1, 256, 2, 2, 64, 64, [](Rng& r) { return r.uniform(-0.2, 0); }, true, 3);
   packed.cu_seqlens = {0, 15, 100, 256};
   check_backward("packed [0,15,100,256]", packed);
+  // Enough (sequence, value head) pairs for the 64-column state pass ((V / 64) · HV · N ≥ 132), which the benchmark
+  // shapes use (and, with bf16 storage, its tensor-core version): 3 sequences × 22 value heads over 11 key heads.
+  check_backward("wide state pass N=3 HV=22", layer(14, 3, 150, 11, 22, 64, 128, mild));
 }
 
 TEST_CASE("cuda: backward determinism, varlen isolation and prefix-only loss (bitwise)", "[cuda][backward]") {

@@ -34,6 +34,10 @@
 //   06  kept 15.9 ms, 21.9 ms (forward version 09; recompute: 26.9 ms): bf16 storage runs the products on tensor
 //       cores (mma.sync TF32, fp32 accumulation): products 5.36 -> 4.86 ms, predicted 2x — they are bound by their
 //       loads, not by the multiply-adds
+//   07  kept 14.9 ms, 21.0 ms (recompute: 26.0 ms): with HV = H stage 5 writes the gradients and stage 6 is skipped
+//       (predicted −0.6 ms, the head-sum kernel; got −1.0 ms, stage 5 no longer writes its fp32 results back either)
+// Tried and not kept: the state pass on tensor cores (bf16): 21.0 -> 20.85 ms, within run-to-run noise — the pass is
+// not bound by its multiply-adds.
 #include <cstdlib>
 
 #include "chunk_workspace.cuh"

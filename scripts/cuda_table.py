@@ -11,6 +11,13 @@ import sys
 BEGIN, END = "<!-- BENCH:BEGIN (scripts/cuda_table.py writes this table) -->", "<!-- BENCH:END -->"
 
 
+def peer_columns(c, digits):
+    """The peer's time and our time as a multiple of it, or dashes where PERF.md has no peer figure."""
+    if not c["peer_ms"]:
+        return "—", "—"
+    return f"{c['peer_ms']:.{digits}f} ms", f"{c['ms'] / c['peer_ms']:.2f}"
+
+
 def train_table(runs):
     rows = ["| device | dtype | B | T | forward + backward, kept workspace (ms) | backward alone (ms) | "
             "forward + backward, recomputing (ms) | kept workspace (GB) | peer (PERF.md) | × peer | worst gradient ratio |",
@@ -19,8 +26,7 @@ def train_table(runs):
         for c in run["cases"]:
             if c["op"] != "train":
                 continue
-            peer = f"{c['peer_ms']:.1f} ms" if c["peer_ms"] else "—"
-            vs_peer = f"{c['ms'] / c['peer_ms']:.2f}" if c["peer_ms"] else "—"
+            peer, vs_peer = peer_columns(c, 1)
             rows.append(f"| {run['device']} | {run['dtype']} | {c['B']} | {c['T']} | {c['ms']:.3f} | "
                         f"{c['backward_ms']:.3f} | {c['recompute_ms']:.3f} | {c['saved_bytes'] / 1e9:.2f} | {peer} | "
                         f"{vs_peer} | {c['ratio_vs_reference']:.1e} |")
@@ -35,8 +41,7 @@ def table(paths):
         for c in run["cases"]:
             if c["op"] == "train":
                 continue
-            peer = f"{c['peer_ms']:.3f} ms" if c["peer_ms"] else "—"
-            vs_peer = f"{c['ms'] / c['peer_ms']:.2f}" if c["peer_ms"] else "—"
+            peer, vs_peer = peer_columns(c, 3)
             rows.append(f"| {run['device']} | {run['dtype']} | {c['op']} | {c['B']} | {c['T']} | {c['ms']:.4f} | "
                         f"{c['ns_per_token_head']:.2f} | {c['GBps']:.0f} | {c['ms'] / c['floor_ms']:.1f} | {peer} | "
                         f"{vs_peer} | {c['ratio_vs_reference']:.1e} |")

@@ -42,9 +42,10 @@ bool device_available(std::string* why = nullptr);
 
 // What chunk_forward keeps for chunk_backward when asked to (a training step's fast path): its float32 workspace —
 // per chunk A_qk, A = (I + T)⁻¹, Y, R, Q_γ, K_tail, Ē and the chunk-start state — about
-// 4·(5K + V + 2·64) bytes per token and value head plus one K × V state per chunk (2.6 GB at B = 8, T = 4096, H = 16,
-// K = V = 128). Without it chunk_backward recomputes the forward (the paper's memory-saving path). Move-only; frees
-// its device memory (synchronising the device) when destroyed or reset. It is valid for the inputs it was made from.
+// 4·(4K + V + 2·64) bytes per token and value head plus one K × (V + 1) block per chunk (2.16 GB at B = 8, T = 4096,
+// H = 16, K = V = 128). Without it chunk_backward recomputes the forward (the paper's memory-saving path). Move-only;
+// frees its memory into the library's pool (synchronising the device first) when destroyed or reset. It is valid for
+// the inputs it was made from.
 class SavedForBackward {
  public:
   SavedForBackward() = default;

@@ -70,7 +70,8 @@ class SavedForBackward {
 };
 
 // Chunkwise WY form (paper Eq. 18-25), chunk size 64; supports K ∈ {64, 128}, V a multiple of 32. With saved
-// non-null, the workspace is kept in it for chunk_backward (replacing what it held).
+// non-null, the workspace is kept in it for chunk_backward. What it held before is freed first, which synchronises the
+// device (reset()): a training loop that reuses one SavedForBackward pays one device synchronisation per forward.
 void chunk_forward(void* o, float* ht, const void* q, const void* k, const void* v, const float* g, const void* b,
                    const void* w, const float* h0, const int64_t* cu_seqlens, const Problem& p, cudaStream_t stream = 0,
                    SavedForBackward* saved = nullptr);

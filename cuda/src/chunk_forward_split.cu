@@ -43,7 +43,8 @@ constexpr size_t pass_smem_floats() {
 constexpr int kBatch = 8;
 
 // Kernel 1: steps 1-4 of version 04 for one chunk (block x), value head (block y), sequence (block z), plus U = AZ.
-template <int K, typename T, bool kFull = false, bool kV07 = false, int NT = kThreads, bool kV09 = false>
+// kVersion selects the rung (5-6: solve in place; 07 block inverse; 09 tiled off-diagonal blocks; 10 below).
+template <int K, typename T, bool kFull = false, int kVersion = 5, int NT = kThreads>
 __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __restrict__ q,
                                                               const T* __restrict__ k, const T* __restrict__ v,
                                                               const float* __restrict__ g, const T* __restrict__ b,
@@ -51,11 +52,12 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
                                                               const int64_t* cu_seqlens, int64_t T_len, int H, int HV,
                                                               int V, float scale) {
   constexpr int C = kChunk, KP = K + 1;
-  extern __shared__ float smem[];
+  constexpr bool kV07 = kVersion >= 7, kV09 = kVersion >= 9, kV10 = kVersion >= 10;
+  extern __shared__ __align__(16) float smem[];
   float* s_q = smem;                     // [C][K]  q̃ → q̃⊙c (for A_qk)
   float* s_k = s_q + C * KP;             // [C][K]  k → k⊙a
   float* s_e = s_k + C * KP;             // [C][K]  e = b⊙k → e⊙c → Ē
-  float* s_g = s_e + C * KP;             // [C][K]  g
+  float* s_g = s_e + C * KP;             // [C][K]  g → (version 10) Z = W ⊙ V, K value columns at a time
   float* s_T = s_g + C * KP;             // [C][C]  T → A
   float* s_Aqk = s_T + C * C;            // [C][C]  A_qk
   float* s_Z = s_Aqk + C * C;            // [C][kZSlice] a slice of Z = W ⊙ V
@@ -70,6 +72,7 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
   const int64_t c0 = int64_t(blockIdx.x) * C;
   if (c0 >= span.length) return;
   const int L = int(span.length - c0 < C ? span.length - c0 : C);
+  const int64_t row0 = span.row0 + c0;
   // 1. Load (kBatch independent loads per thread before any store); rows ≥ L are zero (and g = 0).
   static_assert((C * K) % (NT * kBatch) == 0, "whole batches");
   for (int base = 0; base < C * K; base += NT * kBatch) {
@@ -92,14 +95,32 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
   }
   __syncthreads();
   // 2a-2c (chunk_tiles.cuh): T and A_qk with exact decays, and the per-channel factors, as version 04.
-  chunk_diagonal_blocks<K, KP, NT>(s_T, s_Aqk, s_q, s_k, s_e, s_g, tid);
+  if (kV10)
+    chunk_diagonal_blocks_grouped<K, KP, NT>(s_T, s_Aqk, s_q, s_k, s_e, s_g, tid);
+  else
+    chunk_diagonal_blocks<K, KP, NT>(s_T, s_Aqk, s_q, s_k, s_e, s_g, tid);
   __syncthreads();
   chunk_decay_factors<K, KP, NT>(s_q, s_k, s_e, s_g, s_bs, s_pre, s_suf, s_mid, tid);
   __syncthreads();
+  // Version 10: g is no longer needed, so its tile takes the first K value columns of Z = W ⊙ V, for U = AZ in one
+  // product instead of V / 32 (when K divides V). The loads are issued here and land while 2c runs.
+  constexpr int kZPer = C * K / NT;
+  const bool z_wide = kV10 && V % K == 0;
+  float zr[kV10 ? kZPer : 1];
+  if (z_wide)
+#pragma unroll
+    for (int u = 0; u < kZPer; ++u) {
+      const int i = u * NT + tid, r = i / K, c = i % K;
+      const int64_t idx = ((row0 + r) * HV + hv) * V + c;
+      zr[u] = r < L ? to_float(w[idx]) * to_float(v[idx]) : 0.f;
+    }
   if (kV09)
     chunk_off_diagonal_blocks_tiled<K, KP, NT>(s_T, s_Aqk, s_q, s_k, s_e, s_mid, tid);
   else
     chunk_off_diagonal_blocks<K, KP, NT>(s_T, s_Aqk, s_q, s_k, s_e, s_mid, tid);
+  if (z_wide)
+#pragma unroll
+    for (int u = 0; u < kZPer; ++u) s_g[((u * NT + tid) / K) * KP + (u * NT + tid) % K] = zr[u];
   __syncthreads();
   for (int i = tid; i < C * K; i += NT) {  // Ē = γ ⊙ e (γ_r = pre(I)·c_r, Eq. 20)
     const int r = i / K, d = i % K;
@@ -172,11 +193,20 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
     __syncthreads();
   }
   const float* s_A = kV07 ? s_Ainv : s_T;
-  const int64_t row0 = span.row0 + c0;
   if (kFull && ws.A)  // the backward's recompute keeps A = (I + T)⁻¹ (Eq. 21), zeros above the diagonal included
     for (int i = tid; i < L * C; i += NT) ws.A[((row0 + i / C) * HV + hv) * C + i % C] = s_A[i];
   // 4. Y = A Ē (Eq. 22) and A_qk to the workspace.
-  {
+  if (kV10) {
+    constexpr int TM = C / (NT / 32), TN = K / 32;
+    float acc[TM][TN] = {};
+    lower_product_lanes<K, NT>(acc, s_A, C, s_e, KP, tid);
+    const int m0 = (tid / 32) * TM, lane = tid % 32;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+      if (m0 + i < L)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) ws.Y[((row0 + m0 + i) * HV + hv) * K + lane + 32 * j] = acc[i][j];
+  } else {
     constexpr int TM = 4, TN = C * K / (TM * NT);
     float acc[TM][TN] = {};
     tile_product<C, K, TM, TN, true, NT>(acc, s_A, C, 1, s_e, KP, C, tid);
@@ -188,7 +218,30 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
         for (int j = 0; j < TN; ++j) ws.Y[((row0 + m0 + i) * HV + hv) * K + n0 + j] = acc[i][j];
   }
   for (int i = tid; i < L * C; i += NT) ws.Aqk[((row0 + i / C) * HV + hv) * C + i % C] = s_Aqk[i];
-  // 5. U = A Z (Eq. 22), a slice of value columns at a time.
+  // 5. U = A Z (Eq. 22), a slice of value columns at a time: version 10 K columns (the first already in s_g).
+  if (z_wide) {
+    constexpr int TM = C / (NT / 32), TN = K / 32;
+    const int m0 = (tid / 32) * TM, lane = tid % 32;
+    for (int col0 = 0; col0 < V; col0 += K) {
+      if (col0 > 0) {
+        __syncthreads();  // every warp has read the previous slice
+        for (int i = tid; i < C * K; i += NT) {
+          const int r = i / K, c = i % K;
+          const int64_t idx = ((row0 + r) * HV + hv) * V + col0 + c;
+          s_g[r * KP + c] = r < L ? to_float(w[idx]) * to_float(v[idx]) : 0.f;
+        }
+        __syncthreads();
+      }
+      float acc[TM][TN] = {};
+      lower_product_lanes<K, NT>(acc, s_A, C, s_g, KP, tid);
+#pragma unroll
+      for (int i = 0; i < TM; ++i)
+        if (m0 + i < L)
+#pragma unroll
+          for (int j = 0; j < TN; ++j) ws.U[((row0 + m0 + i) * HV + hv) * V + col0 + lane + 32 * j] = acc[i][j];
+    }
+    return;
+  }
   for (int col0 = 0; col0 < V; col0 += kZSlice) {
     for (int i = tid; i < C * kZSlice; i += NT) {
       const int r = i / kZSlice, c = i % kZSlice;
@@ -507,7 +560,7 @@ __global__ void __launch_bounds__(kThreads, 2) chunk_output06(T* o, Workspace ws
 }
 
 // The prepare kernel and the version-06 state pass on a workspace the caller allocated (ht may be null).
-template <int K, int VS, typename T, bool kV07, int kPrepareThreads, bool kV09 = false>
+template <int K, int VS, typename T, int kVersion, int kPrepareThreads>
 void run_prepare_and_pass(const Workspace& ws, float* ht, const void* q, const void* k, const void* v, const float* g,
                           const void* b, const void* w, const float* h0, const int64_t* cu, const Problem& p,
                           cudaStream_t stream) {
@@ -515,7 +568,7 @@ void run_prepare_and_pass(const Workspace& ws, float* ht, const void* q, const v
   const unsigned max_chunks = unsigned((p.T + kChunk - 1) / kChunk);
   {
     constexpr size_t bytes = prepare_smem_floats<K>() * sizeof(float);
-    auto kernel = chunk_prepare<K, T, true, kV07, kPrepareThreads, kV09>;
+    auto kernel = chunk_prepare<K, T, true, kVersion, kPrepareThreads>;
     GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
     kernel<<<dim3(max_chunks, unsigned(p.HV), unsigned(p.N)), kPrepareThreads, bytes, stream>>>(
         ws, static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v), g, static_cast<const T*>(b),
@@ -532,18 +585,18 @@ void run_prepare_and_pass(const Workspace& ws, float* ht, const void* q, const v
   }
 }
 
-template <int K, int VS, typename T, bool kV07, int kPrepareThreads = kThreads, bool kV09 = false>
+template <int K, int VS, typename T, int kVersion, int kPrepareThreads = kThreads>
 void launch_06(void* o, float* ht, const void* q, const void* k, const void* v, const float* g, const void* b,
                const void* w, const float* h0, const int64_t* cu, const Problem& p, cudaStream_t stream,
                SavedForBackward* saved) {
   const int64_t rows = cu ? p.T : p.N * p.T;
   if (rows == 0) return;
   // Kept for the backward only from version 07 on (it stores A with its zeros above the diagonal).
-  const bool keep = saved && kV07;
+  const bool keep = saved && kVersion >= 7;
   const size_t floats = forward_workspace_floats(rows, p.N, p.HV, K, p.V, keep);
   float* base = workspace_alloc<float>(floats, stream);
   const Workspace ws = carve_forward_workspace(base, rows, p.N, p.HV, K, p.V, keep);
-  run_prepare_and_pass<K, VS, T, kV07, kPrepareThreads, kV09>(ws, ht, q, k, v, g, b, w, h0, cu, p, stream);
+  run_prepare_and_pass<K, VS, T, kVersion, kPrepareThreads>(ws, ht, q, k, v, g, b, w, h0, cu, p, stream);
   {
     constexpr int VO = 32;
     constexpr size_t bytes = output06_smem_floats<K, VO>() * sizeof(float);
@@ -605,9 +658,9 @@ void chunk_forward_recompute(const Workspace& ws, const void* q, const void* k, 
   dispatch_k_and_dtype(p, [&](auto K, auto T) {
     constexpr int KK = decltype(K)::value;
     using TT = decltype(T);
-    // The same kernels as the default forward (version 09), so a kept workspace and a recomputed one agree bit for bit.
-    return wide_pass(p) ? run_prepare_and_pass<KK, 64, TT, true, 512, true>(ws, nullptr, q, k, v, g, b, w, h0, cu, p, s)
-                        : run_prepare_and_pass<KK, 32, TT, true, 512, true>(ws, nullptr, q, k, v, g, b, w, h0, cu, p, s);
+    // The same kernels as the default forward (version 10), so a kept workspace and a recomputed one agree bit for bit.
+    return wide_pass(p) ? run_prepare_and_pass<KK, 64, TT, 10, 512>(ws, nullptr, q, k, v, g, b, w, h0, cu, p, s)
+                        : run_prepare_and_pass<KK, 32, TT, 10, 512>(ws, nullptr, q, k, v, g, b, w, h0, cu, p, s);
   });
 }
 
@@ -620,19 +673,24 @@ void chunk_forward_split_dispatch(void* o, float* ht, const void* q, const void*
     if (version >= 6) {
       const bool wide = wide_pass(p);
       if (version == 6)
-        return wide ? launch_06<KK, 64, TT, false>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved)
-                    : launch_06<KK, 32, TT, false>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved);
+        return wide ? launch_06<KK, 64, TT, 6>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved)
+                    : launch_06<KK, 32, TT, 6>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved);
       if (version == 7)
-        return wide ? launch_06<KK, 64, TT, true>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved)
-                    : launch_06<KK, 32, TT, true>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved);
+        return wide ? launch_06<KK, 64, TT, 7>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved)
+                    : launch_06<KK, 32, TT, 7>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved);
       // Version 08: the prepare kernel with 16 warps instead of 8 (it holds one block per SM for its shared memory,
       // so the warps are all the latency hiding there is).
       if (version == 8)
-        return wide ? launch_06<KK, 64, TT, true, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved)
-                    : launch_06<KK, 32, TT, true, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved);
+        return wide ? launch_06<KK, 64, TT, 8, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved)
+                    : launch_06<KK, 32, TT, 8, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved);
       // Version 09: the off-diagonal blocks of T and A_qk by 2 × 2 register tiles over the lower block pairs only.
-      return wide ? launch_06<KK, 64, TT, true, 512, true>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved)
-                  : launch_06<KK, 32, TT, true, 512, true>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved);
+      if (version == 9)
+        return wide ? launch_06<KK, 64, TT, 9, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved)
+                    : launch_06<KK, 32, TT, 9, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved);
+      // Version 10: the diagonal blocks by column groups (one exp per channel and row per warp), Y = AĒ and U = AZ
+      // with lane-strided columns (no bank conflicts) and U in one product of K columns.
+      return wide ? launch_06<KK, 64, TT, 10, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved)
+                  : launch_06<KK, 32, TT, 10, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved);
     }
     // The widest value slice that still gives about one block per SM (the pass holds one block per SM): wide
     // slices load the K-side tiles (q, k, g, Y, A_qk) fewer times; narrow ones fill the GPU when N·HV is small.

@@ -1,5 +1,5 @@
 // gdn2::cuda — the chunk size, the register-tiled products and the exact-decay steps shared by the chunk-form kernels
-// (versions 04-08).
+// (versions 04-10).
 #pragma once
 
 #include "common.cuh"
@@ -173,6 +173,105 @@ __device__ __forceinline__ void chunk_off_diagonal_blocks_tiled(float* s_T, floa
         s_Aqk[i] = aqk[x][y];
         s_T[i] = tt[x][y];
       }
+  }
+}
+
+// [SECTION] version 10 of the prepare kernel ------------------------------------------------------------------------
+
+// 2a, version 10: the same diagonal-block entries, bit for bit, with the columns of a sub-chunk shared out among a group
+//     of warps. Warp w takes sub-chunk M = w % kNumSub and the columns s = M·kSub + w / kNumSub + j·(warps per
+//     sub-chunk); walking r once through the sub-chunk it computes exp(g_r) once per channel for all its columns
+//     (chunk_diagonal_blocks does it once per column: about 4× the exps at 16 warps), and the columns' warp reductions
+//     are independent, so their shuffles overlap. Each Γ_rs ⊙ k_s is updated by the same factors in the same order.
+template <int K, int KP, int NT>
+__device__ __forceinline__ void chunk_diagonal_blocks_grouped(float* s_T, float* s_Aqk, const float* s_q,
+                                                              const float* s_k, const float* s_e, const float* s_g,
+                                                              int tid) {
+  constexpr int C = kChunk, PER_LANE = K / 32, kWarps = NT / 32, kGroup = kWarps / kNumSub, kCols = kSub / kGroup;
+  static_assert(kWarps % kNumSub == 0 && kSub % kGroup == 0, "whole column groups");
+  const int warp = tid / 32, lane = tid % 32, M = warp % kNumSub, first = M * kSub + warp / kNumSub;
+  float dk[kCols][PER_LANE];
+#pragma unroll
+  for (int c = 0; c < kCols; ++c)
+#pragma unroll
+    for (int j = 0; j < PER_LANE; ++j) dk[c][j] = s_k[(first + c * kGroup) * KP + lane + 32 * j];
+  for (int r = first; r < (M + 1) * kSub; ++r) {
+    float ex[PER_LANE];
+#pragma unroll
+    for (int j = 0; j < PER_LANE; ++j) ex[j] = expf(s_g[r * KP + lane + 32 * j]);
+    float aqk[kCols], t[kCols];
+#pragma unroll
+    for (int c = 0; c < kCols; ++c) {
+      const int s = first + c * kGroup;
+      aqk[c] = 0, t[c] = 0;
+      if (r < s) continue;  // (uniform across the warp)
+#pragma unroll
+      for (int j = 0; j < PER_LANE; ++j) {
+        const int d = lane + 32 * j;
+        if (r > s) dk[c][j] *= ex[j];
+        aqk[c] += s_q[r * KP + d] * dk[c][j];
+        t[c] += s_e[r * KP + d] * dk[c][j];
+      }
+    }
+#pragma unroll
+    for (int off = 16; off; off /= 2)
+#pragma unroll
+      for (int c = 0; c < kCols; ++c) {
+        aqk[c] += __shfl_xor_sync(0xffffffffu, aqk[c], off);
+        t[c] += __shfl_xor_sync(0xffffffffu, t[c], off);
+      }
+    if (lane == 0)
+#pragma unroll
+      for (int c = 0; c < kCols; ++c) {
+        const int s = first + c * kGroup;
+        if (r < s) continue;
+        s_Aqk[r * C + s] = aqk[c];
+        s_T[r * C + s] = r > s ? t[c] : 0.f;
+      }
+  }
+}
+
+// Steps 4-5, version 10: acc = L B for a lower-triangular C × C matrix L (row-major, rows l_rs floats apart and
+// 16-byte aligned) and an N-column B (rows b_rs floats apart). Warp w owns rows w·TM .. w·TM + TM − 1; lane l owns
+// the columns l, l + 32, l + 64, ...: a warp's load of B is 32 consecutive floats (one shared-memory wavefront;
+// tile_product's 4 consecutive columns per lane are a 4-way bank conflict) and its loads of L are broadcasts of four
+// consecutive entries (float4). Terms above the diagonal are skipped, not multiplied by zero (as in tile_product);
+// the sum runs over j in ascending order.
+template <int N, int NT>
+__device__ __forceinline__ void lower_product_lanes(float (&acc)[kChunk / (NT / 32)][N / 32], const float* L, int l_rs,
+                                                    const float* B, int b_rs, int tid) {
+  constexpr int TM = kChunk / (NT / 32), TN = N / 32;
+  static_assert(TM % 4 == 0 && N % 32 == 0, "float4 rows, whole lanes");
+  const int lane = tid % 32, m0 = (tid / 32) * TM;
+  for (int j0 = 0; j0 < m0; j0 += 4) {  // the blocks left of the warp's diagonal block: every term
+    float4 a[TM];
+#pragma unroll
+    for (int i = 0; i < TM; ++i) a[i] = *reinterpret_cast<const float4*>(L + (m0 + i) * l_rs + j0);
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      float bb[TN];
+#pragma unroll
+      for (int l = 0; l < TN; ++l) bb[l] = B[(j0 + u) * b_rs + lane + 32 * l];
+#pragma unroll
+      for (int i = 0; i < TM; ++i) {
+        const float ai = u == 0 ? a[i].x : u == 1 ? a[i].y : u == 2 ? a[i].z : a[i].w;
+#pragma unroll
+        for (int l = 0; l < TN; ++l) acc[i][l] += ai * bb[l];
+      }
+    }
+  }
+#pragma unroll
+  for (int u = 0; u < TM; ++u) {  // the diagonal block: terms j ≤ row only
+    const int j = m0 + u;
+    float bb[TN];
+#pragma unroll
+    for (int l = 0; l < TN; ++l) bb[l] = B[j * b_rs + lane + 32 * l];
+#pragma unroll
+    for (int i = u; i < TM; ++i) {
+      const float ai = L[(m0 + i) * l_rs + j];
+#pragma unroll
+      for (int l = 0; l < TN; ++l) acc[i][l] += ai * bb[l];
+    }
   }
 }
 

@@ -1,6 +1,8 @@
 // gdn2 tests [cuda] — the CUDA kernels against the float64 reference (NUMERICS.md 1-13, 19). Exits 77 (reported as
 // skipped by CTest) when no CUDA device can be used, e.g. on a machine without a GPU.
 #define CATCH_CONFIG_RUNNER
+#include <cstdlib>  // setenv: the tests pick kernel versions as GDN2_CHUNK_VERSION does
+
 #include "helpers.hpp"
 
 #include "../cuda/src/reference_check.hpp"
@@ -134,6 +136,38 @@ TEST_CASE("cuda: packed sequences, isolation and prefix causality (bitwise)", "[
       REQUIRE(same);
     }
   }
+}
+
+// Forward rungs 10 and 11 change only the schedule of version 09's arithmetic (which warp computes which sum, and how
+// many value columns a block takes), so they must give the same bits; cuda/src/chunk_forward_split.cu.
+TEST_CASE("cuda: forward versions 09, 10 and 11 agree bit for bit", "[cuda]") {
+  const auto gate = [](Rng& r) { return r.uniform(-0.2, 0); };
+  std::vector<std::pair<std::string, Layer<double>>> cases = {
+      {"K=128 V=128", layer(41, 2, 200, 2, 2, 128, 128, gate)},
+      {"K=64 V=128", layer(42, 2, 130, 2, 2, 64, 128, gate)},
+      {"K=128 GVA V=96", layer(43, 2, 150, 2, 4, 128, 96, gate)},
+      {"K=64 V=64 packed", layer(44, 1, 256, 2, 2, 64, 64, gate, true, 3)}};
+  cases.back().second.cu_seqlens = {0, 15, 100, 256};
+  auto reset = layer(45, 2, 200, 2, 2, 128, 128, gate);
+  for (index_t n = 0; n < 2; ++n)
+    for (index_t h = 0; h < 2; ++h)
+      for (index_t d = 0; d < 128; ++d) reset.g.data[offset_bthd(n, 100, h, 200, 2, 128) + d] = -double(INFINITY);
+  cases.emplace_back("K=128 reset g=-inf", reset);
+  for (const auto& [what, x] : cases)
+    for (DType dtype : {DType::f32, DType::bf16}) {
+      std::vector<Outputs> runs;
+      for (const char* version : {"9", "10", "11"}) {
+        setenv("GDN2_CHUNK_VERSION", version, 1);
+        runs.push_back(run_on_device(Form::chunk, x, dtype));
+      }
+      unsetenv("GDN2_CHUNK_VERSION");
+      for (size_t i = 1; i < runs.size(); ++i) {
+        const bool same = runs[i].o.data == runs[0].o.data && runs[i].ht.data == runs[0].ht.data;
+        std::printf("  [measured] %s %s: version %s vs 09 bitwise equal: %d\n", what.c_str(), name(dtype),
+                    i == 1 ? "10" : "11", same);
+        REQUIRE(same);
+      }
+    }
 }
 
 TEST_CASE("cuda: a decode step updates the state in place", "[cuda]") {

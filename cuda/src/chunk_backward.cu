@@ -1,4 +1,4 @@
-// gdn2::cuda chunk_backward — the gate-aware chunkwise backward (paper Sec. 3.4, Appendix B, Eq. 49-84), versions 01-07
+// gdn2::cuda chunk_backward — the gate-aware chunkwise backward (paper Sec. 3.4, Appendix B, Eq. 49-84), versions 01-08
 // of its ladder (docs/cuda.md). Version 01 is written equation by equation in fp32, the line-by-line twin of
 // reference/core/chunk_backward.hpp; later versions replace one stage each (marked "Version 0N" where they do).
 //
@@ -36,6 +36,9 @@
 //       loads, not by the multiply-adds
 //   07  kept 14.9 ms, 21.0 ms (recompute: 26.0 ms): with HV = H stage 5 writes the gradients and stage 6 is skipped
 //       (predicted −0.6 ms, the head-sum kernel; got −1.0 ms, stage 5 no longer writes its fp32 results back either)
+//   08  kept 14.0 ms, 18.7 ms (forward 11; recompute: 22.4 ms): stage 4's decays as running products of exp(g_r) (15 exps
+//       per task instead of 136), its off-diagonal rows and columns with operands formed once and float4 reads of
+//       dA_qk and dT (stage 4 4.90 -> 3.72 ms at B = 8, predicted -30%)
 // Tried and not kept: the state pass on tensor cores (bf16): 21.0 -> 20.85 ms, within run-to-run noise — the pass is
 // not bound by its multiply-adds.
 #include <cstdlib>
@@ -561,13 +564,20 @@ constexpr size_t intra02_smem_floats() {
   return 5 * C * (K + 1) + 2 * C * C + kNumSub * K + 2 * kNumSub * kNumSub * K;
 }
 
-template <int K, typename T, int NT = 512>
+//
+// Version 08 (same steps, same shared memory): in step 1 the decay of a pair is a running product of the factors
+// exp(g_r), each computed once per (row, channel) — 15 exps per task instead of 136 (a product of factors ≤ 1, as the
+// forward's diagonal blocks; exactly 0 after a g = −inf; unrolling the column loop too spilled registers); step 3 walks the
+// earlier sub-chunks J outermost, so k_s a_s is formed once per task and column instead of once per row, and reads
+// dA_qk, dT four columns at a time (float4 broadcasts); step 4 walks the rows r outermost and forms q̃_r c_r, e_r c_r
+// once per row, reading four columns of dA_qk and dT at a time, instead of five loads per (r, s) term.
+template <int K, typename T, int NT = 512, bool kV08 = false>
 __global__ void __launch_bounds__(NT, 1) chunk_intra_backward02(BackwardWorkspace bw, const T* __restrict__ q,
                                                                  const T* __restrict__ k, const float* __restrict__ g,
                                                                  const T* __restrict__ b, const int64_t* cu_seqlens,
                                                                  int64_t T_len, int H, int HV, float scale) {
   constexpr int KP = K + 1, S = kSub;
-  extern __shared__ float smem[];
+  extern __shared__ __align__(16) float smem[];
   float* s_q = smem;                      // [C][KP] q̃
   float* s_k = s_q + C * KP;              // [C][KP] k
   float* s_e = s_k + C * KP;              // [C][KP] e = b ⊙ k
@@ -602,6 +612,41 @@ __global__ void __launch_bounds__(NT, 1) chunk_intra_backward02(BackwardWorkspac
   __syncthreads();
   auto out = [&](int r, int d) { return ((row0 + r) * HV + hv) * K + d; };
   // 1. Diagonal blocks, pairwise (as version 01), written (=) to dq, de, dk, dg.
+  if (kV08)
+    for (int task = tid; task < kNumSub * K; task += NT) {
+      const int M = task / K, d = task % K, o = M * S;
+      float dq[S] = {}, de[S] = {}, dg[S] = {};
+      float* ex = s_a + o * KP + d;  // exp(g_r) of this task's rows, in s_a until step 2 fills it (this thread only)
+#pragma unroll
+      for (int r = 1; r < S; ++r) ex[r * KP] = expf(s_c[(o + r) * KP + d]);
+      for (int s = 0; s < S; ++s) {
+        const float ks = s_k[(o + s) * KP + d];
+        float decay = 1.f, dk = 0, X[S];
+#pragma unroll
+        for (int r = 0; r < S; ++r) {
+          if (r < s) continue;
+          if (r > s) decay *= ex[r * KP];  // Γ_rs = Π_{s<i≤r} exp(g_i)
+          const float daqk = s_dAqk[(o + r) * C + o + s], dt = r > s ? s_dT[(o + r) * C + o + s] : 0.f;
+          const float wrs = (daqk * s_q[(o + r) * KP + d] + dt * s_e[(o + r) * KP + d]) * decay;
+          dk += wrs;
+          dq[r] += daqk * decay * ks;
+          de[r] += dt * decay * ks;
+          X[r] = wrs * ks;
+        }
+        if (o + s < L) bw.dK[out(o + s, d)] = dk;
+        float suffix = 0;
+#pragma unroll
+        for (int i = S - 1; i > 0; --i)
+          if (i > s) {
+            suffix += X[i];
+            dg[i] += suffix;
+          }
+      }
+#pragma unroll
+      for (int r = 0; r < S; ++r)
+        if (o + r < L) bw.dQ[out(o + r, d)] = dq[r], bw.dE[out(o + r, d)] = de[r], bw.dG[out(o + r, d)] = dg[r];
+    }
+  else
   for (int task = tid; task < kNumSub * K; task += NT) {
     const int M = task / K, d = task % K, o = M * S;
     float dq[S] = {}, de[S] = {}, dg[S] = {};
@@ -664,6 +709,53 @@ __global__ void __launch_bounds__(NT, 1) chunk_intra_backward02(BackwardWorkspac
       }
   __syncthreads();
   // 3. Rows of the off-diagonal blocks (I ≥ 1), walked upward from the last row for the suffix sum of dg.
+  if (kV08)
+    for (int task = tid; task < (kNumSub - 1) * K; task += NT) {
+      const int I = 1 + task / K, d = task % K, o = I * S;
+      float dq[S] = {}, de[S] = {}, tot[kNumSub - 1] = {};
+#pragma unroll
+      for (int J = 0; J < kNumSub - 1; ++J) {
+        if (J >= I) continue;
+        float ka[S];
+#pragma unroll
+        for (int s = 0; s < S; ++s) ka[s] = s_k[(J * S + s) * KP + d] * s_a[(J * S + s) * KP + d];
+        const float m = s_mid[(J * kNumSub + I) * K + d];
+#pragma unroll
+        for (int r = S - 1; r >= 0; --r) {
+          const float* aq = s_dAqk + (o + r) * C + J * S;
+          const float* at = s_dT + (o + r) * C + J * S;
+          float Dq = 0, De = 0;
+#pragma unroll
+          for (int s4 = 0; s4 < S; s4 += 4) {
+            const float4 x = *reinterpret_cast<const float4*>(aq + s4), y = *reinterpret_cast<const float4*>(at + s4);
+            Dq += x.x * ka[s4], De += y.x * ka[s4];
+            Dq += x.y * ka[s4 + 1], De += y.y * ka[s4 + 1];
+            Dq += x.z * ka[s4 + 2], De += y.z * ka[s4 + 2];
+            Dq += x.w * ka[s4 + 3], De += y.w * ka[s4 + 3];
+          }
+          dq[r] += m * Dq;
+          de[r] += m * De;
+          const int rr = (o + r) * KP + d;
+          tot[J] += m * s_c[rr] * (s_q[rr] * Dq + s_e[rr] * De);
+        }
+      }
+      float suffix = 0;
+#pragma unroll
+      for (int r = S - 1; r >= 0; --r) {
+        const int rr = (o + r) * KP + d;
+        const float dqr = dq[r] * s_c[rr], der = de[r] * s_c[rr];
+        suffix += s_q[rr] * dqr + s_e[rr] * der;  // ρ_r
+        if (o + r < L) {
+          bw.dQ[out(o + r, d)] += dqr;
+          bw.dE[out(o + r, d)] += der;
+          bw.dG[out(o + r, d)] += suffix;
+        }
+      }
+#pragma unroll
+      for (int J = 0; J < kNumSub - 1; ++J)
+        if (J < I) s_tot[(J * kNumSub + I) * K + d] = tot[J];
+    }
+  else
   for (int task = tid; task < (kNumSub - 1) * K; task += NT) {
     const int I = 1 + task / K, d = task % K, o = I * S;
     float tot[kNumSub - 1] = {}, suffix = 0;
@@ -699,6 +791,45 @@ __global__ void __launch_bounds__(NT, 1) chunk_intra_backward02(BackwardWorkspac
   }
   __syncthreads();
   // 4. Columns of the off-diagonal blocks (J ≤ 2), walked downward... from the first row for the strict prefix sum.
+  if (kV08)
+    for (int task = tid; task < (kNumSub - 1) * K; task += NT) {
+      const int J = task / K, d = task % K, o = J * S;
+      float dk[S] = {};
+#pragma unroll
+      for (int I = 1; I < kNumSub; ++I) {
+        if (I <= J) continue;
+        float Dk[S] = {};
+#pragma unroll 4
+        for (int r = I * S; r < (I + 1) * S; ++r) {
+          const int rr = r * KP + d;
+          const float qc = s_q[rr] * s_c[rr], ec = s_e[rr] * s_c[rr];
+          const float* aq = s_dAqk + r * C + o;
+          const float* at = s_dT + r * C + o;
+#pragma unroll
+          for (int s4 = 0; s4 < S; s4 += 4) {
+            const float4 x = *reinterpret_cast<const float4*>(aq + s4), y = *reinterpret_cast<const float4*>(at + s4);
+            Dk[s4] += x.x * qc + y.x * ec;
+            Dk[s4 + 1] += x.y * qc + y.y * ec;
+            Dk[s4 + 2] += x.z * qc + y.z * ec;
+            Dk[s4 + 3] += x.w * qc + y.w * ec;
+          }
+        }
+        const float m = s_mid[(J * kNumSub + I) * K + d];
+#pragma unroll
+        for (int s = 0; s < S; ++s) dk[s] += m * Dk[s];
+      }
+      float prefix = 0;
+#pragma unroll
+      for (int s = 0; s < S; ++s) {
+        const float dks = dk[s] * s_a[(o + s) * KP + d];
+        if (o + s < L) {
+          bw.dG[out(o + s, d)] += prefix;
+          bw.dK[out(o + s, d)] += dks;
+        }
+        prefix += s_k[(o + s) * KP + d] * dks;  // κ_s
+      }
+    }
+  else
   for (int task = tid; task < (kNumSub - 1) * K; task += NT) {
     const int J = task / K, d = task % K, o = J * S;
     float prefix = 0;
@@ -1090,7 +1221,7 @@ void launch_backward_01(void* dq, void* dk, void* dv, float* dg, void* db, void*
   // 4. Through T and A_qk (version 02; GDN2_BACKWARD_VERSION=1 runs version 01's pairwise kernel).
   if (version >= 2) {
     constexpr size_t bytes = intra02_smem_floats<K>() * sizeof(float);
-    auto kernel = chunk_intra_backward02<K, T>;
+    auto kernel = version >= 8 ? chunk_intra_backward02<K, T, 512, true> : chunk_intra_backward02<K, T, 512, false>;
     GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
     kernel<<<dim3(max_chunks, unsigned(HV), unsigned(p.N)), 512, bytes, stream>>>(
         bw, static_cast<const T*>(q), static_cast<const T*>(k), g, static_cast<const T*>(b), cu, p.T, int(p.H), int(HV),
@@ -1142,9 +1273,9 @@ void chunk_backward_dispatch(void* dq, void* dk, void* dv, float* dg, void* db, 
     else GDN2_CUDA_CHECK(cudaMemsetAsync(dh0, 0, bytes, stream));
     return;
   }
-  // The current rung is version 07; GDN2_BACKWARD_VERSION=1 .. 6 selects an earlier one (the ladder stays runnable).
+  // The current rung is version 08; GDN2_BACKWARD_VERSION=1 .. 7 selects an earlier one (the ladder stays runnable).
   const char* env = std::getenv("GDN2_BACKWARD_VERSION");
-  const int version = env ? std::atoi(env) : 7;
+  const int version = env ? std::atoi(env) : 8;
   dispatch_k_and_dtype(p, [&](auto K, auto T) {
     launch_backward_01<decltype(K)::value, decltype(T)>(dq, dk, dv, dg, db, dw, dh0, q, k, v, g, b, w, h0, cu, do_,
                                                         dht, p, stream, version, saved);

@@ -20,7 +20,12 @@
 //        (6.73 ms once the workspace memory is kept between calls: 2.7 ms of the 9.38 were mapping it again; api.cu)
 //   09   6.04 ms (B = 1, T = 4096: 1.08 ms): the off-diagonal blocks of T and A_qk by 2 × 2 register tiles over the lower
 //        block pairs only (chunk_tiles.cuh 2c; predicted prepare −15%)
-// The current default is 09 (api.cu); GDN2_CHUNK_VERSION=5 .. 8 runs the earlier ones.
+//   10   4.75 ms (B = 1, T = 4096: 0.89 ms; prepare 4.47 -> 2.84 ms, predicted -18%): the diagonal blocks by column
+//        groups, one exp per (row, channel) per warp instead of per column (chunk_tiles.cuh 2a, version 10); Y = AĒ and
+//        U = AZ with lane-strided columns, no bank conflicts, and U in one product of K columns with Z in g's tile
+//   11   4.66 ms (output 1.13 -> 1.04 ms, predicted 0.85): 64 value columns per output block instead of 32
+// 10 and 11 reorder no arithmetic: test_cuda checks that 09, 10 and 11 give the same bits.
+// The current default is 11 (api.cu); GDN2_CHUNK_VERSION=5 .. 10 runs the earlier ones.
 #include "chunk_workspace.cuh"
 
 namespace gdn2::cuda::detail {
@@ -598,7 +603,9 @@ void launch_06(void* o, float* ht, const void* q, const void* k, const void* v, 
   const Workspace ws = carve_forward_workspace(base, rows, p.N, p.HV, K, p.V, keep);
   run_prepare_and_pass<K, VS, T, kVersion, kPrepareThreads>(ws, ht, q, k, v, g, b, w, h0, cu, p, stream);
   {
-    constexpr int VO = 32;
+    // Version 11: 64 value columns per output block instead of 32 — Q_γ and A_qk are read twice per chunk instead of
+    // four times; 99 KB of shared memory still gives two blocks per SM.
+    constexpr int VO = kVersion >= 11 ? 64 : 32;
     constexpr size_t bytes = output06_smem_floats<K, VO>() * sizeof(float);
     auto kernel = chunk_output06<K, VO, T>;
     GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
@@ -689,8 +696,12 @@ void chunk_forward_split_dispatch(void* o, float* ht, const void* q, const void*
                     : launch_06<KK, 32, TT, 9, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved);
       // Version 10: the diagonal blocks by column groups (one exp per channel and row per warp), Y = AĒ and U = AZ
       // with lane-strided columns (no bank conflicts) and U in one product of K columns.
-      return wide ? launch_06<KK, 64, TT, 10, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved)
-                  : launch_06<KK, 32, TT, 10, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved);
+      if (version == 10 || p.V % 64 != 0)
+        return wide ? launch_06<KK, 64, TT, 10, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved)
+                    : launch_06<KK, 32, TT, 10, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved);
+      // Version 11: version 10 with 64 value columns per output block (V a multiple of 64; otherwise version 10).
+      return wide ? launch_06<KK, 64, TT, 11, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved)
+                  : launch_06<KK, 32, TT, 11, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved);
     }
     // The widest value slice that still gives about one block per SM (the pass holds one block per SM): wide
     // slices load the K-side tiles (q, k, g, Y, A_qk) fewer times; narrow ones fill the GPU when N·HV is small.

@@ -1,4 +1,4 @@
-// gdn2::cuda chunk_backward — the gate-aware chunkwise backward (paper Sec. 3.4, Appendix B, Eq. 49-84), versions 01-08
+// gdn2::cuda chunk_backward — the gate-aware chunkwise backward (paper Sec. 3.4, Appendix B, Eq. 49-84), versions 01-09
 // of its ladder (docs/cuda.md). Version 01 is written equation by equation in fp32, the line-by-line twin of
 // reference/core/chunk_backward.hpp; later versions replace one stage each (marked "Version 0N" where they do).
 //
@@ -39,6 +39,8 @@
 //   08  kept 14.0 ms, 18.7 ms (forward 11; recompute: 22.4 ms): stage 4's decays as running products of exp(g_r) (15 exps
 //       per task instead of 136), its off-diagonal rows and columns with operands formed once and float4 reads of
 //       dA_qk and dT (stage 4 4.90 -> 3.72 ms at B = 8, predicted -30%)
+//   09  kept 13.8 ms, 17.8 ms (forward 13): the state pass with float4 shared loads (tile_product_vec, same bits as
+//       08): 4.08 -> 3.89 ms, predicted about 3 ms — like the forward pass, not bound by its shared loads
 // Tried and not kept: the state pass on tensor cores (bf16): 21.0 -> 20.85 ms, within run-to-run noise — the pass is
 // not bound by its multiply-adds.
 #include <cstdlib>
@@ -73,7 +75,7 @@ __global__ void backward_convert(BackwardWorkspace bw, const T* __restrict__ do_
 // [SECTION] 2. the state VJP: the sequential pass, last chunk first ------------------------------------------------
 template <int K, int VS>
 constexpr size_t backward_pass_smem_floats() {
-  return C * C + 3 * C * (K + 1) + 2 * C * VS + K * VS + K;
+  return C * C + 3 * C * (K + 4) + 2 * C * VS + K * VS + K;  // rows of K + 4 floats from version 09 (K + 1 before)
 }
 
 template <int K, int VS>
@@ -157,12 +159,14 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_backward_state_pass(float* 
 // Version 04 of stage 2. Version 03's pass took 6.1 ms of 28 at B = 8, T = 4096: one block per SM (the three K-wide
 // tiles fill shared memory), 8 warps, and every tile element loaded by a dependent load → store pair. Here 16 warps,
 // and each thread issues kBatch independent loads before it stores any (as forward version 05 did for its pass).
-template <int K, int VS, int NT = 512>
+// Version 09: the same products with vector shared loads (tile_product_vec: same terms, same order, same bits), the
+// K-wide tiles in rows of K + 4 floats so that their runs are 16-byte aligned.
+template <int K, int VS, int NT = 512, bool kVec = false>
 __global__ void __launch_bounds__(NT, 1) chunk_backward_state_pass04(float* dh0, const float* dht, Workspace ws,
                                                                       BackwardWorkspace bw, const int64_t* cu_seqlens,
                                                                       int64_t T_len, int HV, int V) {
-  constexpr int KP = K + 1, kBatch = 8;
-  extern __shared__ float smem[];
+  constexpr int KP = kVec ? K + 4 : K + 1, kBatch = 8;
+  extern __shared__ __align__(16) float smem[];
   float* s_Aqk = smem;              // [C][C]  A_qk, causal
   float* s_kt = s_Aqk + C * C;      // [C][KP] K_tail
   float* s_qg = s_kt + C * KP;      // [C][KP] Q_γ
@@ -220,8 +224,13 @@ __global__ void __launch_bounds__(NT, 1) chunk_backward_state_pass04(float* dh0,
     constexpr int TM = 2, TN = VS / 16;
     {  // dR = A_qkᵀ dO (Eq. 54) + K_tail dS_C (Eq. 57)
       float acc[TM][TN] = {};
-      tile_product<C, VS, TM, TN, false, NT>(acc, s_Aqk, 1, C, s_dO, VS, C, tid);
-      tile_product<C, VS, TM, TN, false, NT>(acc, s_kt, KP, 1, s_dS, VS, K, tid);
+      if constexpr (kVec) {
+        tile_product_vec<C, VS, TM, TN, false, false, NT>(acc, s_Aqk, C, s_dO, VS, C, tid);
+        tile_product_vec<C, VS, TM, TN, true, false, NT>(acc, s_kt, KP, s_dS, VS, K, tid);
+      } else {
+        tile_product<C, VS, TM, TN, false, NT>(acc, s_Aqk, 1, C, s_dO, VS, C, tid);
+        tile_product<C, VS, TM, TN, false, NT>(acc, s_kt, KP, 1, s_dS, VS, K, tid);
+      }
       const int m0 = (tid / (VS / TN)) * TM, n0 = (tid % (VS / TN)) * TN;
 #pragma unroll
       for (int i = 0; i < TM; ++i)
@@ -235,8 +244,13 @@ __global__ void __launch_bounds__(NT, 1) chunk_backward_state_pass04(float* dh0,
     {  // dS_start = Diag(γ_C) dS_C (Eq. 59) + Q_γᵀ dO (Eq. 56) − Yᵀ dR (Eq. 63)
       constexpr int SM = K / 32;
       float acc[SM][TN] = {};
-      tile_product<K, VS, SM, TN, false, NT>(acc, s_qg, 1, KP, s_dO, VS, C, tid);
-      tile_product<K, VS, SM, TN, false, NT>(acc, s_y, 1, KP, s_dR, VS, C, tid, -1.f);
+      if constexpr (kVec) {
+        tile_product_vec<K, VS, SM, TN, false, false, NT>(acc, s_qg, KP, s_dO, VS, C, tid);
+        tile_product_vec<K, VS, SM, TN, false, false, NT>(acc, s_y, KP, s_dR, VS, C, tid, -1.f);
+      } else {
+        tile_product<K, VS, SM, TN, false, NT>(acc, s_qg, 1, KP, s_dO, VS, C, tid);
+        tile_product<K, VS, SM, TN, false, NT>(acc, s_y, 1, KP, s_dR, VS, C, tid, -1.f);
+      }
       const int d0 = (tid / (VS / TN)) * SM, c1 = (tid % (VS / TN)) * TN;
 #pragma unroll
       for (int i = 0; i < SM; ++i)
@@ -331,17 +345,7 @@ __global__ void __launch_bounds__(kThreads) chunk_batched_product(float* out, Vi
 // Version 06 (kMma, bf16 storage only): the multiply-adds on tensor cores, mma.sync m16n8k8 with TF32 inputs
 // (rounded to nearest) and fp32 accumulation; each warp owns a 16 × BN/2 piece of the tile. The float32 mode keeps the
 // fp32 CUDA-core path: TF32 keeps 10 mantissa bits, too few for its 1e-4 gradient budget.
-__device__ __forceinline__ uint32_t to_tf32(float x) {
-  uint32_t u;
-  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(u) : "f"(x));
-  return u;
-}
-__device__ __forceinline__ void mma_tf32(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-               "{%0,%1,%2,%3};\n"
-               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
+// (to_tf32 and mma_tf32 are in chunk_tiles.cuh.)
 
 template <int BN, bool kStaged = false, bool kMma = false>
 __global__ void __launch_bounds__(kThreads, 2) chunk_batched_product03(float* out, View A, View B, int N, int depth,
@@ -1153,7 +1157,7 @@ void launch_backward_01(void* dq, void* dk, void* dv, float* dg, void* db, void*
     constexpr size_t bytes = backward_pass_smem_floats<K, VS>() * sizeof(float);
     const dim3 grid(unsigned(V / VS), unsigned(HV), unsigned(p.N));
     if (version >= 4) {
-      auto kernel = chunk_backward_state_pass04<K, VS>;
+      auto kernel = version >= 9 ? chunk_backward_state_pass04<K, VS, 512, true> : chunk_backward_state_pass04<K, VS, 512, false>;
       GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
       kernel<<<grid, 512, bytes, stream>>>(dh0, dht, ws, bw, cu, p.T, int(HV), int(V));
     } else {
@@ -1273,9 +1277,9 @@ void chunk_backward_dispatch(void* dq, void* dk, void* dv, float* dg, void* db, 
     else GDN2_CUDA_CHECK(cudaMemsetAsync(dh0, 0, bytes, stream));
     return;
   }
-  // The current rung is version 08; GDN2_BACKWARD_VERSION=1 .. 7 selects an earlier one (the ladder stays runnable).
+  // The current rung is version 09; GDN2_BACKWARD_VERSION=1 .. 8 selects an earlier one (the ladder stays runnable).
   const char* env = std::getenv("GDN2_BACKWARD_VERSION");
-  const int version = env ? std::atoi(env) : 8;
+  const int version = env ? std::atoi(env) : 9;
   dispatch_k_and_dtype(p, [&](auto K, auto T) {
     launch_backward_01<decltype(K)::value, decltype(T)>(dq, dk, dv, dg, db, dw, dh0, q, k, v, g, b, w, h0, cu, do_,
                                                         dht, p, stream, version, saved);

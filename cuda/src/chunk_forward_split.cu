@@ -24,8 +24,12 @@
 //        groups, one exp per (row, channel) per warp instead of per column (chunk_tiles.cuh 2a, version 10); Y = AĒ and
 //        U = AZ with lane-strided columns, no bank conflicts, and U in one product of K columns with Z in g's tile
 //   11   4.66 ms (output 1.13 -> 1.04 ms, predicted 0.85): 64 value columns per output block instead of 32
-// 10 and 11 reorder no arithmetic: test_cuda checks that 09, 10 and 11 give the same bits.
-// The current default is 11 (api.cu); GDN2_CHUNK_VERSION=5 .. 10 runs the earlier ones.
+//   12   4.54 ms (pass 1.76 -> 1.69, output 1.04 -> 0.97 ms; predicted pass 1.1 ms, a miss): the pass and output
+//        products with float4 shared loads (tile_product_vec) — the pass was not bound by its shared loads
+//   13   3.97 ms with bf16 storage (B = 1, T = 4096: 0.72 ms; pass 1.69 -> 1.02 ms, predicted about 0.9): the pass's
+//        two products on tensor cores (mma.sync TF32, fp32 accumulation, the state kept in fp32); float32 storage as 12
+// 10-12 (and 13 with float32 storage) reorder no arithmetic: test_cuda checks that they give 09's bits.
+// The current default is 13 (api.cu); GDN2_CHUNK_VERSION=5 .. 12 runs the earlier ones.
 #include "chunk_workspace.cuh"
 
 namespace gdn2::cuda::detail {
@@ -420,40 +424,52 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
-template <int K, int VS>
+// Row strides of the pass's tiles. Rows stay 16-byte aligned for cp.async. Version 13 (kMma) pads them for the mma
+// fragments' reads, whose 32 lanes then hit 32 different banks: Y is read along its rows (stride ≡ 4 mod 32), K_tail
+// down its columns and S, R as B operands (stride ≡ 8 mod 32).
+template <int K, int VS, bool kMma>
+struct PassLayout {
+  static constexpr int KPY = K + 4, KPK = kMma ? K + 8 : K + 4, VSP = kMma ? VS + 8 : VS;
+  static constexpr int kBuf = kChunk * KPY + kChunk * KPK + kChunk * VSP + K;
+  static constexpr size_t floats = 2 * kBuf + K * VSP;
+};
+template <int K, int VS, bool kMma = false>
 constexpr size_t pass06_smem_floats() {
-  return 2 * (2 * kChunk * (K + 4) + kChunk * VS + K) + K * VS;
+  return PassLayout<K, VS, kMma>::floats;
 }
 
-template <int K, int VS>
+// kVec: version 12, tile_product_vec (same bits). kMma: version 13 with bf16 storage — the two products on tensor
+// cores (mma.sync TF32, fp32 accumulation; the state itself stays fp32 in shared memory).
+template <int K, int VS, bool kVec = false, bool kMma = false>
 __global__ void __launch_bounds__(kThreads, 1) chunk_state_pass06(float* ht, Workspace ws, const float* h0,
                                                                    const int64_t* cu_seqlens, int64_t T_len, int HV,
                                                                    int V) {
-  constexpr int C = kChunk, KP = K + 4;  // rows 16-byte aligned for cp.async
-  constexpr int kBuf = 2 * C * KP + C * VS + K;
+  using Lay = PassLayout<K, VS, kMma>;
+  constexpr int C = kChunk, KPY = Lay::KPY, KPK = Lay::KPK, VSP = Lay::VSP, kBuf = Lay::kBuf;
   extern __shared__ __align__(16) float smem[];
-  float* s_S = smem + 2 * kBuf;  // [K][VS]
+  float* s_S = smem + 2 * kBuf;  // [K][VSP]
   const int tid = threadIdx.x;
   const int col0 = blockIdx.x * VS, hv = blockIdx.y, n = blockIdx.z;
   const Span span = sequence_span(cu_seqlens, n, T_len);
   const int64_t state = (int64_t(n) * HV + hv) * K * V;
-  for (int i = tid; i < K * VS; i += kThreads) s_S[i] = h0 ? h0[state + int64_t(i / VS) * V + col0 + i % VS] : 0.f;
+  for (int i = tid; i < K * VS; i += kThreads)
+    s_S[(i / VS) * VSP + i % VS] = h0 ? h0[state + int64_t(i / VS) * V + col0 + i % VS] : 0.f;
   const int64_t chunks = (span.length + C - 1) / C;
 
   auto issue = [&](int64_t c) {  // copies Y, K_tail, the U slice and γ_C of chunk c into buffer c % 2
     float* buf = smem + (c & 1) * kBuf;
-    float *b_y = buf, *b_k = buf + C * KP, *b_u = buf + 2 * C * KP, *b_g = b_u + C * VS;
+    float *b_y = buf, *b_k = buf + C * KPY, *b_u = b_k + C * KPK, *b_g = b_u + C * VSP;
     const int64_t row0 = span.row0 + c * C;
     const int L = int(span.length - c * C < C ? span.length - c * C : C);
     for (int i = tid; i < C * K / 4; i += kThreads) {
       const int r = i / (K / 4), d = (i % (K / 4)) * 4;
       const int64_t at = ((row0 + (r < L ? r : 0)) * HV + hv) * K + d;
-      cp_async16(b_y + r * KP + d, ws.Y + at, r < L);
-      cp_async16(b_k + r * KP + d, ws.Kt + at, r < L);
+      cp_async16(b_y + r * KPY + d, ws.Y + at, r < L);
+      cp_async16(b_k + r * KPK + d, ws.Kt + at, r < L);
     }
     for (int i = tid; i < C * VS / 4; i += kThreads) {
       const int r = i / (VS / 4), c4 = (i % (VS / 4)) * 4;
-      cp_async16(b_u + r * VS + c4, ws.U + ((row0 + (r < L ? r : 0)) * HV + hv) * V + col0 + c4, r < L);
+      cp_async16(b_u + r * VSP + c4, ws.U + ((row0 + (r < L ? r : 0)) * HV + hv) * V + col0 + c4, r < L);
     }
     for (int i = tid; i < K / 4; i += kThreads)
       cp_async16(b_g + 4 * i, ws.gC + (chunk_slot(span.row0, n, c) * HV + hv) * K + 4 * i, true);
@@ -466,12 +482,85 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_state_pass06(float* ht, Wor
     cp_async_wait<1>();  // chunk c has landed
     __syncthreads();
     float* buf = smem + (c & 1) * kBuf;
-    float *b_y = buf, *b_k = buf + C * KP, *b_u = buf + 2 * C * KP, *b_g = b_u + C * VS;
+    float *b_y = buf, *b_k = buf + C * KPY, *b_u = b_k + C * KPK, *b_g = b_u + C * VSP;
     const int64_t row0 = span.row0 + c * C;
     const int L = int(span.length - c * C < C ? span.length - c * C : C);
     float* Sn = ws.Sn + (chunk_slot(span.row0, n, c) * HV + hv) * int64_t(K) * V;
-    for (int i = tid; i < K * VS; i += kThreads) Sn[int64_t(i / VS) * V + col0 + i % VS] = s_S[i];
+    for (int i = tid; i < K * VS; i += kThreads) Sn[int64_t(i / VS) * V + col0 + i % VS] = s_S[(i / VS) * VSP + i % VS];
     constexpr int TM = 4, TN = VS / 16;
+    if constexpr (kMma) {
+      // Warp w: rows 16·(w % 4) .. + 15 of R and VS/2 columns from (w / 4)·VS/2 (VS/16 tiles of 8); then K/4 rows of
+      // the state update (K/64 tiles of 16) and the same columns.
+      const int warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+      constexpr int NTW = VS / 16, MTS = K / 64;
+      const int wm = (warp % 4) * 16, wn = (warp / 4) * (VS / 2), ws0 = (warp % 4) * (K / 4);
+      {  // R = U − Y S_n (Eq. 23): the accumulators start from U; A = −Y
+        float cf[NTW][4];
+#pragma unroll
+        for (int nt = 0; nt < NTW; ++nt) {
+          const int col = wn + nt * 8 + 2 * t;
+          cf[nt][0] = b_u[(wm + g) * VSP + col], cf[nt][1] = b_u[(wm + g) * VSP + col + 1];
+          cf[nt][2] = b_u[(wm + g + 8) * VSP + col], cf[nt][3] = b_u[(wm + g + 8) * VSP + col + 1];
+        }
+#pragma unroll 4
+        for (int k0 = 0; k0 < K; k0 += 8) {
+          const uint32_t af[4] = {to_tf32(-b_y[(wm + g) * KPY + k0 + t]), to_tf32(-b_y[(wm + g + 8) * KPY + k0 + t]),
+                                  to_tf32(-b_y[(wm + g) * KPY + k0 + t + 4]),
+                                  to_tf32(-b_y[(wm + g + 8) * KPY + k0 + t + 4])};
+#pragma unroll
+          for (int nt = 0; nt < NTW; ++nt)
+            mma_tf32(cf[nt], af, to_tf32(s_S[(k0 + t) * VSP + wn + nt * 8 + g]),
+                     to_tf32(s_S[(k0 + t + 4) * VSP + wn + nt * 8 + g]));
+        }
+        // Each warp read U only where it now writes R, so no barrier is needed before the writes.
+#pragma unroll
+        for (int nt = 0; nt < NTW; ++nt)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int r = wm + g + 8 * h, col = wn + nt * 8 + 2 * t;
+            b_u[r * VSP + col] = cf[nt][2 * h], b_u[r * VSP + col + 1] = cf[nt][2 * h + 1];
+            if (r < L) {
+              float* out = ws.U + ((row0 + r) * HV + hv) * V + col0 + col;
+              out[0] = cf[nt][2 * h], out[1] = cf[nt][2 * h + 1];
+            }
+          }
+      }
+      __syncthreads();
+      {  // S ← Diag(γ_C) S + K_tailᵀ R (Eq. 23): A(d, j) = K_tail[j][d], read down its columns
+        float sf[MTS][NTW][4] = {};
+#pragma unroll 2
+        for (int k0 = 0; k0 < C; k0 += 8) {
+          uint32_t af[MTS][4];
+#pragma unroll
+          for (int mt = 0; mt < MTS; ++mt) {
+            const int m = ws0 + mt * 16 + g;
+            af[mt][0] = to_tf32(b_k[(k0 + t) * KPK + m]), af[mt][1] = to_tf32(b_k[(k0 + t) * KPK + m + 8]);
+            af[mt][2] = to_tf32(b_k[(k0 + t + 4) * KPK + m]), af[mt][3] = to_tf32(b_k[(k0 + t + 4) * KPK + m + 8]);
+          }
+#pragma unroll
+          for (int nt = 0; nt < NTW; ++nt) {
+            const uint32_t b0 = to_tf32(b_u[(k0 + t) * VSP + wn + nt * 8 + g]);
+            const uint32_t b1 = to_tf32(b_u[(k0 + t + 4) * VSP + wn + nt * 8 + g]);
+#pragma unroll
+            for (int mt = 0; mt < MTS; ++mt) mma_tf32(sf[mt][nt], af[mt], b0, b1);
+          }
+        }
+        // Every warp has finished reading S (in the R product, before the barrier); each now updates its own part.
+#pragma unroll
+        for (int mt = 0; mt < MTS; ++mt)
+#pragma unroll
+          for (int nt = 0; nt < NTW; ++nt)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+              const int d = ws0 + mt * 16 + g + 8 * h, col = wn + nt * 8 + 2 * t;
+              float* st = s_S + d * VSP + col;
+              st[0] = b_g[d] * st[0] + sf[mt][nt][2 * h];
+              st[1] = b_g[d] * st[1] + sf[mt][nt][2 * h + 1];
+            }
+      }
+      __syncthreads();  // buffer c % 2 is free for chunk c + 2
+      continue;
+    }
     {  // R = U − Y S_n (Eq. 23)
       float acc[TM][TN];
       const int m0 = (tid / (VS / TN)) * TM, n0 = (tid % (VS / TN)) * TN;
@@ -479,7 +568,10 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_state_pass06(float* ht, Wor
       for (int i = 0; i < TM; ++i)
 #pragma unroll
         for (int j = 0; j < TN; ++j) acc[i][j] = b_u[(m0 + i) * VS + n0 + j];
-      tile_product<C, VS, TM, TN>(acc, b_y, KP, 1, s_S, VS, K, tid, -1.f);
+      if constexpr (kVec)
+        tile_product_vec<C, VS, TM, TN, true>(acc, b_y, KPY, s_S, VS, K, tid, -1.f);
+      else
+        tile_product<C, VS, TM, TN>(acc, b_y, KPY, 1, s_S, VS, K, tid, -1.f);
       __syncthreads();
 #pragma unroll
       for (int i = 0; i < TM; ++i)
@@ -493,7 +585,10 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_state_pass06(float* ht, Wor
     {  // S ← Diag(γ_C) S + K_tailᵀ R (Eq. 23)
       constexpr int SM = K / 16;
       float acc[SM][TN] = {};
-      tile_product<K, VS, SM, TN>(acc, b_k, 1, KP, b_u, VS, C, tid);
+      if constexpr (kVec)
+        tile_product_vec<K, VS, SM, TN, false>(acc, b_k, KPK, b_u, VS, C, tid);
+      else
+        tile_product<K, VS, SM, TN>(acc, b_k, 1, KPK, b_u, VS, C, tid);
       const int d0 = (tid / (VS / TN)) * SM, c1 = (tid % (VS / TN)) * TN;
 #pragma unroll
       for (int i = 0; i < SM; ++i)
@@ -507,7 +602,7 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_state_pass06(float* ht, Wor
   }
   cp_async_wait<0>();
   if (ht)
-    for (int i = tid; i < K * VS; i += kThreads) ht[state + int64_t(i / VS) * V + col0 + i % VS] = s_S[i];
+    for (int i = tid; i < K * VS; i += kThreads) ht[state + int64_t(i / VS) * V + col0 + i % VS] = s_S[(i / VS) * VSP + i % VS];
 }
 
 template <int K, int VO>
@@ -516,7 +611,7 @@ constexpr size_t output06_smem_floats() {
 }
 
 // O = Q_γ S_n + A_qk R for one chunk (block x), value head (y), sequence and value slice (z = n · V/VO + slice).
-template <int K, int VO, typename T>
+template <int K, int VO, typename T, bool kVec = false>  // kVec: version 12, tile_product_vec (same bits)
 __global__ void __launch_bounds__(kThreads, 2) chunk_output06(T* o, Workspace ws, const int64_t* cu_seqlens,
                                                               int64_t T_len, int HV, int V) {
   constexpr int C = kChunk, KP = K + 4;
@@ -554,8 +649,13 @@ __global__ void __launch_bounds__(kThreads, 2) chunk_output06(T* o, Workspace ws
   __syncthreads();
   constexpr int TM = 4, TN = VO / 16;
   float acc[TM][TN] = {};
-  tile_product<C, VO, TM, TN>(acc, s_q, KP, 1, s_S, VO, K, tid);
-  tile_product<C, VO, TM, TN, true>(acc, s_A, C, 1, s_R, VO, C, tid);
+  if constexpr (kVec) {
+    tile_product_vec<C, VO, TM, TN, true>(acc, s_q, KP, s_S, VO, K, tid);
+    tile_product_vec<C, VO, TM, TN, true, true>(acc, s_A, C, s_R, VO, C, tid);
+  } else {
+    tile_product<C, VO, TM, TN>(acc, s_q, KP, 1, s_S, VO, K, tid);
+    tile_product<C, VO, TM, TN, true>(acc, s_A, C, 1, s_R, VO, C, tid);
+  }
   const int r0 = (tid / (VO / TN)) * TM, c1 = (tid % (VO / TN)) * TN;
 #pragma unroll
   for (int i = 0; i < TM; ++i)
@@ -581,8 +681,9 @@ void run_prepare_and_pass(const Workspace& ws, float* ht, const void* q, const v
     GDN2_CUDA_CHECK_LAUNCH();
   }
   {
-    constexpr size_t bytes = pass06_smem_floats<K, VS>() * sizeof(float);
-    auto kernel = chunk_state_pass06<K, VS>;
+    constexpr bool kMma = kVersion >= 13 && std::is_same_v<T, __nv_bfloat16>;
+    constexpr size_t bytes = pass06_smem_floats<K, VS, kMma>() * sizeof(float);
+    auto kernel = chunk_state_pass06<K, VS, (kVersion >= 12), kMma>;
     GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
     kernel<<<dim3(unsigned(p.V / VS), unsigned(p.HV), unsigned(p.N)), kThreads, bytes, stream>>>(ht, ws, h0, cu, p.T,
                                                                                                  int(p.HV), int(p.V));
@@ -603,16 +704,22 @@ void launch_06(void* o, float* ht, const void* q, const void* k, const void* v, 
   const Workspace ws = carve_forward_workspace(base, rows, p.N, p.HV, K, p.V, keep);
   run_prepare_and_pass<K, VS, T, kVersion, kPrepareThreads>(ws, ht, q, k, v, g, b, w, h0, cu, p, stream);
   {
-    // Version 11: 64 value columns per output block instead of 32 — Q_γ and A_qk are read twice per chunk instead of
-    // four times; 99 KB of shared memory still gives two blocks per SM.
-    constexpr int VO = kVersion >= 11 ? 64 : 32;
-    constexpr size_t bytes = output06_smem_floats<K, VO>() * sizeof(float);
-    auto kernel = chunk_output06<K, VO, T>;
-    GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
-    const unsigned max_chunks = unsigned((p.T + kChunk - 1) / kChunk);
-    kernel<<<dim3(max_chunks, unsigned(p.HV), unsigned(p.N * (p.V / VO))), kThreads, bytes, stream>>>(
-        static_cast<T*>(o), ws, cu, p.T, int(p.HV), int(p.V));
-    GDN2_CUDA_CHECK_LAUNCH();
+    // Version 11: 64 value columns per output block instead of 32 (when V is a multiple of 64) — Q_γ and A_qk are read
+    // twice per chunk instead of four times; 99 KB of shared memory still gives two blocks per SM.
+    auto output = [&](auto vo) {
+      constexpr int VO = decltype(vo)::value;
+      constexpr size_t bytes = output06_smem_floats<K, VO>() * sizeof(float);
+      auto kernel = chunk_output06<K, VO, T, (kVersion >= 12)>;
+      GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+      const unsigned max_chunks = unsigned((p.T + kChunk - 1) / kChunk);
+      kernel<<<dim3(max_chunks, unsigned(p.HV), unsigned(p.N * (p.V / VO))), kThreads, bytes, stream>>>(
+          static_cast<T*>(o), ws, cu, p.T, int(p.HV), int(p.V));
+      GDN2_CUDA_CHECK_LAUNCH();
+    };
+    if (kVersion >= 11 && p.V % 64 == 0)
+      output(std::integral_constant<int, 64>{});
+    else
+      output(std::integral_constant<int, 32>{});
   }
   if (keep) {
     saved->reset();
@@ -665,9 +772,9 @@ void chunk_forward_recompute(const Workspace& ws, const void* q, const void* k, 
   dispatch_k_and_dtype(p, [&](auto K, auto T) {
     constexpr int KK = decltype(K)::value;
     using TT = decltype(T);
-    // The same kernels as the default forward (version 10), so a kept workspace and a recomputed one agree bit for bit.
-    return wide_pass(p) ? run_prepare_and_pass<KK, 64, TT, 10, 512>(ws, nullptr, q, k, v, g, b, w, h0, cu, p, s)
-                        : run_prepare_and_pass<KK, 32, TT, 10, 512>(ws, nullptr, q, k, v, g, b, w, h0, cu, p, s);
+    // The same kernels as the default forward (version 13), so a kept workspace and a recomputed one agree bit for bit.
+    return wide_pass(p) ? run_prepare_and_pass<KK, 64, TT, 13, 512>(ws, nullptr, q, k, v, g, b, w, h0, cu, p, s)
+                        : run_prepare_and_pass<KK, 32, TT, 13, 512>(ws, nullptr, q, k, v, g, b, w, h0, cu, p, s);
   });
 }
 
@@ -696,12 +803,20 @@ void chunk_forward_split_dispatch(void* o, float* ht, const void* q, const void*
                     : launch_06<KK, 32, TT, 9, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved);
       // Version 10: the diagonal blocks by column groups (one exp per channel and row per warp), Y = AĒ and U = AZ
       // with lane-strided columns (no bank conflicts) and U in one product of K columns.
-      if (version == 10 || p.V % 64 != 0)
+      if (version == 10)
         return wide ? launch_06<KK, 64, TT, 10, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved)
                     : launch_06<KK, 32, TT, 10, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved);
-      // Version 11: version 10 with 64 value columns per output block (V a multiple of 64; otherwise version 10).
-      return wide ? launch_06<KK, 64, TT, 11, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved)
-                  : launch_06<KK, 32, TT, 11, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved);
+      // Version 11: version 10 with 64 value columns per output block (when V is a multiple of 64).
+      if (version == 11)
+        return wide ? launch_06<KK, 64, TT, 11, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved)
+                    : launch_06<KK, 32, TT, 11, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved);
+      // Version 12: the pass and output products with vector shared loads (tile_product_vec; same bits).
+      if (version == 12)
+        return wide ? launch_06<KK, 64, TT, 12, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved)
+                    : launch_06<KK, 32, TT, 12, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved);
+      // Version 13: with bf16 storage the pass's two products on tensor cores (TF32); float32 storage as version 12.
+      return wide ? launch_06<KK, 64, TT, 13, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved)
+                  : launch_06<KK, 32, TT, 13, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved);
     }
     // The widest value slice that still gives about one block per SM (the pass holds one block per SM): wide
     // slices load the K-side tiles (q, k, g, Y, A_qk) fewer times; narrow ones fill the GPU when N·HV is small.

@@ -34,6 +34,96 @@ __device__ __forceinline__ void tile_product(float (&acc)[TM][TN], const float* 
   }
 }
 
+// Tensor cores: a float rounded to TF32 (10 mantissa bits, round to nearest), and D = A B + D for one m16n8k8 tile
+// (mma.sync, fp32 accumulation). Fragments (g = lane / 4, t = lane % 4): a = A[g][t], A[g+8][t], A[g][t+4],
+// A[g+8][t+4]; b = B[t][g], B[t+4][g]; c = C[g][2t], C[g][2t+1], C[g+8][2t], C[g+8][2t+1].
+__device__ __forceinline__ uint32_t to_tf32(float x) {
+  uint32_t u;
+  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(u) : "f"(x));
+  return u;
+}
+__device__ __forceinline__ void mma_tf32(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+               "{%0,%1,%2,%3};\n"
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// n consecutive shared floats into registers with the widest loads their alignment allows (16 or 8 bytes).
+template <int n>
+__device__ __forceinline__ void load_run(float* x, const float* p) {
+  if constexpr (n % 4 == 0) {
+#pragma unroll
+    for (int i = 0; i < n; i += 4) {
+      const float4 t = *reinterpret_cast<const float4*>(p + i);
+      x[i] = t.x, x[i + 1] = t.y, x[i + 2] = t.z, x[i + 3] = t.w;
+    }
+  } else if constexpr (n % 2 == 0) {
+#pragma unroll
+    for (int i = 0; i < n; i += 2) {
+      const float2 t = *reinterpret_cast<const float2*>(p + i);
+      x[i] = t.x, x[i + 1] = t.y;
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < n; ++i) x[i] = p[i];
+  }
+}
+
+// tile_product with vector shared loads (forward version 12, backward version 09): the same terms in the same order,
+// so the same bits. tile_product loads one float per instruction — TM + TN loads per depth step, and its TN
+// consecutive columns per lane are a 2- to 4-way bank conflict — which made the state passes shared-load-bound. Here
+// B's TN columns come as float4s (one 16-byte wavefront per 8 lanes, the minimum), and A's entries as runs along its
+// contiguous axis: kARows (A(m, j) = A[m·a_ld + j]) four depth steps per float4; otherwise (A(m, j) = A[j·a_ld + m])
+// the thread's TM rows as float4/float2. Needs 16-byte aligned bases, a_ld and b_rs multiples of 4.
+template <int M, int N, int TM, int TN, bool kARows, bool CAUSAL = false, int NT = kThreads>
+__device__ __forceinline__ void tile_product_vec(float (&acc)[TM][TN], const float* A, int a_ld, const float* B,
+                                                 int b_rs, int depth, int tid, float sign = 1.f) {
+  static_assert((M / TM) * (N / TN) == NT, "one tile per thread");
+  const int m0 = (tid / (N / TN)) * TM, n0 = (tid % (N / TN)) * TN;
+  const int end = CAUSAL ? min(depth, m0 + TM) : depth;
+  auto step = [&](const float (&a)[TM], int j) {
+    float b[TN];
+    load_run<TN>(b, B + j * b_rs + n0);
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+      for (int l = 0; l < TN; ++l)
+        if (!CAUSAL || j <= m0 + i) acc[i][l] += a[i] * b[l];
+  };
+  if constexpr (kARows) {
+    int j = 0;
+#pragma unroll 2
+    for (; j + 4 <= end; j += 4) {
+      float a4[TM][4];
+#pragma unroll
+      for (int i = 0; i < TM; ++i) load_run<4>(a4[i], A + (m0 + i) * a_ld + j);
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        float a[TM];
+#pragma unroll
+        for (int i = 0; i < TM; ++i) a[i] = sign * a4[i][u];
+        step(a, j + u);
+      }
+    }
+    for (; j < end; ++j) {
+      float a[TM];
+#pragma unroll
+      for (int i = 0; i < TM; ++i) a[i] = sign * A[(m0 + i) * a_ld + j];
+      step(a, j);
+    }
+  } else {
+#pragma unroll 4
+    for (int j = 0; j < end; ++j) {
+      float a[TM];
+      load_run<TM>(a, A + j * a_ld + m0);
+#pragma unroll
+      for (int i = 0; i < TM; ++i) a[i] *= sign;
+      step(a, j);
+    }
+  }
+}
+
 template <int N, int TM, int TN>
 __device__ __forceinline__ void store_tile(const float (&acc)[TM][TN], float* out, int rs, int tid) {
   const int m0 = (tid / (N / TN)) * TM, n0 = (tid % (N / TN)) * TN;

@@ -616,52 +616,26 @@ __global__ void __launch_bounds__(NT, 1) chunk_intra_backward02(BackwardWorkspac
   __syncthreads();
   auto out = [&](int r, int d) { return ((row0 + r) * HV + hv) * K + d; };
   // 1. Diagonal blocks, pairwise (as version 01), written (=) to dq, de, dk, dg.
-  if (kV08)
-    for (int task = tid; task < kNumSub * K; task += NT) {
-      const int M = task / K, d = task % K, o = M * S;
-      float dq[S] = {}, de[S] = {}, dg[S] = {};
-      float* ex = s_a + o * KP + d;  // exp(g_r) of this task's rows, in s_a until step 2 fills it (this thread only)
-#pragma unroll
-      for (int r = 1; r < S; ++r) ex[r * KP] = expf(s_c[(o + r) * KP + d]);
-      for (int s = 0; s < S; ++s) {
-        const float ks = s_k[(o + s) * KP + d];
-        float decay = 1.f, dk = 0, X[S];
-#pragma unroll
-        for (int r = 0; r < S; ++r) {
-          if (r < s) continue;
-          if (r > s) decay *= ex[r * KP];  // Γ_rs = Π_{s<i≤r} exp(g_i)
-          const float daqk = s_dAqk[(o + r) * C + o + s], dt = r > s ? s_dT[(o + r) * C + o + s] : 0.f;
-          const float wrs = (daqk * s_q[(o + r) * KP + d] + dt * s_e[(o + r) * KP + d]) * decay;
-          dk += wrs;
-          dq[r] += daqk * decay * ks;
-          de[r] += dt * decay * ks;
-          X[r] = wrs * ks;
-        }
-        if (o + s < L) bw.dK[out(o + s, d)] = dk;
-        float suffix = 0;
-#pragma unroll
-        for (int i = S - 1; i > 0; --i)
-          if (i > s) {
-            suffix += X[i];
-            dg[i] += suffix;
-          }
-      }
-#pragma unroll
-      for (int r = 0; r < S; ++r)
-        if (o + r < L) bw.dQ[out(o + r, d)] = dq[r], bw.dE[out(o + r, d)] = de[r], bw.dG[out(o + r, d)] = dg[r];
-    }
-  else
   for (int task = tid; task < kNumSub * K; task += NT) {
     const int M = task / K, d = task % K, o = M * S;
     float dq[S] = {}, de[S] = {}, dg[S] = {};
+    float* ex = s_a + o * KP + d;  // version 08: exp(g_r) of the task's rows, in s_a until step 2 (this thread only)
+    if (kV08) {
+#pragma unroll
+      for (int r = 1; r < S; ++r) ex[r * KP] = expf(s_c[(o + r) * KP + d]);
+    }
     for (int s = 0; s < S; ++s) {
       const float ks = s_k[(o + s) * KP + d];
-      float segment = 0, dk = 0, X[S] = {};
+      float segment = 0, decay = 1.f, dk = 0, X[S] = {};
 #pragma unroll
       for (int r = 0; r < S; ++r) {
         if (r < s) continue;
-        if (r > s) segment += s_c[(o + r) * KP + d];
-        const float decay = expf(segment);
+        if (kV08) {
+          if (r > s) decay *= ex[r * KP];  // Γ_rs = Π_{s<i≤r} exp(g_i)
+        } else {
+          if (r > s) segment += s_c[(o + r) * KP + d];
+          decay = expf(segment);  // version 02: Γ_rs = exp(Σ_{s<i≤r} g_i)
+        }
         const float daqk = s_dAqk[(o + r) * C + o + s], dt = r > s ? s_dT[(o + r) * C + o + s] : 0.f;
         const float wrs = (daqk * s_q[(o + r) * KP + d] + dt * s_e[(o + r) * KP + d]) * decay;
         dk += wrs;

@@ -786,37 +786,31 @@ void chunk_forward_split_dispatch(void* o, float* ht, const void* q, const void*
     using TT = decltype(T);
     if (version >= 6) {
       const bool wide = wide_pass(p);
-      if (version == 6)
-        return wide ? launch_06<KK, 64, TT, 6>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved)
-                    : launch_06<KK, 32, TT, 6>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved);
-      if (version == 7)
-        return wide ? launch_06<KK, 64, TT, 7>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved)
-                    : launch_06<KK, 32, TT, 7>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved);
-      // Version 08: the prepare kernel with 16 warps instead of 8 (it holds one block per SM for its shared memory,
-      // so the warps are all the latency hiding there is).
-      if (version == 8)
-        return wide ? launch_06<KK, 64, TT, 8, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved)
-                    : launch_06<KK, 32, TT, 8, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved);
-      // Version 09: the off-diagonal blocks of T and A_qk by 2 × 2 register tiles over the lower block pairs only.
-      if (version == 9)
-        return wide ? launch_06<KK, 64, TT, 9, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved)
-                    : launch_06<KK, 32, TT, 9, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved);
-      // Version 10: the diagonal blocks by column groups (one exp per channel and row per warp), Y = AĒ and U = AZ
-      // with lane-strided columns (no bank conflicts) and U in one product of K columns.
-      if (version == 10)
-        return wide ? launch_06<KK, 64, TT, 10, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved)
-                    : launch_06<KK, 32, TT, 10, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved);
-      // Version 11: version 10 with 64 value columns per output block (when V is a multiple of 64).
-      if (version == 11)
-        return wide ? launch_06<KK, 64, TT, 11, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved)
-                    : launch_06<KK, 32, TT, 11, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved);
-      // Version 12: the pass and output products with vector shared loads (tile_product_vec; same bits).
-      if (version == 12)
-        return wide ? launch_06<KK, 64, TT, 12, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved)
-                    : launch_06<KK, 32, TT, 12, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved);
-      // Version 13: with bf16 storage the pass's two products on tensor cores (TF32); float32 storage as version 12.
-      return wide ? launch_06<KK, 64, TT, 13, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved)
-                  : launch_06<KK, 32, TT, 13, 512>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved);
+      // Rung Ver with a prepare kernel of NT threads, 64 or 32 value columns per pass block.
+      auto rung = [&](auto ver, auto threads) {
+        constexpr int Ver = decltype(ver)::value, NT = decltype(threads)::value;
+        return wide ? launch_06<KK, 64, TT, Ver, NT>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved)
+                    : launch_06<KK, 32, TT, Ver, NT>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved);
+      };
+      using std::integral_constant;
+      switch (version) {
+        case 6: return rung(integral_constant<int, 6>{}, integral_constant<int, kThreads>{});
+        case 7: return rung(integral_constant<int, 7>{}, integral_constant<int, kThreads>{});
+        // 08: the prepare kernel with 16 warps instead of 8 (it holds one block per SM for its shared memory, so the
+        // warps are all the latency hiding there is).
+        case 8: return rung(integral_constant<int, 8>{}, integral_constant<int, 512>{});
+        // 09: the off-diagonal blocks of T and A_qk by 2 × 2 register tiles over the lower block pairs only.
+        case 9: return rung(integral_constant<int, 9>{}, integral_constant<int, 512>{});
+        // 10: the diagonal blocks by column groups (one exp per channel and row per warp), Y = AĒ and U = AZ with
+        // lane-strided columns (no bank conflicts) and U in one product of K columns.
+        case 10: return rung(integral_constant<int, 10>{}, integral_constant<int, 512>{});
+        // 11: 64 value columns per output block (when V is a multiple of 64).
+        case 11: return rung(integral_constant<int, 11>{}, integral_constant<int, 512>{});
+        // 12: the pass and output products with vector shared loads (tile_product_vec; same bits).
+        case 12: return rung(integral_constant<int, 12>{}, integral_constant<int, 512>{});
+        // 13: with bf16 storage the pass's two products on tensor cores (TF32); float32 storage as version 12.
+        default: return rung(integral_constant<int, 13>{}, integral_constant<int, 512>{});
+      }
     }
     // The widest value slice that still gives about one block per SM (the pass holds one block per SM): wide
     // slices load the K-side tiles (q, k, g, Y, A_qk) fewer times; narrow ones fill the GPU when N·HV is small.

@@ -1,5 +1,5 @@
-// gdn2::cuda — the chunk size, the register-tiled products and the exact-decay steps shared by the chunk-form kernels
-// (versions 04-10).
+// gdn2::cuda — the chunk size, the register-tiled products, the tensor-core helpers and the exact-decay steps shared by
+// the chunk-form kernels (forward versions 04-13, the backward).
 #pragma once
 
 #include "common.cuh"
@@ -72,10 +72,12 @@ __device__ __forceinline__ void load_run(float* x, const float* p) {
 
 // tile_product with vector shared loads (forward version 12, backward version 09): the same terms in the same order,
 // so the same bits. tile_product loads one float per instruction — TM + TN loads per depth step, and its TN
-// consecutive columns per lane are a 2- to 4-way bank conflict — which made the state passes shared-load-bound. Here
-// B's TN columns come as float4s (one 16-byte wavefront per 8 lanes, the minimum), and A's entries as runs along its
-// contiguous axis: kARows (A(m, j) = A[m·a_ld + j]) four depth steps per float4; otherwise (A(m, j) = A[j·a_ld + m])
-// the thread's TM rows as float4/float2. Needs 16-byte aligned bases, a_ld and b_rs multiples of 4.
+// consecutive columns per lane are a 2- to 4-way bank conflict. Here B's TN columns come as float4s (one 16-byte
+// wavefront per 8 lanes, the minimum), and A's entries as runs along its contiguous axis: kARows (A(m, j) =
+// A[m·a_ld + j]) four depth steps per float4; otherwise (A(m, j) = A[j·a_ld + m]) the thread's TM rows as
+// float4/float2. Needs 16-byte aligned bases, a_ld and b_rs multiples of 4. Written on the hypothesis that the state
+// passes were bound by these loads; measured on an H100 they were not (forward pass 1.76 -> 1.69 ms, backward pass
+// 4.08 -> 3.89 ms; docs/cuda.md).
 template <int M, int N, int TM, int TN, bool kARows, bool CAUSAL = false, int NT = kThreads>
 __device__ __forceinline__ void tile_product_vec(float (&acc)[TM][TN], const float* A, int a_ld, const float* B,
                                                  int b_rs, int depth, int tid, float sign = 1.f) {

@@ -142,6 +142,22 @@ TEST_CASE("cuda: packed sequences, isolation and prefix causality (bitwise)", "[
   }
 }
 
+// Sets an environment variable for the life of the object, then puts back what was there: a run of the suite under
+// GDN2_CHUNK_VERSION=N (to check an older rung) keeps N for the test cases after the one that sets versions itself.
+class ScopedEnv {
+ public:
+  explicit ScopedEnv(const char* name) : name_(name) {
+    if (const char* old = std::getenv(name)) had_ = true, old_ = old;
+  }
+  ~ScopedEnv() { had_ ? setenv(name_, old_.c_str(), 1) : unsetenv(name_); }
+  void set(const char* value) { setenv(name_, value, 1); }
+
+ private:
+  const char* name_;
+  bool had_ = false;
+  std::string old_;
+};
+
 // Forward rungs 10-12 change only the schedule of version 09's arithmetic (which warp computes which sum, how many
 // value columns a block takes, how wide its shared loads are), so they must give the same bits, and so must 13 with
 // float32 storage (its tensor cores are for bf16 only); backward rung 09 does the same to rung 08's state pass.
@@ -163,12 +179,14 @@ TEST_CASE("cuda: forward versions 09-13 and backward versions 08-09 agree bit fo
   for (const auto& [what, x] : cases)
     for (DType dtype : {DType::f32, DType::bf16}) {
       std::vector<Outputs> runs;
-      for (const char* version : {"9", "10", "11", "12", "13"}) {
-        if (dtype == DType::bf16 && std::atoi(version) >= 13) continue;  // 13: tensor cores for bf16 storage only
-        setenv("GDN2_CHUNK_VERSION", version, 1);
-        runs.push_back(run_on_device(Form::chunk, x, dtype));
+      {
+        ScopedEnv chunk_version("GDN2_CHUNK_VERSION");
+        for (const char* version : {"9", "10", "11", "12", "13"}) {
+          if (dtype == DType::bf16 && std::atoi(version) >= 13) continue;  // 13: tensor cores for bf16 storage only
+          chunk_version.set(version);
+          runs.push_back(run_on_device(Form::chunk, x, dtype));
+        }
       }
-      unsetenv("GDN2_CHUNK_VERSION");
       for (size_t i = 1; i < runs.size(); ++i) {
         const bool same = runs[i].o.data == runs[0].o.data && runs[i].ht.data == runs[0].ht.data;
         std::printf("  [measured] %s %s: forward version %zu vs 09 bitwise equal: %d\n", what.c_str(), name(dtype),
@@ -177,11 +195,13 @@ TEST_CASE("cuda: forward versions 09-13 and backward versions 08-09 agree bit fo
       }
       const auto [dO, dht] = upstream(x, 77);
       std::vector<Gradients<double>> grads;
-      for (const char* version : {"8", "9"}) {
-        setenv("GDN2_BACKWARD_VERSION", version, 1);
-        grads.push_back(backward_on_device(x, dO, dht, dtype, true));
+      {
+        ScopedEnv backward_version("GDN2_BACKWARD_VERSION");
+        for (const char* version : {"8", "9"}) {
+          backward_version.set(version);
+          grads.push_back(backward_on_device(x, dO, dht, dtype, true));
+        }
       }
-      unsetenv("GDN2_BACKWARD_VERSION");
       bool same = true;
       for (auto m : {&Gradients<double>::dq, &Gradients<double>::dk, &Gradients<double>::dv, &Gradients<double>::dg,
                      &Gradients<double>::db, &Gradients<double>::dw, &Gradients<double>::dh0})

@@ -1,4 +1,4 @@
-// gdn2::cuda chunk_backward — the gate-aware chunkwise backward (paper Sec. 3.4, Appendix B, Eq. 49-84), versions 01-09
+// gdn2::cuda chunk_backward — the gate-aware chunkwise backward (paper Sec. 3.4, Appendix B, Eq. 49-84), versions 01-12
 // of its ladder (docs/cuda.md). Version 01 is written equation by equation in fp32, the line-by-line twin of
 // reference/core/chunk_backward.hpp; later versions replace one stage each (marked "Version 0N" where they do).
 //
@@ -41,6 +41,12 @@
 //       dA_qk and dT (stage 4 4.90 -> 3.72 ms at B = 8, predicted -30%)
 //   09  kept 13.8 ms, 17.8 ms (forward 13): the state pass with float4 shared loads (tile_product_vec, same bits as
 //       08): 4.08 -> 3.89 ms, predicted about 3 ms — like the forward pass, not bound by its shared loads
+//   10  kept 13.6 ms, 17.4 ms (forward 14): the state pass asks L2 for the next chunk's operands before it loads this
+//       one's, and batches its dO loads (3.89 -> 3.60 ms; Nsight Compute had it waiting on a dozen memory latencies
+//       per chunk step with DRAM 15% busy)
+//   11  kept 13.5 ms, 17.3 ms: the products at three blocks per SM (registers capped at 80; 4.84 -> 4.80 ms — they are
+//       not bound by the loads in flight)
+//   12  kept 13.3 ms, 17.1 ms: stage 5 issues all its loads of S_n and dS_C before the row sums (3.16 -> 2.98 ms)
 // Tried and not kept: the state pass on tensor cores (bf16): 21.0 -> 20.85 ms, within run-to-run noise — the pass is
 // not bound by its multiply-adds.
 #include <cstdlib>
@@ -161,7 +167,11 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_backward_state_pass(float* 
 // and each thread issues kBatch independent loads before it stores any (as forward version 05 did for its pass).
 // Version 09: the same products with vector shared loads (tile_product_vec: same terms, same order, same bits), the
 // K-wide tiles in rows of K + 4 floats so that their runs are 16-byte aligned.
-template <int K, int VS, int NT = 512, bool kVec = false>
+// Version 10 (kPrefetch): Nsight Compute put this kernel at 3.9 ms of a 17.8 ms training step with DRAM 15% busy: a
+// chunk step waited on about a dozen global-memory latencies in a row (a batch of A_qk, two of the K-wide tiles, eight
+// dependent dO loads, γ_C), 30 µs per step. Now each step first asks L2 for every line the next chunk will read
+// (prefetch_l2: about 1000 lines, two per thread), and the dO loads are batched; the arithmetic is unchanged (same bits).
+template <int K, int VS, int NT = 512, bool kVec = false, bool kPrefetch = false>
 __global__ void __launch_bounds__(NT, 1) chunk_backward_state_pass04(float* dh0, const float* dht, Workspace ws,
                                                                       BackwardWorkspace bw, const int64_t* cu_seqlens,
                                                                       int64_t T_len, int HV, int V) {
@@ -186,6 +196,23 @@ __global__ void __launch_bounds__(NT, 1) chunk_backward_state_pass04(float* dh0,
     const int L = int(span.length - c * C < C ? span.length - c * C : C);
     const int64_t slot = chunk_slot(span.row0, n, c);
     __syncthreads();
+    if (kPrefetch && c > 0) {  // the next chunk (c − 1, full): A_qk, K_tail, Q_γ, Y and dO rows, γ_C, by 128-byte lines
+      const int64_t next = row0 - C;
+      constexpr int kLinesC = C / 32, kLinesK = K / 32, kLinesV = (VS + 31) / 32, kPerRow = kLinesC + 3 * kLinesK + kLinesV;
+      for (int i = tid; i < C * kPerRow + kLinesK; i += NT) {
+        if (i >= C * kPerRow) {
+          prefetch_l2(ws.gC + (chunk_slot(span.row0, n, c - 1) * HV + hv) * K + (i - C * kPerRow) * 32);
+          continue;
+        }
+        const int r = i / kPerRow, x = i % kPerRow;
+        const int64_t row = (next + r) * HV + hv;
+        if (x < kLinesC) prefetch_l2(ws.Aqk + row * C + x * 32);
+        else if (x < kLinesC + kLinesK) prefetch_l2(ws.Kt + row * K + (x - kLinesC) * 32);
+        else if (x < kLinesC + 2 * kLinesK) prefetch_l2(ws.Qg + row * K + (x - kLinesC - kLinesK) * 32);
+        else if (x < kLinesC + 3 * kLinesK) prefetch_l2(ws.Y + row * K + (x - kLinesC - 2 * kLinesK) * 32);
+        else prefetch_l2(bw.dO + row * V + col0 + (x - kLinesC - 3 * kLinesK) * 32);
+      }
+    }
     float* dSC = bw.dSn + (slot * HV + hv) * int64_t(K) * V;
     for (int i = tid; i < K * VS; i += NT) dSC[int64_t(i / VS) * V + col0 + i % VS] = s_dS[i];
     static_assert((C * C) % (NT * kBatch) == 0 && (C * K) % (NT * kBatch) == 0, "whole batches");
@@ -215,9 +242,22 @@ __global__ void __launch_bounds__(NT, 1) chunk_backward_state_pass04(float* dh0,
         s_kt[j] = kt[u], s_qg[j] = qg[u], s_y[j] = y[u];
       }
     }
-    for (int i = tid; i < C * VS; i += NT) {
-      const int r = i / VS;
-      s_dO[i] = r < L ? bw.dO[((row0 + r) * HV + hv) * V + col0 + i % VS] : 0.f;
+    if constexpr (kPrefetch) {  // all of this thread's dO loads issued before any store
+      constexpr int kPer = C * VS / NT;
+      static_assert((C * VS) % NT == 0, "whole rounds");
+      float o[kPer];
+#pragma unroll
+      for (int u = 0; u < kPer; ++u) {
+        const int i = u * NT + tid, r = i / VS;
+        o[u] = r < L ? bw.dO[((row0 + r) * HV + hv) * V + col0 + i % VS] : 0.f;
+      }
+#pragma unroll
+      for (int u = 0; u < kPer; ++u) s_dO[u * NT + tid] = o[u];
+    } else {
+      for (int i = tid; i < C * VS; i += NT) {
+        const int r = i / VS;
+        s_dO[i] = r < L ? bw.dO[((row0 + r) * HV + hv) * V + col0 + i % VS] : 0.f;
+      }
     }
     for (int d = tid; d < K; d += NT) s_gC[d] = ws.gC[(slot * HV + hv) * K + d];
     __syncthreads();
@@ -347,10 +387,16 @@ __global__ void __launch_bounds__(kThreads) chunk_batched_product(float* out, Vi
 // fp32 CUDA-core path: TF32 keeps 10 mantissa bits, too few for its 1e-4 gradient budget.
 // (to_tf32 and mma_tf32 are in chunk_tiles.cuh.)
 
-template <int BN, bool kStaged = false, bool kMma = false>
-__global__ void __launch_bounds__(kThreads, 2) chunk_batched_product03(float* out, View A, View B, int N, int depth,
-                                                                    float alpha, bool accumulate, int mask,
-                                                                    const int64_t* cu_seqlens, int64_t T_len, int HV) {
+// Version 11 (kMinBlocks = 3): Nsight Compute showed the ten launches at 4.8 ms of a 17.8 ms training step with DRAM
+// 41-55% busy and 16 warps per SM (two blocks of 8 warps, capped by 122 registers a thread), which looked like too few
+// loads in flight for a kernel that only streams its operands. Capping the registers at 80 gives three blocks per SM
+// (same bits). Measured: occupancy 24% -> 36%, the ten products 4.84 -> 4.80 ms, DRAM still 42-60% busy — they are
+// not bound by the loads in flight either; kept, as it costs nothing.
+template <int BN, bool kStaged = false, bool kMma = false, int kMinBlocks = 2>
+__global__ void __launch_bounds__(kThreads, kMinBlocks) chunk_batched_product03(float* out, View A, View B, int N,
+                                                                             int depth, float alpha, bool accumulate,
+                                                                             int mask, const int64_t* cu_seqlens,
+                                                                             int64_t T_len, int HV) {
   constexpr int BK = 32, TN = BN / 16;
   // Rows padded by 4 floats keep the float4 reads aligned; by 8 for the mma fragments, whose 32 lanes then read
   // 32 different banks (row stride ≡ 8 mod 32).
@@ -919,7 +965,11 @@ struct HeadOutputs {
 // the 16 rows of a task are walked with all loads of a row independent, and the two scans of dg over the chunk
 // (the prefix of the tail-key terms, Eq. 71-72, and the reverse cumulative sum of dG, Eq. 82) are done in two levels:
 // sub-chunk totals first, then each task's rows starting from the totals of the sub-chunks before or after it.
-template <int K, typename T, int NT = kNumSub * K>
+// Version 12 (kBatchedRowsum): Nsight Compute showed this kernel reading 4.85 GB in 3.2 ms (DRAM 55% busy), a fifth of
+// it the row sums of dS_C ⊙ S_n (two 64 KB states per chunk), which a warp read channel by channel — eight rounds of
+// four dependent-free loads each, every round waiting on memory. Now each lane issues all its loads of both states
+// (8 channels × 4 columns × 2) before the first multiply-add; the sums run in the same order (same bits).
+template <int K, typename T, int NT = kNumSub * K, bool kBatchedRowsum = false>
 __global__ void __launch_bounds__(NT, 1) chunk_gates_backward05(T* dv, T* dw, Workspace ws, BackwardWorkspace bw,
                                                                  const T* __restrict__ k, const float* __restrict__ g,
                                                                  const T* __restrict__ b, const T* __restrict__ v,
@@ -949,6 +999,32 @@ __global__ void __launch_bounds__(NT, 1) chunk_gates_backward05(T* dv, T* dw, Wo
     const int warp = tid / 32, lane = tid % 32;
     const float* S0 = ws.Sn + (slot * HV + hv) * int64_t(K) * V;
     const float* dS = bw.dSn + (slot * HV + hv) * int64_t(K) * V;
+    if constexpr (kBatchedRowsum) {
+      constexpr int kRows = K / (NT / 32), kCols = 4;  // channels of this warp; columns per lane per round
+      float sum[kRows] = {};
+      for (int j0 = 0; j0 < V; j0 += 32 * kCols) {
+        float x[kRows][kCols], y[kRows][kCols];
+#pragma unroll
+        for (int i = 0; i < kRows; ++i)
+#pragma unroll
+          for (int u = 0; u < kCols; ++u) {
+            const int j = j0 + lane + 32 * u;
+            const int64_t at = int64_t(warp + i * (NT / 32)) * V + j;
+            x[i][u] = j < V ? dS[at] : 0.f, y[i][u] = j < V ? S0[at] : 0.f;
+          }
+#pragma unroll
+        for (int i = 0; i < kRows; ++i)
+#pragma unroll
+          for (int u = 0; u < kCols; ++u)
+            if (j0 + lane + 32 * u < V) sum[i] += x[i][u] * y[i][u];
+      }
+#pragma unroll
+      for (int i = 0; i < kRows; ++i) {
+#pragma unroll
+        for (int off = 16; off; off /= 2) sum[i] += __shfl_xor_sync(0xffffffffu, sum[i], off);
+        if (lane == 0) s_rowsum[warp + i * (NT / 32)] = sum[i];
+      }
+    } else
     for (int d = warp; d < K; d += NT / 32) {
       float sum = 0;
       for (int j = lane; j < V; j += 32) sum += dS[int64_t(d) * V + j] * S0[int64_t(d) * V + j];
@@ -1131,7 +1207,9 @@ void launch_backward_01(void* dq, void* dk, void* dv, float* dg, void* db, void*
     constexpr size_t bytes = backward_pass_smem_floats<K, VS>() * sizeof(float);
     const dim3 grid(unsigned(V / VS), unsigned(HV), unsigned(p.N));
     if (version >= 4) {
-      auto kernel = version >= 9 ? chunk_backward_state_pass04<K, VS, 512, true> : chunk_backward_state_pass04<K, VS, 512, false>;
+      auto kernel = version >= 10  ? chunk_backward_state_pass04<K, VS, 512, true, true>
+                    : version >= 9 ? chunk_backward_state_pass04<K, VS, 512, true>
+                                   : chunk_backward_state_pass04<K, VS, 512, false>;
       GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
       kernel<<<grid, 512, bytes, stream>>>(dh0, dht, ws, bw, cu, p.T, int(HV), int(V));
     } else {
@@ -1152,27 +1230,30 @@ void launch_backward_01(void* dq, void* dk, void* dv, float* dg, void* db, void*
   // 3. The products (Appendix B.1-B.2), in the reference's order.
   auto product = [&](float* out, View A, View B, int N, int depth, float alpha, bool accumulate, Mask mask) {
     if (version >= 3) {  // 64-column tiles where N allows, else 32; version 04 stages the next depth step
-      const dim3 grid64(max_chunks * unsigned(N / 64), unsigned(HV), unsigned(p.N));
-      const dim3 grid32(max_chunks * unsigned(N / 32), unsigned(HV), unsigned(p.N));
       const bool mma = version >= 6 && p.dtype == DType::bf16;
-      if (N % 64 == 0 && mma)
-        chunk_batched_product03<64, true, true><<<grid64, kThreads, 0, stream>>>(out, A, B, N, depth, alpha, accumulate,
-                                                                                mask, cu, p.T, int(HV));
-      else if (N % 32 == 0 && N % 64 != 0 && mma)
-        chunk_batched_product03<32, true, true><<<grid32, kThreads, 0, stream>>>(out, A, B, N, depth, alpha, accumulate,
-                                                                                mask, cu, p.T, int(HV));
-      else if (N % 64 == 0 && version >= 4)
-        chunk_batched_product03<64, true><<<grid64, kThreads, 0, stream>>>(out, A, B, N, depth, alpha, accumulate, mask,
-                                                                          cu, p.T, int(HV));
-      else if (N % 64 == 0)
-        chunk_batched_product03<64><<<grid64, kThreads, 0, stream>>>(out, A, B, N, depth, alpha, accumulate, mask, cu,
-                                                                    p.T, int(HV));
-      else if (version >= 4)
-        chunk_batched_product03<32, true><<<grid32, kThreads, 0, stream>>>(out, A, B, N, depth, alpha, accumulate, mask,
-                                                                          cu, p.T, int(HV));
-      else
-        chunk_batched_product03<32><<<grid32, kThreads, 0, stream>>>(out, A, B, N, depth, alpha, accumulate, mask, cu,
-                                                                    p.T, int(HV));
+      auto go = [&](auto bn, auto staged, auto with_mma) {
+        constexpr int BN = decltype(bn)::value;
+        constexpr bool kStaged = decltype(staged)::value, kMma = decltype(with_mma)::value;
+        const dim3 grid(max_chunks * unsigned(N / BN), unsigned(HV), unsigned(p.N));
+        if constexpr (kStaged)
+          if (version >= 11) {  // version 11: three blocks per SM
+            chunk_batched_product03<BN, true, kMma, 3><<<grid, kThreads, 0, stream>>>(out, A, B, N, depth, alpha,
+                                                                                     accumulate, mask, cu, p.T, int(HV));
+            return;
+          }
+        chunk_batched_product03<BN, kStaged, kMma><<<grid, kThreads, 0, stream>>>(out, A, B, N, depth, alpha, accumulate,
+                                                                                 mask, cu, p.T, int(HV));
+      };
+      using I64 = std::integral_constant<int, 64>;
+      using I32 = std::integral_constant<int, 32>;
+      using Yes = std::true_type;
+      using No = std::false_type;
+      if (N % 64 == 0 && mma) go(I64{}, Yes{}, Yes{});
+      else if (N % 32 == 0 && mma) go(I32{}, Yes{}, Yes{});
+      else if (N % 64 == 0 && version >= 4) go(I64{}, Yes{}, No{});
+      else if (N % 64 == 0) go(I64{}, No{}, No{});
+      else if (version >= 4) go(I32{}, Yes{}, No{});
+      else go(I32{}, No{}, No{});
       GDN2_CUDA_CHECK_LAUNCH();
       return;
     }
@@ -1219,7 +1300,12 @@ void launch_backward_01(void* dq, void* dk, void* dv, float* dg, void* db, void*
   const bool direct = version >= 7 && HV == p.H;
   HeadOutputs outputs;
   if (direct) outputs = HeadOutputs{dq, dk, db, dg, scale};
-  if (version >= 5)
+  if (version >= 12)
+    chunk_gates_backward05<K, T, kNumSub * K, true><<<dim3(max_chunks, unsigned(HV), unsigned(p.N)), kNumSub * K, 0,
+                                                      stream>>>(
+        static_cast<T*>(dv), static_cast<T*>(dw), ws, bw, static_cast<const T*>(k), g, static_cast<const T*>(b),
+        static_cast<const T*>(v), static_cast<const T*>(w), cu, p.T, int(p.H), int(HV), int(V), outputs);
+  else if (version >= 5)
     chunk_gates_backward05<K, T><<<dim3(max_chunks, unsigned(HV), unsigned(p.N)), kNumSub * K, 0, stream>>>(
         static_cast<T*>(dv), static_cast<T*>(dw), ws, bw, static_cast<const T*>(k), g, static_cast<const T*>(b),
         static_cast<const T*>(v), static_cast<const T*>(w), cu, p.T, int(p.H), int(HV), int(V), outputs);
@@ -1251,9 +1337,9 @@ void chunk_backward_dispatch(void* dq, void* dk, void* dv, float* dg, void* db, 
     else GDN2_CUDA_CHECK(cudaMemsetAsync(dh0, 0, bytes, stream));
     return;
   }
-  // The current rung is version 09; GDN2_BACKWARD_VERSION=1 .. 8 selects an earlier one (the ladder stays runnable).
+  // The current rung is version 12; GDN2_BACKWARD_VERSION=1 .. 11 selects an earlier one (the ladder stays runnable).
   const char* env = std::getenv("GDN2_BACKWARD_VERSION");
-  const int version = env ? std::atoi(env) : 9;
+  const int version = env ? std::atoi(env) : 12;
   dispatch_k_and_dtype(p, [&](auto K, auto T) {
     launch_backward_01<decltype(K)::value, decltype(T)>(dq, dk, dv, dg, db, dw, dh0, q, k, v, g, b, w, h0, cu, do_,
                                                         dht, p, stream, version, saved);

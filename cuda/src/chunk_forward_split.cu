@@ -28,8 +28,11 @@
 //        products with float4 shared loads (tile_product_vec) — the pass was not bound by its shared loads
 //   13   3.97 ms with bf16 storage (B = 1, T = 4096: 0.72 ms; pass 1.69 -> 1.02 ms, predicted about 0.9): the pass's
 //        two products on tensor cores (mma.sync TF32, fp32 accumulation, the state kept in fp32); float32 storage as 12
-// 10-12 (and 13 with float32 storage) reorder no arithmetic: test_cuda checks that they give 09's bits.
-// The current default is 13 (api.cu); GDN2_CHUNK_VERSION=5 .. 12 runs the earlier ones.
+//   14   3.78 ms (same run: 13 at 3.98 ms; B = 1, T = 4096: 0.70 ms; prepare 2.90 -> 2.62 ms, predicted -0.35 ms): the
+//        diagonal blocks' warp sums reduced 32 at a time (warp_reduce_scatter, chunk_tiles.cuh), 31 shuffles instead of
+//        5 per sum — that phase was a quarter of prepare's stall samples, bound by its shuffles
+// 10-12 (and 13 with float32 storage) reorder no arithmetic: test_cuda checks that they give 09's bits, and 14 13's.
+// The current default is 14 (api.cu); GDN2_CHUNK_VERSION=5 .. 13 runs the earlier ones.
 #include "chunk_workspace.cuh"
 
 namespace gdn2::cuda::detail {
@@ -105,7 +108,7 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
   __syncthreads();
   // 2a-2c (chunk_tiles.cuh): T and A_qk with exact decays, and the per-channel factors, as version 04.
   if (kV10)
-    chunk_diagonal_blocks_grouped<K, KP, NT>(s_T, s_Aqk, s_q, s_k, s_e, s_g, tid);
+    chunk_diagonal_blocks_grouped<K, KP, NT, (kVersion >= 14)>(s_T, s_Aqk, s_q, s_k, s_e, s_g, tid);
   else
     chunk_diagonal_blocks<K, KP, NT>(s_T, s_Aqk, s_q, s_k, s_e, s_g, tid);
   __syncthreads();
@@ -772,9 +775,9 @@ void chunk_forward_recompute(const Workspace& ws, const void* q, const void* k, 
   dispatch_k_and_dtype(p, [&](auto K, auto T) {
     constexpr int KK = decltype(K)::value;
     using TT = decltype(T);
-    // The same kernels as the default forward (version 13), so a kept workspace and a recomputed one agree bit for bit.
-    return wide_pass(p) ? run_prepare_and_pass<KK, 64, TT, 13, 512>(ws, nullptr, q, k, v, g, b, w, h0, cu, p, s)
-                        : run_prepare_and_pass<KK, 32, TT, 13, 512>(ws, nullptr, q, k, v, g, b, w, h0, cu, p, s);
+    // The same kernels as the default forward (version 14), so a kept workspace and a recomputed one agree bit for bit.
+    return wide_pass(p) ? run_prepare_and_pass<KK, 64, TT, 14, 512>(ws, nullptr, q, k, v, g, b, w, h0, cu, p, s)
+                        : run_prepare_and_pass<KK, 32, TT, 14, 512>(ws, nullptr, q, k, v, g, b, w, h0, cu, p, s);
   });
 }
 
@@ -809,7 +812,9 @@ void chunk_forward_split_dispatch(void* o, float* ht, const void* q, const void*
         // 12: the pass and output products with vector shared loads (tile_product_vec; same bits).
         case 12: return rung(integral_constant<int, 12>{}, integral_constant<int, 512>{});
         // 13: with bf16 storage the pass's two products on tensor cores (TF32); float32 storage as version 12.
-        default: return rung(integral_constant<int, 13>{}, integral_constant<int, 512>{});
+        case 13: return rung(integral_constant<int, 13>{}, integral_constant<int, 512>{});
+        // 14: prepare's diagonal blocks reduced 32 sums at a time (warp_reduce_scatter; same bits as 13).
+        default: return rung(integral_constant<int, 14>{}, integral_constant<int, 512>{});
       }
     }
     // The widest value slice that still gives about one block per SM (the pass holds one block per SM): wide

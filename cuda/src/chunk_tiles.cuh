@@ -1,5 +1,5 @@
 // gdn2::cuda — the chunk size, the register-tiled products, the tensor-core helpers and the exact-decay steps shared by
-// the chunk-form kernels (forward versions 04-13, the backward).
+// the chunk-form kernels (forward versions 04-14, the backward), and a warp reduce-scatter of 32 sums.
 #pragma once
 
 #include "common.cuh"
@@ -270,12 +270,35 @@ __device__ __forceinline__ void chunk_off_diagonal_blocks_tiled(float* s_T, floa
 
 // [SECTION] version 10 of the prepare kernel ------------------------------------------------------------------------
 
+// Lane l's x[v] are its parts of 32 sums; returns sum number l, the sum of x[l] over the 32 lanes. Each round halves
+// the values a lane holds: it keeps the half whose index bit matches its lane bit, sends the other half to the lane
+// across (l ^ off) and adds what comes back — 16 + 8 + 4 + 2 + 1 shuffles in all. The lanes are paired as in the
+// usual butterfly (l with l ^ 16, then those pairs with l ^ 8, ...), and a + b = b + a exactly, so every sum has the
+// bits that the butterfly `x += __shfl_xor_sync(x, off)` for off = 16 .. 1 gives.
+__device__ __forceinline__ float warp_reduce_scatter(float (&x)[32], int lane) {
+#pragma unroll
+  for (int round = 0; round < 5; ++round) {
+    const int off = 16 >> round;
+    const bool upper = lane & off;
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+      if (i >= off) break;
+      const float send = upper ? x[i] : x[i + off], keep = upper ? x[i + off] : x[i];
+      x[i] = keep + __shfl_xor_sync(0xffffffffu, send, off);
+    }
+  }
+  return x[0];
+}
+
 // 2a, version 10: the same diagonal-block entries, bit for bit, with the columns of a sub-chunk shared out among a group
 //     of warps. Warp w takes sub-chunk M = w % kNumSub and the columns s = M·kSub + w / kNumSub + j·(warps per
 //     sub-chunk); walking r once through the sub-chunk it computes exp(g_r) once per channel for all its columns
 //     (chunk_diagonal_blocks does it once per column: about 4× the exps at 16 warps), and the columns' warp reductions
 //     are independent, so their shuffles overlap. Each Γ_rs ⊙ k_s is updated by the same factors in the same order.
-template <int K, int KP, int NT>
+//     Version 14 (kScatter): the warp's sums are reduced 32 at a time (kRows rows × kCols columns × T and A_qk) by
+//     warp_reduce_scatter (below), 31 shuffles for 32 sums instead of 5 per sum: the stall profile of version 10 put a
+//     quarter of the kernel here, bound by its shuffles. Same pairs of lanes added in the same tree: the same bits.
+template <int K, int KP, int NT, bool kScatter = false>
 __device__ __forceinline__ void chunk_diagonal_blocks_grouped(float* s_T, float* s_Aqk, const float* s_q,
                                                               const float* s_k, const float* s_e, const float* s_g,
                                                               int tid) {
@@ -287,6 +310,43 @@ __device__ __forceinline__ void chunk_diagonal_blocks_grouped(float* s_T, float*
   for (int c = 0; c < kCols; ++c)
 #pragma unroll
     for (int j = 0; j < PER_LANE; ++j) dk[c][j] = s_k[(first + c * kGroup) * KP + lane + 32 * j];
+  if constexpr (kScatter) {
+    constexpr int kRows = 32 / (2 * kCols);  // rows per reduction: 32 sums, value v = (row·kCols + column)·2 + matrix
+    static_assert(32 % (2 * kCols) == 0, "32 sums per reduction");
+    const int end = (M + 1) * kSub;
+    for (int r0 = first; r0 < end; r0 += kRows) {
+      float x[32];
+#pragma unroll
+      for (int i = 0; i < kRows; ++i) {
+        const int r = r0 + i;
+        float ex[PER_LANE];
+        if (r < end)
+#pragma unroll
+          for (int j = 0; j < PER_LANE; ++j) ex[j] = expf(s_g[r * KP + lane + 32 * j]);
+#pragma unroll
+        for (int c = 0; c < kCols; ++c) {
+          const int s = first + c * kGroup;
+          float aqk = 0, t = 0;
+          if (r < end && r >= s)  // (uniform across the warp)
+#pragma unroll
+            for (int j = 0; j < PER_LANE; ++j) {
+              const int d = lane + 32 * j;
+              if (r > s) dk[c][j] *= ex[j];
+              aqk += s_q[r * KP + d] * dk[c][j];
+              t += s_e[r * KP + d] * dk[c][j];
+            }
+          x[(i * kCols + c) * 2] = aqk, x[(i * kCols + c) * 2 + 1] = t;
+        }
+      }
+      const float sum = warp_reduce_scatter(x, lane);  // the sum of value `lane` over the warp
+      const int v = lane / 2, i = v / kCols, c = v % kCols, r = r0 + i, s = first + c * kGroup;
+      if (r < end && r >= s) {
+        if (lane % 2 == 0) s_Aqk[r * C + s] = sum;
+        else s_T[r * C + s] = r > s ? sum : 0.f;
+      }
+    }
+    return;
+  }
   for (int r = first; r < (M + 1) * kSub; ++r) {
     float ex[PER_LANE];
 #pragma unroll

@@ -30,6 +30,10 @@ __device__ __forceinline__ float from_float<float>(float x) { return x; }
 template <>
 __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
 
+// Asks the L2 cache to fetch the 128-byte line holding ptr; the thread does not wait (a hint: no result, no fault).
+// The sequential passes use it to have the next chunk's operands on chip while they compute this one.
+__device__ __forceinline__ void prefetch_l2(const void* ptr) { asm volatile("prefetch.global.L2 [%0];" ::"l"(ptr)); }
+
 // Rows [row0, row0 + length) of the flattened [B*T] token axis for sequence n (as sequence_span in the reference).
 struct Span {
   int64_t row0, length;

@@ -345,41 +345,41 @@ __device__ __forceinline__ void chunk_diagonal_blocks_grouped(float* s_T, float*
         else s_T[r * C + s] = r > s ? sum : 0.f;
       }
     }
-    return;
-  }
-  for (int r = first; r < (M + 1) * kSub; ++r) {
-    float ex[PER_LANE];
+  } else {
+    for (int r = first; r < (M + 1) * kSub; ++r) {
+      float ex[PER_LANE];
 #pragma unroll
-    for (int j = 0; j < PER_LANE; ++j) ex[j] = expf(s_g[r * KP + lane + 32 * j]);
-    float aqk[kCols], t[kCols];
-#pragma unroll
-    for (int c = 0; c < kCols; ++c) {
-      const int s = first + c * kGroup;
-      aqk[c] = 0, t[c] = 0;
-      if (r < s) continue;  // (uniform across the warp)
-#pragma unroll
-      for (int j = 0; j < PER_LANE; ++j) {
-        const int d = lane + 32 * j;
-        if (r > s) dk[c][j] *= ex[j];
-        aqk[c] += s_q[r * KP + d] * dk[c][j];
-        t[c] += s_e[r * KP + d] * dk[c][j];
-      }
-    }
-#pragma unroll
-    for (int off = 16; off; off /= 2)
-#pragma unroll
-      for (int c = 0; c < kCols; ++c) {
-        aqk[c] += __shfl_xor_sync(0xffffffffu, aqk[c], off);
-        t[c] += __shfl_xor_sync(0xffffffffu, t[c], off);
-      }
-    if (lane == 0)
+      for (int j = 0; j < PER_LANE; ++j) ex[j] = expf(s_g[r * KP + lane + 32 * j]);
+      float aqk[kCols], t[kCols];
 #pragma unroll
       for (int c = 0; c < kCols; ++c) {
         const int s = first + c * kGroup;
-        if (r < s) continue;
-        s_Aqk[r * C + s] = aqk[c];
-        s_T[r * C + s] = r > s ? t[c] : 0.f;
+        aqk[c] = 0, t[c] = 0;
+        if (r < s) continue;  // (uniform across the warp)
+#pragma unroll
+        for (int j = 0; j < PER_LANE; ++j) {
+          const int d = lane + 32 * j;
+          if (r > s) dk[c][j] *= ex[j];
+          aqk[c] += s_q[r * KP + d] * dk[c][j];
+          t[c] += s_e[r * KP + d] * dk[c][j];
+        }
       }
+#pragma unroll
+      for (int off = 16; off; off /= 2)
+#pragma unroll
+        for (int c = 0; c < kCols; ++c) {
+          aqk[c] += __shfl_xor_sync(0xffffffffu, aqk[c], off);
+          t[c] += __shfl_xor_sync(0xffffffffu, t[c], off);
+        }
+      if (lane == 0)
+#pragma unroll
+        for (int c = 0; c < kCols; ++c) {
+          const int s = first + c * kGroup;
+          if (r < s) continue;
+          s_Aqk[r * C + s] = aqk[c];
+          s_T[r * C + s] = r > s ? t[c] : 0.f;
+        }
+    }
   }
 }
 

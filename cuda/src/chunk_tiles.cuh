@@ -296,7 +296,7 @@ __device__ __forceinline__ float warp_reduce_scatter(float (&x)[32], int lane) {
 //     (chunk_diagonal_blocks does it once per column: about 4× the exps at 16 warps), and the columns' warp reductions
 //     are independent, so their shuffles overlap. Each Γ_rs ⊙ k_s is updated by the same factors in the same order.
 //     Version 14 (kScatter): the warp's sums are reduced 32 at a time (kRows rows × kCols columns × T and A_qk) by
-//     warp_reduce_scatter (below), 31 shuffles for 32 sums instead of 5 per sum: the stall profile of version 10 put a
+//     warp_reduce_scatter (above), 31 shuffles for 32 sums instead of 5 per sum: the stall profile of version 10 put a
 //     quarter of the kernel here, bound by its shuffles. Same pairs of lanes added in the same tree: the same bits.
 template <int K, int KP, int NT, bool kScatter = false>
 __device__ __forceinline__ void chunk_diagonal_blocks_grouped(float* s_T, float* s_Aqk, const float* s_q,

@@ -160,9 +160,9 @@ class ScopedEnv {
 
 // Forward rungs 10-12 change only the schedule of version 09's arithmetic (which warp computes which sum, how many
 // value columns a block takes, how wide its shared loads are), so they must give the same bits, and so must 13 with
-// float32 storage (its tensor cores are for bf16 only); 14 changes how 13 reduces its sums, not which lanes' parts are
-// added together (warp_reduce_scatter), so it must give 13's bits with either storage; backward rungs 09-12 do the same to rung 08's state pass,
-// products and gates (vector shared loads, L2 prefetches, register caps, batched loads).
+// float32 storage (its tensor cores are for bf16 only); 14 changes how 13 reduces its sums, not which lanes' parts
+// are added together (warp_reduce_scatter), so it must give 13's bits with either storage; backward rungs 09-12 do the
+// same to rung 08's state pass, products and gates (vector shared loads, L2 prefetches, register caps, batched loads).
 // cuda/src/chunk_forward_split.cu, chunk_backward.cu.
 TEST_CASE("cuda: forward versions 09-14 and backward versions 08-12 agree bit for bit", "[cuda][backward]") {
   const auto gate = [](Rng& r) { return r.uniform(-0.2, 0); };

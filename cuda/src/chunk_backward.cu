@@ -1300,16 +1300,12 @@ void launch_backward_01(void* dq, void* dk, void* dv, float* dg, void* db, void*
   const bool direct = version >= 7 && HV == p.H;
   HeadOutputs outputs;
   if (direct) outputs = HeadOutputs{dq, dk, db, dg, scale};
-  if (version >= 12)
-    chunk_gates_backward05<K, T, kNumSub * K, true><<<dim3(max_chunks, unsigned(HV), unsigned(p.N)), kNumSub * K, 0,
-                                                      stream>>>(
+  if (version >= 5) {  // version 12: the row sums' loads batched
+    auto gates = version >= 12 ? chunk_gates_backward05<K, T, kNumSub * K, true> : chunk_gates_backward05<K, T>;
+    gates<<<dim3(max_chunks, unsigned(HV), unsigned(p.N)), kNumSub * K, 0, stream>>>(
         static_cast<T*>(dv), static_cast<T*>(dw), ws, bw, static_cast<const T*>(k), g, static_cast<const T*>(b),
         static_cast<const T*>(v), static_cast<const T*>(w), cu, p.T, int(p.H), int(HV), int(V), outputs);
-  else if (version >= 5)
-    chunk_gates_backward05<K, T><<<dim3(max_chunks, unsigned(HV), unsigned(p.N)), kNumSub * K, 0, stream>>>(
-        static_cast<T*>(dv), static_cast<T*>(dw), ws, bw, static_cast<const T*>(k), g, static_cast<const T*>(b),
-        static_cast<const T*>(v), static_cast<const T*>(w), cu, p.T, int(p.H), int(HV), int(V), outputs);
-  else
+  } else
     chunk_gates_backward<K, T><<<dim3(max_chunks, unsigned(HV), unsigned(p.N)), K, 0, stream>>>(
         static_cast<T*>(dv), static_cast<T*>(dw), ws, bw, static_cast<const T*>(k), g, static_cast<const T*>(b),
         static_cast<const T*>(v), static_cast<const T*>(w), cu, p.T, int(p.H), int(HV), int(V));

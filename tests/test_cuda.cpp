@@ -1,6 +1,7 @@
 // gdn2 tests [cuda] — the CUDA kernels against the float64 reference (NUMERICS.md 1-13, 19). Exits 77 (reported as
 // skipped by CTest) when no CUDA device can be used, e.g. on a machine without a GPU.
 #define CATCH_CONFIG_RUNNER
+#include <cmath>    // std::isfinite
 #include <cstdlib>  // setenv: the tests pick kernel versions as GDN2_CHUNK_VERSION does
 
 #include "helpers.hpp"
@@ -116,27 +117,39 @@ TEST_CASE("cuda: packed sequences, isolation and prefix causality (bitwise)", "[
     for (index_t row : {index_t(0), index_t(14), index_t(100), index_t(255)})
       for (index_t i = offset_row(row, 0, 2, 64); i < offset_row(row + 1, 0, 2, 64); ++i) REQUIRE(a.o.data[i] == b.o.data[i]);
     // Prefix causality: perturb everything at t >= P; outputs before P must not change by a single bit (both dtypes:
-    // bf16 storage runs the tensor-core products of forward version 13).
+    // bf16 storage runs the tensor-core products of forward versions 13 and 15). The second future overflows: v = 3e38
+    // from P on drives R and the state to inf, which a product must not let back into earlier rows as 0 · inf = NaN
+    // (version 15 runs A_qk R's diagonal blocks on tensor cores, which cannot skip the zeros above the diagonal).
     auto z = layer(11, 2, 130, 2, 2, 64, 64, gate);
     for (DType dtype : {DType::f32, DType::bf16}) {
       const Outputs base = run_on_device(form, z, dtype);
-      for (index_t P : {1, 17, 64, 100}) {
-        auto p = z;
-        for (Tensor<double>* t : {&p.q, &p.k, &p.v, &p.g, &p.b, &p.w})
+      for (const bool overflow : {false, true}) {
+        for (index_t P : {1, 17, 64, 100}) {
+          auto p = z;
+          for (Tensor<double>* t : {&p.q, &p.k, &p.v, &p.g, &p.b, &p.w})
+            for (index_t n = 0; n < 2; ++n)
+              for (index_t i = offset_bthd(n, P, 0, 130, t->shape[2], t->shape[3]); i < offset_bthd(n, 130, 0, 130, t->shape[2], t->shape[3]); ++i)
+                t->data[i] = (t == &p.g)                  ? -1.0
+                             : (t == &p.b || t == &p.w)   ? 0.5
+                             : (overflow && t == &p.v)    ? 3e38
+                                                          : t->data[i] + 1.0;
+          const Outputs q = run_on_device(form, p, dtype);
+          bool same = true;
           for (index_t n = 0; n < 2; ++n)
-            for (index_t i = offset_bthd(n, P, 0, 130, t->shape[2], t->shape[3]); i < offset_bthd(n, 130, 0, 130, t->shape[2], t->shape[3]); ++i)
-              t->data[i] = (t == &p.g) ? -1.0 : (t == &p.b || t == &p.w) ? 0.5 : t->data[i] + 1.0;
-        const Outputs q = run_on_device(form, p, dtype);
-        bool same = true;
-        for (index_t n = 0; n < 2; ++n)
-          for (index_t i = offset_bthd(n, 0, 0, 130, 2, 64); i < offset_bthd(n, P, 0, 130, 2, 64); ++i)
-            if (!(q.o.data[i] == base.o.data[i]) && same) {  // print the first mismatch: index, before, after
-              same = false;
-              std::printf("  first mismatch at %s: %.17g vs %.17g\n", index_str(q.o.shape, i).c_str(), base.o.data[i], q.o.data[i]);
-            }
-        std::printf("  [measured] %s %s P=%ld: outputs before P bitwise unchanged: %d\n", form == Form::chunk ? "chunk" : "recurrent",
-                    name(dtype), long(P), same);
-        REQUIRE(same);
+            for (index_t i = offset_bthd(n, 0, 0, 130, 2, 64); i < offset_bthd(n, P, 0, 130, 2, 64); ++i)
+              if (!(q.o.data[i] == base.o.data[i]) && same) {  // print the first mismatch: index, before, after
+                same = false;
+                std::printf("  first mismatch at %s: %.17g vs %.17g\n", index_str(q.o.shape, i).c_str(), base.o.data[i], q.o.data[i]);
+              }
+          bool future_finite = true;  // (did the overflowing future overflow?)
+          for (index_t n = 0; n < 2; ++n)
+            for (index_t i = offset_bthd(n, P, 0, 130, 2, 64); i < offset_bthd(n, 130, 0, 130, 2, 64); ++i)
+              future_finite = future_finite && std::isfinite(q.o.data[i]);
+          std::printf("  [measured] %s %s P=%ld%s: outputs before P bitwise unchanged: %d (outputs from P on finite: %d)\n",
+                      form == Form::chunk ? "chunk" : "recurrent", name(dtype), long(P),
+                      overflow ? " (future v=3e38)" : "", same, future_finite);
+          REQUIRE(same);
+        }
       }
     }
   }
@@ -161,10 +174,11 @@ class ScopedEnv {
 // Forward rungs 10-12 change only the schedule of version 09's arithmetic (which warp computes which sum, how many
 // value columns a block takes, how wide its shared loads are), so they must give the same bits, and so must 13 with
 // float32 storage (its tensor cores are for bf16 only); 14 changes how 13 reduces its sums, not which lanes' parts
-// are added together (warp_reduce_scatter), so it must give 13's bits with either storage; backward rungs 09-12 do the
-// same to rung 08's state pass, products and gates (vector shared loads, L2 prefetches, register caps, batched loads).
+// are added together (warp_reduce_scatter), so it must give 13's bits with either storage; backward rungs 09-13 do the
+// same to rung 08's state pass, products and gates (vector shared loads, L2 prefetches, register caps, batched loads,
+// two products in one launch), and so must 14 with float32 storage (its tensor-core state pass is for bf16 only).
 // cuda/src/chunk_forward_split.cu, chunk_backward.cu.
-TEST_CASE("cuda: forward versions 09-14 and backward versions 08-12 agree bit for bit", "[cuda][backward]") {
+TEST_CASE("cuda: forward versions 09-15 and backward versions 08-14 agree bit for bit", "[cuda][backward]") {
   const auto gate = [](Rng& r) { return r.uniform(-0.2, 0); };
   std::vector<std::pair<std::string, Layer<double>>> cases = {
       {"K=128 V=128", layer(41, 2, 200, 2, 2, 128, 128, gate)},
@@ -183,30 +197,33 @@ TEST_CASE("cuda: forward versions 09-14 and backward versions 08-12 agree bit fo
       std::vector<Outputs> runs;
       {
         ScopedEnv chunk_version("GDN2_CHUNK_VERSION");
-        for (const char* version : {"9", "10", "11", "12", "13", "14"}) {
+        for (const char* version : {"9", "10", "11", "12", "13", "14", "15"}) {
           chunk_version.set(version);
           runs.push_back(run_on_device(Form::chunk, x, dtype));
         }
       }
       for (size_t i = 1; i < runs.size(); ++i) {
-        // With bf16 storage 13 puts the pass on tensor cores (TF32): 13 has its own bits, and 14 must have them.
+        // With bf16 storage 13 puts the pass on tensor cores (TF32): 13 has its own bits, and 14 must have them; 15
+        // puts the output kernel on them too (its own bits again, checked against the reference).
         const size_t against = dtype == DType::bf16 && i >= 4 ? 4 : 0;
-        if (i == against) continue;
+        if (i == against || (dtype == DType::bf16 && 9 + i >= 15)) continue;
         const bool same = runs[i].o.data == runs[against].o.data && runs[i].ht.data == runs[against].ht.data;
         std::printf("  [measured] %s %s: forward version %zu vs %zu bitwise equal: %d\n", what.c_str(), name(dtype),
-                    9 + i, 9 + against, same);  // (runs in order 9 .. 14)
+                    9 + i, 9 + against, same);  // (runs in order 9 .. 15)
         REQUIRE(same);
       }
       const auto [dO, dht] = upstream(x, 77);
       std::vector<Gradients<double>> grads;
       {
         ScopedEnv backward_version("GDN2_BACKWARD_VERSION");
-        for (const char* version : {"8", "9", "10", "11", "12"}) {
+        for (const char* version : {"8", "9", "10", "11", "12", "13", "14"}) {
           backward_version.set(version);
           grads.push_back(backward_on_device(x, dO, dht, dtype, true));
         }
       }
       for (size_t i = 1; i < grads.size(); ++i) {
+        // With bf16 storage 14 runs the state pass on tensor cores (TF32): its own bits, checked against the reference.
+        if (dtype == DType::bf16 && 8 + i >= 14) continue;
         bool same = true;
         for (auto m : {&Gradients<double>::dq, &Gradients<double>::dk, &Gradients<double>::dv, &Gradients<double>::dg,
                        &Gradients<double>::db, &Gradients<double>::dw, &Gradients<double>::dh0})
@@ -259,6 +276,9 @@ TEST_CASE("cuda: chunk backward against the float64 reference backward (NUMERICS
   // Enough (sequence, value head) pairs for the 64-column state pass ((V / 64) · HV · N ≥ 132), which the benchmark
   // shapes use (and, with bf16 storage, its tensor-core version): 3 sequences × 22 value heads over 11 key heads.
   check_backward("wide state pass N=3 HV=22", layer(14, 3, 150, 11, 22, 64, 128, mild));
+  // The 32-column state pass ((V / 32) · HV · N ≥ 132 > (V / 64) · HV · N; B = 4, H = 16 in the benchmark's terms),
+  // with K = 128: two 16-row tiles of dS per warp in version 14's tensor-core pass.
+  check_backward("32-column state pass K=128 N=3 HV=12", layer(15, 3, 100, 6, 12, 128, 128, mild));
 }
 
 TEST_CASE("cuda: backward determinism, varlen isolation and prefix-only loss (bitwise)", "[cuda][backward]") {

@@ -162,6 +162,103 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_backward_state_pass(float* 
   for (int i = tid; i < K * VS; i += kThreads) dh0[state + int64_t(i / VS) * V + col0 + i % VS] = s_dS[i];
 }
 
+// Row strides (floats) of version 04's tiles. Version 09 (kVec) pads the K-wide rows to K + 4 so their runs are 16-byte
+// aligned. Version 14 (kMma) pads every tile for the mma fragments' reads, whose 32 lanes then hit 32 different banks:
+// tiles read down their columns as A operands (A_qk, Q_γ, Y) and every B operand (dO, dS, dR) by ≡ 8 mod 32 floats,
+// K_tail read along its rows by ≡ 4 mod 32.
+template <int K, int VS, bool kVec, bool kMma>
+struct BackwardPassLayout {
+  static constexpr int AQ = kMma ? C + 8 : C, KPK = kVec || kMma ? K + 4 : K + 1, KPQ = kMma ? K + 8 : KPK;
+  static constexpr int VSP = kMma ? VS + 8 : VS;
+  static constexpr size_t floats() { return size_t(C) * AQ + C * KPK + 2 * C * KPQ + 2 * C * VSP + K * VSP + K; }
+};
+
+// One chunk step of version 14 (below), every tile in shared memory (layout Lay), 16 warps as a 4 × 4 grid. Fragments
+// as in mma_tf32 (chunk_tiles.cuh): g = lane / 4, t = lane % 4.
+template <int K, int VS, typename Lay>
+__device__ __forceinline__ void backward_pass_step_mma(const float* s_Aqk, const float* s_kt, const float* s_qg,
+                                                       const float* s_y, const float* s_dO, float* s_dR, float* s_dS,
+                                                       const float* s_gC, float* dR_out, int64_t row0, int L, int hv,
+                                                       int HV, int V, int col0, int tid) {
+  constexpr int AQ = Lay::AQ, KPK = Lay::KPK, KPQ = Lay::KPQ, VSP = Lay::VSP;
+  constexpr int NTW = VS / 32, MTS = K / 64;  // a warp's tiles of 8 columns; its 16-row tiles of dS
+  const int warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+  const int wm = (warp % 4) * 16, wk = (warp % 4) * (K / 4), wn = (warp / 4) * (VS / 4);
+  {  // dR = A_qkᵀ dO (Eq. 54) + K_tail dS_C (Eq. 57)
+    float cf[NTW][4] = {};
+    // A(s, r) = A_qk[r][s], read down its columns; A_qk[r][s] = 0 for r < s, so depth starts at the warp's first row.
+#pragma unroll 2
+    for (int k0 = wm; k0 < C; k0 += 8) {
+      const uint32_t af[4] = {to_tf32(s_Aqk[(k0 + t) * AQ + wm + g]), to_tf32(s_Aqk[(k0 + t) * AQ + wm + g + 8]),
+                              to_tf32(s_Aqk[(k0 + t + 4) * AQ + wm + g]),
+                              to_tf32(s_Aqk[(k0 + t + 4) * AQ + wm + g + 8])};
+#pragma unroll
+      for (int nt = 0; nt < NTW; ++nt)
+        mma_tf32(cf[nt], af, to_tf32(s_dO[(k0 + t) * VSP + wn + nt * 8 + g]),
+                 to_tf32(s_dO[(k0 + t + 4) * VSP + wn + nt * 8 + g]));
+    }
+#pragma unroll 4
+    for (int k0 = 0; k0 < K; k0 += 8) {  // A(s, d) = K_tail[s][d], along its rows
+      const uint32_t af[4] = {to_tf32(s_kt[(wm + g) * KPK + k0 + t]), to_tf32(s_kt[(wm + g + 8) * KPK + k0 + t]),
+                              to_tf32(s_kt[(wm + g) * KPK + k0 + t + 4]),
+                              to_tf32(s_kt[(wm + g + 8) * KPK + k0 + t + 4])};
+#pragma unroll
+      for (int nt = 0; nt < NTW; ++nt)
+        mma_tf32(cf[nt], af, to_tf32(s_dS[(k0 + t) * VSP + wn + nt * 8 + g]),
+                 to_tf32(s_dS[(k0 + t + 4) * VSP + wn + nt * 8 + g]));
+    }
+#pragma unroll
+    for (int nt = 0; nt < NTW; ++nt)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int r = wm + g + 8 * h, col = wn + nt * 8 + 2 * t;
+        s_dR[r * VSP + col] = cf[nt][2 * h], s_dR[r * VSP + col + 1] = cf[nt][2 * h + 1];
+        if (r < L) {
+          float* out = dR_out + ((row0 + r) * HV + hv) * V + col0 + col;
+          out[0] = cf[nt][2 * h], out[1] = cf[nt][2 * h + 1];
+        }
+      }
+  }
+  __syncthreads();  // dR complete, and every warp done reading dS_C
+  {  // dS_start = Diag(γ_C) dS_C (Eq. 59) + Q_γᵀ dO (Eq. 56) − Yᵀ dR (Eq. 63); A(d, r) = X[r][d], down the columns
+    float sf[MTS][NTW][4] = {};
+    auto accumulate = [&](const float* X, const float* B, float sign) {
+#pragma unroll 2
+      for (int k0 = 0; k0 < C; k0 += 8) {
+        uint32_t af[MTS][4];
+#pragma unroll
+        for (int mt = 0; mt < MTS; ++mt) {
+          const int m = wk + mt * 16 + g;
+          af[mt][0] = to_tf32(sign * X[(k0 + t) * KPQ + m]), af[mt][1] = to_tf32(sign * X[(k0 + t) * KPQ + m + 8]);
+          af[mt][2] = to_tf32(sign * X[(k0 + t + 4) * KPQ + m]);
+          af[mt][3] = to_tf32(sign * X[(k0 + t + 4) * KPQ + m + 8]);
+        }
+#pragma unroll
+        for (int nt = 0; nt < NTW; ++nt) {
+          const uint32_t b0 = to_tf32(B[(k0 + t) * VSP + wn + nt * 8 + g]);
+          const uint32_t b1 = to_tf32(B[(k0 + t + 4) * VSP + wn + nt * 8 + g]);
+#pragma unroll
+          for (int mt = 0; mt < MTS; ++mt) mma_tf32(sf[mt][nt], af[mt], b0, b1);
+        }
+      }
+    };
+    accumulate(s_qg, s_dO, 1.f);
+    accumulate(s_y, s_dR, -1.f);
+    // Each warp updates only the part of dS it owns (all reads of dS_C ended at the barrier above).
+#pragma unroll
+    for (int mt = 0; mt < MTS; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < NTW; ++nt)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int d = wk + mt * 16 + g + 8 * h, col = wn + nt * 8 + 2 * t;
+          float* ds = s_dS + d * VSP + col;
+          ds[0] = s_gC[d] * ds[0] + sf[mt][nt][2 * h];
+          ds[1] = s_gC[d] * ds[1] + sf[mt][nt][2 * h + 1];
+        }
+  }
+}
+
 // Version 04 of stage 2. Version 03's pass took 6.1 ms of 28 at B = 8, T = 4096: one block per SM (the three K-wide
 // tiles fill shared memory), 8 warps, and every tile element loaded by a dependent load → store pair. Here 16 warps,
 // and each thread issues kBatch independent loads before it stores any (as forward version 05 did for its pass).
@@ -171,25 +268,38 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_backward_state_pass(float* 
 // chunk step waited on about a dozen global-memory latencies in a row (a batch of A_qk, two of the K-wide tiles, eight
 // dependent dO loads, γ_C), 30 µs per step. Now each step first asks L2 for every line the next chunk will read
 // (prefetch_l2: about 1000 lines, two per thread), and the dO loads are batched; the arithmetic is unchanged (same bits).
-template <int K, int VS, int NT = 512, bool kVec = false, bool kPrefetch = false>
+//
+// Version 14 (kMma, bf16 storage, VS ≥ 32): the four products on tensor cores (mma.sync m16n8k8, TF32 operands
+// rounded to nearest, fp32 accumulation; dS itself stays fp32 in shared memory, and Diag(γ_C) dS_C is applied on CUDA
+// cores as before). Session 4 tried this while each chunk step still waited on a dozen DRAM latencies (no gain); since
+// version 10 the step's loads hit L2, and by count its CUDA-core tiles (2 × 4 and 4 × 4 per thread: 2-3 shared bytes
+// per multiply-add) move about 4.5 MB of shared memory per step — about 20 µs of its 28 µs at 128 bytes per clock. The
+// fragments read about a quarter of that. Warps form a 4 × 4 grid: each owns 16 rows × VS/4 columns of dR and
+// K/4 rows × VS/4 columns of dS. A_qkᵀ dO skips the depth steps above a warp's rows (A_qk is causal, and those steps
+// would add exact zeros). Prediction: pass 3.6 -> 1.5-2 ms. Float32 storage keeps the CUDA-core path (its 1e-4
+// gradient budget; TF32 keeps 10 mantissa bits).
+template <int K, int VS, int NT = 512, bool kVec = false, bool kPrefetch = false, bool kMma = false>
 __global__ void __launch_bounds__(NT, 1) chunk_backward_state_pass04(float* dh0, const float* dht, Workspace ws,
                                                                       BackwardWorkspace bw, const int64_t* cu_seqlens,
                                                                       int64_t T_len, int HV, int V) {
-  constexpr int KP = kVec ? K + 4 : K + 1, kBatch = 8;
+  using Lay = BackwardPassLayout<K, VS, kVec, kMma>;
+  constexpr int AQ = Lay::AQ, KPK = Lay::KPK, KPQ = Lay::KPQ, VSP = Lay::VSP, kBatch = 8;
+  static_assert(!kMma || (NT == 512 && VS % 32 == 0 && K % 64 == 0), "the mma path's 4 x 4 warp grid");
   extern __shared__ __align__(16) float smem[];
-  float* s_Aqk = smem;              // [C][C]  A_qk, causal
-  float* s_kt = s_Aqk + C * C;      // [C][KP] K_tail
-  float* s_qg = s_kt + C * KP;      // [C][KP] Q_γ
-  float* s_y = s_qg + C * KP;       // [C][KP] Y
-  float* s_dO = s_y + C * KP;       // [C][VS]
-  float* s_dR = s_dO + C * VS;      // [C][VS]
-  float* s_dS = s_dR + C * VS;      // [K][VS]
-  float* s_gC = s_dS + K * VS;      // [K]
+  float* s_Aqk = smem;              // [C][AQ]  A_qk, causal
+  float* s_kt = s_Aqk + C * AQ;     // [C][KPK] K_tail
+  float* s_qg = s_kt + C * KPK;     // [C][KPQ] Q_γ
+  float* s_y = s_qg + C * KPQ;      // [C][KPQ] Y
+  float* s_dO = s_y + C * KPQ;      // [C][VSP]
+  float* s_dR = s_dO + C * VSP;     // [C][VSP]
+  float* s_dS = s_dR + C * VSP;     // [K][VSP]
+  float* s_gC = s_dS + K * VSP;     // [K]
   const int tid = threadIdx.x;
   const int col0 = blockIdx.x * VS, hv = blockIdx.y, n = blockIdx.z;
   const Span span = sequence_span(cu_seqlens, n, T_len);
   const int64_t state = (int64_t(n) * HV + hv) * K * V;
-  for (int i = tid; i < K * VS; i += NT) s_dS[i] = dht ? dht[state + int64_t(i / VS) * V + col0 + i % VS] : 0.f;
+  for (int i = tid; i < K * VS; i += NT)
+    s_dS[(i / VS) * VSP + i % VS] = dht ? dht[state + int64_t(i / VS) * V + col0 + i % VS] : 0.f;
   const int64_t chunks = (span.length + C - 1) / C;
   for (int64_t c = chunks - 1; c >= 0; --c) {
     const int64_t row0 = span.row0 + c * C;
@@ -214,7 +324,7 @@ __global__ void __launch_bounds__(NT, 1) chunk_backward_state_pass04(float* dh0,
       }
     }
     float* dSC = bw.dSn + (slot * HV + hv) * int64_t(K) * V;
-    for (int i = tid; i < K * VS; i += NT) dSC[int64_t(i / VS) * V + col0 + i % VS] = s_dS[i];
+    for (int i = tid; i < K * VS; i += NT) dSC[int64_t(i / VS) * V + col0 + i % VS] = s_dS[(i / VS) * VSP + i % VS];
     static_assert((C * C) % (NT * kBatch) == 0 && (C * K) % (NT * kBatch) == 0, "whole batches");
     for (int base = 0; base < C * C; base += NT * kBatch) {
       float a[kBatch];
@@ -224,7 +334,10 @@ __global__ void __launch_bounds__(NT, 1) chunk_backward_state_pass04(float* dh0,
         a[u] = r < L && s <= r ? ws.Aqk[((row0 + r) * HV + hv) * C + s] : 0.f;
       }
 #pragma unroll
-      for (int u = 0; u < kBatch; ++u) s_Aqk[base + u * NT + tid] = a[u];
+      for (int u = 0; u < kBatch; ++u) {
+        const int i = base + u * NT + tid;
+        s_Aqk[(i / C) * AQ + i % C] = a[u];
+      }
     }
     for (int base = 0; base < C * K; base += NT * kBatch) {
       float kt[kBatch], qg[kBatch], y[kBatch];
@@ -238,8 +351,8 @@ __global__ void __launch_bounds__(NT, 1) chunk_backward_state_pass04(float* dh0,
       }
 #pragma unroll
       for (int u = 0; u < kBatch; ++u) {
-        const int i = base + u * NT + tid, j = (i / K) * KP + i % K;
-        s_kt[j] = kt[u], s_qg[j] = qg[u], s_y[j] = y[u];
+        const int i = base + u * NT + tid, r = i / K, d = i % K;
+        s_kt[r * KPK + d] = kt[u], s_qg[r * KPQ + d] = qg[u], s_y[r * KPQ + d] = y[u];
       }
     }
     if constexpr (kPrefetch) {  // all of this thread's dO loads issued before any store
@@ -252,24 +365,32 @@ __global__ void __launch_bounds__(NT, 1) chunk_backward_state_pass04(float* dh0,
         o[u] = r < L ? bw.dO[((row0 + r) * HV + hv) * V + col0 + i % VS] : 0.f;
       }
 #pragma unroll
-      for (int u = 0; u < kPer; ++u) s_dO[u * NT + tid] = o[u];
+      for (int u = 0; u < kPer; ++u) {
+        const int i = u * NT + tid;
+        s_dO[(i / VS) * VSP + i % VS] = o[u];
+      }
     } else {
       for (int i = tid; i < C * VS; i += NT) {
         const int r = i / VS;
-        s_dO[i] = r < L ? bw.dO[((row0 + r) * HV + hv) * V + col0 + i % VS] : 0.f;
+        s_dO[r * VSP + i % VS] = r < L ? bw.dO[((row0 + r) * HV + hv) * V + col0 + i % VS] : 0.f;
       }
     }
     for (int d = tid; d < K; d += NT) s_gC[d] = ws.gC[(slot * HV + hv) * K + d];
     __syncthreads();
+    if constexpr (kMma) {
+      backward_pass_step_mma<K, VS, Lay>(s_Aqk, s_kt, s_qg, s_y, s_dO, s_dR, s_dS, s_gC, bw.dR, row0, L, hv, HV, V,
+                                         col0, tid);
+      continue;  // the barrier at the top of the loop ends the step
+    }
     constexpr int TM = 2, TN = VS / 16;
     {  // dR = A_qkᵀ dO (Eq. 54) + K_tail dS_C (Eq. 57)
       float acc[TM][TN] = {};
       if constexpr (kVec) {
         tile_product_vec<C, VS, TM, TN, false, false, NT>(acc, s_Aqk, C, s_dO, VS, C, tid);
-        tile_product_vec<C, VS, TM, TN, true, false, NT>(acc, s_kt, KP, s_dS, VS, K, tid);
+        tile_product_vec<C, VS, TM, TN, true, false, NT>(acc, s_kt, KPK, s_dS, VS, K, tid);
       } else {
         tile_product<C, VS, TM, TN, false, NT>(acc, s_Aqk, 1, C, s_dO, VS, C, tid);
-        tile_product<C, VS, TM, TN, false, NT>(acc, s_kt, KP, 1, s_dS, VS, K, tid);
+        tile_product<C, VS, TM, TN, false, NT>(acc, s_kt, KPK, 1, s_dS, VS, K, tid);
       }
       const int m0 = (tid / (VS / TN)) * TM, n0 = (tid % (VS / TN)) * TN;
 #pragma unroll
@@ -285,11 +406,11 @@ __global__ void __launch_bounds__(NT, 1) chunk_backward_state_pass04(float* dh0,
       constexpr int SM = K / 32;
       float acc[SM][TN] = {};
       if constexpr (kVec) {
-        tile_product_vec<K, VS, SM, TN, false, false, NT>(acc, s_qg, KP, s_dO, VS, C, tid);
-        tile_product_vec<K, VS, SM, TN, false, false, NT>(acc, s_y, KP, s_dR, VS, C, tid, -1.f);
+        tile_product_vec<K, VS, SM, TN, false, false, NT>(acc, s_qg, KPQ, s_dO, VS, C, tid);
+        tile_product_vec<K, VS, SM, TN, false, false, NT>(acc, s_y, KPQ, s_dR, VS, C, tid, -1.f);
       } else {
-        tile_product<K, VS, SM, TN, false, NT>(acc, s_qg, 1, KP, s_dO, VS, C, tid);
-        tile_product<K, VS, SM, TN, false, NT>(acc, s_y, 1, KP, s_dR, VS, C, tid, -1.f);
+        tile_product<K, VS, SM, TN, false, NT>(acc, s_qg, 1, KPQ, s_dO, VS, C, tid);
+        tile_product<K, VS, SM, TN, false, NT>(acc, s_y, 1, KPQ, s_dR, VS, C, tid, -1.f);
       }
       const int d0 = (tid / (VS / TN)) * SM, c1 = (tid % (VS / TN)) * TN;
 #pragma unroll
@@ -302,7 +423,7 @@ __global__ void __launch_bounds__(NT, 1) chunk_backward_state_pass04(float* dh0,
     }
   }
   __syncthreads();
-  for (int i = tid; i < K * VS; i += NT) dh0[state + int64_t(i / VS) * V + col0 + i % VS] = s_dS[i];
+  for (int i = tid; i < K * VS; i += NT) dh0[state + int64_t(i / VS) * V + col0 + i % VS] = s_dS[(i / VS) * VSP + i % VS];
 }
 
 // [SECTION] 3. one batched product per equation ---------------------------------------------------------------------
@@ -392,17 +513,22 @@ __global__ void __launch_bounds__(kThreads) chunk_batched_product(float* out, Vi
 // loads in flight for a kernel that only streams its operands. Capping the registers at 80 gives three blocks per SM
 // (same bits). Measured: occupancy 24% -> 36%, the ten products 4.84 -> 4.80 ms, DRAM still 42-60% busy — they are
 // not bound by the loads in flight either; kept, as it costs nothing.
-template <int BN, bool kStaged = false, bool kMma = false, int kMinBlocks = 2>
+// Version 13 (kDual): two products that share their B operand in one launch — out = alpha · A B and
+// out2 = alpha2 · A2 B (A2 shaped as A, no mask, no accumulation) — so B is read once. dQ_γ = dO S_nᵀ and
+// dY = −dR S_nᵀ (Eq. 55, 62) each read all the chunk-start states S_n (0.81 GB at B = 8, T = 4096) in about 0.78 ms.
+// Each output gets the same terms in the same order as from two launches (same bits). Prediction: −0.4 to −0.5 ms.
+template <int BN, bool kStaged = false, bool kMma = false, int kMinBlocks = 2, bool kDual = false>
 __global__ void __launch_bounds__(kThreads, kMinBlocks) chunk_batched_product03(float* out, View A, View B, int N,
                                                                              int depth, float alpha, bool accumulate,
                                                                              int mask, const int64_t* cu_seqlens,
-                                                                             int64_t T_len, int HV) {
-  constexpr int BK = 32, TN = BN / 16;
+                                                                             int64_t T_len, int HV, float* out2 = nullptr,
+                                                                             View A2 = View{}, float alpha2 = 0.f) {
+  constexpr int BK = 32, TN = BN / 16, kOps = kDual ? 2 : 1;
   // Rows padded by 4 floats keep the float4 reads aligned; by 8 for the mma fragments, whose 32 lanes then read
   // 32 different banks (row stride ≡ 8 mod 32).
   constexpr int PAD = kMma ? 8 : 4;
-  __shared__ __align__(16) float s_a[BK][C + PAD];   // s_a[j][m] = A(m, j0 + j)
-  __shared__ __align__(16) float s_b[BK][BN + PAD];  // s_b[j][n] = B(j0 + j, n_tile + n)
+  __shared__ __align__(16) float s_a[kOps][BK][C + PAD];  // s_a[o][j][m] = A_o(m, j0 + j)
+  __shared__ __align__(16) float s_b[BK][BN + PAD];       // s_b[j][n] = B(j0 + j, n_tile + n)
   const int tid = threadIdx.x, tiles = N / BN;
   const int64_t c = blockIdx.x / tiles;
   const int n_tile = (blockIdx.x % tiles) * BN, hv = blockIdx.y, n = blockIdx.z;
@@ -410,19 +536,21 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) chunk_batched_product03(
   if (c * C >= span.length) return;
   const int L = int(span.length - c * C < C ? span.length - c * C : C);
   const int64_t row0 = span.row0 + c * C, slot = chunk_slot(span.row0, n, c);
-  const float* a = A.p + row0 * A.tok + hv * A.head + slot * A.slot_stride;
+  const float* as[kOps];
+  as[0] = A.p + row0 * A.tok + hv * A.head + slot * A.slot_stride;
+  if constexpr (kDual) as[1] = A2.p + row0 * A2.tok + hv * A2.head + slot * A2.slot_stride;  // A's strides
   const float* b = B.p + row0 * B.tok + hv * B.head + slot * B.slot_stride;
   const bool a_rows_adjacent = A.rs == 1, b_cols_adjacent = B.cs == 1;
   const int m0 = (tid / 16) * 4, n0 = (tid % 16) * TN;
-  float acc[4][TN] = {};
+  float acc[kOps][4][TN] = {};
   constexpr int NT8 = BN / 16;  // mma: n-tiles of 8 columns per warp
   const int warp = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
   const int wm = (warp % 4) * 16, wn = (warp / 4) * (BN / 2);
-  float cf[NT8][4] = {};
+  float cf[kOps][NT8][4] = {};
   // Version 04 (kStaged): each thread loads its share of the next depth step into registers while the current one is
   // multiplied, all loads independent, then stores them after the barrier.
   constexpr int A_PER = C * BK / kThreads, B_PER = BK * BN / kThreads;
-  float ra[A_PER], rb[B_PER];
+  float ra[kOps][A_PER], rb[B_PER];
   // Element u of this thread's share: i = u·kThreads + tid, so along the contiguous axis the index is fixed and along
   // the other it advances by kThreads / (contiguous extent) per u — one base pointer and one stride per operand.
   const int a_r0 = a_rows_adjacent ? tid % C : tid / BK, a_j0 = a_rows_adjacent ? tid / C : tid % BK;
@@ -432,13 +560,16 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) chunk_batched_product03(
   auto a_at = [&](int u, int& r, int& j) { r = a_r0 + u * a_dr, j = a_j0 + u * a_dj; };
   auto b_at = [&](int u, int& col, int& j) { col = b_c0 + u * b_dc, j = b_j0 + u * b_dj; };
   auto load = [&](int j0) {
-    const float* pa = a + a_r0 * A.rs + (j0 + a_j0) * A.cs;
     const int64_t sa = a_dr * A.rs + a_dj * A.cs;
 #pragma unroll
-    for (int u = 0; u < A_PER; ++u) {
-      const int r = a_r0 + u * a_dr, j = j0 + a_j0 + u * a_dj;
-      const bool in = A.tok_axis == 0 ? r < L : A.tok_axis == 1 ? j < L : true;
-      ra[u] = in ? pa[u * sa] : 0.f;
+    for (int o = 0; o < kOps; ++o) {
+      const float* pa = as[o] + a_r0 * A.rs + (j0 + a_j0) * A.cs;
+#pragma unroll
+      for (int u = 0; u < A_PER; ++u) {
+        const int r = a_r0 + u * a_dr, j = j0 + a_j0 + u * a_dj;
+        const bool in = A.tok_axis == 0 ? r < L : A.tok_axis == 1 ? j < L : true;
+        ra[o][u] = in ? pa[u * sa] : 0.f;
+      }
     }
     const float* pb = b + (j0 + b_j0) * B.rs + (n_tile + b_c0) * B.cs;
     const int64_t sb = b_dj * B.rs + b_dc * B.cs;
@@ -453,11 +584,13 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) chunk_batched_product03(
   for (int j0 = 0; j0 < depth; j0 += BK) {
     if constexpr (kStaged) {
 #pragma unroll
-      for (int u = 0; u < A_PER; ++u) {
-        int r, j;
-        a_at(u, r, j);
-        s_a[j][r] = ra[u];
-      }
+      for (int o = 0; o < kOps; ++o)
+#pragma unroll
+        for (int u = 0; u < A_PER; ++u) {
+          int r, j;
+          a_at(u, r, j);
+          s_a[o][j][r] = ra[o][u];
+        }
 #pragma unroll
       for (int u = 0; u < B_PER; ++u) {
         int col, j;
@@ -467,11 +600,12 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) chunk_batched_product03(
       __syncthreads();
       if (j0 + BK < depth) load(j0 + BK);
     } else {
-      for (int i = tid; i < C * BK; i += kThreads) {
-        const int r = a_rows_adjacent ? i % C : i / BK, j = a_rows_adjacent ? i / C : i % BK;
-        const bool in = A.tok_axis == 0 ? r < L : A.tok_axis == 1 ? j0 + j < L : true;
-        s_a[j][r] = in ? a[r * A.rs + (j0 + j) * A.cs] : 0.f;
-      }
+      for (int o = 0; o < kOps; ++o)
+        for (int i = tid; i < C * BK; i += kThreads) {
+          const int r = a_rows_adjacent ? i % C : i / BK, j = a_rows_adjacent ? i / C : i % BK;
+          const bool in = A.tok_axis == 0 ? r < L : A.tok_axis == 1 ? j0 + j < L : true;
+          s_a[o][j][r] = in ? as[o][r * A.rs + (j0 + j) * A.cs] : 0.f;
+        }
       for (int i = tid; i < BK * BN; i += kThreads) {
         const int col = b_cols_adjacent ? i % BN : i / BK, j = b_cols_adjacent ? i / BN : i % BK;
         const bool in = B.tok_axis == 0 ? j0 + j < L : B.tok_axis == 1 ? n_tile + col < L : true;
@@ -482,17 +616,22 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) chunk_batched_product03(
     if constexpr (kMma) {
 #pragma unroll
       for (int k0 = 0; k0 < BK; k0 += 8) {
-        const uint32_t af[4] = {to_tf32(s_a[k0 + t4][wm + g]), to_tf32(s_a[k0 + t4][wm + g + 8]),
-                                to_tf32(s_a[k0 + t4 + 4][wm + g]), to_tf32(s_a[k0 + t4 + 4][wm + g + 8])};
+        uint32_t af[kOps][4];
 #pragma unroll
-        for (int nt = 0; nt < NT8; ++nt)
-          mma_tf32(cf[nt], af, to_tf32(s_b[k0 + t4][wn + nt * 8 + g]), to_tf32(s_b[k0 + t4 + 4][wn + nt * 8 + g]));
+        for (int o = 0; o < kOps; ++o) {
+          af[o][0] = to_tf32(s_a[o][k0 + t4][wm + g]), af[o][1] = to_tf32(s_a[o][k0 + t4][wm + g + 8]);
+          af[o][2] = to_tf32(s_a[o][k0 + t4 + 4][wm + g]), af[o][3] = to_tf32(s_a[o][k0 + t4 + 4][wm + g + 8]);
+        }
+#pragma unroll
+        for (int nt = 0; nt < NT8; ++nt) {
+          const uint32_t b0 = to_tf32(s_b[k0 + t4][wn + nt * 8 + g]), b1 = to_tf32(s_b[k0 + t4 + 4][wn + nt * 8 + g]);
+#pragma unroll
+          for (int o = 0; o < kOps; ++o) mma_tf32(cf[o][nt], af[o], b0, b1);
+        }
       }
     } else {
 #pragma unroll
       for (int j = 0; j < BK; ++j) {
-        const float4 av = *reinterpret_cast<const float4*>(&s_a[j][m0]);
-        const float am[4] = {av.x, av.y, av.z, av.w};
         float bn[TN];
         if constexpr (TN == 4) {
           const float4 bv = *reinterpret_cast<const float4*>(&s_b[j][n0]);
@@ -502,31 +641,43 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) chunk_batched_product03(
           bn[0] = bv.x, bn[1] = bv.y;
         }
 #pragma unroll
-        for (int x = 0; x < 4; ++x)
+        for (int o = 0; o < kOps; ++o) {
+          const float4 av = *reinterpret_cast<const float4*>(&s_a[o][j][m0]);
+          const float am[4] = {av.x, av.y, av.z, av.w};
 #pragma unroll
-          for (int y = 0; y < TN; ++y) acc[x][y] += am[x] * bn[y];
+          for (int x = 0; x < 4; ++x)
+#pragma unroll
+            for (int y = 0; y < TN; ++y) acc[o][x][y] += am[x] * bn[y];
+        }
       }
     }
     __syncthreads();
   }
-  auto write = [&](int r, int col, float value) {
+  auto write = [&](int o, int r, int col, float value) {
     if (r >= L) return;
-    const bool keep = mask == kNone || (mask == kLower ? col <= r : col < r);
-    float* o = out + ((row0 + r) * HV + hv) * int64_t(N) + col;
-    *o = keep ? alpha * value + (accumulate ? *o : 0.f) : 0.f;
-  };
-  if constexpr (kMma) {
-#pragma unroll
-    for (int nt = 0; nt < NT8; ++nt) {  // c0, c1: row g, columns 2·t4 + {0, 1}; c2, c3: row g + 8
-      const int col = n_tile + wn + nt * 8 + 2 * t4;
-      write(wm + g, col, cf[nt][0]), write(wm + g, col + 1, cf[nt][1]);
-      write(wm + g + 8, col, cf[nt][2]), write(wm + g + 8, col + 1, cf[nt][3]);
+    if (o == 1) {  // the second product: no mask, no accumulation
+      out2[((row0 + r) * HV + hv) * int64_t(N) + col] = alpha2 * value;
+      return;
     }
-  } else {
+    const bool keep = mask == kNone || (mask == kLower ? col <= r : col < r);
+    float* p = out + ((row0 + r) * HV + hv) * int64_t(N) + col;
+    *p = keep ? alpha * value + (accumulate ? *p : 0.f) : 0.f;
+  };
 #pragma unroll
-    for (int x = 0; x < 4; ++x)
+  for (int o = 0; o < kOps; ++o) {
+    if constexpr (kMma) {
 #pragma unroll
-      for (int y = 0; y < TN; ++y) write(m0 + x, n_tile + n0 + y, acc[x][y]);
+      for (int nt = 0; nt < NT8; ++nt) {  // c0, c1: row g, columns 2·t4 + {0, 1}; c2, c3: row g + 8
+        const int col = n_tile + wn + nt * 8 + 2 * t4;
+        write(o, wm + g, col, cf[o][nt][0]), write(o, wm + g, col + 1, cf[o][nt][1]);
+        write(o, wm + g + 8, col, cf[o][nt][2]), write(o, wm + g + 8, col + 1, cf[o][nt][3]);
+      }
+    } else {
+#pragma unroll
+      for (int x = 0; x < 4; ++x)
+#pragma unroll
+        for (int y = 0; y < TN; ++y) write(o, m0 + x, n_tile + n0 + y, acc[o][x][y]);
+    }
   }
 }
 
@@ -1204,15 +1355,21 @@ void launch_backward_01(void* dq, void* dk, void* dv, float* dg, void* db, void*
   // 2. The state VJP (sequential over chunks). Version 03: 16 value columns per block when 32 would leave SMs idle.
   auto state_pass = [&](auto vs) {
     constexpr int VS = decltype(vs)::value;
-    constexpr size_t bytes = backward_pass_smem_floats<K, VS>() * sizeof(float);
     const dim3 grid(unsigned(V / VS), unsigned(HV), unsigned(p.N));
     if (version >= 4) {
-      auto kernel = version >= 10  ? chunk_backward_state_pass04<K, VS, 512, true, true>
-                    : version >= 9 ? chunk_backward_state_pass04<K, VS, 512, true>
-                                   : chunk_backward_state_pass04<K, VS, 512, false>;
+      // Version 14: bf16 storage with 32 or 64 columns runs the products on tensor cores.
+      constexpr bool kMmaFits = std::is_same_v<T, __nv_bfloat16> && VS >= 32;
+      const bool mma = kMmaFits && version >= 14;
+      auto kernel = mma              ? chunk_backward_state_pass04<K, VS, 512, true, true, kMmaFits>
+                    : version >= 10 ? chunk_backward_state_pass04<K, VS, 512, true, true>
+                    : version >= 9  ? chunk_backward_state_pass04<K, VS, 512, true>
+                                    : chunk_backward_state_pass04<K, VS, 512, false>;
+      const size_t bytes = (mma ? BackwardPassLayout<K, VS, true, true>::floats()
+                                : BackwardPassLayout<K, VS, true, false>::floats()) * sizeof(float);
       GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
       kernel<<<grid, 512, bytes, stream>>>(dh0, dht, ws, bw, cu, p.T, int(HV), int(V));
     } else {
+      constexpr size_t bytes = backward_pass_smem_floats<K, VS>() * sizeof(float);
       auto kernel = chunk_backward_state_pass<K, VS>;
       GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
       kernel<<<grid, kThreads, bytes, stream>>>(dh0, dht, ws, bw, cu, p.T, int(HV), int(V));
@@ -1228,13 +1385,27 @@ void launch_backward_01(void* dq, void* dk, void* dv, float* dg, void* db, void*
   else
     state_pass(std::integral_constant<int, 32>{});
   // 3. The products (Appendix B.1-B.2), in the reference's order.
-  auto product = [&](float* out, View A, View B, int N, int depth, float alpha, bool accumulate, Mask mask) {
+  // dual (version 13, staged tiles only): a second product dual.out = dual.alpha · dual.A B with the same B, shapes
+  // and depth, no mask or accumulation, in the same launch (B read once); two launches give the same bits.
+  struct Dual {
+    float* out = nullptr;
+    View A{};
+    float alpha = 0.f;
+  };
+  auto product = [&](float* out, View A, View B, int N, int depth, float alpha, bool accumulate, Mask mask,
+                     Dual dual = {}) {
     if (version >= 3) {  // 64-column tiles where N allows, else 32; version 04 stages the next depth step
       const bool mma = version >= 6 && p.dtype == DType::bf16;
       auto go = [&](auto bn, auto staged, auto with_mma) {
         constexpr int BN = decltype(bn)::value;
         constexpr bool kStaged = decltype(staged)::value, kMma = decltype(with_mma)::value;
         const dim3 grid(max_chunks * unsigned(N / BN), unsigned(HV), unsigned(p.N));
+        if constexpr (kStaged)
+          if (dual.out) {  // version 13
+            chunk_batched_product03<BN, true, kMma, 2, true><<<grid, kThreads, 0, stream>>>(
+                out, A, B, N, depth, alpha, accumulate, mask, cu, p.T, int(HV), dual.out, dual.A, dual.alpha);
+            return;
+          }
         if constexpr (kStaged)
           if (version >= 11) {  // version 11: three blocks per SM
             chunk_batched_product03<BN, true, kMma, 3><<<grid, kThreads, 0, stream>>>(out, A, B, N, depth, alpha,
@@ -1266,9 +1437,14 @@ void launch_backward_01(void* dq, void* dk, void* dv, float* dg, void* db, void*
   const View R = token_view(ws.U, HV, V, false), dR = token_view(bw.dR, HV, V, false);
   const View A_t = token_view(ws.A, HV, C, true);
   product(bw.dAqk, dO, R_t, C, int(V), 1.f, false, kLower);                        // dA_qk = tril(dO Rᵀ)     Eq. 53
-  product(bw.dQg, dO, S0_t, K, int(V), 1.f, false, kNone);                         // dQ_γ = dO S_nᵀ          Eq. 55
+  if (version >= 13) {
+    product(bw.dQg, dO, S0_t, K, int(V), 1.f, false, kNone,                       // dQ_γ = dO S_nᵀ          Eq. 55
+            Dual{bw.dY, dR, -1.f});                                                // dY = −dR S_nᵀ           Eq. 62
+  } else {
+    product(bw.dQg, dO, S0_t, K, int(V), 1.f, false, kNone);
+    product(bw.dY, dR, S0_t, K, int(V), -1.f, false, kNone);
+  }
   product(bw.dKtail, R, dSC_t, K, int(V), 1.f, false, kNone);                      // dK_tail = R dS_Cᵀ       Eq. 58
-  product(bw.dY, dR, S0_t, K, int(V), -1.f, false, kNone);                         // dY = −dR S_nᵀ           Eq. 62
   product(bw.dA, dR, token_view(bw.Z, HV, V, true), C, int(V), 1.f, false, kNone);  // dA = dU Zᵀ             Eq. 64
   product(bw.dA, token_view(bw.dY, HV, K, false), token_view(ws.Ebar, HV, K, true), C, K, 1.f, true,
           kNone);                                                                  //    + dY Ēᵀ              Eq. 65
@@ -1333,9 +1509,9 @@ void chunk_backward_dispatch(void* dq, void* dk, void* dv, float* dg, void* db, 
     else GDN2_CUDA_CHECK(cudaMemsetAsync(dh0, 0, bytes, stream));
     return;
   }
-  // The current rung is version 12; GDN2_BACKWARD_VERSION=1 .. 11 selects an earlier one (the ladder stays runnable).
+  // The current rung is version 14; GDN2_BACKWARD_VERSION=1 .. 13 selects an earlier one (the ladder stays runnable).
   const char* env = std::getenv("GDN2_BACKWARD_VERSION");
-  const int version = env ? std::atoi(env) : 12;
+  const int version = env ? std::atoi(env) : 14;
   dispatch_k_and_dtype(p, [&](auto K, auto T) {
     launch_backward_01<decltype(K)::value, decltype(T)>(dq, dk, dv, dg, db, dw, dh0, q, k, v, g, b, w, h0, cu, do_,
                                                         dht, p, stream, version, saved);

@@ -608,21 +608,97 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_state_pass06(float* ht, Wor
     for (int i = tid; i < K * VS; i += kThreads) ht[state + int64_t(i / VS) * V + col0 + i % VS] = s_S[(i / VS) * VSP + i % VS];
 }
 
-template <int K, int VO>
+// Row strides of the output kernel's tiles; rows stay 16-byte aligned for cp.async. Version 15 (kMma) pads them for
+// the mma fragments, whose 32 lanes then hit 32 different banks: Q_γ and A_qk read along their rows (≡ 4 mod 32),
+// S_n and R as B operands (≡ 8 mod 32).
+template <int K, int VO, bool kMma>
+struct OutputLayout {
+  static constexpr int KP = K + 4, AP = kMma ? kChunk + 4 : kChunk, VP = kMma ? VO + 8 : VO;
+  static constexpr size_t floats() { return size_t(kChunk) * KP + kChunk * AP + K * VP + kChunk * VP; }
+};
+template <int K, int VO, bool kMma = false>
 constexpr size_t output06_smem_floats() {
-  return kChunk * (K + 4) + kChunk * kChunk + K * VO + kChunk * VO;
+  return OutputLayout<K, VO, kMma>::floats();
+}
+
+// Version 15 (bf16 storage): O = Q_γ S_n + A_qk R on tensor cores (mma.sync m16n8k8, TF32 operands rounded to nearest,
+// fp32 accumulation). By count version 12's 4 × 4 register tiles move 2 bytes of shared memory per multiply-add, about
+// 7 µs per block at 128 bytes per clock — with about 124 blocks per SM, the kernel's measured 0.96 ms; the fragments
+// move about a quarter of that. 8 warps as 4 × 2: rows wm .. wm + 15, VO/2 columns from wn. A session-4 try kept the
+// diagonal 16 × 16 blocks of A_qk R on CUDA cores (a serial chain of shared loads per lane) and lost; here they are
+// on the mma too, which cannot skip the terms above A_qk's diagonal, so two guards keep prefix causality bitwise:
+//   - A_qk's entries above the diagonal (not stored: garbage in the workspace) are selected as 0 in the fragment;
+//   - an overflowed future row of R (inf or NaN; 0 · inf = NaN) is read as 0 by the mma, and only the sums that meet
+//     one at s ≤ r get its terms A_qk[r][s] R[s][n] added back on CUDA cores. A finite row's terms above the diagonal
+//     are exact zeros, so either way the sum for row r does not depend on rows s > r.
+// Prediction: output 0.96 -> 0.6-0.65 ms at B = 8, T = 4096.
+template <int K, int VO, typename Lay>
+__device__ __forceinline__ void output_tile_mma(float (&cf)[VO / 16][4], const float* s_q, const float* s_A,
+                                                const float* s_S, const float* s_R, int tid) {
+  constexpr int KP = Lay::KP, AP = Lay::AP, VP = Lay::VP, NTW = VO / 16;
+  const int warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+  const int wm = (warp % 4) * 16, wn = (warp / 4) * (VO / 2);
+#pragma unroll 4
+  for (int k0 = 0; k0 < K; k0 += 8) {  // Q_γ S_n (Eq. 24)
+    const uint32_t af[4] = {to_tf32(s_q[(wm + g) * KP + k0 + t]), to_tf32(s_q[(wm + g + 8) * KP + k0 + t]),
+                            to_tf32(s_q[(wm + g) * KP + k0 + t + 4]), to_tf32(s_q[(wm + g + 8) * KP + k0 + t + 4])};
+#pragma unroll
+    for (int nt = 0; nt < NTW; ++nt)
+      mma_tf32(cf[nt], af, to_tf32(s_S[(k0 + t) * VP + wn + nt * 8 + g]),
+               to_tf32(s_S[(k0 + t + 4) * VP + wn + nt * 8 + g]));
+  }
+  // A_qk R (Eq. 24): the blocks left of the warp's diagonal block, whose terms all have s < r.
+  for (int k0 = 0; k0 < wm; k0 += 8) {
+    const uint32_t af[4] = {to_tf32(s_A[(wm + g) * AP + k0 + t]), to_tf32(s_A[(wm + g + 8) * AP + k0 + t]),
+                            to_tf32(s_A[(wm + g) * AP + k0 + t + 4]), to_tf32(s_A[(wm + g + 8) * AP + k0 + t + 4])};
+#pragma unroll
+    for (int nt = 0; nt < NTW; ++nt)
+      mma_tf32(cf[nt], af, to_tf32(s_R[(k0 + t) * VP + wn + nt * 8 + g]),
+               to_tf32(s_R[(k0 + t + 4) * VP + wn + nt * 8 + g]));
+  }
+  // The diagonal block, s and r in wm .. wm + 15, with both guards.
+  bool overflow = false;
+  auto finite_or_0 = [&](float x) {
+    const bool ok = isfinite(x);
+    overflow |= !ok;
+    return ok ? x : 0.f;
+  };
+#pragma unroll
+  for (int k0 = wm; k0 < wm + 16; k0 += 8) {
+    const int r0 = wm + g, r1 = wm + g + 8, s0 = k0 + t, s1 = k0 + t + 4;
+    const uint32_t af[4] = {to_tf32(s0 <= r0 ? s_A[r0 * AP + s0] : 0.f), to_tf32(s0 <= r1 ? s_A[r1 * AP + s0] : 0.f),
+                            to_tf32(s1 <= r0 ? s_A[r0 * AP + s1] : 0.f), to_tf32(s1 <= r1 ? s_A[r1 * AP + s1] : 0.f)};
+#pragma unroll
+    for (int nt = 0; nt < NTW; ++nt)
+      mma_tf32(cf[nt], af, to_tf32(finite_or_0(s_R[s0 * VP + wn + nt * 8 + g])),
+               to_tf32(finite_or_0(s_R[s1 * VP + wn + nt * 8 + g])));
+  }
+  if (__any_sync(0xffffffffu, overflow)) {  // rare: some R in the diagonal block is not finite
+#pragma unroll
+    for (int nt = 0; nt < NTW; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {  // c[e]: row g + 8·(e / 2), column 2t + e % 2
+        const int r = wm + g + 8 * (e / 2), col = wn + nt * 8 + 2 * t + e % 2;
+        for (int s = wm; s <= r; ++s) {
+          const float x = s_R[s * VP + col];
+          if (!isfinite(x)) cf[nt][e] += s_A[r * AP + s] * x;
+        }
+      }
+  }
 }
 
 // O = Q_γ S_n + A_qk R for one chunk (block x), value head (y), sequence and value slice (z = n · V/VO + slice).
-template <int K, int VO, typename T, bool kVec = false>  // kVec: version 12, tile_product_vec (same bits)
+// kVec: version 12, tile_product_vec (same bits). kMma: version 15, tensor cores (bf16 storage).
+template <int K, int VO, typename T, bool kVec = false, bool kMma = false>
 __global__ void __launch_bounds__(kThreads, 2) chunk_output06(T* o, Workspace ws, const int64_t* cu_seqlens,
                                                               int64_t T_len, int HV, int V) {
-  constexpr int C = kChunk, KP = K + 4;
+  using Lay = OutputLayout<K, VO, kMma>;
+  constexpr int C = kChunk, KP = Lay::KP, AP = Lay::AP, VP = Lay::VP;
   extern __shared__ __align__(16) float smem[];
   float* s_q = smem;               // [C][KP] Q_γ
-  float* s_A = s_q + C * KP;       // [C][C]  A_qk
-  float* s_S = s_A + C * C;        // [K][VO] S_n slice
-  float* s_R = s_S + K * VO;       // [C][VO] R slice
+  float* s_A = s_q + C * KP;       // [C][AP] A_qk
+  float* s_S = s_A + C * AP;       // [K][VP] S_n slice
+  float* s_R = s_S + K * VP;       // [C][VP] R slice
   const int tid = threadIdx.x, hv = blockIdx.y, slices = V / VO;
   const int n = blockIdx.z / slices, col0 = (blockIdx.z % slices) * VO;
   const Span span = sequence_span(cu_seqlens, n, T_len);
@@ -636,20 +712,37 @@ __global__ void __launch_bounds__(kThreads, 2) chunk_output06(T* o, Workspace ws
   }
   for (int i = tid; i < C * C / 4; i += kThreads) {
     const int r = i / (C / 4), d = (i % (C / 4)) * 4;
-    cp_async16(s_A + r * C + d, ws.Aqk + ((row0 + (r < L ? r : 0)) * HV + hv) * C + d, r < L);
+    cp_async16(s_A + r * AP + d, ws.Aqk + ((row0 + (r < L ? r : 0)) * HV + hv) * C + d, r < L);
   }
   const float* Sn = ws.Sn + (chunk_slot(span.row0, n, c) * HV + hv) * int64_t(K) * V;
   for (int i = tid; i < K * VO / 4; i += kThreads) {
     const int d = i / (VO / 4), c4 = (i % (VO / 4)) * 4;
-    cp_async16(s_S + d * VO + c4, Sn + int64_t(d) * V + col0 + c4, true);
+    cp_async16(s_S + d * VP + c4, Sn + int64_t(d) * V + col0 + c4, true);
   }
   for (int i = tid; i < C * VO / 4; i += kThreads) {
     const int r = i / (VO / 4), c4 = (i % (VO / 4)) * 4;
-    cp_async16(s_R + r * VO + c4, ws.U + ((row0 + (r < L ? r : 0)) * HV + hv) * V + col0 + c4, r < L);
+    cp_async16(s_R + r * VP + c4, ws.U + ((row0 + (r < L ? r : 0)) * HV + hv) * V + col0 + c4, r < L);
   }
   cp_async_commit();
   cp_async_wait<0>();
   __syncthreads();
+  if constexpr (kMma) {
+    float cf[VO / 16][4] = {};
+    output_tile_mma<K, VO, Lay>(cf, s_q, s_A, s_S, s_R, tid);
+    const int warp = tid / 32, lane = tid % 32;
+    const int wm = (warp % 4) * 16, wn = (warp / 4) * (VO / 2);
+#pragma unroll
+    for (int nt = 0; nt < VO / 16; ++nt)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int r = wm + lane / 4 + 8 * h, col = col0 + wn + nt * 8 + 2 * (lane % 4);
+        if (r < L) {
+          T* out = o + ((row0 + r) * HV + hv) * V + col;
+          out[0] = from_float<T>(cf[nt][2 * h]), out[1] = from_float<T>(cf[nt][2 * h + 1]);
+        }
+      }
+    return;
+  }
   constexpr int TM = 4, TN = VO / 16;
   float acc[TM][TN] = {};
   if constexpr (kVec) {
@@ -711,8 +804,10 @@ void launch_06(void* o, float* ht, const void* q, const void* k, const void* v, 
     // twice per chunk instead of four times; 99 KB of shared memory still gives two blocks per SM.
     auto output = [&](auto vo) {
       constexpr int VO = decltype(vo)::value;
-      constexpr size_t bytes = output06_smem_floats<K, VO>() * sizeof(float);
-      auto kernel = chunk_output06<K, VO, T, (kVersion >= 12)>;
+      // Version 15: with bf16 storage the products on tensor cores.
+      constexpr bool kMma = kVersion >= 15 && std::is_same_v<T, __nv_bfloat16>;
+      constexpr size_t bytes = output06_smem_floats<K, VO, kMma>() * sizeof(float);
+      auto kernel = chunk_output06<K, VO, T, (kVersion >= 12), kMma>;
       GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
       const unsigned max_chunks = unsigned((p.T + kChunk - 1) / kChunk);
       kernel<<<dim3(max_chunks, unsigned(p.HV), unsigned(p.N * (p.V / VO))), kThreads, bytes, stream>>>(
@@ -814,7 +909,9 @@ void chunk_forward_split_dispatch(void* o, float* ht, const void* q, const void*
         // 13: with bf16 storage the pass's two products on tensor cores (TF32); float32 storage as version 12.
         case 13: return rung(integral_constant<int, 13>{}, integral_constant<int, 512>{});
         // 14: prepare's diagonal blocks reduced 32 sums at a time (warp_reduce_scatter; same bits as 13).
-        default: return rung(integral_constant<int, 14>{}, integral_constant<int, 512>{});
+        case 14: return rung(integral_constant<int, 14>{}, integral_constant<int, 512>{});
+        // 15: with bf16 storage the output kernel's products on tensor cores (TF32); float32 storage as 14.
+        default: return rung(integral_constant<int, 15>{}, integral_constant<int, 512>{});
       }
     }
     // The widest value slice that still gives about one block per SM (the pass holds one block per SM): wide

@@ -177,6 +177,8 @@ class ScopedEnv {
 // are added together (warp_reduce_scatter), so it must give 13's bits with either storage; backward rungs 09-13 do the
 // same to rung 08's state pass, products and gates (vector shared loads, L2 prefetches, register caps, batched loads,
 // two products in one launch), and so must 14 with float32 storage (its tensor-core state pass is for bf16 only).
+// Backward 15 (dA = dU Zᵀ + dY Ēᵀ in one accumulation) rounds once where 14 rounded twice: new bits with either
+// storage, checked against the reference by the other cases, which run the default rung.
 // cuda/src/chunk_forward_split.cu, chunk_backward.cu.
 TEST_CASE("cuda: forward versions 09-15 and backward versions 08-14 agree bit for bit", "[cuda][backward]") {
   const auto gate = [](Rng& r) { return r.uniform(-0.2, 0); };

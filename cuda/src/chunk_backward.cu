@@ -517,12 +517,20 @@ __global__ void __launch_bounds__(kThreads) chunk_batched_product(float* out, Vi
 // out2 = alpha2 · A2 B (A2 shaped as A, no mask, no accumulation) — so B is read once. dQ_γ = dO S_nᵀ and
 // dY = −dR S_nᵀ (Eq. 55, 62) each read all the chunk-start states S_n (0.81 GB at B = 8, T = 4096) in about 0.78 ms.
 // Each output gets the same terms in the same order as from two launches (same bits). Prediction: −0.4 to −0.5 ms.
-template <int BN, bool kStaged = false, bool kMma = false, int kMinBlocks = 2, bool kDual = false>
+// Version 15 (kChain, staged tiles): a sum of two products, out = alpha · (A B + Ac Bc), in one accumulation — the
+// depth runs through A B (depth) and then Ac Bc (depth_c; Ac, Bc strided as A, B). dA = dU Zᵀ + dY Ēᵀ (Eq. 64-65)
+// took two launches, the second reading back and rewriting the first's result (0.13 GB each way at B = 8,
+// T = 4096). New bits: one rounding of the sum instead of two. Prediction: −0.1 to −0.15 ms. Measured (Nsight
+// Compute, B = 8): the two launches 0.41 + 0.47 ms, the one 0.75 ms.
+template <int BN, bool kStaged = false, bool kMma = false, int kMinBlocks = 2, bool kDual = false, bool kChain = false>
 __global__ void __launch_bounds__(kThreads, kMinBlocks) chunk_batched_product03(float* out, View A, View B, int N,
                                                                              int depth, float alpha, bool accumulate,
                                                                              int mask, const int64_t* cu_seqlens,
                                                                              int64_t T_len, int HV, float* out2 = nullptr,
-                                                                             View A2 = View{}, float alpha2 = 0.f) {
+                                                                             View A2 = View{}, float alpha2 = 0.f,
+                                                                             View Ac = View{}, View Bc = View{},
+                                                                             int depth_c = 0) {
+  static_assert(!kChain || (kStaged && !kDual), "a chained product is staged and single");
   constexpr int BK = 32, TN = BN / 16, kOps = kDual ? 2 : 1;
   // Rows padded by 4 floats keep the float4 reads aligned; by 8 for the mma fragments, whose 32 lanes then read
   // 32 different banks (row stride ≡ 8 mod 32).
@@ -540,6 +548,9 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) chunk_batched_product03(
   as[0] = A.p + row0 * A.tok + hv * A.head + slot * A.slot_stride;
   if constexpr (kDual) as[1] = A2.p + row0 * A2.tok + hv * A2.head + slot * A2.slot_stride;  // A's strides
   const float* b = B.p + row0 * B.tok + hv * B.head + slot * B.slot_stride;
+  const float* a_chain = kChain ? Ac.p + row0 * Ac.tok + hv * Ac.head + slot * Ac.slot_stride : nullptr;
+  const float* b_chain = kChain ? Bc.p + row0 * Bc.tok + hv * Bc.head + slot * Bc.slot_stride : nullptr;
+  const int depth_all = depth + (kChain ? depth_c : 0);
   const bool a_rows_adjacent = A.rs == 1, b_cols_adjacent = B.cs == 1;
   const int m0 = (tid / 16) * 4, n0 = (tid % 16) * TN;
   float acc[kOps][4][TN] = {};
@@ -559,11 +570,15 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) chunk_batched_product03(
   const int b_dc = b_cols_adjacent ? 0 : kThreads / BK, b_dj = b_cols_adjacent ? kThreads / BN : 0;
   auto a_at = [&](int u, int& r, int& j) { r = a_r0 + u * a_dr, j = a_j0 + u * a_dj; };
   auto b_at = [&](int u, int& col, int& j) { col = b_c0 + u * b_dc, j = b_j0 + u * b_dj; };
-  auto load = [&](int j0) {
-    const int64_t sa = a_dr * A.rs + a_dj * A.cs;
+  auto load = [&](int jj) {
+    const bool second = kChain && jj >= depth;  // version 15: past A B's depth, Ac Bc's
+    const int j0 = second ? jj - depth : jj;
+    const View& VA = second ? Ac : A;
+    const View& VB = second ? Bc : B;
+    const int64_t sa = a_dr * VA.rs + a_dj * VA.cs;
 #pragma unroll
     for (int o = 0; o < kOps; ++o) {
-      const float* pa = as[o] + a_r0 * A.rs + (j0 + a_j0) * A.cs;
+      const float* pa = (second ? a_chain : as[o]) + a_r0 * VA.rs + (j0 + a_j0) * VA.cs;
 #pragma unroll
       for (int u = 0; u < A_PER; ++u) {
         const int r = a_r0 + u * a_dr, j = j0 + a_j0 + u * a_dj;
@@ -571,8 +586,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) chunk_batched_product03(
         ra[o][u] = in ? pa[u * sa] : 0.f;
       }
     }
-    const float* pb = b + (j0 + b_j0) * B.rs + (n_tile + b_c0) * B.cs;
-    const int64_t sb = b_dj * B.rs + b_dc * B.cs;
+    const float* pb = (second ? b_chain : b) + (j0 + b_j0) * VB.rs + (n_tile + b_c0) * VB.cs;
+    const int64_t sb = b_dj * VB.rs + b_dc * VB.cs;
 #pragma unroll
     for (int u = 0; u < B_PER; ++u) {
       const int col = n_tile + b_c0 + u * b_dc, j = j0 + b_j0 + u * b_dj;
@@ -581,7 +596,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) chunk_batched_product03(
     }
   };
   if (kStaged) load(0);
-  for (int j0 = 0; j0 < depth; j0 += BK) {
+  for (int j0 = 0; j0 < depth_all; j0 += BK) {
     if constexpr (kStaged) {
 #pragma unroll
       for (int o = 0; o < kOps; ++o)
@@ -598,7 +613,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) chunk_batched_product03(
         s_b[j][col] = rb[u];
       }
       __syncthreads();
-      if (j0 + BK < depth) load(j0 + BK);
+      if (j0 + BK < depth_all) load(j0 + BK);
     } else {
       for (int o = 0; o < kOps; ++o)
         for (int i = tid; i < C * BK; i += kThreads) {
@@ -1392,14 +1407,26 @@ void launch_backward_01(void* dq, void* dk, void* dv, float* dg, void* db, void*
     View A{};
     float alpha = 0.f;
   };
+  // chain (version 15, staged tiles only): out = alpha · (A B + chain.A chain.B), one accumulation over both depths.
+  struct Chain {
+    View A{}, B{};
+    int depth = 0;
+  };
   auto product = [&](float* out, View A, View B, int N, int depth, float alpha, bool accumulate, Mask mask,
-                     Dual dual = {}) {
+                     Dual dual = {}, Chain chain = {}) {
     if (version >= 3) {  // 64-column tiles where N allows, else 32; version 04 stages the next depth step
       const bool mma = version >= 6 && p.dtype == DType::bf16;
       auto go = [&](auto bn, auto staged, auto with_mma) {
         constexpr int BN = decltype(bn)::value;
         constexpr bool kStaged = decltype(staged)::value, kMma = decltype(with_mma)::value;
         const dim3 grid(max_chunks * unsigned(N / BN), unsigned(HV), unsigned(p.N));
+        if constexpr (kStaged)
+          if (chain.depth) {  // version 15
+            chunk_batched_product03<BN, true, kMma, 3, false, true><<<grid, kThreads, 0, stream>>>(
+                out, A, B, N, depth, alpha, accumulate, mask, cu, p.T, int(HV), nullptr, View{}, 0.f, chain.A, chain.B,
+                chain.depth);
+            return;
+          }
         if constexpr (kStaged)
           if (dual.out) {  // version 13
             chunk_batched_product03<BN, true, kMma, 2, true><<<grid, kThreads, 0, stream>>>(
@@ -1445,9 +1472,13 @@ void launch_backward_01(void* dq, void* dk, void* dv, float* dg, void* db, void*
     product(bw.dY, dR, S0_t, K, int(V), -1.f, false, kNone);
   }
   product(bw.dKtail, R, dSC_t, K, int(V), 1.f, false, kNone);                      // dK_tail = R dS_Cᵀ       Eq. 58
-  product(bw.dA, dR, token_view(bw.Z, HV, V, true), C, int(V), 1.f, false, kNone);  // dA = dU Zᵀ             Eq. 64
-  product(bw.dA, token_view(bw.dY, HV, K, false), token_view(ws.Ebar, HV, K, true), C, K, 1.f, true,
-          kNone);                                                                  //    + dY Ēᵀ              Eq. 65
+  if (version >= 15) {
+    product(bw.dA, dR, token_view(bw.Z, HV, V, true), C, int(V), 1.f, false, kNone, {},  // dA = dU Zᵀ     Eq. 64
+            Chain{token_view(bw.dY, HV, K, false), token_view(ws.Ebar, HV, K, true), K});  //    + dY Ēᵀ     Eq. 65
+  } else {
+    product(bw.dA, dR, token_view(bw.Z, HV, V, true), C, int(V), 1.f, false, kNone);
+    product(bw.dA, token_view(bw.dY, HV, K, false), token_view(ws.Ebar, HV, K, true), C, K, 1.f, true, kNone);
+  }
   product(bw.dZ, A_t, dR, int(V), C, 1.f, false, kNone);                           // dZ = Aᵀ dU              Eq. 64
   product(bw.dEbar, A_t, token_view(bw.dY, HV, K, false), K, C, 1.f, false, kNone);  // dĒ = Aᵀ dY            Eq. 65
   product(bw.M1, token_view(bw.dA, HV, C, false), A_t, C, C, 1.f, false, kNone);   // dA Aᵀ
@@ -1509,9 +1540,9 @@ void chunk_backward_dispatch(void* dq, void* dk, void* dv, float* dg, void* db, 
     else GDN2_CUDA_CHECK(cudaMemsetAsync(dh0, 0, bytes, stream));
     return;
   }
-  // The current rung is version 14; GDN2_BACKWARD_VERSION=1 .. 13 selects an earlier one (the ladder stays runnable).
+  // The current rung is version 15; GDN2_BACKWARD_VERSION=1 .. 14 selects an earlier one (the ladder stays runnable).
   const char* env = std::getenv("GDN2_BACKWARD_VERSION");
-  const int version = env ? std::atoi(env) : 14;
+  const int version = env ? std::atoi(env) : 15;
   dispatch_k_and_dtype(p, [&](auto K, auto T) {
     launch_backward_01<decltype(K)::value, decltype(T)>(dq, dk, dv, dg, db, dw, dh0, q, k, v, g, b, w, h0, cu, do_,
                                                         dht, p, stream, version, saved);

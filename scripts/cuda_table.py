@@ -51,8 +51,12 @@ def table(paths):
 
 
 def main():
-    if len(sys.argv) < 2:
-        sys.exit(__doc__)
+    if len(sys.argv) < 2 or any(a in ("-h", "--help") for a in sys.argv[1:]):
+        print(__doc__)
+        sys.exit(0 if len(sys.argv) > 1 else 2)
+    missing = [p for p in sys.argv[1:] if not pathlib.Path(p).is_file()]
+    if missing:
+        sys.exit(f"cuda_table.py: no such file: {', '.join(missing)} (nothing rewritten)")
     doc = pathlib.Path(__file__).resolve().parent.parent / "docs" / "cuda.md"
     text = doc.read_text()
     start, end = text.index(BEGIN) + len(BEGIN), text.index(END)

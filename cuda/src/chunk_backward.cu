@@ -1,4 +1,4 @@
-// gdn2::cuda chunk_backward — the gate-aware chunkwise backward (paper Sec. 3.4, Appendix B, Eq. 49-84), versions 01-12
+// gdn2::cuda chunk_backward — the gate-aware chunkwise backward (paper Sec. 3.4, Appendix B, Eq. 49-84), versions 01-15
 // of its ladder (docs/cuda.md). Version 01 is written equation by equation in fp32, the line-by-line twin of
 // reference/core/chunk_backward.hpp; later versions replace one stage each (marked "Version 0N" where they do).
 //
@@ -47,8 +47,15 @@
 //   11  kept 13.5 ms, 17.3 ms: the products at three blocks per SM (registers capped at 80; 4.84 -> 4.80 ms — they are
 //       not bound by the loads in flight)
 //   12  kept 13.3 ms, 17.1 ms: stage 5 issues all its loads of S_n and dS_C before the row sums (3.16 -> 2.98 ms)
-// Tried and not kept: the state pass on tensor cores (bf16): 21.0 -> 20.85 ms, within run-to-run noise — the pass is
-// not bound by its multiply-adds.
+// From here forward 15 (session 6, one run for 13-14, another for 15; bf16):
+//   13  kept 16.60 ms (12: 16.87): dQ_γ and dY in one launch that reads S_n once (1.57 -> 1.26 ms)
+//   14  kept 15.34 ms: the state pass on tensor cores (bf16; 3.60 -> 2.07 ms, predicted 1.5-2 ms)
+//   15  kept 15.27 ms (14: 15.36 in that run), backward alone 11.68 ms: dA = dU Zᵀ + dY Ēᵀ in one accumulation
+//       (0.41 + 0.47 -> 0.75 ms)
+// Tried and not kept: the state pass on tensor cores in session 4 (bf16): 21.0 -> 20.85 ms, within run-to-run noise,
+// while each chunk step still waited on DRAM (version 10 fixed that; 14 is the same idea, now a win). The row sums of
+// dS_C ⊙ S_n taken in the state pass (session 6): stage 5 3.00 -> 2.76 ms but the pass 2.07 -> 2.39 ms, 15.40 ->
+// 15.47 ms in all.
 #include <cstdlib>
 
 #include "chunk_workspace.cuh"

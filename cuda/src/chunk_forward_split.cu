@@ -31,8 +31,10 @@
 //   14   3.78 ms (same run: 13 at 3.98 ms; B = 1, T = 4096: 0.70 ms; prepare 2.90 -> 2.62 ms, predicted -0.35 ms): the
 //        diagonal blocks' warp sums reduced 32 at a time (warp_reduce_scatter, chunk_tiles.cuh), 31 shuffles instead of
 //        5 per sum — that phase was a quarter of prepare's stall samples, bound by its shuffles
-// 10-12 (and 13 with float32 storage) reorder no arithmetic: test_cuda checks that they give 09's bits, and 14 13's.
-// The current default is 14 (api.cu); GDN2_CHUNK_VERSION=5 .. 13 runs the earlier ones.
+//   15   3.58 ms with bf16 storage (same run: 14 at 3.77 ms; B = 1, T = 4096: 0.67 ms; output 0.96 -> 0.62 ms, predicted
+//        0.6-0.65): the output kernel's products on tensor cores, its diagonal blocks guarded (chunk_output06)
+// 10-12 (and 13, 15 with float32 storage) reorder no arithmetic: test_cuda checks that they give 09's bits, and 14 13's.
+// The current default is 15 (api.cu); GDN2_CHUNK_VERSION=5 .. 14 runs the earlier ones.
 #include "chunk_workspace.cuh"
 
 namespace gdn2::cuda::detail {

@@ -18,12 +18,13 @@ bench=${BUILD:-$root/build}/cuda/gdn2-cuda-bench
 command -v ncu >/dev/null || { echo "cuda_profile.sh: ncu not found (Nsight Compute; on PATH from /usr/local/cuda/bin?)" >&2; exit 77; }
 [ -x "$bench" ] || { echo "cuda_profile.sh: $bench not built (ninja -C ${BUILD:-build} gdn2-cuda-bench)" >&2; exit 2; }
 # `gdn2-cuda-bench --train --no-check --repeats 1` runs B = 1 and then B = 8, each 3 times (two warm-ups, one timed)
-# on the kept path (forward: prepare, pass, output; backward: convert, state pass, 10 products, stage 4, stage 5 —
-# 17 launches) and 3 times recomputing the forward (19 launches): 108 launches before B = 8's first kept step.
+# on the kept path (forward: prepare, pass, output; backward: convert, state pass, 8 product launches since backward
+# version 15, stage 4, stage 5 — 15 launches) and 3 times recomputing the forward (17 launches): 96 launches before
+# B = 8's first kept step. (GDN2_BACKWARD_VERSION=13 or 14: 16 and 18, SKIP=102 COUNT=16; 11 or 12: SKIP=108 COUNT=17.)
 # A rung that adds or removes a launch changes these; then count them from an unfiltered `ncu --metrics
 # gpu__time_duration.sum` of `--train --no-check --repeats 1` once.
-skip=${SKIP:-108}
-count=${COUNT:-17}
+skip=${SKIP:-96}
+count=${COUNT:-15}
 mkdir -p "$out"
 metrics=gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum
 metrics+=,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed

@@ -633,7 +633,7 @@ constexpr size_t output06_smem_floats() {
 //   - an overflowed future row of R (inf or NaN; 0 · inf = NaN) is read as 0 by the mma, and only the sums that meet
 //     one at s ≤ r get its terms A_qk[r][s] R[s][n] added back on CUDA cores. A finite row's terms above the diagonal
 //     are exact zeros, so either way the sum for row r does not depend on rows s > r.
-// Prediction: output 0.96 -> 0.6-0.65 ms at B = 8, T = 4096.
+// Prediction: output 0.96 -> 0.6-0.65 ms at B = 8, T = 4096; measured (Nsight Compute): 0.62 ms, DRAM 84% busy.
 template <int K, int VO, typename Lay>
 __device__ __forceinline__ void output_tile_mma(float (&cf)[VO / 16][4], const float* s_q, const float* s_A,
                                                 const float* s_S, const float* s_R, int tid) {

@@ -34,7 +34,7 @@ ncu --metrics "$metrics" --launch-skip "$skip" --launch-count "$count" \
   "$bench" --train --no-check --repeats 1 > "$out/kernels.txt"
 /usr/bin/python3 "$root/scripts/ncu_kernels.py" "$out/kernels.txt" --markdown | tee "$out/kernels.md"
 if [ -n "$kernel" ]; then
-  # The matching launches among the 108 before the step: 3 kept steps as the one profiled above, and 3 recomputing
+  # The matching launches among those before the step: 3 kept steps as the one profiled above, and 3 recomputing
   # ones, which run the forward's prepare and pass twice (once for the forward, once inside the backward).
   per_step=$(grep -E "^  " "$out/kernels.txt" | grep -cE "$kernel" || true)
   [ "$per_step" -gt 0 ] || { echo "cuda_profile.sh: no launch in the step matches '$kernel'" >&2; exit 2; }

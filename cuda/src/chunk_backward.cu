@@ -204,27 +204,8 @@ __device__ __forceinline__ void backward_pass_step_mma(const float* s_Aqk, const
         mma_tf32(cf[nt], af, to_tf32(s_dO[(k0 + t) * VSP + wn + nt * 8 + g]),
                  to_tf32(s_dO[(k0 + t + 4) * VSP + wn + nt * 8 + g]));
     }
-#pragma unroll 4
-    for (int k0 = 0; k0 < K; k0 += 8) {  // A(s, d) = K_tail[s][d], along its rows
-      const uint32_t af[4] = {to_tf32(s_kt[(wm + g) * KPK + k0 + t]), to_tf32(s_kt[(wm + g + 8) * KPK + k0 + t]),
-                              to_tf32(s_kt[(wm + g) * KPK + k0 + t + 4]),
-                              to_tf32(s_kt[(wm + g + 8) * KPK + k0 + t + 4])};
-#pragma unroll
-      for (int nt = 0; nt < NTW; ++nt)
-        mma_tf32(cf[nt], af, to_tf32(s_dS[(k0 + t) * VSP + wn + nt * 8 + g]),
-                 to_tf32(s_dS[(k0 + t + 4) * VSP + wn + nt * 8 + g]));
-    }
-#pragma unroll
-    for (int nt = 0; nt < NTW; ++nt)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int r = wm + g + 8 * h, col = wn + nt * 8 + 2 * t;
-        s_dR[r * VSP + col] = cf[nt][2 * h], s_dR[r * VSP + col + 1] = cf[nt][2 * h + 1];
-        if (r < L) {
-          float* out = dR_out + ((row0 + r) * HV + hv) * V + col0 + col;
-          out[0] = cf[nt][2 * h], out[1] = cf[nt][2 * h + 1];
-        }
-      }
+    warp_mma_rows(cf, s_kt, KPK, s_dS, VSP, wm, wn, 0, K);  // A(s, d) = K_tail[s][d], along its rows
+    store_fragments(cf, s_dR, VSP, dR_out + (row0 * HV + hv) * V + col0, int64_t(HV) * V, wm, wn, L);
   }
   __syncthreads();  // dR complete, and every warp done reading dS_C
   {  // dS_start = Diag(γ_C) dS_C (Eq. 59) + Q_γᵀ dO (Eq. 56) − Yᵀ dR (Eq. 63); A(d, r) = X[r][d], down the columns

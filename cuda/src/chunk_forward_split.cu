@@ -507,28 +507,9 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_state_pass06(float* ht, Wor
           cf[nt][0] = b_u[(wm + g) * VSP + col], cf[nt][1] = b_u[(wm + g) * VSP + col + 1];
           cf[nt][2] = b_u[(wm + g + 8) * VSP + col], cf[nt][3] = b_u[(wm + g + 8) * VSP + col + 1];
         }
-#pragma unroll 4
-        for (int k0 = 0; k0 < K; k0 += 8) {
-          const uint32_t af[4] = {to_tf32(-b_y[(wm + g) * KPY + k0 + t]), to_tf32(-b_y[(wm + g + 8) * KPY + k0 + t]),
-                                  to_tf32(-b_y[(wm + g) * KPY + k0 + t + 4]),
-                                  to_tf32(-b_y[(wm + g + 8) * KPY + k0 + t + 4])};
-#pragma unroll
-          for (int nt = 0; nt < NTW; ++nt)
-            mma_tf32(cf[nt], af, to_tf32(s_S[(k0 + t) * VSP + wn + nt * 8 + g]),
-                     to_tf32(s_S[(k0 + t + 4) * VSP + wn + nt * 8 + g]));
-        }
+        warp_mma_rows(cf, b_y, KPY, s_S, VSP, wm, wn, 0, K, -1.f);
         // Each warp read U only where it now writes R, so no barrier is needed before the writes.
-#pragma unroll
-        for (int nt = 0; nt < NTW; ++nt)
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const int r = wm + g + 8 * h, col = wn + nt * 8 + 2 * t;
-            b_u[r * VSP + col] = cf[nt][2 * h], b_u[r * VSP + col + 1] = cf[nt][2 * h + 1];
-            if (r < L) {
-              float* out = ws.U + ((row0 + r) * HV + hv) * V + col0 + col;
-              out[0] = cf[nt][2 * h], out[1] = cf[nt][2 * h + 1];
-            }
-          }
+        store_fragments(cf, b_u, VSP, ws.U + (row0 * HV + hv) * V + col0, int64_t(HV) * V, wm, wn, L);
       }
       __syncthreads();
       {  // S ← Diag(γ_C) S + K_tailᵀ R (Eq. 23): A(d, j) = K_tail[j][d], read down its columns
@@ -640,15 +621,7 @@ __device__ __forceinline__ void output_tile_mma(float (&cf)[VO / 16][4], const f
   constexpr int KP = Lay::KP, AP = Lay::AP, VP = Lay::VP, NTW = VO / 16;
   const int warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
   const int wm = (warp % 4) * 16, wn = (warp / 4) * (VO / 2);
-#pragma unroll 4
-  for (int k0 = 0; k0 < K; k0 += 8) {  // Q_γ S_n (Eq. 24)
-    const uint32_t af[4] = {to_tf32(s_q[(wm + g) * KP + k0 + t]), to_tf32(s_q[(wm + g + 8) * KP + k0 + t]),
-                            to_tf32(s_q[(wm + g) * KP + k0 + t + 4]), to_tf32(s_q[(wm + g + 8) * KP + k0 + t + 4])};
-#pragma unroll
-    for (int nt = 0; nt < NTW; ++nt)
-      mma_tf32(cf[nt], af, to_tf32(s_S[(k0 + t) * VP + wn + nt * 8 + g]),
-               to_tf32(s_S[(k0 + t + 4) * VP + wn + nt * 8 + g]));
-  }
+  warp_mma_rows(cf, s_q, KP, s_S, VP, wm, wn, 0, K);  // Q_γ S_n (Eq. 24)
   // A_qk R (Eq. 24): the blocks left of the warp's diagonal block, whose terms all have s < r.
   for (int k0 = 0; k0 < wm; k0 += 8) {
     const uint32_t af[4] = {to_tf32(s_A[(wm + g) * AP + k0 + t]), to_tf32(s_A[(wm + g + 8) * AP + k0 + t]),

@@ -49,6 +49,46 @@ __device__ __forceinline__ void mma_tf32(float (&c)[4], const uint32_t (&a)[4], 
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// One warp's share of a tensor-core product: cf[nt] += (sign · A) B for the warp's 16 rows from m0 and NTW tiles of
+// 8 columns from n0, over the depth k0 = k_begin, k_begin + 8, .. < k_end. A is read along its rows (A(m, k) =
+// A[m·a_ld + k]; a_ld ≡ 4 mod 32 puts a fragment's 32 reads in 32 banks), B(k, n) = B[k·b_ld + n] (b_ld ≡ 8 mod 32);
+// both rounded to TF32 (sign = −1 is an exact negation, so rounding −x gives −round(x)). Used by the forward pass
+// (R = U − Y S_n), the output kernel (Q_γ S_n) and the backward pass (K_tail dS_C).
+template <int NTW>
+__device__ __forceinline__ void warp_mma_rows(float (&cf)[NTW][4], const float* A, int a_ld, const float* B, int b_ld,
+                                              int m0, int n0, int k_begin, int k_end, float sign = 1.f) {
+  const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+#pragma unroll 4
+  for (int k0 = k_begin; k0 < k_end; k0 += 8) {
+    const uint32_t af[4] = {to_tf32(sign * A[(m0 + g) * a_ld + k0 + t]), to_tf32(sign * A[(m0 + g + 8) * a_ld + k0 + t]),
+                            to_tf32(sign * A[(m0 + g) * a_ld + k0 + t + 4]),
+                            to_tf32(sign * A[(m0 + g + 8) * a_ld + k0 + t + 4])};
+#pragma unroll
+    for (int nt = 0; nt < NTW; ++nt)
+      mma_tf32(cf[nt], af, to_tf32(B[(k0 + t) * b_ld + n0 + nt * 8 + g]),
+               to_tf32(B[(k0 + t + 4) * b_ld + n0 + nt * 8 + g]));
+  }
+}
+
+// One warp's mma accumulators (rows m0 + g and m0 + g + 8, columns n0 + nt·8 + 2t and + 1) into a shared tile (row
+// stride ld), and the rows below L also to global memory: row r at out + r·out_rs.
+template <int NTW>
+__device__ __forceinline__ void store_fragments(const float (&cf)[NTW][4], float* tile, int ld, float* out,
+                                                int64_t out_rs, int m0, int n0, int L) {
+  const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+#pragma unroll
+  for (int nt = 0; nt < NTW; ++nt)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int r = m0 + g + 8 * h, col = n0 + nt * 8 + 2 * t;
+      tile[r * ld + col] = cf[nt][2 * h], tile[r * ld + col + 1] = cf[nt][2 * h + 1];
+      if (r < L) {
+        float* at = out + r * out_rs + col;
+        at[0] = cf[nt][2 * h], at[1] = cf[nt][2 * h + 1];
+      }
+    }
+}
+
 // n consecutive shared floats into registers with the widest loads their alignment allows (16 or 8 bytes).
 template <int n>
 __device__ __forceinline__ void load_run(float* x, const float* p) {

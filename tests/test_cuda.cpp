@@ -179,9 +179,10 @@ class ScopedEnv {
 // same to rung 08's state pass, products and gates (vector shared loads, L2 prefetches, register caps, batched loads,
 // two products in one launch), and so must 14 with float32 storage (its tensor-core state pass is for bf16 only).
 // Backward 15 (dA = dU Zᵀ + dY Ēᵀ in one accumulation) rounds once where 14 rounded twice: new bits with either
-// storage, checked against the reference by the other cases, which run the default rung.
+// storage, checked against the reference by the other cases, which run the default rung. Forward 16 and backward 16
+// move the same values with wider loads and stores (16 bytes, cp.async): 15's bits with either storage.
 // cuda/src/chunk_forward_split.cu, chunk_backward.cu.
-TEST_CASE("cuda: forward versions 09-15 and backward versions 08-14 agree bit for bit", "[cuda][backward]") {
+TEST_CASE("cuda: forward versions 09-16 and backward versions 08-16 agree bit for bit", "[cuda][backward]") {
   const auto gate = [](Rng& r) { return r.uniform(-0.2, 0); };
   std::vector<std::pair<std::string, Layer<double>>> cases = {
       {"K=128 V=128", layer(41, 2, 200, 2, 2, 128, 128, gate)},
@@ -200,42 +201,81 @@ TEST_CASE("cuda: forward versions 09-15 and backward versions 08-14 agree bit fo
       std::vector<Outputs> runs;
       {
         ScopedEnv chunk_version("GDN2_CHUNK_VERSION");
-        for (const char* version : {"9", "10", "11", "12", "13", "14", "15"}) {
+        for (const char* version : {"9", "10", "11", "12", "13", "14", "15", "16"}) {
           chunk_version.set(version);
           runs.push_back(run_on_device(Form::chunk, x, dtype));
         }
       }
       for (size_t i = 1; i < runs.size(); ++i) {
         // With bf16 storage 13 puts the pass on tensor cores (TF32): 13 has its own bits, and 14 must have them; 15
-        // puts the output kernel on them too (its own bits again, checked against the reference).
-        const size_t against = dtype == DType::bf16 && i >= 4 ? 4 : 0;
-        if (i == against || (dtype == DType::bf16 && 9 + i >= 15)) continue;
+        // puts the output kernel on them too (its own bits again, checked against the reference), and 16 must have
+        // 15's. Runs are in order 9 .. 16.
+        const size_t version = 9 + i, own = dtype == DType::bf16 ? (version >= 15 ? 15 : version >= 13 ? 13 : 9) : 9;
+        if (version == own) continue;
+        const size_t against = own - 9;
         const bool same = runs[i].o.data == runs[against].o.data && runs[i].ht.data == runs[against].ht.data;
         std::printf("  [measured] %s %s: forward version %zu vs %zu bitwise equal: %d\n", what.c_str(), name(dtype),
-                    9 + i, 9 + against, same);  // (runs in order 9 .. 15)
+                    version, own, same);
         REQUIRE(same);
       }
       const auto [dO, dht] = upstream(x, 77);
       std::vector<Gradients<double>> grads;
       {
         ScopedEnv backward_version("GDN2_BACKWARD_VERSION");
-        for (const char* version : {"8", "9", "10", "11", "12", "13", "14"}) {
+        for (const char* version : {"8", "9", "10", "11", "12", "13", "14", "15", "16"}) {
           backward_version.set(version);
           grads.push_back(backward_on_device(x, dO, dht, dtype, true));
         }
       }
       for (size_t i = 1; i < grads.size(); ++i) {
-        // With bf16 storage 14 runs the state pass on tensor cores (TF32): its own bits, checked against the reference.
-        if (dtype == DType::bf16 && 8 + i >= 14) continue;
+        // With bf16 storage 14 runs the state pass on tensor cores (TF32): its own bits, checked against the reference;
+        // 15 rounds dA once (its own bits with either storage); 16 must have 15's. Runs are in order 8 .. 16.
+        const size_t version = 8 + i, own = version >= 15 ? 15 : dtype == DType::bf16 && version == 14 ? 14 : 8;
+        if (version == own) continue;
+        const size_t against = own - 8;
         bool same = true;
         for (auto m : {&Gradients<double>::dq, &Gradients<double>::dk, &Gradients<double>::dv, &Gradients<double>::dg,
                        &Gradients<double>::db, &Gradients<double>::dw, &Gradients<double>::dh0})
-          same = same && (grads[i].*m).data == (grads[0].*m).data;
-        std::printf("  [measured] %s %s: backward version %02zu vs 08 bitwise equal: %d\n", what.c_str(), name(dtype),
-                    8 + i, same);
+          same = same && (grads[i].*m).data == (grads[against].*m).data;
+        std::printf("  [measured] %s %s: backward version %02zu vs %02zu bitwise equal: %d\n", what.c_str(),
+                    name(dtype), version, own, same);
         REQUIRE(same);
       }
     }
+}
+
+// Forward version 16 reads its inputs 16 bytes at a time; a caller's tensors that are views at an odd offset are not
+// 16-byte aligned, and then the forward runs version 15 (the same bits). Every input here starts one element past a
+// 16-byte boundary.
+TEST_CASE("cuda: inputs that are not 16-byte aligned give the aligned run's bits", "[cuda]") {
+  const auto x = layer(47, 2, 150, 2, 2, 128, 128, [](Rng& r) { return r.uniform(-0.2, 0); });
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    const Outputs aligned = run_on_device(Form::chunk, x, dtype);
+    DeviceLayer d = to_device(x, dtype);
+    const size_t e = dtype == DType::bf16 ? 2 : 4;
+    std::vector<DeviceBuffer> shifted;
+    shifted.reserve(6);
+    auto shift = [&](const DeviceBuffer& in, size_t elements, size_t size) {
+      shifted.emplace_back(elements * size + 16);
+      char* at = static_cast<char*>(shifted.back().ptr) + size;
+      REQUIRE(cudaMemcpy(at, in.ptr, elements * size, cudaMemcpyDeviceToDevice) == cudaSuccess);
+      return static_cast<const void*>(at);
+    };
+    const void* q = shift(d.q, size_t(x.q.numel()), e);
+    const void* k = shift(d.k, size_t(x.k.numel()), e);
+    const void* v = shift(d.v, size_t(x.v.numel()), e);
+    const void* b = shift(d.b, size_t(x.b.numel()), e);
+    const void* w = shift(d.w, size_t(x.w.numel()), e);
+    const auto* g = static_cast<const float*>(shift(d.g, size_t(x.g.numel()), 4));
+    chunk_forward(d.o.ptr, static_cast<float*>(d.ht.ptr), q, k, v, g, b, w, static_cast<const float*>(d.h0.ptr),
+                  nullptr, d.p);
+    REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+    const Outputs got{download(d.o, x.v.shape, dtype), download(d.ht, aligned.ht.shape, DType::f32)};
+    const bool same = got.o.data == aligned.o.data && got.ht.data == aligned.ht.data;
+    std::printf("  [measured] %s: inputs one element off 16-byte alignment vs aligned, bitwise equal: %d\n",
+                name(dtype), same);
+    REQUIRE(same);
+  }
 }
 
 TEST_CASE("cuda: a decode step updates the state in place", "[cuda]") {

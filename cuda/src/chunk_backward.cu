@@ -1,4 +1,4 @@
-// gdn2::cuda chunk_backward — the gate-aware chunkwise backward (paper Sec. 3.4, Appendix B, Eq. 49-84), versions 01-15
+// gdn2::cuda chunk_backward — the gate-aware chunkwise backward (paper Sec. 3.4, Appendix B, Eq. 49-84), versions 01-16
 // of its ladder (docs/cuda.md). Version 01 is written equation by equation in fp32, the line-by-line twin of
 // reference/core/chunk_backward.hpp; later versions replace one stage each (marked "Version 0N" where they do).
 //
@@ -52,6 +52,10 @@
 //   14  kept 15.34 ms: the state pass on tensor cores (bf16; 3.60 -> 2.07 ms, predicted 1.5-2 ms)
 //   15  kept 15.27 ms (14: 15.36 in that run), backward alone 11.68 ms: dA = dU Zᵀ + dY Ēᵀ in one accumulation
 //       (0.41 + 0.47 -> 0.75 ms)
+//   16  kept 14.55 ms (15: 15.11 in that run, both with forward 16), backward alone 11.68 -> 11.13 ms: the state pass
+//       copies its tiles by 16-byte cp.async (no registers; Q_γ and Y land while dR is computed) and stores dS_C by
+//       float4. Nsight Compute had half of the pass's stall samples in its 4-byte loads, their index arithmetic and the
+//       stores waiting on them. Predicted pass 2.07 -> about 1.5 ms; the backward moved 0.55 ms. Same bits as 15.
 // Tried and not kept: the state pass on tensor cores in session 4 (bf16): 21.0 -> 20.85 ms, within run-to-run noise,
 // while each chunk step still waited on DRAM (version 10 fixed that; 14 is the same idea, now a win). The row sums of
 // dS_C ⊙ S_n taken in the state pass (session 6): stage 5 3.00 -> 2.76 ms but the pass 2.07 -> 2.39 ms, 15.40 ->
@@ -182,7 +186,7 @@ struct BackwardPassLayout {
 
 // One chunk step of version 14 (below), every tile in shared memory (layout Lay), 16 warps as a 4 × 4 grid. Fragments
 // as in mma_tf32 (chunk_tiles.cuh): g = lane / 4, t = lane % 4.
-template <int K, int VS, typename Lay>
+template <int K, int VS, typename Lay, bool kAsync = false>
 __device__ __forceinline__ void backward_pass_step_mma(const float* s_Aqk, const float* s_kt, const float* s_qg,
                                                        const float* s_y, const float* s_dO, float* s_dR, float* s_dS,
                                                        const float* s_gC, float* dR_out, int64_t row0, int L, int hv,
@@ -207,7 +211,8 @@ __device__ __forceinline__ void backward_pass_step_mma(const float* s_Aqk, const
     warp_mma_rows(cf, s_kt, KPK, s_dS, VSP, wm, wn, 0, K);  // A(s, d) = K_tail[s][d], along its rows
     store_fragments(cf, s_dR, VSP, dR_out + (row0 * HV + hv) * V + col0, int64_t(HV) * V, wm, wn, L);
   }
-  __syncthreads();  // dR complete, and every warp done reading dS_C
+  if constexpr (kAsync) cp_async_wait<0>();  // version 16: this thread's copies of Q_γ and Y have landed
+  __syncthreads();  // dR complete, and every warp done reading dS_C (and, version 16, Q_γ and Y in shared memory)
   {  // dS_start = Diag(γ_C) dS_C (Eq. 59) + Q_γᵀ dO (Eq. 56) − Yᵀ dR (Eq. 63); A(d, r) = X[r][d], down the columns
     float sf[MTS][NTW][4] = {};
     auto accumulate = [&](const float* X, const float* B, float sign) {
@@ -266,7 +271,8 @@ __device__ __forceinline__ void backward_pass_step_mma(const float* s_Aqk, const
 // K/4 rows × VS/4 columns of dS. A_qkᵀ dO skips the depth steps above a warp's rows (A_qk is causal, and those steps
 // would add exact zeros). Prediction: pass 3.6 -> 1.5-2 ms; measured (Nsight Compute, B = 8, T = 4096): 2.07 ms.
 // Float32 storage keeps the CUDA-core path (its 1e-4 gradient budget; TF32 keeps 10 mantissa bits).
-template <int K, int VS, int NT = 512, bool kVec = false, bool kPrefetch = false, bool kMma = false>
+template <int K, int VS, int NT = 512, bool kVec = false, bool kPrefetch = false, bool kMma = false,
+          bool kAsync = false>
 __global__ void __launch_bounds__(NT, 1) chunk_backward_state_pass04(float* dh0, const float* dht, Workspace ws,
                                                                       BackwardWorkspace bw, const int64_t* cu_seqlens,
                                                                       int64_t T_len, int HV, int V) {
@@ -312,62 +318,106 @@ __global__ void __launch_bounds__(NT, 1) chunk_backward_state_pass04(float* dh0,
       }
     }
     float* dSC = bw.dSn + (slot * HV + hv) * int64_t(K) * V;
-    for (int i = tid; i < K * VS; i += NT) dSC[int64_t(i / VS) * V + col0 + i % VS] = s_dS[(i / VS) * VSP + i % VS];
-    static_assert((C * C) % (NT * kBatch) == 0 && (C * K) % (NT * kBatch) == 0, "whole batches");
-    for (int base = 0; base < C * C; base += NT * kBatch) {
-      float a[kBatch];
-#pragma unroll
-      for (int u = 0; u < kBatch; ++u) {
-        const int i = base + u * NT + tid, r = i / C, s = i % C;
-        a[u] = r < L && s <= r ? ws.Aqk[((row0 + r) * HV + hv) * C + s] : 0.f;
+    if constexpr (kAsync) {
+      // Version 16: dS_C out by float4 stores; the tiles in by 16-byte cp.async copies (no registers, 4 floats per
+      // instruction, one index computation per 4 floats). Group 1 holds what dR = A_qkᵀ dO + K_tail dS_C reads, group
+      // 2 Q_γ and Y, which only the second product reads: those copies land while the first product runs.
+      for (int i = tid; i < K * (VS / 4); i += NT) {
+        const int d = i / (VS / 4), c4 = (i % (VS / 4)) * 4;
+        *reinterpret_cast<float4*>(dSC + int64_t(d) * V + col0 + c4) =
+            *reinterpret_cast<const float4*>(s_dS + d * VSP + c4);
       }
-#pragma unroll
-      for (int u = 0; u < kBatch; ++u) {
-        const int i = base + u * NT + tid;
-        s_Aqk[(i / C) * AQ + i % C] = a[u];
+      const int last = L - 1;  // rows past the chunk's end are zero-filled; their source address stays in range
+      for (int i = tid; i < C * (C / 4); i += NT) {
+        const int r = i / (C / 4), s4 = (i % (C / 4)) * 4;
+        float* dst = s_Aqk + r * AQ + s4;
+        if (s4 > r || r >= L)  // A_qk's stored rows hold no values above the diagonal: zeros, as version 04 reads them
+          *reinterpret_cast<float4*>(dst) = make_float4(0.f, 0.f, 0.f, 0.f);
+        else
+          cp_async16(dst, ws.Aqk + ((row0 + r) * HV + hv) * C + s4, true);
       }
-    }
-    for (int base = 0; base < C * K; base += NT * kBatch) {
-      float kt[kBatch], qg[kBatch], y[kBatch];
-#pragma unroll
-      for (int u = 0; u < kBatch; ++u) {
-        const int i = base + u * NT + tid, r = i / K, d = i % K;
-        const int64_t at = ((row0 + r) * HV + hv) * K + d;
-        kt[u] = r < L ? ws.Kt[at] : 0.f;
-        qg[u] = r < L ? ws.Qg[at] : 0.f;
-        y[u] = r < L ? ws.Y[at] : 0.f;
+      for (int i = tid; i < C * (K / 4); i += NT) {
+        const int r = i / (K / 4), d4 = (i % (K / 4)) * 4;
+        cp_async16(s_kt + r * KPK + d4, ws.Kt + ((row0 + min(r, last)) * HV + hv) * K + d4, r < L);
       }
-#pragma unroll
-      for (int u = 0; u < kBatch; ++u) {
-        const int i = base + u * NT + tid, r = i / K, d = i % K;
-        s_kt[r * KPK + d] = kt[u], s_qg[r * KPQ + d] = qg[u], s_y[r * KPQ + d] = y[u];
+      for (int i = tid; i < C * (VS / 4); i += NT) {
+        const int r = i / (VS / 4), c4 = (i % (VS / 4)) * 4;
+        cp_async16(s_dO + r * VSP + c4, bw.dO + ((row0 + min(r, last)) * HV + hv) * V + col0 + c4, r < L);
       }
-    }
-    if constexpr (kPrefetch) {  // all of this thread's dO loads issued before any store
-      constexpr int kPer = C * VS / NT;
-      static_assert((C * VS) % NT == 0, "whole rounds");
-      float o[kPer];
-#pragma unroll
-      for (int u = 0; u < kPer; ++u) {
-        const int i = u * NT + tid, r = i / VS;
-        o[u] = r < L ? bw.dO[((row0 + r) * HV + hv) * V + col0 + i % VS] : 0.f;
+      for (int i = tid; i < K / 4; i += NT) cp_async16(s_gC + 4 * i, ws.gC + (slot * HV + hv) * K + 4 * i, true);
+      cp_async_commit();
+      for (int i = tid; i < C * (K / 4); i += NT) {
+        const int r = i / (K / 4), d4 = (i % (K / 4)) * 4;
+        const int64_t at = ((row0 + min(r, last)) * HV + hv) * K + d4;
+        cp_async16(s_qg + r * KPQ + d4, ws.Qg + at, r < L);
+        cp_async16(s_y + r * KPQ + d4, ws.Y + at, r < L);
       }
-#pragma unroll
-      for (int u = 0; u < kPer; ++u) {
-        const int i = u * NT + tid;
-        s_dO[(i / VS) * VSP + i % VS] = o[u];
+      cp_async_commit();
+      cp_async_wait<1>();  // group 1 landed (this thread's copies)
+      for (int i = tid; i < C * (C / 4); i += NT) {  // the copied piece that the diagonal crosses: zeros past it
+        const int r = i / (C / 4), s4 = (i % (C / 4)) * 4;
+        if (r < L && s4 <= r && r < s4 + 3)
+          for (int u = r - s4 + 1; u < 4; ++u) s_Aqk[r * AQ + s4 + u] = 0.f;
       }
+      __syncthreads();
     } else {
-      for (int i = tid; i < C * VS; i += NT) {
-        const int r = i / VS;
-        s_dO[r * VSP + i % VS] = r < L ? bw.dO[((row0 + r) * HV + hv) * V + col0 + i % VS] : 0.f;
+      for (int i = tid; i < K * VS; i += NT) dSC[int64_t(i / VS) * V + col0 + i % VS] = s_dS[(i / VS) * VSP + i % VS];
+      static_assert((C * C) % (NT * kBatch) == 0 && (C * K) % (NT * kBatch) == 0, "whole batches");
+      for (int base = 0; base < C * C; base += NT * kBatch) {
+        float a[kBatch];
+#pragma unroll
+        for (int u = 0; u < kBatch; ++u) {
+          const int i = base + u * NT + tid, r = i / C, s = i % C;
+          a[u] = r < L && s <= r ? ws.Aqk[((row0 + r) * HV + hv) * C + s] : 0.f;
+        }
+#pragma unroll
+        for (int u = 0; u < kBatch; ++u) {
+          const int i = base + u * NT + tid;
+          s_Aqk[(i / C) * AQ + i % C] = a[u];
+        }
       }
+      for (int base = 0; base < C * K; base += NT * kBatch) {
+        float kt[kBatch], qg[kBatch], y[kBatch];
+#pragma unroll
+        for (int u = 0; u < kBatch; ++u) {
+          const int i = base + u * NT + tid, r = i / K, d = i % K;
+          const int64_t at = ((row0 + r) * HV + hv) * K + d;
+          kt[u] = r < L ? ws.Kt[at] : 0.f;
+          qg[u] = r < L ? ws.Qg[at] : 0.f;
+          y[u] = r < L ? ws.Y[at] : 0.f;
+        }
+#pragma unroll
+        for (int u = 0; u < kBatch; ++u) {
+          const int i = base + u * NT + tid, r = i / K, d = i % K;
+          s_kt[r * KPK + d] = kt[u], s_qg[r * KPQ + d] = qg[u], s_y[r * KPQ + d] = y[u];
+        }
+      }
+      if constexpr (kPrefetch) {  // all of this thread's dO loads issued before any store
+        constexpr int kPer = C * VS / NT;
+        static_assert((C * VS) % NT == 0, "whole rounds");
+        float o[kPer];
+#pragma unroll
+        for (int u = 0; u < kPer; ++u) {
+          const int i = u * NT + tid, r = i / VS;
+          o[u] = r < L ? bw.dO[((row0 + r) * HV + hv) * V + col0 + i % VS] : 0.f;
+        }
+#pragma unroll
+        for (int u = 0; u < kPer; ++u) {
+          const int i = u * NT + tid;
+          s_dO[(i / VS) * VSP + i % VS] = o[u];
+        }
+      } else {
+        for (int i = tid; i < C * VS; i += NT) {
+          const int r = i / VS;
+          s_dO[r * VSP + i % VS] = r < L ? bw.dO[((row0 + r) * HV + hv) * V + col0 + i % VS] : 0.f;
+        }
+      }
+      for (int d = tid; d < K; d += NT) s_gC[d] = ws.gC[(slot * HV + hv) * K + d];
+      __syncthreads();
     }
-    for (int d = tid; d < K; d += NT) s_gC[d] = ws.gC[(slot * HV + hv) * K + d];
-    __syncthreads();
     if constexpr (kMma) {
-      backward_pass_step_mma<K, VS, Lay>(s_Aqk, s_kt, s_qg, s_y, s_dO, s_dR, s_dS, s_gC, bw.dR, row0, L, hv, HV, V,
-                                         col0, tid);
+      backward_pass_step_mma<K, VS, Lay, kAsync>(s_Aqk, s_kt, s_qg, s_y, s_dO, s_dR, s_dS, s_gC, bw.dR, row0, L, hv,
+                                                 HV, V, col0, tid);
       continue;  // the barrier at the top of the loop ends the step
     }
     constexpr int TM = 2, TN = VS / 16;
@@ -389,6 +439,7 @@ __global__ void __launch_bounds__(NT, 1) chunk_backward_state_pass04(float* dh0,
           if (m0 + i < L) bw.dR[((row0 + m0 + i) * HV + hv) * V + col0 + n0 + j] = acc[i][j];
         }
     }
+    if constexpr (kAsync) cp_async_wait<0>();  // version 16: this thread's copies of Q_γ and Y have landed
     __syncthreads();
     {  // dS_start = Diag(γ_C) dS_C (Eq. 59) + Q_γᵀ dO (Eq. 56) − Yᵀ dR (Eq. 63)
       constexpr int SM = K / 32;
@@ -1364,10 +1415,12 @@ void launch_backward_01(void* dq, void* dk, void* dv, float* dg, void* db, void*
       // Version 14: bf16 storage with 32 or 64 columns runs the products on tensor cores.
       constexpr bool kMmaFits = std::is_same_v<T, __nv_bfloat16> && VS >= 32;
       const bool mma = kMmaFits && version >= 14;
-      auto kernel = mma              ? chunk_backward_state_pass04<K, VS, 512, true, true, kMmaFits>
-                    : version >= 10 ? chunk_backward_state_pass04<K, VS, 512, true, true>
-                    : version >= 9  ? chunk_backward_state_pass04<K, VS, 512, true>
-                                    : chunk_backward_state_pass04<K, VS, 512, false>;
+      auto kernel = mma && version >= 16 ? chunk_backward_state_pass04<K, VS, 512, true, true, kMmaFits, true>
+                    : mma                 ? chunk_backward_state_pass04<K, VS, 512, true, true, kMmaFits>
+                    : version >= 16       ? chunk_backward_state_pass04<K, VS, 512, true, true, false, true>
+                    : version >= 10       ? chunk_backward_state_pass04<K, VS, 512, true, true>
+                    : version >= 9        ? chunk_backward_state_pass04<K, VS, 512, true>
+                                          : chunk_backward_state_pass04<K, VS, 512, false>;
       const size_t bytes = (mma ? BackwardPassLayout<K, VS, true, true>::floats()
                                 : BackwardPassLayout<K, VS, true, false>::floats()) * sizeof(float);
       GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
@@ -1529,9 +1582,9 @@ void chunk_backward_dispatch(void* dq, void* dk, void* dv, float* dg, void* db, 
     else GDN2_CUDA_CHECK(cudaMemsetAsync(dh0, 0, bytes, stream));
     return;
   }
-  // The current rung is version 15; GDN2_BACKWARD_VERSION=1 .. 14 selects an earlier one (the ladder stays runnable).
+  // The current rung is version 16; GDN2_BACKWARD_VERSION=1 .. 15 selects an earlier one (the ladder stays runnable).
   const char* env = std::getenv("GDN2_BACKWARD_VERSION");
-  const int version = env ? std::atoi(env) : 15;
+  const int version = env ? std::atoi(env) : 16;
   dispatch_k_and_dtype(p, [&](auto K, auto T) {
     launch_backward_01<decltype(K)::value, decltype(T)>(dq, dk, dv, dg, db, dw, dh0, q, k, v, g, b, w, h0, cu, do_,
                                                         dht, p, stream, version, saved);

@@ -33,8 +33,12 @@
 //        5 per sum — that phase was a quarter of prepare's stall samples, bound by its shuffles
 //   15   3.58 ms with bf16 storage (same run: 14 at 3.77 ms; B = 1, T = 4096: 0.67 ms; output 0.96 -> 0.62 ms, predicted
 //        0.6-0.65): the output kernel's products on tensor cores, its diagonal blocks guarded (chunk_output06)
-// 10-12 (and 13, 15 with float32 storage) reorder no arithmetic: test_cuda checks that they give 09's bits, and 14 13's.
-// The current default is 15 (api.cu); GDN2_CHUNK_VERSION=5 .. 14 runs the earlier ones.
+//   16   3.36 ms (same run: 15 at 3.62 ms; B = 1, T = 4096: 0.663 -> 0.626 ms; predicted prepare −0.3 to −0.4 ms): prepare
+//        loads 8 channels per 16-byte load and stores Ē, Q_γ, K_tail, A, A_qk by float4 (rows of K + 4 floats) — the
+//        stall profile of 15 had a quarter of prepare in its 4-byte loads and stores and their index arithmetic
+// 10-12 (and 13, 15 with float32 storage) reorder no arithmetic: test_cuda checks that they give 09's bits, 14 13's and
+// 16 15's. The current default is 16 (api.cu; 15 when an input is not 16-byte aligned); GDN2_CHUNK_VERSION=5 .. 15
+// runs the earlier ones.
 #include "chunk_workspace.cuh"
 
 namespace gdn2::cuda::detail {
@@ -43,9 +47,13 @@ namespace {
 
 constexpr int kZSlice = 32;  // value columns of Z per pass in chunk_prepare
 
-template <int K>
+// Row stride of prepare's [C][K] tiles: K + 1 floats (no bank conflicts when a warp reads down a column; versions 05-15),
+// K + 4 from version 16 (16-byte aligned rows for its float4 stores; none of its phases reads down a column).
+template <int K, int kVersion>
+constexpr int prepare_kp() { return kVersion >= 16 ? K + 4 : K + 1; }
+template <int K, int KP = K + 1>
 constexpr size_t prepare_smem_floats() {
-  return 4 * kChunk * (K + 1) + 3 * kChunk * kChunk + kChunk * kZSlice + 3 * kNumSub * K + kNumSub * kNumSub * K;
+  return 4 * kChunk * KP + 3 * kChunk * kChunk + kChunk * kZSlice + 3 * kNumSub * K + kNumSub * kNumSub * K;
 }
 template <int K, int VS>
 constexpr size_t pass_smem_floats() {
@@ -65,8 +73,8 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
                                                               const T* __restrict__ w,
                                                               const int64_t* cu_seqlens, int64_t T_len, int H, int HV,
                                                               int V, float scale) {
-  constexpr int C = kChunk, KP = K + 1;
-  constexpr bool kV07 = kVersion >= 7, kV09 = kVersion >= 9, kV10 = kVersion >= 10;
+  constexpr int C = kChunk, KP = prepare_kp<K, kVersion>();
+  constexpr bool kV07 = kVersion >= 7, kV09 = kVersion >= 9, kV10 = kVersion >= 10, kV16 = kVersion >= 16;
   extern __shared__ __align__(16) float smem[];
   float* s_q = smem;                     // [C][K]  q̃ → q̃⊙c (for A_qk)
   float* s_k = s_q + C * KP;             // [C][K]  k → k⊙a
@@ -89,6 +97,37 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
   const int64_t row0 = span.row0 + c0;
   // 1. Load (kBatch independent loads per thread before any store); rows ≥ L are zero (and g = 0).
   static_assert((C * K) % (NT * kBatch) == 0, "whole batches");
+  if constexpr (kV16) {
+    // Version 16: 8 consecutive channels per load (16 bytes of bf16; two float4 of float32) and 4 per shared store.
+    // The stall profile of version 15 put an eighth of the kernel in this phase, mostly in the index arithmetic and
+    // issue of 4-byte loads (and another eighth in the 4-byte stores of phase 3 below). Same values, same bits.
+    constexpr int kPer = C * K / 8 / NT;
+    static_assert((C * K / 8) % NT == 0, "whole rounds");
+    float qv[kPer][8], kv[kPer][8], bv[kPer][8], gv[kPer][8];
+#pragma unroll
+    for (int u = 0; u < kPer; ++u) {
+      const int i = u * NT + tid, r = i / (K / 8), d = (i % (K / 8)) * 8;
+      if (r < L) {
+        const int64_t idx = ((row0 + r) * H + h) * K + d;
+        load8(qv[u], q + idx), load8(kv[u], k + idx), load8(bv[u], b + idx), load8(gv[u], g + idx);
+      } else {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) qv[u][j] = kv[u][j] = bv[u][j] = gv[u][j] = 0.f;
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kPer; ++u) {
+      const int i = u * NT + tid, at = (i / (K / 8)) * KP + (i % (K / 8)) * 8;
+      float qs[8], es[8];
+#pragma unroll
+      for (int j = 0; j < 8; ++j) qs[j] = scale * qv[u][j], es[j] = bv[u][j] * kv[u][j];
+#pragma unroll
+      for (int h4 = 0; h4 < 8; h4 += 4) {
+        store4(s_q + at + h4, qs + h4), store4(s_k + at + h4, kv[u] + h4);
+        store4(s_e + at + h4, es + h4), store4(s_g + at + h4, gv[u] + h4);
+      }
+    }
+  } else
   for (int base = 0; base < C * K; base += NT * kBatch) {
     float qv[kBatch], kv[kBatch], bv[kBatch], gv[kBatch];
 #pragma unroll
@@ -118,10 +157,22 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
   __syncthreads();
   // Version 10: g is no longer needed, so its tile takes the first K value columns of Z = W ⊙ V, for U = AZ in one
   // product instead of V / 32 (when K divides V). The loads are issued here and land while 2c runs.
-  constexpr int kZPer = C * K / NT;
+  constexpr int kZPer = C * K / NT, kZPer8 = C * K / 8 / NT;
   const bool z_wide = kV10 && V % K == 0;
   float zr[kV10 ? kZPer : 1];
-  if (z_wide)
+  if (kV16 && z_wide)  // version 16: 8 value columns per load, as the tiles above
+#pragma unroll
+    for (int u = 0; u < kZPer8; ++u) {
+      const int i = u * NT + tid, r = i / (K / 8), c = (i % (K / 8)) * 8;
+      float wv[8] = {}, vv[8] = {};  // rows past the chunk's end: 0 · 0
+      if (r < L) {
+        const int64_t idx = ((row0 + r) * HV + hv) * V + c;
+        load8(wv, w + idx), load8(vv, v + idx);
+      }
+#pragma unroll
+      for (int j = 0; j < 8; ++j) zr[u * 8 + j] = wv[j] * vv[j];
+    }
+  else if (z_wide)
 #pragma unroll
     for (int u = 0; u < kZPer; ++u) {
       const int i = u * NT + tid, r = i / K, c = i % K;
@@ -132,10 +183,34 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
     chunk_off_diagonal_blocks_tiled<K, KP, NT>(s_T, s_Aqk, s_q, s_k, s_e, s_mid, tid);
   else
     chunk_off_diagonal_blocks<K, KP, NT>(s_T, s_Aqk, s_q, s_k, s_e, s_mid, tid);
-  if (z_wide)
+  if (kV16 && z_wide)
+#pragma unroll
+    for (int u = 0; u < kZPer8; ++u) {
+      const int i = u * NT + tid, at = (i / (K / 8)) * KP + (i % (K / 8)) * 8;
+      store4(s_g + at, zr + u * 8), store4(s_g + at + 4, zr + u * 8 + 4);
+    }
+  else if (z_wide)
 #pragma unroll
     for (int u = 0; u < kZPer; ++u) s_g[((u * NT + tid) / K) * KP + (u * NT + tid) % K] = zr[u];
   __syncthreads();
+  if constexpr (kV16) {  // the loop below, 4 channels per load and store
+    for (int i = tid; i < C * K / 4; i += NT) {
+      const int r = i / (K / 4), d = (i % (K / 4)) * 4;
+      const float4 pre = *reinterpret_cast<const float4*>(s_pre + (r / kSub) * K + d);
+      float4 e = *reinterpret_cast<const float4*>(s_e + r * KP + d);
+      e.x *= pre.x, e.y *= pre.y, e.z *= pre.z, e.w *= pre.w;
+      *reinterpret_cast<float4*>(s_e + r * KP + d) = e;
+      if (kFull && r < L) {
+        const int64_t at = ((row0 + r) * HV + hv) * K + d;
+        const float4 qc = *reinterpret_cast<const float4*>(s_q + r * KP + d);
+        const float4 ka = *reinterpret_cast<const float4*>(s_k + r * KP + d);
+        const float4 suf = *reinterpret_cast<const float4*>(s_suf + (r / kSub) * K + d);
+        *reinterpret_cast<float4*>(ws.Qg + at) = make_float4(qc.x * pre.x, qc.y * pre.y, qc.z * pre.z, qc.w * pre.w);
+        *reinterpret_cast<float4*>(ws.Kt + at) = make_float4(ka.x * suf.x, ka.y * suf.y, ka.z * suf.z, ka.w * suf.w);
+        if (ws.Ebar) *reinterpret_cast<float4*>(ws.Ebar + at) = e;
+      }
+    }
+  } else
   for (int i = tid; i < C * K; i += NT) {  // Ē = γ ⊙ e (γ_r = pre(I)·c_r, Eq. 20)
     const int r = i / K, d = i % K;
     s_e[r * KP + d] *= s_pre[(r / kSub) * K + d];
@@ -207,8 +282,14 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
     __syncthreads();
   }
   const float* s_A = kV07 ? s_Ainv : s_T;
-  if (kFull && ws.A)  // the backward's recompute keeps A = (I + T)⁻¹ (Eq. 21), zeros above the diagonal included
-    for (int i = tid; i < L * C; i += NT) ws.A[((row0 + i / C) * HV + hv) * C + i % C] = s_A[i];
+  if (kFull && ws.A) {  // the backward's recompute keeps A = (I + T)⁻¹ (Eq. 21), zeros above the diagonal included
+    if constexpr (kV16)
+      for (int i = tid; i < L * C / 4; i += NT)
+        *reinterpret_cast<float4*>(ws.A + ((row0 + i / (C / 4)) * HV + hv) * C + (i % (C / 4)) * 4) =
+            *reinterpret_cast<const float4*>(s_A + 4 * i);
+    else
+      for (int i = tid; i < L * C; i += NT) ws.A[((row0 + i / C) * HV + hv) * C + i % C] = s_A[i];
+  }
   // 4. Y = A Ē (Eq. 22) and A_qk to the workspace.
   if (kV10) {
     constexpr int TM = C / (NT / 32), TN = K / 32;
@@ -231,7 +312,12 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
 #pragma unroll
         for (int j = 0; j < TN; ++j) ws.Y[((row0 + m0 + i) * HV + hv) * K + n0 + j] = acc[i][j];
   }
-  for (int i = tid; i < L * C; i += NT) ws.Aqk[((row0 + i / C) * HV + hv) * C + i % C] = s_Aqk[i];
+  if constexpr (kV16)
+    for (int i = tid; i < L * C / 4; i += NT)
+      *reinterpret_cast<float4*>(ws.Aqk + ((row0 + i / (C / 4)) * HV + hv) * C + (i % (C / 4)) * 4) =
+          *reinterpret_cast<const float4*>(s_Aqk + 4 * i);
+  else
+    for (int i = tid; i < L * C; i += NT) ws.Aqk[((row0 + i / C) * HV + hv) * C + i % C] = s_Aqk[i];
   // 5. U = A Z (Eq. 22), a slice of value columns at a time: version 10 K columns (the first already in s_g).
   if (z_wide) {
     constexpr int TM = C / (NT / 32), TN = K / 32;
@@ -419,15 +505,6 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_state_pass(T* o, float* ht,
 //   pass:   S_n → workspace;  R = U − Y S_n (→ workspace, over U);  S ← Diag(γ_C) S + K_tailᵀ R
 //           with Y, K_tail, U, γ_C of chunk c+1 copied into the other half of a double buffer by cp.async;
 //   output: O = Q_γ S_n + A_qk R for every chunk in parallel (Eq. 24), two blocks per SM.
-
-__device__ __forceinline__ void cp_async16(float* dst, const float* src, bool valid) {
-  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-  const int bytes = valid ? 16 : 0;  // 0: nothing is read, the 16 bytes are zero-filled
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
 // Row strides of the pass's tiles. Rows stay 16-byte aligned for cp.async. Version 13 (kMma) pads them for the mma
 // fragments' reads, whose 32 lanes then hit 32 different banks: Y is read along its rows (stride ≡ 4 mod 32), K_tail
@@ -743,7 +820,7 @@ void run_prepare_and_pass(const Workspace& ws, float* ht, const void* q, const v
   const float scale = default_scale(p);
   const unsigned max_chunks = unsigned((p.T + kChunk - 1) / kChunk);
   {
-    constexpr size_t bytes = prepare_smem_floats<K>() * sizeof(float);
+    constexpr size_t bytes = prepare_smem_floats<K, prepare_kp<K, kVersion>()>() * sizeof(float);
     auto kernel = chunk_prepare<K, T, true, kVersion, kPrepareThreads>;
     GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
     kernel<<<dim3(max_chunks, unsigned(p.HV), unsigned(p.N)), kPrepareThreads, bytes, stream>>>(
@@ -834,6 +911,12 @@ void launch_split(void* o, float* ht, const void* q, const void* k, const void* 
   GDN2_CUDA_CHECK(cudaFreeAsync(base, stream));
 }
 
+// Whether every pointer is 16-byte aligned (version 16's vector loads).
+template <typename... P>
+bool aligned16(const P*... ptrs) {
+  return ((reinterpret_cast<uintptr_t>(ptrs) % 16 == 0) && ...);
+}
+
 // The pass holds one block per SM: 64 value columns when that still gives about one block per SM.
 bool wide_pass(const Problem& p) { return p.V % 64 == 0 && (p.V / 64) * int64_t(p.HV) * p.N >= 120; }
 
@@ -845,9 +928,13 @@ void chunk_forward_recompute(const Workspace& ws, const void* q, const void* k, 
   dispatch_k_and_dtype(p, [&](auto K, auto T) {
     constexpr int KK = decltype(K)::value;
     using TT = decltype(T);
-    // The same kernels as the default forward (version 14), so a kept workspace and a recomputed one agree bit for bit.
-    return wide_pass(p) ? run_prepare_and_pass<KK, 64, TT, 14, 512>(ws, nullptr, q, k, v, g, b, w, h0, cu, p, s)
-                        : run_prepare_and_pass<KK, 32, TT, 14, 512>(ws, nullptr, q, k, v, g, b, w, h0, cu, p, s);
+    // Prepare and pass as the default forward runs them (versions 13-16 give the same bits there), so a kept
+    // workspace and a recomputed one agree bit for bit.
+    if (!aligned16(q, k, v, g, b, w))
+      return wide_pass(p) ? run_prepare_and_pass<KK, 64, TT, 15, 512>(ws, nullptr, q, k, v, g, b, w, h0, cu, p, s)
+                          : run_prepare_and_pass<KK, 32, TT, 15, 512>(ws, nullptr, q, k, v, g, b, w, h0, cu, p, s);
+    return wide_pass(p) ? run_prepare_and_pass<KK, 64, TT, 16, 512>(ws, nullptr, q, k, v, g, b, w, h0, cu, p, s)
+                        : run_prepare_and_pass<KK, 32, TT, 16, 512>(ws, nullptr, q, k, v, g, b, w, h0, cu, p, s);
   });
 }
 
@@ -886,7 +973,12 @@ void chunk_forward_split_dispatch(void* o, float* ht, const void* q, const void*
         // 14: prepare's diagonal blocks reduced 32 sums at a time (warp_reduce_scatter; same bits as 13).
         case 14: return rung(integral_constant<int, 14>{}, integral_constant<int, 512>{});
         // 15: with bf16 storage the output kernel's products on tensor cores (TF32); float32 storage as 14.
-        default: return rung(integral_constant<int, 15>{}, integral_constant<int, 512>{});
+        case 15: return rung(integral_constant<int, 15>{}, integral_constant<int, 512>{});
+        // 16: prepare's global loads and stores 16 bytes at a time (same bits as 15). They need 16-byte aligned
+        // inputs: a caller's views that are not (an offset into a larger tensor) run version 15.
+        default:
+          if (!aligned16(q, k, v, g, b, w)) return rung(integral_constant<int, 15>{}, integral_constant<int, 512>{});
+          return rung(integral_constant<int, 16>{}, integral_constant<int, 512>{});
       }
     }
     // The widest value slice that still gives about one block per SM (the pass holds one block per SM): wide

@@ -34,6 +34,40 @@ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { re
 // The sequential passes use it to have the next chunk's operands on chip while they compute this one.
 __device__ __forceinline__ void prefetch_l2(const void* ptr) { asm volatile("prefetch.global.L2 [%0];" ::"l"(ptr)); }
 
+// 8 consecutive elements from global memory (16-byte aligned) as floats, by 16-byte loads: one for bf16, two for
+// float32. The conversion is exact, so the values are those of 8 scalar loads (forward version 16).
+__device__ __forceinline__ void load8(float (&x)[8], const float* p) {
+  const float4 a = *reinterpret_cast<const float4*>(p), b = *reinterpret_cast<const float4*>(p + 4);
+  x[0] = a.x, x[1] = a.y, x[2] = a.z, x[3] = a.w, x[4] = b.x, x[5] = b.y, x[6] = b.z, x[7] = b.w;
+}
+__device__ __forceinline__ void load8(float (&x)[8], const __nv_bfloat16* p) {
+  const uint4 u = *reinterpret_cast<const uint4*>(p);
+  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w[i]));
+    x[2 * i] = f.x, x[2 * i + 1] = f.y;
+  }
+}
+// Stores x[0..3] at p (16-byte aligned), global or shared.
+__device__ __forceinline__ void store4(float* p, const float* x) {
+  *reinterpret_cast<float4*>(p) = make_float4(x[0], x[1], x[2], x[3]);
+}
+
+// 16 bytes from global to shared memory without passing through registers (cp.async, sm_80+; both addresses 16-byte
+// aligned). valid = false reads nothing and fills the 16 bytes with zeros. The copies a thread issued since its last
+// commit form one group; cp_async_wait<N> returns once at most N of its groups are still in flight, after which its
+// own copies are visible to it (and to the block after a barrier). Used by the forward pass (version 06: the next
+// chunk's tiles copied while it computes) and the backward pass (version 16).
+__device__ __forceinline__ void cp_async16(float* dst, const float* src, bool valid) {
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  const int bytes = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
 // Rows [row0, row0 + length) of the flattened [B*T] token axis for sequence n (as sequence_span in the reference).
 struct Span {
   int64_t row0, length;

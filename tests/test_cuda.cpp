@@ -179,10 +179,10 @@ class ScopedEnv {
 // same to rung 08's state pass, products and gates (vector shared loads, L2 prefetches, register caps, batched loads,
 // two products in one launch), and so must 14 with float32 storage (its tensor-core state pass is for bf16 only).
 // Backward 15 (dA = dU Zᵀ + dY Ēᵀ in one accumulation) rounds once where 14 rounded twice: new bits with either
-// storage, checked against the reference by the other cases, which run the default rung. Forward 16 and backward 16
+// storage, checked against the reference by the other cases, which run the default rung. Forward 16 and backward 16-17
 // move the same values with wider loads and stores (16 bytes, cp.async): 15's bits with either storage.
 // cuda/src/chunk_forward_split.cu, chunk_backward.cu.
-TEST_CASE("cuda: forward versions 09-16 and backward versions 08-16 agree bit for bit", "[cuda][backward]") {
+TEST_CASE("cuda: forward versions 09-16 and backward versions 08-17 agree bit for bit", "[cuda][backward]") {
   const auto gate = [](Rng& r) { return r.uniform(-0.2, 0); };
   std::vector<std::pair<std::string, Layer<double>>> cases = {
       {"K=128 V=128", layer(41, 2, 200, 2, 2, 128, 128, gate)},
@@ -222,14 +222,14 @@ TEST_CASE("cuda: forward versions 09-16 and backward versions 08-16 agree bit fo
       std::vector<Gradients<double>> grads;
       {
         ScopedEnv backward_version("GDN2_BACKWARD_VERSION");
-        for (const char* version : {"8", "9", "10", "11", "12", "13", "14", "15", "16"}) {
+        for (const char* version : {"8", "9", "10", "11", "12", "13", "14", "15", "16", "17"}) {
           backward_version.set(version);
           grads.push_back(backward_on_device(x, dO, dht, dtype, true));
         }
       }
       for (size_t i = 1; i < grads.size(); ++i) {
         // With bf16 storage 14 runs the state pass on tensor cores (TF32): its own bits, checked against the reference;
-        // 15 rounds dA once (its own bits with either storage); 16 must have 15's. Runs are in order 8 .. 16.
+        // 15 rounds dA once (its own bits with either storage); 16 and 17 must have 15's. Runs are in order 8 .. 17.
         const size_t version = 8 + i, own = version >= 15 ? 15 : dtype == DType::bf16 && version == 14 ? 14 : 8;
         if (version == own) continue;
         const size_t against = own - 8;
@@ -244,9 +244,9 @@ TEST_CASE("cuda: forward versions 09-16 and backward versions 08-16 agree bit fo
     }
 }
 
-// Forward version 16 reads its inputs 16 bytes at a time; a caller's tensors that are views at an odd offset are not
-// 16-byte aligned, and then the forward runs version 15 (the same bits). Every input here starts one element past a
-// 16-byte boundary.
+// Forward version 16 and backward version 17 read their inputs 16 bytes at a time; a caller's tensors that are views at
+// an odd offset are not 16-byte aligned, and then they run versions 15 and 16 (the same bits). Every input here starts
+// one element past a 16-byte boundary.
 TEST_CASE("cuda: inputs that are not 16-byte aligned give the aligned run's bits", "[cuda]") {
   const auto x = layer(47, 2, 150, 2, 2, 128, 128, [](Rng& r) { return r.uniform(-0.2, 0); });
   for (DType dtype : {DType::f32, DType::bf16}) {
@@ -272,9 +272,28 @@ TEST_CASE("cuda: inputs that are not 16-byte aligned give the aligned run's bits
     REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
     const Outputs got{download(d.o, x.v.shape, dtype), download(d.ht, aligned.ht.shape, DType::f32)};
     const bool same = got.o.data == aligned.o.data && got.ht.data == aligned.ht.data;
-    std::printf("  [measured] %s: inputs one element off 16-byte alignment vs aligned, bitwise equal: %d\n",
+    std::printf("  [measured] %s: forward, inputs one element off 16-byte alignment vs aligned, bitwise equal: %d\n",
                 name(dtype), same);
     REQUIRE(same);
+    // The backward (recomputing the forward; backward version 17 reads q, k, b, g 16 bytes at a time) on the same
+    // shifted inputs, against the aligned run.
+    const auto [dO, dht] = upstream(x, 78);
+    const Gradients<double> want = backward_on_device(x, dO, dht, dtype);
+    DeviceGradients gr = gradients_to_device(d, dO, dht);
+    chunk_backward(gr.dq.ptr, gr.dk.ptr, gr.dv.ptr, static_cast<float*>(gr.dg.ptr), gr.db.ptr, gr.dw.ptr,
+                   static_cast<float*>(gr.dh0.ptr), q, k, v, g, b, w, static_cast<const float*>(d.h0.ptr), nullptr,
+                   gr.do_.ptr, static_cast<const float*>(gr.dht.ptr), d.p);
+    REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+    bool same_grads = download(gr.dq, x.q.shape, dtype).data == want.dq.data;
+    same_grads = same_grads && download(gr.dk, x.k.shape, dtype).data == want.dk.data;
+    same_grads = same_grads && download(gr.dv, x.v.shape, dtype).data == want.dv.data;
+    same_grads = same_grads && download(gr.dg, x.g.shape, DType::f32).data == want.dg.data;
+    same_grads = same_grads && download(gr.db, x.b.shape, dtype).data == want.db.data;
+    same_grads = same_grads && download(gr.dw, x.w.shape, dtype).data == want.dw.data;
+    same_grads = same_grads && download(gr.dh0, want.dh0.shape, DType::f32).data == want.dh0.data;
+    std::printf("  [measured] %s: backward, inputs one element off 16-byte alignment vs aligned, bitwise equal: %d\n",
+                name(dtype), same_grads);
+    REQUIRE(same_grads);
   }
 }
 

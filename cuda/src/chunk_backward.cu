@@ -1,4 +1,4 @@
-// gdn2::cuda chunk_backward — the gate-aware chunkwise backward (paper Sec. 3.4, Appendix B, Eq. 49-84), versions 01-16
+// gdn2::cuda chunk_backward — the gate-aware chunkwise backward (paper Sec. 3.4, Appendix B, Eq. 49-84), versions 01-17
 // of its ladder (docs/cuda.md). Version 01 is written equation by equation in fp32, the line-by-line twin of
 // reference/core/chunk_backward.hpp; later versions replace one stage each (marked "Version 0N" where they do).
 //
@@ -56,10 +56,16 @@
 //       copies its tiles by 16-byte cp.async (no registers; Q_γ and Y land while dR is computed) and stores dS_C by
 //       float4. Nsight Compute had half of the pass's stall samples in its 4-byte loads, their index arithmetic and the
 //       stores waiting on them. Predicted pass 2.07 -> about 1.5 ms; the backward moved 0.55 ms. Same bits as 15.
+//   17  kept 14.41 ms (16: 14.59 in that run), backward alone 11.15 -> 10.97 ms: stage 4 loads q, k, b, g and dA_qk, dT
+//       16 bytes at a time (an eighth of its stall samples were its 4-byte loads; 3.69 -> 3.49 ms, Nsight Compute,
+//       predicted about −0.2 ms); same bits as 15.
 // Tried and not kept: the state pass on tensor cores in session 4 (bf16): 21.0 -> 20.85 ms, within run-to-run noise,
 // while each chunk step still waited on DRAM (version 10 fixed that; 14 is the same idea, now a win). The row sums of
 // dS_C ⊙ S_n taken in the state pass (session 6): stage 5 3.00 -> 2.76 ms but the pass 2.07 -> 2.39 ms, 15.40 ->
-// 15.47 ms in all.
+// 15.47 ms in all. The ten products' tiles loaded 16 bytes at a time (session 7: float4 along each operand's contiguous
+// axis, scalar stores down the tile's columns where that axis is not the tile's row; same bits): predicted products
+// 4.5 -> 3.5-3.8 ms on the state pass's evidence, measured forward + backward 14.57 -> 14.67 ms (same run) — their
+// 4-byte loads were not what bound them; reverted.
 #include <cstdlib>
 
 #include "chunk_workspace.cuh"
@@ -815,9 +821,9 @@ __global__ void __launch_bounds__(K) chunk_intra_backward(BackwardWorkspace bw, 
 //      the pairs (s < i in J, r in I > J): a strict prefix sum over J of κ_s = k_s dk_s;
 //   5. dg_i for i in a sub-chunk M strictly between J and I collects every pair of the block: the block totals of step 3.
 // Every pair term is summed directly (no difference of sums), so a g = −inf still gives exact zeros.
-template <int K>
+template <int K, int KP = K + 1>
 constexpr size_t intra02_smem_floats() {
-  return 5 * C * (K + 1) + 2 * C * C + kNumSub * K + 2 * kNumSub * kNumSub * K;
+  return 5 * C * KP + 2 * C * C + kNumSub * K + 2 * kNumSub * kNumSub * K;
 }
 
 //
@@ -827,12 +833,16 @@ constexpr size_t intra02_smem_floats() {
 // earlier sub-chunks J outermost, so k_s a_s is formed once per task and column instead of once per row, and reads
 // dA_qk, dT four columns at a time (float4 broadcasts); step 4 walks the rows r outermost and forms q̃_r c_r, e_r c_r
 // once per row, reading four columns of dA_qk and dT at a time, instead of five loads per (r, s) term.
-template <int K, typename T, int NT = 512, bool kV08 = false>
+// Version 17 (kV17): the loads 16 bytes at a time — q, k, b, g 8 channels per load and 4 per shared store (rows of
+// K + 4 floats: every step reads along a row, lanes on consecutive channels, so no padding against column reads is
+// needed), dA_qk and dT as float4. The stall profile of version 16 put an eighth of the kernel in its 4-byte loads and
+// their index arithmetic. Same values: same bits.
+template <int K, typename T, int NT = 512, bool kV08 = false, bool kV17 = false>
 __global__ void __launch_bounds__(NT, 1) chunk_intra_backward02(BackwardWorkspace bw, const T* __restrict__ q,
                                                                  const T* __restrict__ k, const float* __restrict__ g,
                                                                  const T* __restrict__ b, const int64_t* cu_seqlens,
                                                                  int64_t T_len, int H, int HV, float scale) {
-  constexpr int KP = K + 1, S = kSub;
+  constexpr int KP = kV17 ? K + 4 : K + 1, S = kSub;
   extern __shared__ __align__(16) float smem[];
   float* s_q = smem;                      // [C][KP] q̃
   float* s_k = s_q + C * KP;              // [C][KP] k
@@ -850,20 +860,61 @@ __global__ void __launch_bounds__(NT, 1) chunk_intra_backward02(BackwardWorkspac
   if (c0 >= span.length) return;
   const int L = int(span.length - c0 < C ? span.length - c0 : C);
   const int64_t row0 = span.row0 + c0;
-  for (int i = tid; i < C * K; i += NT) {  // rows ≥ L: zeros (and g = 0), so their pair terms vanish
-    const int r = i / K, d = i % K;
-    const int64_t at = ((row0 + r) * H + h) * K + d;
-    const bool in = r < L;
-    const float kv = in ? to_float(k[at]) : 0.f;
-    s_q[r * KP + d] = in ? scale * to_float(q[at]) : 0.f;
-    s_k[r * KP + d] = kv;
-    s_e[r * KP + d] = in ? to_float(b[at]) * kv : 0.f;
-    s_c[r * KP + d] = in ? g[at] : 0.f;
-  }
-  for (int i = tid; i < C * C; i += NT) {
-    const int r = i / C;
-    s_dAqk[i] = r < L ? bw.dAqk[((row0 + r) * HV + hv) * C + i % C] : 0.f;
-    s_dT[i] = r < L ? bw.dT[((row0 + r) * HV + hv) * C + i % C] : 0.f;
+  if constexpr (kV17) {  // rows ≥ L: zeros (and g = 0), so their pair terms vanish
+    constexpr int kPer = C * K / 8 / NT, kPerC = C * C / 4 / NT;
+    static_assert((C * K / 8) % NT == 0 && (C * C / 4) % NT == 0, "whole rounds");
+    float qv[kPer][8], kv[kPer][8], bv[kPer][8], gv[kPer][8], da[kPerC][4], dt[kPerC][4];
+#pragma unroll
+    for (int u = 0; u < kPer; ++u) {
+      const int i = u * NT + tid, r = i / (K / 8), d = (i % (K / 8)) * 8;
+      if (r < L) {
+        const int64_t at = ((row0 + r) * H + h) * K + d;
+        load8(qv[u], q + at), load8(kv[u], k + at), load8(bv[u], b + at), load8(gv[u], g + at);
+      } else {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) qv[u][j] = kv[u][j] = bv[u][j] = gv[u][j] = 0.f;
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kPerC; ++u) {
+      const int i = u * NT + tid, r = i / (C / 4), s4 = (i % (C / 4)) * 4;
+      const int64_t at = ((row0 + r) * HV + hv) * C + s4;
+      const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
+      const float4 a = r < L ? *reinterpret_cast<const float4*>(bw.dAqk + at) : zero;
+      const float4 t = r < L ? *reinterpret_cast<const float4*>(bw.dT + at) : zero;
+      da[u][0] = a.x, da[u][1] = a.y, da[u][2] = a.z, da[u][3] = a.w;
+      dt[u][0] = t.x, dt[u][1] = t.y, dt[u][2] = t.z, dt[u][3] = t.w;
+    }
+#pragma unroll
+    for (int u = 0; u < kPer; ++u) {
+      const int i = u * NT + tid, at = (i / (K / 8)) * KP + (i % (K / 8)) * 8;
+      float qs[8], es[8];
+#pragma unroll
+      for (int j = 0; j < 8; ++j) qs[j] = scale * qv[u][j], es[j] = bv[u][j] * kv[u][j];
+#pragma unroll
+      for (int h4 = 0; h4 < 8; h4 += 4) {
+        store4(s_q + at + h4, qs + h4), store4(s_k + at + h4, kv[u] + h4);
+        store4(s_e + at + h4, es + h4), store4(s_c + at + h4, gv[u] + h4);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kPerC; ++u) store4(s_dAqk + 4 * (u * NT + tid), da[u]), store4(s_dT + 4 * (u * NT + tid), dt[u]);
+  } else {
+    for (int i = tid; i < C * K; i += NT) {  // rows ≥ L: zeros (and g = 0), so their pair terms vanish
+      const int r = i / K, d = i % K;
+      const int64_t at = ((row0 + r) * H + h) * K + d;
+      const bool in = r < L;
+      const float kv = in ? to_float(k[at]) : 0.f;
+      s_q[r * KP + d] = in ? scale * to_float(q[at]) : 0.f;
+      s_k[r * KP + d] = kv;
+      s_e[r * KP + d] = in ? to_float(b[at]) * kv : 0.f;
+      s_c[r * KP + d] = in ? g[at] : 0.f;
+    }
+    for (int i = tid; i < C * C; i += NT) {
+      const int r = i / C;
+      s_dAqk[i] = r < L ? bw.dAqk[((row0 + r) * HV + hv) * C + i % C] : 0.f;
+      s_dT[i] = r < L ? bw.dT[((row0 + r) * HV + hv) * C + i % C] : 0.f;
+    }
   }
   __syncthreads();
   auto out = [&](int r, int d) { return ((row0 + r) * HV + hv) * K + d; };
@@ -1528,8 +1579,12 @@ void launch_backward_01(void* dq, void* dk, void* dv, float* dg, void* db, void*
           kStrictlyLower);                                                         // dT = −stril(Aᵀ dA Aᵀ)  Eq. 66
   // 4. Through T and A_qk (version 02; GDN2_BACKWARD_VERSION=1 runs version 01's pairwise kernel).
   if (version >= 2) {
-    constexpr size_t bytes = intra02_smem_floats<K>() * sizeof(float);
-    auto kernel = version >= 8 ? chunk_intra_backward02<K, T, 512, true> : chunk_intra_backward02<K, T, 512, false>;
+    // Version 17 reads q, k, b, g 16 bytes at a time: only where they are 16-byte aligned (else version 16's kernel).
+    const bool v17 = version >= 17 && aligned16(q, k, g, b);
+    const size_t bytes = (v17 ? intra02_smem_floats<K, K + 4>() : intra02_smem_floats<K>()) * sizeof(float);
+    auto kernel = v17            ? chunk_intra_backward02<K, T, 512, true, true>
+                  : version >= 8 ? chunk_intra_backward02<K, T, 512, true>
+                                 : chunk_intra_backward02<K, T, 512, false>;
     GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
     kernel<<<dim3(max_chunks, unsigned(HV), unsigned(p.N)), 512, bytes, stream>>>(
         bw, static_cast<const T*>(q), static_cast<const T*>(k), g, static_cast<const T*>(b), cu, p.T, int(p.H), int(HV),
@@ -1582,9 +1637,9 @@ void chunk_backward_dispatch(void* dq, void* dk, void* dv, float* dg, void* db, 
     else GDN2_CUDA_CHECK(cudaMemsetAsync(dh0, 0, bytes, stream));
     return;
   }
-  // The current rung is version 16; GDN2_BACKWARD_VERSION=1 .. 15 selects an earlier one (the ladder stays runnable).
+  // The current rung is version 17; GDN2_BACKWARD_VERSION=1 .. 16 selects an earlier one (the ladder stays runnable).
   const char* env = std::getenv("GDN2_BACKWARD_VERSION");
-  const int version = env ? std::atoi(env) : 16;
+  const int version = env ? std::atoi(env) : 17;
   dispatch_k_and_dtype(p, [&](auto K, auto T) {
     launch_backward_01<decltype(K)::value, decltype(T)>(dq, dk, dv, dg, db, dw, dh0, q, k, v, g, b, w, h0, cu, do_,
                                                         dht, p, stream, version, saved);

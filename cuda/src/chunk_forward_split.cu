@@ -911,12 +911,6 @@ void launch_split(void* o, float* ht, const void* q, const void* k, const void* 
   GDN2_CUDA_CHECK(cudaFreeAsync(base, stream));
 }
 
-// Whether every pointer is 16-byte aligned (version 16's vector loads).
-template <typename... P>
-bool aligned16(const P*... ptrs) {
-  return ((reinterpret_cast<uintptr_t>(ptrs) % 16 == 0) && ...);
-}
-
 // The pass holds one block per SM: 64 value columns when that still gives about one block per SM.
 bool wide_pass(const Problem& p) { return p.V % 64 == 0 && (p.V / 64) * int64_t(p.HV) * p.N >= 120; }
 

@@ -34,6 +34,13 @@ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { re
 // The sequential passes use it to have the next chunk's operands on chip while they compute this one.
 __device__ __forceinline__ void prefetch_l2(const void* ptr) { asm volatile("prefetch.global.L2 [%0];" ::"l"(ptr)); }
 
+// Whether every pointer is 16-byte aligned: the kernels that read a caller's tensors 16 bytes at a time (forward
+// version 16, backward version 17) run only then, and otherwise the rung before them (same bits).
+template <typename... P>
+inline bool aligned16(const P*... ptrs) {
+  return ((reinterpret_cast<uintptr_t>(ptrs) % 16 == 0) && ...);
+}
+
 // 8 consecutive elements from global memory (16-byte aligned) as floats, by 16-byte loads: one for bf16, two for
 // float32. The conversion is exact, so the values are those of 8 scalar loads (forward version 16).
 __device__ __forceinline__ void load8(float (&x)[8], const float* p) {

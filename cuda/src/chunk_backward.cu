@@ -861,20 +861,11 @@ __global__ void __launch_bounds__(NT, 1) chunk_intra_backward02(BackwardWorkspac
   const int L = int(span.length - c0 < C ? span.length - c0 : C);
   const int64_t row0 = span.row0 + c0;
   if constexpr (kV17) {  // rows ≥ L: zeros (and g = 0), so their pair terms vanish
-    constexpr int kPer = C * K / 8 / NT, kPerC = C * C / 4 / NT;
-    static_assert((C * K / 8) % NT == 0 && (C * C / 4) % NT == 0, "whole rounds");
-    float qv[kPer][8], kv[kPer][8], bv[kPer][8], gv[kPer][8], da[kPerC][4], dt[kPerC][4];
-#pragma unroll
-    for (int u = 0; u < kPer; ++u) {
-      const int i = u * NT + tid, r = i / (K / 8), d = (i % (K / 8)) * 8;
-      if (r < L) {
-        const int64_t at = ((row0 + r) * H + h) * K + d;
-        load8(qv[u], q + at), load8(kv[u], k + at), load8(bv[u], b + at), load8(gv[u], g + at);
-      } else {
-#pragma unroll
-        for (int j = 0; j < 8; ++j) qv[u][j] = kv[u][j] = bv[u][j] = gv[u][j] = 0.f;
-      }
-    }
+    constexpr int kPerC = C * C / 4 / NT;
+    static_assert((C * C / 4) % NT == 0, "whole rounds");
+    ChunkInputs8<K, NT> tiles;
+    float da[kPerC][4], dt[kPerC][4];
+    tiles.load(q, k, b, g, row0, H, h, L, tid);
 #pragma unroll
     for (int u = 0; u < kPerC; ++u) {
       const int i = u * NT + tid, r = i / (C / 4), s4 = (i % (C / 4)) * 4;
@@ -885,18 +876,7 @@ __global__ void __launch_bounds__(NT, 1) chunk_intra_backward02(BackwardWorkspac
       da[u][0] = a.x, da[u][1] = a.y, da[u][2] = a.z, da[u][3] = a.w;
       dt[u][0] = t.x, dt[u][1] = t.y, dt[u][2] = t.z, dt[u][3] = t.w;
     }
-#pragma unroll
-    for (int u = 0; u < kPer; ++u) {
-      const int i = u * NT + tid, at = (i / (K / 8)) * KP + (i % (K / 8)) * 8;
-      float qs[8], es[8];
-#pragma unroll
-      for (int j = 0; j < 8; ++j) qs[j] = scale * qv[u][j], es[j] = bv[u][j] * kv[u][j];
-#pragma unroll
-      for (int h4 = 0; h4 < 8; h4 += 4) {
-        store4(s_q + at + h4, qs + h4), store4(s_k + at + h4, kv[u] + h4);
-        store4(s_e + at + h4, es + h4), store4(s_c + at + h4, gv[u] + h4);
-      }
-    }
+    tiles.template store<KP>(s_q, s_k, s_e, s_c, scale, tid);
 #pragma unroll
     for (int u = 0; u < kPerC; ++u) store4(s_dAqk + 4 * (u * NT + tid), da[u]), store4(s_dT + 4 * (u * NT + tid), dt[u]);
   } else {

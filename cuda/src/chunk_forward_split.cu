@@ -101,32 +101,9 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
     // Version 16: 8 consecutive channels per load (16 bytes of bf16; two float4 of float32) and 4 per shared store.
     // The stall profile of version 15 put an eighth of the kernel in this phase, mostly in the index arithmetic and
     // issue of 4-byte loads (and another eighth in the 4-byte stores of phase 3 below). Same values, same bits.
-    constexpr int kPer = C * K / 8 / NT;
-    static_assert((C * K / 8) % NT == 0, "whole rounds");
-    float qv[kPer][8], kv[kPer][8], bv[kPer][8], gv[kPer][8];
-#pragma unroll
-    for (int u = 0; u < kPer; ++u) {
-      const int i = u * NT + tid, r = i / (K / 8), d = (i % (K / 8)) * 8;
-      if (r < L) {
-        const int64_t idx = ((row0 + r) * H + h) * K + d;
-        load8(qv[u], q + idx), load8(kv[u], k + idx), load8(bv[u], b + idx), load8(gv[u], g + idx);
-      } else {
-#pragma unroll
-        for (int j = 0; j < 8; ++j) qv[u][j] = kv[u][j] = bv[u][j] = gv[u][j] = 0.f;
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < kPer; ++u) {
-      const int i = u * NT + tid, at = (i / (K / 8)) * KP + (i % (K / 8)) * 8;
-      float qs[8], es[8];
-#pragma unroll
-      for (int j = 0; j < 8; ++j) qs[j] = scale * qv[u][j], es[j] = bv[u][j] * kv[u][j];
-#pragma unroll
-      for (int h4 = 0; h4 < 8; h4 += 4) {
-        store4(s_q + at + h4, qs + h4), store4(s_k + at + h4, kv[u] + h4);
-        store4(s_e + at + h4, es + h4), store4(s_g + at + h4, gv[u] + h4);
-      }
-    }
+    ChunkInputs8<K, NT> tiles;
+    tiles.load(q, k, b, g, row0, H, h, L, tid);
+    tiles.template store<KP>(s_q, s_k, s_e, s_g, scale, tid);
   } else
   for (int base = 0; base < C * K; base += NT * kBatch) {
     float qv[kBatch], kv[kBatch], bv[kBatch], gv[kBatch];

@@ -176,6 +176,50 @@ __device__ __forceinline__ void store_tile(const float (&acc)[TM][TN], float* ou
 }
 
 
+// A chunk's q̃ = scale·q, k, e = b ⊙ k and g (rows ≥ L zero) into [C][K] tiles with rows KP floats apart (KP a multiple of
+// 4), 16 bytes at a time: thread tid takes 8 consecutive channels of kPer rows, loads them with one 16-byte load per
+// tensor (two for float32) and stores them 4 at a time. load() issues every load before store() writes any, so a
+// kernel can issue more loads in between (stage 4 of the backward does). Used by forward version 16 (prepare) and
+// backward version 17 (stage 4), whose stall profiles had their 4-byte loads and index arithmetic at an eighth of
+// the kernel. The values are those of the 4-byte path: same bits.
+template <int K, int NT>
+struct ChunkInputs8 {
+  static constexpr int kPer = kChunk * K / 8 / NT;
+  static_assert((kChunk * K / 8) % NT == 0, "whole rounds");
+  float q[kPer][8], k[kPer][8], b[kPer][8], g[kPer][8];
+  template <typename T>
+  __device__ __forceinline__ void load(const T* q_in, const T* k_in, const T* b_in, const float* g_in, int64_t row0,
+                                       int H, int h, int L, int tid) {
+#pragma unroll
+    for (int u = 0; u < kPer; ++u) {
+      const int i = u * NT + tid, r = i / (K / 8), d = (i % (K / 8)) * 8;
+      if (r < L) {
+        const int64_t at = ((row0 + r) * H + h) * K + d;
+        load8(q[u], q_in + at), load8(k[u], k_in + at), load8(b[u], b_in + at), load8(g[u], g_in + at);
+      } else {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) q[u][j] = k[u][j] = b[u][j] = g[u][j] = 0.f;
+      }
+    }
+  }
+  template <int KP>
+  __device__ __forceinline__ void store(float* s_q, float* s_k, float* s_e, float* s_g, float scale, int tid) const {
+    static_assert(KP % 4 == 0, "16-byte aligned rows");
+#pragma unroll
+    for (int u = 0; u < kPer; ++u) {
+      const int i = u * NT + tid, at = (i / (K / 8)) * KP + (i % (K / 8)) * 8;
+      float qs[8], es[8];
+#pragma unroll
+      for (int j = 0; j < 8; ++j) qs[j] = scale * q[u][j], es[j] = b[u][j] * k[u][j];
+#pragma unroll
+      for (int h4 = 0; h4 < 8; h4 += 4) {
+        store4(s_q + at + h4, qs + h4), store4(s_k + at + h4, k[u] + h4);
+        store4(s_e + at + h4, es + h4), store4(s_g + at + h4, g[u] + h4);
+      }
+    }
+  }
+};
+
 // [SECTION] the exact-decay steps of one chunk, shared by versions 04-07 (paper Eq. 18-21, 25; docs/derivation.md
 // step 4). Tiles are [C][K] with rows KP floats apart; q̃ = scale·q, e = b ⊙ k, g as loaded.
 

@@ -100,7 +100,7 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
   if constexpr (kV16) {
     // Version 16: 8 consecutive channels per load (16 bytes of bf16; two float4 of float32) and 4 per shared store.
     // The stall profile of version 15 put an eighth of the kernel in this phase, mostly in the index arithmetic and
-    // issue of 4-byte loads (and another eighth in the 4-byte stores of phase 3 below). Same values, same bits.
+    // issue of 4-byte loads (and another eighth in the 4-byte stores of Ē, Q_γ, K_tail below). Same values, same bits.
     ChunkInputs8<K, NT> tiles;
     tiles.load(q, k, b, g, row0, H, h, L, tid);
     tiles.template store<KP>(s_q, s_k, s_e, s_g, scale, tid);

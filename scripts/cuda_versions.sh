@@ -5,7 +5,7 @@
 # the other ladder at its default. Checks first: test_cuda (every case, all versions it compares) and memcheck.
 #
 #   scripts/cuda_versions.sh [BIN_DIR=build] "FORWARD_VERSIONS" "BACKWARD_VERSIONS"
-#   e.g. scripts/cuda_versions.sh build "14 15" "12 13 14"
+#   e.g. scripts/cuda_versions.sh build "15 16" "15 16 17"
 #
 # BIN_DIR holds tests/test_cuda and cuda/gdn2-cuda-bench (a build tree), or both files side by side. Prints one line
 # per case (B = 8 and B = 1) and version; exits 77 without a usable GPU, 1 when a test fails (nothing is timed then).

@@ -10,6 +10,7 @@
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -86,7 +87,12 @@ int main(int argc, char** argv) {
   std::printf("%-7s %-4s %-6s %-10s %-9s %-10s %-10s %-9s %-9s %-9s\n", "op", "B", "T", "ms", "ns/th", "GB/s",
               "ratio", "x floor", "x peer", "check");
   bool first = true;
+  // Where a case's wall time goes (on stderr, so the table on stdout stays as scripts read it): most of a run is host
+  // work — random inputs in float64 and the reference check — and its length is what a device lease pays for.
+  using Clock = std::chrono::steady_clock;
+  const auto seconds = [](Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); };
   for (const Case& c : cases) {
+    const Clock::time_point t_start = Clock::now();
     Rng rng(uint64_t(c.B * 1000 + c.T));
     Layer<double> x = random_layer<double>(rng, c.B, c.T, H, H, K, K, [](Rng& r) { return r.uniform(-0.2, 0); }, true);
     const Form form = c.kind == "decode" ? Form::recurrent : Form::chunk;
@@ -97,6 +103,7 @@ int main(int argc, char** argv) {
       for (auto& e : dO.data) e = rng.normal();
       for (auto& e : dht.data) e = rng.normal();
     }
+    const Clock::time_point t_inputs = Clock::now();
     double err = -1;
     if (!skip_check && train) {
       const GradientRatios r = gradient_ratios(backward_on_device(x, dO, dht, dtype), reference_gradients(x, dO, dht, dtype));
@@ -120,6 +127,7 @@ int main(int argc, char** argv) {
         return 1;
       }
     }
+    const Clock::time_point t_checked = Clock::now();
     DeviceLayer d = to_device(x, dtype);
     DeviceGradients gr;
     if (train) gr = gradients_to_device(d, dO, dht);
@@ -152,6 +160,9 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "gdn2-cuda-bench: CUDA error %s\n", cudaGetErrorString(e));
       return 1;
     }
+    std::fprintf(stderr, "gdn2-cuda-bench: %s B=%ld T=%ld took %.1f s: inputs %.1f s, reference check %.1f s, upload and "
+                 "timed runs %.1f s\n", c.kind.c_str(), long(c.B), long(c.T), seconds(t_start, Clock::now()),
+                 seconds(t_start, t_inputs), seconds(t_inputs, t_checked), seconds(t_checked, Clock::now()));
     std::sort(ms.begin(), ms.end());
     std::sort(backward_ms.begin(), backward_ms.end());
     std::sort(recompute_ms.begin(), recompute_ms.end());

@@ -221,40 +221,10 @@ __device__ __forceinline__ void backward_pass_step_mma(const float* s_Aqk, const
   __syncthreads();  // dR complete, and every warp done reading dS_C (and, version 16, Q_γ and Y in shared memory)
   {  // dS_start = Diag(γ_C) dS_C (Eq. 59) + Q_γᵀ dO (Eq. 56) − Yᵀ dR (Eq. 63); A(d, r) = X[r][d], down the columns
     float sf[MTS][NTW][4] = {};
-    auto accumulate = [&](const float* X, const float* B, float sign) {
-#pragma unroll 2
-      for (int k0 = 0; k0 < C; k0 += 8) {
-        uint32_t af[MTS][4];
-#pragma unroll
-        for (int mt = 0; mt < MTS; ++mt) {
-          const int m = wk + mt * 16 + g;
-          af[mt][0] = to_tf32(sign * X[(k0 + t) * KPQ + m]), af[mt][1] = to_tf32(sign * X[(k0 + t) * KPQ + m + 8]);
-          af[mt][2] = to_tf32(sign * X[(k0 + t + 4) * KPQ + m]);
-          af[mt][3] = to_tf32(sign * X[(k0 + t + 4) * KPQ + m + 8]);
-        }
-#pragma unroll
-        for (int nt = 0; nt < NTW; ++nt) {
-          const uint32_t b0 = to_tf32(B[(k0 + t) * VSP + wn + nt * 8 + g]);
-          const uint32_t b1 = to_tf32(B[(k0 + t + 4) * VSP + wn + nt * 8 + g]);
-#pragma unroll
-          for (int mt = 0; mt < MTS; ++mt) mma_tf32(sf[mt][nt], af[mt], b0, b1);
-        }
-      }
-    };
-    accumulate(s_qg, s_dO, 1.f);
-    accumulate(s_y, s_dR, -1.f);
+    warp_mma_cols(sf, s_qg, KPQ, s_dO, VSP, wk, wn, C);
+    warp_mma_cols(sf, s_y, KPQ, s_dR, VSP, wk, wn, C, -1.f);
     // Each warp updates only the part of dS it owns (all reads of dS_C ended at the barrier above).
-#pragma unroll
-    for (int mt = 0; mt < MTS; ++mt)
-#pragma unroll
-      for (int nt = 0; nt < NTW; ++nt)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int d = wk + mt * 16 + g + 8 * h, col = wn + nt * 8 + 2 * t;
-          float* ds = s_dS + d * VSP + col;
-          ds[0] = s_gC[d] * ds[0] + sf[mt][nt][2 * h];
-          ds[1] = s_gC[d] * ds[1] + sf[mt][nt][2 * h + 1];
-        }
+    decay_add_fragments(sf, s_dS, VSP, s_gC, wk, wn);
   }
 }
 

@@ -667,35 +667,9 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_state_pass06(float* ht, Wor
       __syncthreads();
       {  // S ← Diag(γ_C) S + K_tailᵀ R (Eq. 23): A(d, j) = K_tail[j][d], read down its columns
         float sf[MTS][NTW][4] = {};
-#pragma unroll 2
-        for (int k0 = 0; k0 < C; k0 += 8) {
-          uint32_t af[MTS][4];
-#pragma unroll
-          for (int mt = 0; mt < MTS; ++mt) {
-            const int m = ws0 + mt * 16 + g;
-            af[mt][0] = to_tf32(b_k[(k0 + t) * KPK + m]), af[mt][1] = to_tf32(b_k[(k0 + t) * KPK + m + 8]);
-            af[mt][2] = to_tf32(b_k[(k0 + t + 4) * KPK + m]), af[mt][3] = to_tf32(b_k[(k0 + t + 4) * KPK + m + 8]);
-          }
-#pragma unroll
-          for (int nt = 0; nt < NTW; ++nt) {
-            const uint32_t b0 = to_tf32(b_u[(k0 + t) * VSP + wn + nt * 8 + g]);
-            const uint32_t b1 = to_tf32(b_u[(k0 + t + 4) * VSP + wn + nt * 8 + g]);
-#pragma unroll
-            for (int mt = 0; mt < MTS; ++mt) mma_tf32(sf[mt][nt], af[mt], b0, b1);
-          }
-        }
+        warp_mma_cols(sf, b_k, KPK, b_u, VSP, ws0, wn, C);
         // Every warp has finished reading S (in the R product, before the barrier); each now updates its own part.
-#pragma unroll
-        for (int mt = 0; mt < MTS; ++mt)
-#pragma unroll
-          for (int nt = 0; nt < NTW; ++nt)
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-              const int d = ws0 + mt * 16 + g + 8 * h, col = wn + nt * 8 + 2 * t;
-              float* st = s_S + d * VSP + col;
-              st[0] = b_g[d] * st[0] + sf[mt][nt][2 * h];
-              st[1] = b_g[d] * st[1] + sf[mt][nt][2 * h + 1];
-            }
+        decay_add_fragments(sf, s_S, VSP, b_g, ws0, wn);
       }
       __syncthreads();  // buffer c % 2 is free for chunk c + 2
       continue;

@@ -82,6 +82,53 @@ __device__ __forceinline__ void warp_mma_rows(float (&cf)[NTW][4], const float* 
   }
 }
 
+// The same with A read down its columns (A(m, k) = X[k·x_ld + m], x_ld ≡ 8 mod 32): cf[mt][nt] += (sign · A) B for
+// the warp's MTS tiles of 16 rows from m0 and NTW tiles of 8 columns from n0, over the depth 0, 8, .. < depth. Used by
+// the forward pass (K_tailᵀ R) and the backward pass (Q_γᵀ dO, −Yᵀ dR), whose state updates then add the fragments to
+// Diag(γ) S (decay_add_fragments).
+template <int MTS, int NTW>
+__device__ __forceinline__ void warp_mma_cols(float (&cf)[MTS][NTW][4], const float* X, int x_ld, const float* B,
+                                              int b_ld, int m0, int n0, int depth, float sign = 1.f) {
+  const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+#pragma unroll 2
+  for (int k0 = 0; k0 < depth; k0 += 8) {
+    uint32_t af[MTS][4];
+#pragma unroll
+    for (int mt = 0; mt < MTS; ++mt) {
+      const int m = m0 + mt * 16 + g;
+      af[mt][0] = to_tf32(sign * X[(k0 + t) * x_ld + m]), af[mt][1] = to_tf32(sign * X[(k0 + t) * x_ld + m + 8]);
+      af[mt][2] = to_tf32(sign * X[(k0 + t + 4) * x_ld + m]);
+      af[mt][3] = to_tf32(sign * X[(k0 + t + 4) * x_ld + m + 8]);
+    }
+#pragma unroll
+    for (int nt = 0; nt < NTW; ++nt) {
+      const uint32_t b0 = to_tf32(B[(k0 + t) * b_ld + n0 + nt * 8 + g]);
+      const uint32_t b1 = to_tf32(B[(k0 + t + 4) * b_ld + n0 + nt * 8 + g]);
+#pragma unroll
+      for (int mt = 0; mt < MTS; ++mt) mma_tf32(cf[mt][nt], af[mt], b0, b1);
+    }
+  }
+}
+
+// S ← Diag(γ) S + F on the warp's fragments of warp_mma_cols (rows m0 + mt·16 + g (+ 8), columns n0 + nt·8 + 2t (+ 1)):
+// each warp updates only the part of S it owns, in fp32.
+template <int MTS, int NTW>
+__device__ __forceinline__ void decay_add_fragments(const float (&cf)[MTS][NTW][4], float* S, int ld, const float* gamma,
+                                                    int m0, int n0) {
+  const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+#pragma unroll
+  for (int mt = 0; mt < MTS; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < NTW; ++nt)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int d = m0 + mt * 16 + g + 8 * h, col = n0 + nt * 8 + 2 * t;
+        float* st = S + d * ld + col;
+        st[0] = gamma[d] * st[0] + cf[mt][nt][2 * h];
+        st[1] = gamma[d] * st[1] + cf[mt][nt][2 * h + 1];
+      }
+}
+
 // One warp's mma accumulators (rows m0 + g and m0 + g + 8, columns n0 + nt·8 + 2t and + 1) into a shared tile (row
 // stride ld), and the rows below L also to global memory: row r at out + r·out_rs.
 template <int NTW>

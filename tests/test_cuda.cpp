@@ -181,9 +181,10 @@ class ScopedEnv {
 // two products in one launch), and so must 14 with float32 storage (its tensor-core state pass is for bf16 only).
 // Backward 15 (dA = dU Zᵀ + dY Ēᵀ in one accumulation) rounds once where 14 rounded twice: new bits with either
 // storage, checked against the reference by the other cases, which run the default rung. Forward 16 and backward 16-17
-// move the same values with wider loads and stores (16 bytes, cp.async): 15's bits with either storage.
+// move the same values with wider loads and stores (16 bytes, cp.async), and backward 18 issues stage 5's loads before
+// its stores, and 19 stage 4's: 15's bits with either storage.
 // cuda/src/chunk_forward_split.cu, chunk_backward.cu.
-TEST_CASE("cuda: forward versions 09-16 and backward versions 08-17 agree bit for bit", "[cuda][backward]") {
+TEST_CASE("cuda: forward versions 09-16 and backward versions 08-19 agree bit for bit", "[cuda][backward]") {
   const auto gate = [](Rng& r) { return r.uniform(-0.2, 0); };
   std::vector<std::pair<std::string, Layer<double>>> cases = {
       {"K=128 V=128", layer(41, 2, 200, 2, 2, 128, 128, gate)},
@@ -223,14 +224,14 @@ TEST_CASE("cuda: forward versions 09-16 and backward versions 08-17 agree bit fo
       std::vector<Gradients<double>> grads;
       {
         ScopedEnv backward_version("GDN2_BACKWARD_VERSION");
-        for (const char* version : {"8", "9", "10", "11", "12", "13", "14", "15", "16", "17"}) {
+        for (const char* version : {"8", "9", "10", "11", "12", "13", "14", "15", "16", "17", "18", "19"}) {
           backward_version.set(version);
           grads.push_back(backward_on_device(x, dO, dht, dtype, true));
         }
       }
       for (size_t i = 1; i < grads.size(); ++i) {
         // With bf16 storage 14 runs the state pass on tensor cores (TF32): its own bits, checked against the reference;
-        // 15 rounds dA once (its own bits with either storage); 16 and 17 must have 15's. Runs are in order 8 .. 17.
+        // 15 rounds dA once (its own bits with either storage); 16-19 must have 15's. Runs are in order 8 .. 19.
         const size_t version = 8 + i, own = version >= 15 ? 15 : dtype == DType::bf16 && version == 14 ? 14 : 8;
         if (version == own) continue;
         const size_t against = own - 8;
@@ -247,8 +248,8 @@ TEST_CASE("cuda: forward versions 09-16 and backward versions 08-17 agree bit fo
 
 // Forward version 16 and backward version 17 read their inputs 16 bytes at a time; a caller's tensors that are views at
 // an odd offset are not 16-byte aligned, and then they run versions 15 and 16 (the same bits). Every input here starts
-// one element past a 16-byte boundary. The default rungs, whatever GDN2_CHUNK_VERSION / GDN2_BACKWARD_VERSION say (an
-// experimental rung with bits of its own, as forward 17, has no bit-compatible fallback).
+// one element past a 16-byte boundary (backward version 18's dv, dw phase then goes element by element, as 17's). The
+// default rungs, whatever GDN2_CHUNK_VERSION / GDN2_BACKWARD_VERSION say.
 TEST_CASE("cuda: inputs that are not 16-byte aligned give the aligned run's bits", "[cuda]") {
   ScopedEnv chunk_version("GDN2_CHUNK_VERSION"), backward_version("GDN2_BACKWARD_VERSION");
   chunk_version.clear(), backward_version.clear();

@@ -59,6 +59,11 @@
 //   17  kept 14.41 ms (16: 14.59 in that run), backward alone 11.15 -> 10.97 ms: stage 4 loads q, k, b, g and dA_qk, dT
 //       16 bytes at a time (an eighth of its stall samples were its 4-byte loads; 3.69 -> 3.49 ms, Nsight Compute,
 //       predicted about −0.2 ms); same bits as 15.
+//   18  stage 5 issues its loads before its stores (dQ, dK with each row group's batch, the 16 dG loads at once, dv and
+//       dw 8 elements per 16-byte access): in 12's PTX about 50 of its ~60 waits on memory were loads placed after a
+//       store they might alias. Predicted stage 5 2.98 -> about 2.0 ms. Same bits as 15.
+//   19  stage 4 the same way: each task of steps 3-4 loads the 16 rows it adds to before its sums (96 serial waits on
+//       memory per block in 17's PTX), and step 5 is added in step 4. Predicted stage 4 3.49 -> 2.6-2.9 ms. Same bits.
 // Tried and not kept: the state pass on tensor cores in session 4 (bf16): 21.0 -> 20.85 ms, within run-to-run noise,
 // while each chunk step still waited on DRAM (version 10 fixed that; 14 is the same idea, now a win). The row sums of
 // dS_C ⊙ S_n taken in the state pass (session 6): stage 5 3.00 -> 2.76 ms but the pass 2.07 -> 2.39 ms, 15.40 ->
@@ -807,12 +812,19 @@ constexpr size_t intra02_smem_floats() {
 // K + 4 floats: every step reads along a row, lanes on consecutive channels, so no padding against column reads is
 // needed), dA_qk and dT as float4. The stall profile of version 16 put an eighth of the kernel in its 4-byte loads and
 // their index arithmetic. Same values: same bits.
-template <int K, typename T, int NT = 512, bool kV08 = false, bool kV17 = false>
+// Version 19 (kV19, with kV08): steps 3-5 add to dq, de, dg, dk in global memory (+=), and each of those loads came
+// after the thread's previous store, which the compiler must assume it aliases: 48 round trips to memory one after
+// another per task in step 3, 32 in step 4, 16 in step 5 (PTX of 17), with every warp of the block in the same phase.
+// Now each task loads the old values of its 16 rows before its sums (their latency under the arithmetic), and step 5
+// (the sub-chunks between J and I) is added by step 4's task for the same rows after its own term, as step 5 added it
+// after step 4: the same additions in the same order, same bits; one phase and a barrier fewer.
+template <int K, typename T, int NT = 512, bool kV08 = false, bool kV17 = false, bool kV19 = false>
 __global__ void __launch_bounds__(NT, 1) chunk_intra_backward02(BackwardWorkspace bw, const T* __restrict__ q,
                                                                  const T* __restrict__ k, const float* __restrict__ g,
                                                                  const T* __restrict__ b, const int64_t* cu_seqlens,
                                                                  int64_t T_len, int H, int HV, float scale) {
   constexpr int KP = kV17 ? K + 4 : K + 1, S = kSub;
+  static_assert(kV08 || !kV19, "version 19 changes version 08's steps 3-5");
   extern __shared__ __align__(16) float smem[];
   float* s_q = smem;                      // [C][KP] q̃
   float* s_k = s_q + C * KP;              // [C][KP] k
@@ -944,6 +956,15 @@ __global__ void __launch_bounds__(NT, 1) chunk_intra_backward02(BackwardWorkspac
     for (int task = tid; task < (kNumSub - 1) * K; task += NT) {
       const int I = 1 + task / K, d = task % K, o = I * S;
       float dq[S] = {}, de[S] = {}, tot[kNumSub - 1] = {};
+      float old_q[S], old_e[S], old_g[S];  // version 19: the values step 1 wrote, loaded before the sums
+      if constexpr (kV19) {
+#pragma unroll
+        for (int r = 0; r < S; ++r) {
+          const bool live = o + r < L;
+          const int64_t x = out(live ? o + r : 0, d);
+          old_q[r] = live ? bw.dQ[x] : 0.f, old_e[r] = live ? bw.dE[x] : 0.f, old_g[r] = live ? bw.dG[x] : 0.f;
+        }
+      }
 #pragma unroll
       for (int J = 0; J < kNumSub - 1; ++J) {
         if (J >= I) continue;
@@ -977,9 +998,14 @@ __global__ void __launch_bounds__(NT, 1) chunk_intra_backward02(BackwardWorkspac
         const float dqr = dq[r] * s_c[rr], der = de[r] * s_c[rr];
         suffix += s_q[rr] * dqr + s_e[rr] * der;  // ρ_r
         if (o + r < L) {
-          bw.dQ[out(o + r, d)] += dqr;
-          bw.dE[out(o + r, d)] += der;
-          bw.dG[out(o + r, d)] += suffix;
+          if constexpr (kV19) {
+            const int64_t x = out(o + r, d);
+            bw.dQ[x] = old_q[r] + dqr, bw.dE[x] = old_e[r] + der, bw.dG[x] = old_g[r] + suffix;
+          } else {
+            bw.dQ[out(o + r, d)] += dqr;
+            bw.dE[out(o + r, d)] += der;
+            bw.dG[out(o + r, d)] += suffix;
+          }
         }
       }
 #pragma unroll
@@ -1026,6 +1052,18 @@ __global__ void __launch_bounds__(NT, 1) chunk_intra_backward02(BackwardWorkspac
     for (int task = tid; task < (kNumSub - 1) * K; task += NT) {
       const int J = task / K, d = task % K, o = J * S;
       float dk[S] = {};
+      float old_g[S], old_k[S], between = 0;  // version 19: the values steps 1 and 3 wrote; step 5's term
+      if constexpr (kV19) {
+#pragma unroll
+        for (int s = 0; s < S; ++s) {
+          const bool live = o + s < L;
+          const int64_t x = out(live ? o + s : 0, d);
+          old_g[s] = live ? bw.dG[x] : 0.f, old_k[s] = live ? bw.dK[x] : 0.f;
+        }
+        // Step 5's sum for sub-chunk M = J (1 ≤ J < kNumSub − 1), in its order: over J' < M, then I > M.
+        for (int J2 = 0; J2 < J; ++J2)
+          for (int I = J + 1; I < kNumSub; ++I) between += s_tot[(J2 * kNumSub + I) * K + d];
+      }
 #pragma unroll
       for (int I = 1; I < kNumSub; ++I) {
         if (I <= J) continue;
@@ -1054,8 +1092,15 @@ __global__ void __launch_bounds__(NT, 1) chunk_intra_backward02(BackwardWorkspac
       for (int s = 0; s < S; ++s) {
         const float dks = dk[s] * s_a[(o + s) * KP + d];
         if (o + s < L) {
-          bw.dG[out(o + s, d)] += prefix;
-          bw.dK[out(o + s, d)] += dks;
+          if constexpr (kV19) {
+            const int64_t x = out(o + s, d);
+            float dg = old_g[s] + prefix;
+            if (J >= 1) dg += between;  // step 5, after step 4's term as before
+            bw.dG[x] = dg, bw.dK[x] = old_k[s] + dks;
+          } else {
+            bw.dG[out(o + s, d)] += prefix;
+            bw.dK[out(o + s, d)] += dks;
+          }
         }
         prefix += s_k[(o + s) * KP + d] * dks;  // κ_s
       }
@@ -1083,6 +1128,7 @@ __global__ void __launch_bounds__(NT, 1) chunk_intra_backward02(BackwardWorkspac
       prefix += s_k[s * KP + d] * dk;  // κ_s
     }
   }
+  if constexpr (kV19) return;  // step 5 was added in step 4
   __syncthreads();
   // 5. Sub-chunks strictly between J and I: every pair of block (I, J) spans them.
   for (int task = tid; task < 2 * K; task += NT) {
@@ -1176,12 +1222,21 @@ struct HeadOutputs {
 // it the row sums of dS_C ⊙ S_n (two 64 KB states per chunk), which a warp read channel by channel — eight rounds of
 // four dependent-free loads each, every round waiting on memory. Now each lane issues all its loads of both states
 // (8 channels × 4 columns × 2) before the first multiply-add; the sums run in the same order (same bits).
-template <int K, typename T, int NT = kNumSub * K, bool kBatchedRowsum = false>
+// Version 18 (kV18): the loads that each followed a store, and so waited on memory one at a time. The compiler cannot
+// move a load above a store through another pointer (they may alias as far as it knows), and the PTX of 12 showed it:
+// per row of a task, dQ and dK loaded after the previous row's stores (16 round trips), per row of the dg phase one dG
+// load after the previous row's store (16 more), per element of the dv, dw phase three loads after two stores (16
+// more) — about 50 of the kernel's ~60 waits on memory, with 16 warps per SM. Now dQ and dK join each row group's
+// batch, the 16 dG loads are issued before the first dg store, and dv, dw go 8 elements per 16-byte access (vec8: V a
+// multiple of 8 and every pointer 16-byte aligned; else element by element as before), a thread's two groups loaded
+// before either is stored. The arithmetic is the same, term for term: same bits (tested).
+template <int K, typename T, int NT = kNumSub * K, bool kBatchedRowsum = false, bool kV18 = false>
 __global__ void __launch_bounds__(NT, 1) chunk_gates_backward05(T* dv, T* dw, Workspace ws, BackwardWorkspace bw,
                                                                  const T* __restrict__ k, const float* __restrict__ g,
                                                                  const T* __restrict__ b, const T* __restrict__ v,
                                                                  const T* __restrict__ w, const int64_t* cu_seqlens,
-                                                                 int64_t T_len, int H, int HV, int V, HeadOutputs outputs) {
+                                                                 int64_t T_len, int H, int HV, int V, HeadOutputs outputs,
+                                                                 bool vec8) {
   constexpr int S = kSub;
   __shared__ float s_bs[kNumSub][K];                 // sub-chunk sums of g
   __shared__ float s_rowsum[K];                      // Σ_j dS_C ⊙ S_n (Eq. 60)
@@ -1272,7 +1327,7 @@ __global__ void __launch_bounds__(NT, 1) chunk_gates_backward05(T* dv, T* dw, Wo
     float run = 0, tot_gc = 0, tot_tt = 0;
 #pragma unroll
     for (int r0 = 0; r0 < S; r0 += G4) {
-      float dkt[G4], dqg[G4], debar[G4], de0[G4], ebar[G4], qg[G4], kt[G4], kv[G4], bv[G4];
+      float dkt[G4], dqg[G4], debar[G4], de0[G4], ebar[G4], qg[G4], kt[G4], kv[G4], bv[G4], dq0[G4], dk0[G4];
 #pragma unroll
       for (int u = 0; u < G4; ++u) {
         const int row = o + r0 + u;
@@ -1282,6 +1337,7 @@ __global__ void __launch_bounds__(NT, 1) chunk_gates_backward05(T* dv, T* dw, Wo
         de0[u] = live ? bw.dE[x] : 0.f, ebar[u] = live ? ws.Ebar[x] : 0.f, qg[u] = live ? ws.Qg[x] : 0.f;
         kt[u] = live ? ws.Kt[x] : 0.f;
         kv[u] = live ? to_float(k[y]) : 0.f, bv[u] = live ? to_float(b[y]) : 0.f;
+        if constexpr (kV18) dq0[u] = live ? bw.dQ[x] : 0.f, dk0[u] = live ? bw.dK[x] : 0.f;
       }
 #pragma unroll
       for (int u = 0; u < G4; ++u) {
@@ -1292,8 +1348,8 @@ __global__ void __launch_bounds__(NT, 1) chunk_gates_backward05(T* dv, T* dw, Wo
           const int64_t x = at(row, d);
           const float gamma = pre * expf(run), tail = suf * a[r];
           const float de = de0[u] + debar[u] * gamma;                          // Eq. 74-75 via E = B ⊙ K
-          const float dq = bw.dQ[x] + dqg[u] * gamma;                          // Eq. 80
-          const float dk = bw.dK[x] + de * bv[u] + dkt[u] * tail;              // Eq. 75, 72
+          const float dq = (kV18 ? dq0[u] : bw.dQ[x]) + dqg[u] * gamma;        // Eq. 80
+          const float dk = (kV18 ? dk0[u] : bw.dK[x]) + de * bv[u] + dkt[u] * tail;  // Eq. 75, 72
           if (outputs.dq) {  // one value head per key head: these are the gradients (stage 6 is skipped)
             const int64_t y = in(row, d);
             static_cast<T*>(outputs.dq)[y] = from_float<T>(outputs.scale * dq);
@@ -1323,7 +1379,11 @@ __global__ void __launch_bounds__(NT, 1) chunk_gates_backward05(T* dv, T* dw, Wo
       if (J < M) prefix += s_tot_tt[J][d];
       if (J > M) suffix += s_tot_gc[J][d];
     }
-    float add[S];
+    float add[S], dg0[S];
+    if constexpr (kV18) {
+#pragma unroll
+      for (int r = 0; r < S; ++r) dg0[r] = o + r < L ? bw.dG[at(o + r, d)] : 0.f;
+    }
 #pragma unroll
     for (int r = S - 1; r >= 0; --r) {
       suffix += gc_keep[r];
@@ -1332,7 +1392,7 @@ __global__ void __launch_bounds__(NT, 1) chunk_gates_backward05(T* dv, T* dw, Wo
 #pragma unroll
     for (int r = 0; r < S; ++r) {
       if (o + r < L) {
-        const float dg = bw.dG[at(o + r, d)] + add[r] + prefix;
+        const float dg = (kV18 ? dg0[r] : bw.dG[at(o + r, d)]) + add[r] + prefix;
         if (outputs.dq) outputs.dg[in(o + r, d)] = dg;
         else bw.dG[at(o + r, d)] = dg;
       }
@@ -1340,12 +1400,38 @@ __global__ void __launch_bounds__(NT, 1) chunk_gates_backward05(T* dv, T* dw, Wo
     }
   }
   // Eq. 73: dw = dZ ⊙ v, dv = dZ ⊙ w.
-  for (int i = tid; i < L * V; i += NT) {
-    const int64_t o = ((row0 + i / V) * HV + hv) * V + i % V;
-    const float dz = bw.dZ[o];
-    dw[o] = from_float<T>(dz * to_float(v[o]));
-    dv[o] = from_float<T>(dz * to_float(w[o]));
-  }
+  if (kV18 && vec8) {  // 8 elements per access; a row's V elements start 16-byte aligned (V % 8 == 0)
+    constexpr int kGroups = 2;  // groups of 8 loaded before any is stored
+    const int n8 = L * V / 8;
+    for (int i0 = tid; i0 < n8; i0 += kGroups * NT) {
+      float dz[kGroups][8], vv[kGroups][8], ww[kGroups][8];
+#pragma unroll
+      for (int u = 0; u < kGroups; ++u) {
+        const int i = (i0 + u * NT) * 8;
+        if (i0 + u * NT < n8) {
+          const int64_t o = ((row0 + i / V) * HV + hv) * V + i % V;
+          load8(dz[u], bw.dZ + o), load8(vv[u], v + o), load8(ww[u], w + o);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kGroups; ++u) {
+        const int i = (i0 + u * NT) * 8;
+        if (i0 + u * NT < n8) {
+          const int64_t o = ((row0 + i / V) * HV + hv) * V + i % V;
+          float x[8], y[8];
+#pragma unroll
+          for (int j = 0; j < 8; ++j) x[j] = dz[u][j] * vv[u][j], y[j] = dz[u][j] * ww[u][j];
+          store8(dw + o, x), store8(dv + o, y);
+        }
+      }
+    }
+  } else
+    for (int i = tid; i < L * V; i += NT) {
+      const int64_t o = ((row0 + i / V) * HV + hv) * V + i % V;
+      const float dz = bw.dZ[o];
+      dw[o] = from_float<T>(dz * to_float(v[o]));
+      dv[o] = from_float<T>(dz * to_float(w[o]));
+    }
 }
 
 // [SECTION] 6. key-side gradients: the value heads of each key head summed in a fixed order ------------------------
@@ -1530,9 +1616,12 @@ void launch_backward_01(void* dq, void* dk, void* dv, float* dg, void* db, void*
   // 4. Through T and A_qk (version 02; GDN2_BACKWARD_VERSION=1 runs version 01's pairwise kernel).
   if (version >= 2) {
     // Version 17 reads q, k, b, g 16 bytes at a time: only where they are 16-byte aligned (else version 16's kernel).
-    const bool v17 = version >= 17 && aligned16(q, k, g, b);
+    // Version 19: no load after a store in steps 3-5 (either load width).
+    const bool v17 = version >= 17 && aligned16(q, k, g, b), v19 = version >= 19;
     const size_t bytes = (v17 ? intra02_smem_floats<K, K + 4>() : intra02_smem_floats<K>()) * sizeof(float);
-    auto kernel = v17            ? chunk_intra_backward02<K, T, 512, true, true>
+    auto kernel = v17 && v19     ? chunk_intra_backward02<K, T, 512, true, true, true>
+                  : v19          ? chunk_intra_backward02<K, T, 512, true, false, true>
+                  : v17          ? chunk_intra_backward02<K, T, 512, true, true>
                   : version >= 8 ? chunk_intra_backward02<K, T, 512, true>
                                  : chunk_intra_backward02<K, T, 512, false>;
     GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
@@ -1554,11 +1643,14 @@ void launch_backward_01(void* dq, void* dk, void* dv, float* dg, void* db, void*
   const bool direct = version >= 7 && HV == p.H;
   HeadOutputs outputs;
   if (direct) outputs = HeadOutputs{dq, dk, db, dg, scale};
-  if (version >= 5) {  // version 12: the row sums' loads batched
-    auto gates = version >= 12 ? chunk_gates_backward05<K, T, kNumSub * K, true> : chunk_gates_backward05<K, T>;
+  if (version >= 5) {  // version 12: the row sums' loads batched; 18: no load waits on a store
+    auto gates = version >= 18   ? chunk_gates_backward05<K, T, kNumSub * K, true, true>
+                 : version >= 12 ? chunk_gates_backward05<K, T, kNumSub * K, true>
+                                 : chunk_gates_backward05<K, T>;
+    const bool vec8 = V % 8 == 0 && aligned16(dv, dw, v, w, bw.dZ);
     gates<<<dim3(max_chunks, unsigned(HV), unsigned(p.N)), kNumSub * K, 0, stream>>>(
         static_cast<T*>(dv), static_cast<T*>(dw), ws, bw, static_cast<const T*>(k), g, static_cast<const T*>(b),
-        static_cast<const T*>(v), static_cast<const T*>(w), cu, p.T, int(p.H), int(HV), int(V), outputs);
+        static_cast<const T*>(v), static_cast<const T*>(w), cu, p.T, int(p.H), int(HV), int(V), outputs, vec8);
   } else
     chunk_gates_backward<K, T><<<dim3(max_chunks, unsigned(HV), unsigned(p.N)), K, 0, stream>>>(
         static_cast<T*>(dv), static_cast<T*>(dw), ws, bw, static_cast<const T*>(k), g, static_cast<const T*>(b),
@@ -1587,9 +1679,9 @@ void chunk_backward_dispatch(void* dq, void* dk, void* dv, float* dg, void* db, 
     else GDN2_CUDA_CHECK(cudaMemsetAsync(dh0, 0, bytes, stream));
     return;
   }
-  // The current rung is version 17; GDN2_BACKWARD_VERSION=1 .. 16 selects an earlier one (the ladder stays runnable).
+  // The current rung is version 19; GDN2_BACKWARD_VERSION=1 .. 18 selects an earlier one (the ladder stays runnable).
   const char* env = std::getenv("GDN2_BACKWARD_VERSION");
-  const int version = env ? std::atoi(env) : 17;
+  const int version = env ? std::atoi(env) : 19;
   dispatch_k_and_dtype(p, [&](auto K, auto T) {
     launch_backward_01<decltype(K)::value, decltype(T)>(dq, dk, dv, dg, db, dw, dh0, q, k, v, g, b, w, h0, cu, do_,
                                                         dht, p, stream, version, saved);

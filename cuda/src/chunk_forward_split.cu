@@ -36,13 +36,12 @@
 //   16   3.36 ms (same run: 15 at 3.62 ms; B = 1, T = 4096: 0.663 -> 0.626 ms; predicted prepare −0.3 to −0.4 ms): prepare
 //        loads 8 channels per 16-byte load and stores Ē, Q_γ, K_tail, A, A_qk by float4 (rows of K + 4 floats) — the
 //        stall profile of 15 had a quarter of prepare in its 4-byte loads and stores and their index arithmetic
-//   17   (experimental, written in session 7 without a GPU; not the default): prepare by channel slices at two blocks
-//        per SM (chunk_prepare_sliced; new bits)
+//   (17, tried in sessions 7-8, not kept: prepare by 32-channel slices at two 8-warp blocks per SM, T and A_qk summed
+//        slice by slice — 3.80 ms against 16's 3.35 in the same run; predicted prepare 2.42 -> 1.7-2.0 ms. The likely
+//        cause: the diagonal blocks' shuffle reductions, a quarter of prepare and bound by shuffles, ran once per slice)
 // 10-12 (and 13, 15 with float32 storage) reorder no arithmetic: test_cuda checks that they give 09's bits, 14 13's and
 // 16 15's. The current default is 16 (api.cu; 15 when an input is not 16-byte aligned); GDN2_CHUNK_VERSION=5 .. 15
 // runs the earlier ones.
-#include <cstdlib>
-
 #include "chunk_workspace.cuh"
 
 namespace gdn2::cuda::detail {
@@ -308,137 +307,6 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
 #pragma unroll
         for (int j = 0; j < TN; ++j) ws.U[((row0 + m0 + i) * HV + hv) * V + col0 + n0 + j] = acc[i][j];
     __syncthreads();
-  }
-}
-
-// [SECTION] version 17 (experimental: written in session 7 without a GPU to run it; not the default) -----------------
-// Prepare at two blocks per SM. Version 16 holds one 16-warp block per SM (204 KB of shared memory: four [C][K] input
-// tiles alone take 133 KB), and Nsight Compute had it issuing in 60% of its cycles with every phase ending at a barrier
-// that drains the SM. Here the four input tiles hold one slice of KS = 32 channels at a time: the diagonal blocks, the
-// decay factors and the off-diagonal blocks of T and A_qk run slice by slice, each slice's sums added to T and A_qk
-// (their sums over channels are split in K / KS parts: new bits), and Ē is kept whole for Y = AĒ. About 105 KB and
-// 8 warps per block: two blocks per SM, so one block's barriers overlap the other's work. Prediction: prepare
-// 2.42 -> 1.7-2.0 ms (Nsight Compute, B = 8, T = 4096, bf16).
-constexpr int kSlice = 32;
-template <int K>
-struct SlicedPrepareLayout {
-  static constexpr int KE = K + 4, KSP = kSlice + 4, ZP = kSlice + 4;
-  static constexpr int kTiles = 4 * kChunk * KSP;  // q, k, e, g of one slice; later A, scratch and a slice of Z
-  static_assert(kChunk * kChunk + (kNumSub - 1) * kSub * kSub + kChunk * ZP <= kTiles, "A, scratch and Z fit");
-  static constexpr size_t floats() {
-    return size_t(kChunk) * KE + 2 * kChunk * kChunk + kTiles + 3 * kNumSub * kSlice + kNumSub * kNumSub * kSlice;
-  }
-};
-
-template <int K, typename T, int NT = 256>
-__global__ void __launch_bounds__(NT, 2) chunk_prepare_sliced(Workspace ws, const T* __restrict__ q,
-                                                              const T* __restrict__ k, const T* __restrict__ v,
-                                                              const float* __restrict__ g, const T* __restrict__ b,
-                                                              const T* __restrict__ w, const int64_t* cu_seqlens,
-                                                              int64_t T_len, int H, int HV, int V, float scale) {
-  using Lay = SlicedPrepareLayout<K>;
-  constexpr int C = kChunk, KE = Lay::KE, KSP = Lay::KSP, ZP = Lay::ZP, KS = kSlice;
-  static_assert(K % KS == 0, "whole slices");
-  extern __shared__ __align__(16) float smem[];
-  float* s_E = smem;                      // [C][KE]   Ē, all K channels
-  float* s_T = s_E + C * KE;              // [C][C]    T → (I + T)⁻¹'s input
-  float* s_Aqk = s_T + C * C;             // [C][C]    A_qk
-  float* s_q = s_Aqk + C * C;             // [C][KSP]  the slice's q̃ → q̃⊙c
-  float* s_k = s_q + C * KSP;             // [C][KSP]  k → k⊙a
-  float* s_e = s_k + C * KSP;             // [C][KSP]  e = b⊙k → e⊙c
-  float* s_g = s_e + C * KSP;             // [C][KSP]  g
-  float* s_bs = s_q + Lay::kTiles;        // [kNumSub][KS] sub-chunk sums of g
-  float* s_pre = s_bs + kNumSub * KS;     // [kNumSub][KS]
-  float* s_suf = s_pre + kNumSub * KS;    // [kNumSub][KS]
-  float* s_mid = s_suf + kNumSub * KS;    // [kNumSub][kNumSub][KS]
-  float* s_A = s_q;                       // after the slices: [C][C] A = (I + T)⁻¹,
-  float* s_tmp = s_A + C * C;             //   the inverse's scratch,
-  float* s_Z = s_tmp + (kNumSub - 1) * kSub * kSub;  // and [C][ZP] a slice of Z = W ⊙ V
-  const int tid = threadIdx.x, hv = blockIdx.y, n = blockIdx.z, h = hv / (HV / H);
-  const ChunkRows rows = chunk_rows(cu_seqlens, n, T_len, blockIdx.x);
-  if (rows.L <= 0) return;
-  const int L = rows.L;
-  const int64_t row0 = rows.row0, slot = chunk_slot(rows.seq_row0, n, blockIdx.x);
-  for (int i = tid; i < C * C; i += NT) s_T[i] = 0.f, s_Aqk[i] = 0.f;  // the slices add to them
-  for (int d0 = 0; d0 < K; d0 += KS) {
-    __syncthreads();  // the previous slice's tiles are read (and, the first time, T and A_qk zeroed)
-    ChunkInputs8<K, NT, KS> tiles;
-    tiles.load(q, k, b, g, row0, H, h, L, tid, d0);
-    tiles.template store<KSP>(s_q, s_k, s_e, s_g, scale, tid);
-    __syncthreads();
-    // 2a-2c (chunk_tiles.cuh) over this slice's channels, the sums added to T and A_qk.
-    chunk_diagonal_blocks_grouped<KS, KSP, NT, true, true>(s_T, s_Aqk, s_q, s_k, s_e, s_g, tid);
-    __syncthreads();
-    chunk_decay_factors<KS, KSP, NT>(s_q, s_k, s_e, s_g, s_bs, s_pre, s_suf, s_mid, tid);
-    __syncthreads();
-    chunk_off_diagonal_blocks_tiled<KS, KSP, NT, true>(s_T, s_Aqk, s_q, s_k, s_e, s_mid, tid);
-    // Ē = γ ⊙ e (Eq. 20), Q_γ = γ ⊙ q̃ (Eq. 24), K_tail = (γ_C/γ_r) ⊙ k (Eq. 23) and γ_C for the slice's channels
-    // (reads only what 2c reads: no barrier between them).
-    for (int i = tid; i < C * KS / 4; i += NT) {
-      const int r = i / (KS / 4), d = (i % (KS / 4)) * 4;
-      const float4 pre = *reinterpret_cast<const float4*>(s_pre + (r / kSub) * KS + d);
-      float4 e = *reinterpret_cast<const float4*>(s_e + r * KSP + d);
-      e.x *= pre.x, e.y *= pre.y, e.z *= pre.z, e.w *= pre.w;
-      *reinterpret_cast<float4*>(s_E + r * KE + d0 + d) = e;
-      if (r < L) {
-        const int64_t at = ((row0 + r) * HV + hv) * K + d0 + d;
-        const float4 qc = *reinterpret_cast<const float4*>(s_q + r * KSP + d);
-        const float4 ka = *reinterpret_cast<const float4*>(s_k + r * KSP + d);
-        const float4 suf = *reinterpret_cast<const float4*>(s_suf + (r / kSub) * KS + d);
-        *reinterpret_cast<float4*>(ws.Qg + at) = make_float4(qc.x * pre.x, qc.y * pre.y, qc.z * pre.z, qc.w * pre.w);
-        *reinterpret_cast<float4*>(ws.Kt + at) = make_float4(ka.x * suf.x, ka.y * suf.y, ka.z * suf.z, ka.w * suf.w);
-        if (ws.Ebar) *reinterpret_cast<float4*>(ws.Ebar + at) = e;
-      }
-    }
-    for (int d = tid; d < KS; d += NT) {
-      float total = 0;
-      for (int M = 0; M < kNumSub; ++M) total += s_bs[M * KS + d];
-      ws.gC[(slot * HV + hv) * K + d0 + d] = expf(total);
-    }
-  }
-  __syncthreads();  // T, A_qk and Ē complete; the slice tiles are free
-  // 3. A = (I + T)⁻¹ (Eq. 21), then A to the workspace for the backward (zeros above the diagonal included).
-  block_inverse<NT>(s_A, s_T, s_tmp, tid);
-  if (ws.A)
-    for (int i = tid; i < L * C / 4; i += NT)
-      *reinterpret_cast<float4*>(ws.A + ((row0 + i / (C / 4)) * HV + hv) * C + (i % (C / 4)) * 4) =
-          *reinterpret_cast<const float4*>(s_A + 4 * i);
-  // 4. Y = A Ē (Eq. 22) and A_qk to the workspace (its entries above the diagonal are zeros here).
-  constexpr int TM = C / (NT / 32);
-  const int m0 = (tid / 32) * TM, lane = tid % 32;
-  {
-    float acc[TM][K / 32] = {};
-    lower_product_lanes<K, NT>(acc, s_A, C, s_E, KE, tid);
-#pragma unroll
-    for (int i = 0; i < TM; ++i)
-      if (m0 + i < L)
-#pragma unroll
-        for (int j = 0; j < K / 32; ++j) ws.Y[((row0 + m0 + i) * HV + hv) * K + lane + 32 * j] = acc[i][j];
-  }
-  for (int i = tid; i < L * C / 4; i += NT)
-    *reinterpret_cast<float4*>(ws.Aqk + ((row0 + i / (C / 4)) * HV + hv) * C + (i % (C / 4)) * 4) =
-        *reinterpret_cast<const float4*>(s_Aqk + 4 * i);
-  // 5. U = A Z (Eq. 22), KS value columns at a time.
-  static_assert(C * KS / 8 == NT, "one 8-column group of Z per thread");
-  for (int col0 = 0; col0 < V; col0 += KS) {
-    {
-      const int r = tid / (KS / 8), c = (tid % (KS / 8)) * 8;
-      float wv[8] = {}, vv[8] = {}, z[8];  // rows past the chunk's end: 0 · 0
-      if (r < L) {
-        const int64_t idx = ((row0 + r) * HV + hv) * V + col0 + c;
-        load8(wv, w + idx), load8(vv, v + idx);
-      }
-#pragma unroll
-      for (int j = 0; j < 8; ++j) z[j] = wv[j] * vv[j];
-      store4(s_Z + r * ZP + c, z), store4(s_Z + r * ZP + c + 4, z + 4);
-    }
-    __syncthreads();
-    float acc[TM][1] = {};
-    lower_product_lanes<KS, NT>(acc, s_A, C, s_Z, ZP, tid);
-#pragma unroll
-    for (int i = 0; i < TM; ++i)
-      if (m0 + i < L) ws.U[((row0 + m0 + i) * HV + hv) * V + col0 + lane] = acc[i][0];
-    __syncthreads();  // every warp has read the slice of Z
   }
 }
 
@@ -869,25 +737,13 @@ void run_prepare_and_pass(const Workspace& ws, float* ht, const void* q, const v
                           cudaStream_t stream) {
   const float scale = default_scale(p);
   const unsigned max_chunks = unsigned((p.T + kChunk - 1) / kChunk);
-  if constexpr (kVersion >= 17) {  // experimental (above): two 8-warp blocks per SM
-    constexpr size_t bytes = SlicedPrepareLayout<K>::floats() * sizeof(float);
-    auto kernel = chunk_prepare_sliced<K, T, 256>;
-    GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
-    GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                         int(cudaSharedmemCarveoutMaxShared)));
-    kernel<<<dim3(max_chunks, unsigned(p.HV), unsigned(p.N)), 256, bytes, stream>>>(
-        ws, static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v), g, static_cast<const T*>(b),
-        static_cast<const T*>(w), cu, p.T, int(p.H), int(p.HV), int(p.V), scale);
-    GDN2_CUDA_CHECK_LAUNCH();
-  } else {
-    constexpr size_t bytes = prepare_smem_floats<K, prepare_kp<K, kVersion>()>() * sizeof(float);
-    auto kernel = chunk_prepare<K, T, true, kVersion, kPrepareThreads>;
-    GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
-    kernel<<<dim3(max_chunks, unsigned(p.HV), unsigned(p.N)), kPrepareThreads, bytes, stream>>>(
-        ws, static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v), g, static_cast<const T*>(b),
-        static_cast<const T*>(w), cu, p.T, int(p.H), int(p.HV), int(p.V), scale);
-    GDN2_CUDA_CHECK_LAUNCH();
-  }
+  constexpr size_t bytes = prepare_smem_floats<K, prepare_kp<K, kVersion>()>() * sizeof(float);
+  auto kernel = chunk_prepare<K, T, true, kVersion, kPrepareThreads>;
+  GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+  kernel<<<dim3(max_chunks, unsigned(p.HV), unsigned(p.N)), kPrepareThreads, bytes, stream>>>(
+      ws, static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v), g, static_cast<const T*>(b),
+      static_cast<const T*>(w), cu, p.T, int(p.H), int(p.HV), int(p.V), scale);
+  GDN2_CUDA_CHECK_LAUNCH();
   {
     constexpr bool kMma = kVersion >= 13 && std::is_same_v<T, __nv_bfloat16>;
     constexpr size_t bytes = pass06_smem_floats<K, VS, kMma>() * sizeof(float);
@@ -983,12 +839,7 @@ void chunk_forward_recompute(const Workspace& ws, const void* q, const void* k, 
     constexpr int KK = decltype(K)::value;
     using TT = decltype(T);
     // Prepare and pass as the default forward runs them (versions 13-16 give the same bits there), so a kept
-    // workspace and a recomputed one agree bit for bit; under GDN2_CHUNK_VERSION=17 (experimental, its own bits) as 17.
-    const char* env = std::getenv("GDN2_CHUNK_VERSION");
-    const bool v17 = env && std::atoi(env) == 17 && aligned16(q, k, v, g, b, w);
-    if (v17)
-      return wide_pass(p) ? run_prepare_and_pass<KK, 64, TT, 17, 256>(ws, nullptr, q, k, v, g, b, w, h0, cu, p, s)
-                          : run_prepare_and_pass<KK, 32, TT, 17, 256>(ws, nullptr, q, k, v, g, b, w, h0, cu, p, s);
+    // workspace and a recomputed one agree bit for bit.
     if (!aligned16(q, k, v, g, b, w))
       return wide_pass(p) ? run_prepare_and_pass<KK, 64, TT, 15, 512>(ws, nullptr, q, k, v, g, b, w, h0, cu, p, s)
                           : run_prepare_and_pass<KK, 32, TT, 15, 512>(ws, nullptr, q, k, v, g, b, w, h0, cu, p, s);
@@ -1035,10 +886,6 @@ void chunk_forward_split_dispatch(void* o, float* ht, const void* q, const void*
         case 15: return rung(integral_constant<int, 15>{}, integral_constant<int, 512>{});
         // 16: prepare's global loads and stores 16 bytes at a time (same bits as 15). They need 16-byte aligned
         // inputs: a caller's views that are not (an offset into a larger tensor) run version 15.
-        // 17 (experimental, not yet run on a GPU): prepare by channel slices at two blocks per SM (new bits).
-        case 17:
-          if (!aligned16(q, k, v, g, b, w)) return rung(integral_constant<int, 15>{}, integral_constant<int, 512>{});
-          return rung(integral_constant<int, 17>{}, integral_constant<int, 256>{});
         default:
           if (!aligned16(q, k, v, g, b, w)) return rung(integral_constant<int, 15>{}, integral_constant<int, 512>{});
           return rung(integral_constant<int, 16>{}, integral_constant<int, 512>{});

@@ -8,18 +8,6 @@ namespace gdn2::cuda::detail {
 
 constexpr int kChunk = 64, kSub = 16, kNumSub = kChunk / kSub, kThreads = 256;
 
-// The rows of chunk c of sequence n on the flattened token axis: [row0, row0 + L), 0 < L ≤ kChunk; L ≤ 0 when the
-// sequence is shorter (the block has nothing to do).
-struct ChunkRows {
-  int64_t seq_row0, row0;
-  int L;
-};
-__device__ __forceinline__ ChunkRows chunk_rows(const int64_t* cu_seqlens, int64_t n, int64_t T, int64_t c) {
-  const Span span = sequence_span(cu_seqlens, n, T);
-  const int64_t left = span.length - c * kChunk;
-  return {span.row0, span.row0 + c * kChunk, int(left < kChunk ? left : kChunk)};
-}
-
 // acc (+)= sign · A B for the TM×TN tile of an M×N product owned by thread tid (256 threads tile the product in a
 // 16 × 16 grid). A(m, j) = A[m·a_rs + j·a_cs] (so a transposed operand is a stride swap), B(j, n) = B[j·b_rs + n].
 // Each step of j loads TM + TN values and does TM·TN multiply-adds from registers.
@@ -241,18 +229,17 @@ __device__ __forceinline__ void store_tile(const float (&acc)[TM][TN], float* ou
 // kernel can issue more loads in between (stage 4 of the backward does). Used by forward version 16 (prepare) and
 // backward version 17 (stage 4), whose stall profiles had their 4-byte loads and index arithmetic at an eighth of
 // the kernel. The values are those of the 4-byte path: same bits.
-// KS < K (forward version 17): the channels d0 .. d0 + KS − 1 only, into [C][KS] tiles.
-template <int K, int NT, int KS = K>
+template <int K, int NT>
 struct ChunkInputs8 {
-  static constexpr int kPer = kChunk * KS / 8 / NT;
-  static_assert((kChunk * KS / 8) % NT == 0, "whole rounds");
+  static constexpr int kPer = kChunk * K / 8 / NT;
+  static_assert((kChunk * K / 8) % NT == 0, "whole rounds");
   float q[kPer][8], k[kPer][8], b[kPer][8], g[kPer][8];
   template <typename T>
   __device__ __forceinline__ void load(const T* q_in, const T* k_in, const T* b_in, const float* g_in, int64_t row0,
-                                       int H, int h, int L, int tid, int d0 = 0) {
+                                       int H, int h, int L, int tid) {
 #pragma unroll
     for (int u = 0; u < kPer; ++u) {
-      const int i = u * NT + tid, r = i / (KS / 8), d = d0 + (i % (KS / 8)) * 8;
+      const int i = u * NT + tid, r = i / (K / 8), d = (i % (K / 8)) * 8;
       if (r < L) {
         const int64_t at = ((row0 + r) * H + h) * K + d;
         load8(q[u], q_in + at), load8(k[u], k_in + at), load8(b[u], b_in + at), load8(g[u], g_in + at);
@@ -267,7 +254,7 @@ struct ChunkInputs8 {
     static_assert(KP % 4 == 0, "16-byte aligned rows");
 #pragma unroll
     for (int u = 0; u < kPer; ++u) {
-      const int i = u * NT + tid, at = (i / (KS / 8)) * KP + (i % (KS / 8)) * 8;
+      const int i = u * NT + tid, at = (i / (K / 8)) * KP + (i % (K / 8)) * 8;
       float qs[8], es[8];
 #pragma unroll
       for (int j = 0; j < 8; ++j) qs[j] = scale * q[u][j], es[j] = b[u][j] * k[u][j];
@@ -380,8 +367,7 @@ __device__ __forceinline__ void chunk_off_diagonal_blocks(float* s_T, float* s_A
 // 2c, version 09: the same entries, only the 6 block pairs J < I enumerated (2c's loop visits all 64 × 64 and skips
 //     five in eight), each thread a 2 × 2 tile — rows r, r + 8 of I against columns s, s + 8 of J — so one step over d
 //     loads 7 floats for 8 multiply-adds instead of 16.
-// kAccumulate (forward version 17, one channel slice at a time): the sums are added to the entries, not stored.
-template <int K, int KP, int NT = kThreads, bool kAccumulate = false>
+template <int K, int KP, int NT = kThreads>
 __device__ __forceinline__ void chunk_off_diagonal_blocks_tiled(float* s_T, float* s_Aqk, const float* s_q,
                                                                 const float* s_k, const float* s_e, const float* s_mid,
                                                                 int tid) {
@@ -407,13 +393,8 @@ __device__ __forceinline__ void chunk_off_diagonal_blocks_tiled(float* s_T, floa
 #pragma unroll
       for (int y = 0; y < 2; ++y) {
         const int i = (r + x * kSub / 2) * C + s + y * kSub / 2;
-        if constexpr (kAccumulate) {
-          s_Aqk[i] += aqk[x][y];
-          s_T[i] += tt[x][y];
-        } else {
-          s_Aqk[i] = aqk[x][y];
-          s_T[i] = tt[x][y];
-        }
+        s_Aqk[i] = aqk[x][y];
+        s_T[i] = tt[x][y];
       }
   }
 }
@@ -448,14 +429,12 @@ __device__ __forceinline__ float warp_reduce_scatter(float (&x)[32], int lane) {
 //     Version 14 (kScatter): the warp's sums are reduced 32 at a time (kRows rows × kCols columns × T and A_qk) by
 //     warp_reduce_scatter (above), 31 shuffles for 32 sums instead of 5 per sum: the stall profile of version 10 put a
 //     quarter of the kernel here, bound by its shuffles. Same pairs of lanes added in the same tree: the same bits.
-//     kAccumulate (forward version 17, with kScatter): the sums are added to the entries, not stored.
-template <int K, int KP, int NT, bool kScatter = false, bool kAccumulate = false>
+template <int K, int KP, int NT, bool kScatter = false>
 __device__ __forceinline__ void chunk_diagonal_blocks_grouped(float* s_T, float* s_Aqk, const float* s_q,
                                                               const float* s_k, const float* s_e, const float* s_g,
                                                               int tid) {
   constexpr int C = kChunk, PER_LANE = K / 32, kWarps = NT / 32, kGroup = kWarps / kNumSub, kCols = kSub / kGroup;
   static_assert(kWarps % kNumSub == 0 && kSub % kGroup == 0, "whole column groups");
-  static_assert(!kAccumulate || kScatter, "accumulation is written for the reduce-scatter path");
   const int warp = tid / 32, lane = tid % 32, M = warp % kNumSub, first = M * kSub + warp / kNumSub;
   float dk[kCols][PER_LANE];
 #pragma unroll
@@ -493,13 +472,8 @@ __device__ __forceinline__ void chunk_diagonal_blocks_grouped(float* s_T, float*
       const float sum = warp_reduce_scatter(x, lane);  // the sum of value `lane` over the warp
       const int v = lane / 2, i = v / kCols, c = v % kCols, r = r0 + i, s = first + c * kGroup;
       if (r < end && r >= s) {
-        if constexpr (kAccumulate) {
-          if (lane % 2 == 0) s_Aqk[r * C + s] += sum;
-          else s_T[r * C + s] += r > s ? sum : 0.f;
-        } else {
-          if (lane % 2 == 0) s_Aqk[r * C + s] = sum;
-          else s_T[r * C + s] = r > s ? sum : 0.f;
-        }
+        if (lane % 2 == 0) s_Aqk[r * C + s] = sum;
+        else s_T[r * C + s] = r > s ? sum : 0.f;
       }
     }
   } else {

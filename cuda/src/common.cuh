@@ -56,6 +56,21 @@ __device__ __forceinline__ void load8(float (&x)[8], const __nv_bfloat16* p) {
     x[2 * i] = f.x, x[2 * i + 1] = f.y;
   }
 }
+// Stores x[0..7] at p (16-byte aligned) in the storage dtype, by 16-byte stores: each value rounded as from_float
+// rounds it, so the bits are those of 8 scalar stores (backward version 18).
+__device__ __forceinline__ void store8(float* p, const float (&x)[8]) {
+  *reinterpret_cast<float4*>(p) = make_float4(x[0], x[1], x[2], x[3]);
+  *reinterpret_cast<float4*>(p + 4) = make_float4(x[4], x[5], x[6], x[7]);
+}
+__device__ __forceinline__ void store8(__nv_bfloat16* p, const float (&x)[8]) {
+  uint32_t u[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const __nv_bfloat162 h = __halves2bfloat162(__float2bfloat16(x[2 * i]), __float2bfloat16(x[2 * i + 1]));
+    u[i] = *reinterpret_cast<const uint32_t*>(&h);
+  }
+  *reinterpret_cast<uint4*>(p) = make_uint4(u[0], u[1], u[2], u[3]);
+}
 // Stores x[0..3] at p (16-byte aligned), global or shared.
 __device__ __forceinline__ void store4(float* p, const float* x) {
   *reinterpret_cast<float4*>(p) = make_float4(x[0], x[1], x[2], x[3]);

@@ -39,9 +39,12 @@
 //   (17, tried in sessions 7-8, not kept: prepare by 32-channel slices at two 8-warp blocks per SM, T and A_qk summed
 //        slice by slice — 3.80 ms against 16's 3.35 in the same run; predicted prepare 2.42 -> 1.7-2.0 ms. The likely
 //        cause: the diagonal blocks' shuffle reductions, a quarter of prepare and bound by shuffles, ran once per slice)
+//   18   (session 8) with bf16 storage prepare's off-diagonal blocks of T and A_qk (step 2c) on tensor cores: TF32 mma,
+//        a warp per (block pair, 8 columns), both products sharing one B fragment (chunk_off_diagonal_blocks_mma); new
+//        bits. Predicted prepare 2.42 -> 2.0-2.1 ms (2c was about a fifth of prepare's stall samples in version 10)
 // 10-12 (and 13, 15 with float32 storage) reorder no arithmetic: test_cuda checks that they give 09's bits, 14 13's and
-// 16 15's. The current default is 16 (api.cu; 15 when an input is not 16-byte aligned); GDN2_CHUNK_VERSION=5 .. 15
-// runs the earlier ones.
+// 16 15's; 18 with float32 storage, 16's. The current default is 18 (api.cu; its 4-byte loads when an input is not
+// 16-byte aligned); GDN2_CHUNK_VERSION=5 .. 16 runs the earlier ones.
 #include "chunk_workspace.cuh"
 
 namespace gdn2::cuda::detail {
@@ -69,7 +72,8 @@ constexpr int kBatch = 8;
 
 // Kernel 1: steps 1-4 of version 04 for one chunk (block x), value head (block y), sequence (block z), plus U = AZ.
 // kVersion selects the rung (5-6: solve in place; 07 block inverse; 09 tiled off-diagonal blocks; 10 below).
-template <int K, typename T, bool kFull = false, int kVersion = 5, int NT = kThreads>
+// kWide = false: version 16's loads 4 bytes at a time (inputs not 16-byte aligned; the same values, so the same bits).
+template <int K, typename T, bool kFull = false, int kVersion = 5, int NT = kThreads, bool kWide = true>
 __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __restrict__ q,
                                                               const T* __restrict__ k, const T* __restrict__ v,
                                                               const float* __restrict__ g, const T* __restrict__ b,
@@ -77,7 +81,8 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
                                                               const int64_t* cu_seqlens, int64_t T_len, int H, int HV,
                                                               int V, float scale) {
   constexpr int C = kChunk, KP = prepare_kp<K, kVersion>();
-  constexpr bool kV07 = kVersion >= 7, kV09 = kVersion >= 9, kV10 = kVersion >= 10, kV16 = kVersion >= 16;
+  constexpr bool kV07 = kVersion >= 7, kV09 = kVersion >= 9, kV10 = kVersion >= 10, kV16 = kVersion >= 16 && kWide;
+  constexpr bool kV18 = kVersion >= 18 && std::is_same_v<T, __nv_bfloat16>;  // 2c on tensor cores (bf16 storage)
   extern __shared__ __align__(16) float smem[];
   float* s_q = smem;                     // [C][K]  q̃ → q̃⊙c (for A_qk)
   float* s_k = s_q + C * KP;             // [C][K]  k → k⊙a
@@ -159,7 +164,9 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
       const int64_t idx = ((row0 + r) * HV + hv) * V + c;
       zr[u] = r < L ? to_float(w[idx]) * to_float(v[idx]) : 0.f;
     }
-  if (kV09)
+  if constexpr (kV18)
+    chunk_off_diagonal_blocks_mma<K, KP, NT>(s_T, s_Aqk, s_q, s_k, s_e, s_mid, tid);
+  else if (kV09)
     chunk_off_diagonal_blocks_tiled<K, KP, NT>(s_T, s_Aqk, s_q, s_k, s_e, s_mid, tid);
   else
     chunk_off_diagonal_blocks<K, KP, NT>(s_T, s_Aqk, s_q, s_k, s_e, s_mid, tid);
@@ -731,14 +738,14 @@ __global__ void __launch_bounds__(kThreads, 2) chunk_output06(T* o, Workspace ws
 }
 
 // The prepare kernel and the version-06 state pass on a workspace the caller allocated (ht may be null).
-template <int K, int VS, typename T, int kVersion, int kPrepareThreads>
+template <int K, int VS, typename T, int kVersion, int kPrepareThreads, bool kWide = true>
 void run_prepare_and_pass(const Workspace& ws, float* ht, const void* q, const void* k, const void* v, const float* g,
                           const void* b, const void* w, const float* h0, const int64_t* cu, const Problem& p,
                           cudaStream_t stream) {
   const float scale = default_scale(p);
   const unsigned max_chunks = unsigned((p.T + kChunk - 1) / kChunk);
   constexpr size_t bytes = prepare_smem_floats<K, prepare_kp<K, kVersion>()>() * sizeof(float);
-  auto kernel = chunk_prepare<K, T, true, kVersion, kPrepareThreads>;
+  auto kernel = chunk_prepare<K, T, true, kVersion, kPrepareThreads, kWide>;
   GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
   kernel<<<dim3(max_chunks, unsigned(p.HV), unsigned(p.N)), kPrepareThreads, bytes, stream>>>(
       ws, static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v), g, static_cast<const T*>(b),
@@ -755,7 +762,7 @@ void run_prepare_and_pass(const Workspace& ws, float* ht, const void* q, const v
   }
 }
 
-template <int K, int VS, typename T, int kVersion, int kPrepareThreads = kThreads>
+template <int K, int VS, typename T, int kVersion, int kPrepareThreads = kThreads, bool kWide = true>
 void launch_06(void* o, float* ht, const void* q, const void* k, const void* v, const float* g, const void* b,
                const void* w, const float* h0, const int64_t* cu, const Problem& p, cudaStream_t stream,
                SavedForBackward* saved) {
@@ -766,7 +773,7 @@ void launch_06(void* o, float* ht, const void* q, const void* k, const void* v, 
   const size_t floats = forward_workspace_floats(rows, p.N, p.HV, K, p.V, keep);
   float* base = workspace_alloc<float>(floats, stream);
   const Workspace ws = carve_forward_workspace(base, rows, p.N, p.HV, K, p.V, keep);
-  run_prepare_and_pass<K, VS, T, kVersion, kPrepareThreads>(ws, ht, q, k, v, g, b, w, h0, cu, p, stream);
+  run_prepare_and_pass<K, VS, T, kVersion, kPrepareThreads, kWide>(ws, ht, q, k, v, g, b, w, h0, cu, p, stream);
   {
     // Version 11: 64 value columns per output block instead of 32 (when V is a multiple of 64) — Q_γ and A_qk are read
     // twice per chunk instead of four times; 99 KB of shared memory still gives two blocks per SM.
@@ -838,13 +845,15 @@ void chunk_forward_recompute(const Workspace& ws, const void* q, const void* k, 
   dispatch_k_and_dtype(p, [&](auto K, auto T) {
     constexpr int KK = decltype(K)::value;
     using TT = decltype(T);
-    // Prepare and pass as the default forward runs them (versions 13-16 give the same bits there), so a kept
-    // workspace and a recomputed one agree bit for bit.
-    if (!aligned16(q, k, v, g, b, w))
-      return wide_pass(p) ? run_prepare_and_pass<KK, 64, TT, 15, 512>(ws, nullptr, q, k, v, g, b, w, h0, cu, p, s)
-                          : run_prepare_and_pass<KK, 32, TT, 15, 512>(ws, nullptr, q, k, v, g, b, w, h0, cu, p, s);
-    return wide_pass(p) ? run_prepare_and_pass<KK, 64, TT, 16, 512>(ws, nullptr, q, k, v, g, b, w, h0, cu, p, s)
-                        : run_prepare_and_pass<KK, 32, TT, 16, 512>(ws, nullptr, q, k, v, g, b, w, h0, cu, p, s);
+    // Prepare and pass as the default forward runs them (version 18, its 4-byte loads where the inputs are not 16-byte
+    // aligned: the same bits), so a kept workspace and a recomputed one agree bit for bit.
+    auto run = [&](auto loads) {
+      constexpr bool kWide = decltype(loads)::value;
+      return wide_pass(p) ? run_prepare_and_pass<KK, 64, TT, 18, 512, kWide>(ws, nullptr, q, k, v, g, b, w, h0, cu, p, s)
+                          : run_prepare_and_pass<KK, 32, TT, 18, 512, kWide>(ws, nullptr, q, k, v, g, b, w, h0, cu, p, s);
+    };
+    if (!aligned16(q, k, v, g, b, w)) return run(std::false_type{});
+    return run(std::true_type{});
   });
 }
 
@@ -857,38 +866,47 @@ void chunk_forward_split_dispatch(void* o, float* ht, const void* q, const void*
     if (version >= 6) {
       const bool wide = wide_pass(p);
       // Rung Ver with a prepare kernel of NT threads, 64 or 32 value columns per pass block.
-      auto rung = [&](auto ver, auto threads) {
+      auto rung = [&](auto ver, auto threads, auto loads) {
         constexpr int Ver = decltype(ver)::value, NT = decltype(threads)::value;
-        return wide ? launch_06<KK, 64, TT, Ver, NT>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved)
-                    : launch_06<KK, 32, TT, Ver, NT>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved);
+        constexpr bool kWide = decltype(loads)::value;
+        return wide ? launch_06<KK, 64, TT, Ver, NT, kWide>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved)
+                    : launch_06<KK, 32, TT, Ver, NT, kWide>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved);
       };
+      const std::true_type wide_loads;
       using std::integral_constant;
       switch (version) {
-        case 6: return rung(integral_constant<int, 6>{}, integral_constant<int, kThreads>{});
-        case 7: return rung(integral_constant<int, 7>{}, integral_constant<int, kThreads>{});
+        case 6: return rung(integral_constant<int, 6>{}, integral_constant<int, kThreads>{}, wide_loads);
+        case 7: return rung(integral_constant<int, 7>{}, integral_constant<int, kThreads>{}, wide_loads);
         // 08: the prepare kernel with 16 warps instead of 8 (it holds one block per SM for its shared memory, so the
         // warps are all the latency hiding there is).
-        case 8: return rung(integral_constant<int, 8>{}, integral_constant<int, 512>{});
+        case 8: return rung(integral_constant<int, 8>{}, integral_constant<int, 512>{}, wide_loads);
         // 09: the off-diagonal blocks of T and A_qk by 2 × 2 register tiles over the lower block pairs only.
-        case 9: return rung(integral_constant<int, 9>{}, integral_constant<int, 512>{});
+        case 9: return rung(integral_constant<int, 9>{}, integral_constant<int, 512>{}, wide_loads);
         // 10: the diagonal blocks by column groups (one exp per channel and row per warp), Y = AĒ and U = AZ with
         // lane-strided columns (no bank conflicts) and U in one product of K columns.
-        case 10: return rung(integral_constant<int, 10>{}, integral_constant<int, 512>{});
+        case 10: return rung(integral_constant<int, 10>{}, integral_constant<int, 512>{}, wide_loads);
         // 11: 64 value columns per output block (when V is a multiple of 64).
-        case 11: return rung(integral_constant<int, 11>{}, integral_constant<int, 512>{});
+        case 11: return rung(integral_constant<int, 11>{}, integral_constant<int, 512>{}, wide_loads);
         // 12: the pass and output products with vector shared loads (tile_product_vec; same bits).
-        case 12: return rung(integral_constant<int, 12>{}, integral_constant<int, 512>{});
+        case 12: return rung(integral_constant<int, 12>{}, integral_constant<int, 512>{}, wide_loads);
         // 13: with bf16 storage the pass's two products on tensor cores (TF32); float32 storage as version 12.
-        case 13: return rung(integral_constant<int, 13>{}, integral_constant<int, 512>{});
+        case 13: return rung(integral_constant<int, 13>{}, integral_constant<int, 512>{}, wide_loads);
         // 14: prepare's diagonal blocks reduced 32 sums at a time (warp_reduce_scatter; same bits as 13).
-        case 14: return rung(integral_constant<int, 14>{}, integral_constant<int, 512>{});
+        case 14: return rung(integral_constant<int, 14>{}, integral_constant<int, 512>{}, wide_loads);
         // 15: with bf16 storage the output kernel's products on tensor cores (TF32); float32 storage as 14.
-        case 15: return rung(integral_constant<int, 15>{}, integral_constant<int, 512>{});
+        case 15: return rung(integral_constant<int, 15>{}, integral_constant<int, 512>{}, wide_loads);
         // 16: prepare's global loads and stores 16 bytes at a time (same bits as 15). They need 16-byte aligned
         // inputs: a caller's views that are not (an offset into a larger tensor) run version 15.
+        case 16:
+          if (!aligned16(q, k, v, g, b, w))
+            return rung(integral_constant<int, 15>{}, integral_constant<int, 512>{}, wide_loads);
+          return rung(integral_constant<int, 16>{}, integral_constant<int, 512>{}, wide_loads);
+        // 18: with bf16 storage prepare's off-diagonal blocks of T and A_qk on tensor cores (TF32); float32 storage as
+        // 16. Inputs that are not 16-byte aligned run it with 4-byte loads (the same bits).
         default:
-          if (!aligned16(q, k, v, g, b, w)) return rung(integral_constant<int, 15>{}, integral_constant<int, 512>{});
-          return rung(integral_constant<int, 16>{}, integral_constant<int, 512>{});
+          if (!aligned16(q, k, v, g, b, w))
+            return rung(integral_constant<int, 18>{}, integral_constant<int, 512>{}, std::false_type{});
+          return rung(integral_constant<int, 18>{}, integral_constant<int, 512>{}, wide_loads);
       }
     }
     // The widest value slice that still gives about one block per SM (the pass holds one block per SM): wide

@@ -399,6 +399,46 @@ __device__ __forceinline__ void chunk_off_diagonal_blocks_tiled(float* s_T, floa
   }
 }
 
+// 2c, version 18 (bf16 storage): the same six block pairs on tensor cores. Each block of A_qk and T is a product over
+//     the K channels — A_qk_IJ = (q̃⊙c)_I Diag(mid(J, I)) (k⊙a)_Jᵀ, T_IJ = (e⊙c)_I Diag(mid(J, I)) (k⊙a)_Jᵀ — so a
+//     warp takes one pair and 8 of its 16 columns and runs both products by mma.sync m16n8k8 (TF32 operands rounded to
+//     nearest, fp32 accumulation), sharing the B fragment mid ⊙ (k⊙a), formed as version 09 forms it. 12 warp tasks of
+//     16 depth steps, where version 09 walked 128 channels in 384 threads with 7 shared loads per 8 multiply-adds.
+//     KP ≡ 4 mod 32: every fragment read hits 32 banks. New bits (TF32 rounding of the three operands).
+template <int K, int KP, int NT>
+__device__ __forceinline__ void chunk_off_diagonal_blocks_mma(float* s_T, float* s_Aqk, const float* s_q,
+                                                              const float* s_k, const float* s_e, const float* s_mid,
+                                                              int tid) {
+  static_assert(KP % 32 == 4, "conflict-free fragment reads");
+  constexpr int C = kChunk, kTasks = kNumSub * (kNumSub - 1) / 2 * (kSub / 8);
+  const int warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+  for (int task = warp; task < kTasks; task += NT / 32) {
+    int pair = task / (kSub / 8), I = 1;
+    while (pair >= I) pair -= I, ++I;  // pairs in the order (1,0), (2,0), (2,1), (3,0), (3,1), (3,2)
+    const int J = pair, n0 = (task % (kSub / 8)) * 8;
+    const float* mid = s_mid + (J * kNumSub + I) * K;
+    const float* qr = s_q + I * kSub * KP;
+    const float* er = s_e + I * kSub * KP;
+    const float* kr = s_k + (J * kSub + n0 + g) * KP;
+    float ca[4] = {}, ct[4] = {};
+#pragma unroll 4
+    for (int k0 = 0; k0 < K; k0 += 8) {
+      const int a = g * KP + k0 + t, a8 = a + 8 * KP;
+      const uint32_t aq[4] = {to_tf32(qr[a]), to_tf32(qr[a8]), to_tf32(qr[a + 4]), to_tf32(qr[a8 + 4])};
+      const uint32_t ae[4] = {to_tf32(er[a]), to_tf32(er[a8]), to_tf32(er[a + 4]), to_tf32(er[a8 + 4])};
+      const uint32_t b0 = to_tf32(mid[k0 + t] * kr[k0 + t]), b1 = to_tf32(mid[k0 + t + 4] * kr[k0 + t + 4]);
+      mma_tf32(ca, aq, b0, b1);
+      mma_tf32(ct, ae, b0, b1);
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int i = (I * kSub + g + 8 * h) * C + J * kSub + n0 + 2 * t;
+      s_Aqk[i] = ca[2 * h], s_Aqk[i + 1] = ca[2 * h + 1];
+      s_T[i] = ct[2 * h], s_T[i + 1] = ct[2 * h + 1];
+    }
+  }
+}
+
 // [SECTION] version 10 of the prepare kernel ------------------------------------------------------------------------
 
 // Lane l's x[v] are its parts of 32 sums; returns sum number l, the sum of x[l] over the 32 lanes. Each round halves

@@ -41,10 +41,13 @@
 //        cause: the diagonal blocks' shuffle reductions, a quarter of prepare and bound by shuffles, ran once per slice)
 //   18   (session 8) with bf16 storage prepare's off-diagonal blocks of T and A_qk (step 2c) on tensor cores: TF32 mma,
 //        a warp per (block pair, 8 columns), both products sharing one B fragment (chunk_off_diagonal_blocks_mma); new
-//        bits. Predicted prepare 2.42 -> 2.0-2.1 ms (2c was about a fifth of prepare's stall samples in version 10)
+//        bits. Predicted prepare 2.42 -> 2.0-2.1 ms (2c was about a fifth of prepare's stall samples in version 10);
+//        measured B = 8: 3.338 -> 3.212 ms (same run), half the prediction
+//   19   the output kernel's two blocks of a chunk (64 value columns each) adjacent in launch order, so the second
+//        read of Q_γ and A_qk (0.4 GB of its 1.61 GB from DRAM) comes from L2. Predicted output 0.62 -> 0.5 ms
 // 10-12 (and 13, 15 with float32 storage) reorder no arithmetic: test_cuda checks that they give 09's bits, 14 13's and
-// 16 15's; 18 with float32 storage, 16's. The current default is 18 (api.cu; its 4-byte loads when an input is not
-// 16-byte aligned); GDN2_CHUNK_VERSION=5 .. 16 runs the earlier ones.
+// 16 15's; 18 with float32 storage, 16's; 19 18's. The current default is 19 (api.cu; its 4-byte loads when an input is
+// not 16-byte aligned); GDN2_CHUNK_VERSION=5 .. 18 runs the earlier ones.
 #include "chunk_workspace.cuh"
 
 namespace gdn2::cuda::detail {
@@ -665,8 +668,11 @@ __device__ __forceinline__ void output_tile_mma(float (&cf)[VO / 16][4], const f
 }
 
 // O = Q_γ S_n + A_qk R for one chunk (block x), value head (y), sequence and value slice (z = n · V/VO + slice).
-// kVec: version 12, tile_product_vec (same bits). kMma: version 15, tensor cores (bf16 storage).
-template <int K, int VO, typename T, bool kVec = false, bool kMma = false>
+// kVec: version 12, tile_product_vec (same bits). kMma: version 15, tensor cores (bf16 storage). kAdjacent: version 19,
+// the V / VO blocks of one chunk next to each other in launch order (block x = chunk · V/VO + slice), so they run at
+// the same time and the second read of the chunk's Q_γ and A_qk is served by L2; before, block z = n · V/VO + slice put
+// them HV · chunks blocks apart, in different waves (same bits).
+template <int K, int VO, typename T, bool kVec = false, bool kMma = false, bool kAdjacent = false>
 __global__ void __launch_bounds__(kThreads, 2) chunk_output06(T* o, Workspace ws, const int64_t* cu_seqlens,
                                                               int64_t T_len, int HV, int V) {
   using Lay = OutputLayout<K, VO, kMma>;
@@ -677,9 +683,10 @@ __global__ void __launch_bounds__(kThreads, 2) chunk_output06(T* o, Workspace ws
   float* s_S = s_A + C * AP;       // [K][VP] S_n slice
   float* s_R = s_S + K * VP;       // [C][VP] R slice
   const int tid = threadIdx.x, hv = blockIdx.y, slices = V / VO;
-  const int n = blockIdx.z / slices, col0 = (blockIdx.z % slices) * VO;
+  const int slice = kAdjacent ? blockIdx.x % slices : blockIdx.z % slices;
+  const int n = kAdjacent ? blockIdx.z : blockIdx.z / slices, col0 = slice * VO;
   const Span span = sequence_span(cu_seqlens, n, T_len);
-  const int64_t c = blockIdx.x, c0 = c * C;
+  const int64_t c = kAdjacent ? blockIdx.x / slices : blockIdx.x, c0 = c * C;
   if (c0 >= span.length) return;
   const int L = int(span.length - c0 < C ? span.length - c0 : C);
   const int64_t row0 = span.row0 + c0;
@@ -782,11 +789,14 @@ void launch_06(void* o, float* ht, const void* q, const void* k, const void* v, 
       // Version 15: with bf16 storage the products on tensor cores.
       constexpr bool kMma = kVersion >= 15 && std::is_same_v<T, __nv_bfloat16>;
       constexpr size_t bytes = output06_smem_floats<K, VO, kMma>() * sizeof(float);
-      auto kernel = chunk_output06<K, VO, T, (kVersion >= 12), kMma>;
+      // Version 19: a chunk's value slices adjacent in launch order (the second read of Q_γ and A_qk from L2).
+      constexpr bool kAdjacent = kVersion >= 19;
+      auto kernel = chunk_output06<K, VO, T, (kVersion >= 12), kMma, kAdjacent>;
       GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
-      const unsigned max_chunks = unsigned((p.T + kChunk - 1) / kChunk);
-      kernel<<<dim3(max_chunks, unsigned(p.HV), unsigned(p.N * (p.V / VO))), kThreads, bytes, stream>>>(
-          static_cast<T*>(o), ws, cu, p.T, int(p.HV), int(p.V));
+      const unsigned max_chunks = unsigned((p.T + kChunk - 1) / kChunk), slices = unsigned(p.V / VO);
+      const dim3 grid = kAdjacent ? dim3(max_chunks * slices, unsigned(p.HV), unsigned(p.N))
+                                  : dim3(max_chunks, unsigned(p.HV), unsigned(p.N) * slices);
+      kernel<<<grid, kThreads, bytes, stream>>>(static_cast<T*>(o), ws, cu, p.T, int(p.HV), int(p.V));
       GDN2_CUDA_CHECK_LAUNCH();
     };
     if (kVersion >= 11 && p.V % 64 == 0)
@@ -903,10 +913,15 @@ void chunk_forward_split_dispatch(void* o, float* ht, const void* q, const void*
           return rung(integral_constant<int, 16>{}, integral_constant<int, 512>{}, wide_loads);
         // 18: with bf16 storage prepare's off-diagonal blocks of T and A_qk on tensor cores (TF32); float32 storage as
         // 16. Inputs that are not 16-byte aligned run it with 4-byte loads (the same bits).
-        default:
+        case 18:
           if (!aligned16(q, k, v, g, b, w))
             return rung(integral_constant<int, 18>{}, integral_constant<int, 512>{}, std::false_type{});
           return rung(integral_constant<int, 18>{}, integral_constant<int, 512>{}, wide_loads);
+        // 19: the output kernel's blocks of one chunk adjacent in launch order (same bits as 18).
+        default:
+          if (!aligned16(q, k, v, g, b, w))
+            return rung(integral_constant<int, 19>{}, integral_constant<int, 512>{}, std::false_type{});
+          return rung(integral_constant<int, 19>{}, integral_constant<int, 512>{}, wide_loads);
       }
     }
     // The widest value slice that still gives about one block per SM (the pass holds one block per SM): wide

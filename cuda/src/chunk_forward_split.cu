@@ -44,10 +44,13 @@
 //        bits. Predicted prepare 2.42 -> 2.0-2.1 ms (2c was about a fifth of prepare's stall samples in version 10);
 //        measured B = 8: 3.338 -> 3.212 ms (same run), half the prediction
 //   19   the output kernel's two blocks of a chunk (64 value columns each) adjacent in launch order, so the second
-//        read of Q_γ and A_qk (0.4 GB of its 1.61 GB from DRAM) comes from L2. Predicted output 0.62 -> 0.5 ms
+//        read of Q_γ and A_qk (0.4 GB of its 1.61 GB from DRAM) comes from L2. Predicted output 0.62 -> 0.5 ms;
+//        measured DRAM reads 1.61 -> 1.21 GB, B = 8: 3.215 -> 3.091 ms (same run)
+//   20   the pass stores S_n by float4 and R by float2 (its stall samples: 55% in the phase of those stores, top IMAD,
+//        LEA, STG). Predicted pass 1.05 -> 0.9-0.95 ms
 // 10-12 (and 13, 15 with float32 storage) reorder no arithmetic: test_cuda checks that they give 09's bits, 14 13's and
-// 16 15's; 18 with float32 storage, 16's; 19 18's. The current default is 19 (api.cu; its 4-byte loads when an input is
-// not 16-byte aligned); GDN2_CHUNK_VERSION=5 .. 18 runs the earlier ones.
+// 16 15's; 18 with float32 storage, 16's; 19 and 20 18's. The current default is 20 (api.cu; its 4-byte loads when an
+// input is not 16-byte aligned); GDN2_CHUNK_VERSION=5 .. 19 runs the earlier ones.
 #include "chunk_workspace.cuh"
 
 namespace gdn2::cuda::detail {
@@ -475,8 +478,11 @@ constexpr size_t pass06_smem_floats() {
 }
 
 // kVec: version 12, tile_product_vec (same bits). kMma: version 13 with bf16 storage — the two products on tensor
-// cores (mma.sync TF32, fp32 accumulation; the state itself stays fp32 in shared memory).
-template <int K, int VS, bool kVec = false, bool kMma = false>
+// cores (mma.sync TF32, fp32 accumulation; the state itself stays fp32 in shared memory). kWideStores: version 20 —
+// S_n to the workspace by float4 (8 per thread instead of 32 scalar stores, each with its own index arithmetic) and R
+// by float2 from the fragments. Nsight Compute's stall samples of 19's pass (session 8): 55% in the phase that stores
+// S_n and computes and stores R, its top instructions IMAD, LEA and STG. Same values: same bits.
+template <int K, int VS, bool kVec = false, bool kMma = false, bool kWideStores = false>
 __global__ void __launch_bounds__(kThreads, 1) chunk_state_pass06(float* ht, Workspace ws, const float* h0,
                                                                    const int64_t* cu_seqlens, int64_t T_len, int HV,
                                                                    int V) {
@@ -522,7 +528,15 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_state_pass06(float* ht, Wor
     const int64_t row0 = span.row0 + c * C;
     const int L = int(span.length - c * C < C ? span.length - c * C : C);
     float* Sn = ws.Sn + (chunk_slot(span.row0, n, c) * HV + hv) * int64_t(K) * V;
-    for (int i = tid; i < K * VS; i += kThreads) Sn[int64_t(i / VS) * V + col0 + i % VS] = s_S[(i / VS) * VSP + i % VS];
+    if constexpr (kWideStores) {  // rows of s_S and of S_n start 16-byte aligned (VSP, V and col0 multiples of 4)
+      float* at = Sn + col0;
+#pragma unroll 4
+      for (int i = tid; i < K * VS / 4; i += kThreads) {
+        const int d = i / (VS / 4), c4 = (i % (VS / 4)) * 4;
+        *reinterpret_cast<float4*>(at + int64_t(d) * V + c4) = *reinterpret_cast<const float4*>(s_S + d * VSP + c4);
+      }
+    } else
+      for (int i = tid; i < K * VS; i += kThreads) Sn[int64_t(i / VS) * V + col0 + i % VS] = s_S[(i / VS) * VSP + i % VS];
     constexpr int TM = 4, TN = VS / 16;
     if constexpr (kMma) {
       // Warp w: rows 16·(w % 4) .. + 15 of R and VS/2 columns from (w / 4)·VS/2 (VS/16 tiles of 8); then K/4 rows of
@@ -540,7 +554,7 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_state_pass06(float* ht, Wor
         }
         warp_mma_rows(cf, b_y, KPY, s_S, VSP, wm, wn, 0, K, -1.f);
         // Each warp read U only where it now writes R, so no barrier is needed before the writes.
-        store_fragments(cf, b_u, VSP, ws.U + (row0 * HV + hv) * V + col0, int64_t(HV) * V, wm, wn, L);
+        store_fragments<NTW, kWideStores>(cf, b_u, VSP, ws.U + (row0 * HV + hv) * V + col0, int64_t(HV) * V, wm, wn, L);
       }
       __syncthreads();
       {  // S ← Diag(γ_C) S + K_tailᵀ R (Eq. 23): A(d, j) = K_tail[j][d], read down its columns
@@ -761,7 +775,7 @@ void run_prepare_and_pass(const Workspace& ws, float* ht, const void* q, const v
   {
     constexpr bool kMma = kVersion >= 13 && std::is_same_v<T, __nv_bfloat16>;
     constexpr size_t bytes = pass06_smem_floats<K, VS, kMma>() * sizeof(float);
-    auto kernel = chunk_state_pass06<K, VS, (kVersion >= 12), kMma>;
+    auto kernel = chunk_state_pass06<K, VS, (kVersion >= 12), kMma, (kVersion >= 20)>;
     GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
     kernel<<<dim3(unsigned(p.V / VS), unsigned(p.HV), unsigned(p.N)), kThreads, bytes, stream>>>(ht, ws, h0, cu, p.T,
                                                                                                  int(p.HV), int(p.V));
@@ -855,12 +869,12 @@ void chunk_forward_recompute(const Workspace& ws, const void* q, const void* k, 
   dispatch_k_and_dtype(p, [&](auto K, auto T) {
     constexpr int KK = decltype(K)::value;
     using TT = decltype(T);
-    // Prepare and pass as the default forward runs them (version 18, its 4-byte loads where the inputs are not 16-byte
+    // Prepare and pass as the default forward runs them (version 20, its 4-byte loads where the inputs are not 16-byte
     // aligned: the same bits), so a kept workspace and a recomputed one agree bit for bit.
     auto run = [&](auto loads) {
       constexpr bool kWide = decltype(loads)::value;
-      return wide_pass(p) ? run_prepare_and_pass<KK, 64, TT, 18, 512, kWide>(ws, nullptr, q, k, v, g, b, w, h0, cu, p, s)
-                          : run_prepare_and_pass<KK, 32, TT, 18, 512, kWide>(ws, nullptr, q, k, v, g, b, w, h0, cu, p, s);
+      return wide_pass(p) ? run_prepare_and_pass<KK, 64, TT, 20, 512, kWide>(ws, nullptr, q, k, v, g, b, w, h0, cu, p, s)
+                          : run_prepare_and_pass<KK, 32, TT, 20, 512, kWide>(ws, nullptr, q, k, v, g, b, w, h0, cu, p, s);
     };
     if (!aligned16(q, k, v, g, b, w)) return run(std::false_type{});
     return run(std::true_type{});
@@ -918,10 +932,15 @@ void chunk_forward_split_dispatch(void* o, float* ht, const void* q, const void*
             return rung(integral_constant<int, 18>{}, integral_constant<int, 512>{}, std::false_type{});
           return rung(integral_constant<int, 18>{}, integral_constant<int, 512>{}, wide_loads);
         // 19: the output kernel's blocks of one chunk adjacent in launch order (same bits as 18).
-        default:
+        case 19:
           if (!aligned16(q, k, v, g, b, w))
             return rung(integral_constant<int, 19>{}, integral_constant<int, 512>{}, std::false_type{});
           return rung(integral_constant<int, 19>{}, integral_constant<int, 512>{}, wide_loads);
+        // 20: the pass stores S_n by float4 and R by float2 (same bits as 18).
+        default:
+          if (!aligned16(q, k, v, g, b, w))
+            return rung(integral_constant<int, 20>{}, integral_constant<int, 512>{}, std::false_type{});
+          return rung(integral_constant<int, 20>{}, integral_constant<int, 512>{}, wide_loads);
       }
     }
     // The widest value slice that still gives about one block per SM (the pass holds one block per SM): wide

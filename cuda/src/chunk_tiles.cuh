@@ -118,8 +118,9 @@ __device__ __forceinline__ void decay_add_fragments(const float (&cf)[MTS][NTW][
 }
 
 // One warp's mma accumulators (rows m0 + g and m0 + g + 8, columns n0 + nt·8 + 2t and + 1) into a shared tile (row
-// stride ld), and the rows below L also to global memory: row r at out + r·out_rs.
-template <int NTW>
+// stride ld), and the rows below L also to global memory: row r at out + r·out_rs. kPairs (forward version 20): each
+// pair of columns by one 8-byte access (tile, out and their row strides 8-byte aligned).
+template <int NTW, bool kPairs = false>
 __device__ __forceinline__ void store_fragments(const float (&cf)[NTW][4], float* tile, int ld, float* out,
                                                 int64_t out_rs, int m0, int n0, int L) {
   const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
@@ -128,10 +129,16 @@ __device__ __forceinline__ void store_fragments(const float (&cf)[NTW][4], float
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int r = m0 + g + 8 * h, col = n0 + nt * 8 + 2 * t;
-      tile[r * ld + col] = cf[nt][2 * h], tile[r * ld + col + 1] = cf[nt][2 * h + 1];
-      if (r < L) {
-        float* at = out + r * out_rs + col;
-        at[0] = cf[nt][2 * h], at[1] = cf[nt][2 * h + 1];
+      if constexpr (kPairs) {
+        const float2 pair = make_float2(cf[nt][2 * h], cf[nt][2 * h + 1]);
+        *reinterpret_cast<float2*>(tile + r * ld + col) = pair;
+        if (r < L) *reinterpret_cast<float2*>(out + r * out_rs + col) = pair;
+      } else {
+        tile[r * ld + col] = cf[nt][2 * h], tile[r * ld + col + 1] = cf[nt][2 * h + 1];
+        if (r < L) {
+          float* at = out + r * out_rs + col;
+          at[0] = cf[nt][2 * h], at[1] = cf[nt][2 * h + 1];
+        }
       }
     }
 }

@@ -59,11 +59,15 @@
 //   17  kept 14.41 ms (16: 14.59 in that run), backward alone 11.15 -> 10.97 ms: stage 4 loads q, k, b, g and dA_qk, dT
 //       16 bytes at a time (an eighth of its stall samples were its 4-byte loads; 3.69 -> 3.49 ms, Nsight Compute,
 //       predicted about −0.2 ms); same bits as 15.
-//   18  stage 5 issues its loads before its stores (dQ, dK with each row group's batch, the 16 dG loads at once, dv and
-//       dw 8 elements per 16-byte access): in 12's PTX about 50 of its ~60 waits on memory were loads placed after a
-//       store they might alias. Predicted stage 5 2.98 -> about 2.0 ms. Same bits as 15.
-//   19  stage 4 the same way: each task of steps 3-4 loads the 16 rows it adds to before its sums (96 serial waits on
-//       memory per block in 17's PTX), and step 5 is added in step 4. Predicted stage 4 3.49 -> 2.6-2.9 ms. Same bits.
+// From here session 8 (forward 16 for 18 and 19 side by side; bf16):
+//   18  kept 13.72 ms (17: 14.33 in that run), backward alone 10.95 -> 10.34 ms: stage 5 issues its loads before its
+//       stores (dQ, dK with each row group's batch, the 16 dG loads at once, dv and dw 8 elements per 16-byte access):
+//       in 12's PTX about 50 of its ~60 waits on memory were loads placed after a store they might alias. Predicted
+//       stage 5 2.98 -> about 2.0 ms, measured 2.96 -> 2.29 ms (Nsight Compute). Same bits as 15.
+//   19  kept 13.31 ms (18: 13.77 in that run), backward alone 10.35 -> 9.86 ms: stage 4 the same way — each task of
+//       steps 3-4 loads the 16 rows it adds to before its sums (96 serial waits on memory per block in 17's PTX), and
+//       step 5 is added in step 4. Predicted stage 4 3.49 -> 2.6-2.9 ms, measured 3.46 -> 2.89 ms. Same bits as 15.
+//       With forward 20: kept 12.87 ms, backward alone 9.83 ms (peer: 13.8 ms).
 // Tried and not kept: the state pass on tensor cores in session 4 (bf16): 21.0 -> 20.85 ms, within run-to-run noise,
 // while each chunk step still waited on DRAM (version 10 fixed that; 14 is the same idea, now a win). The row sums of
 // dS_C ⊙ S_n taken in the state pass (session 6): stage 5 3.00 -> 2.76 ms but the pass 2.07 -> 2.39 ms, 15.40 ->

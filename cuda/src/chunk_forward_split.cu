@@ -39,15 +39,16 @@
 //   (17, tried in sessions 7-8, not kept: prepare by 32-channel slices at two 8-warp blocks per SM, T and A_qk summed
 //        slice by slice — 3.80 ms against 16's 3.35 in the same run; predicted prepare 2.42 -> 1.7-2.0 ms. The likely
 //        cause: the diagonal blocks' shuffle reductions, a quarter of prepare and bound by shuffles, ran once per slice)
-//   18   (session 8) with bf16 storage prepare's off-diagonal blocks of T and A_qk (step 2c) on tensor cores: TF32 mma,
-//        a warp per (block pair, 8 columns), both products sharing one B fragment (chunk_off_diagonal_blocks_mma); new
-//        bits. Predicted prepare 2.42 -> 2.0-2.1 ms (2c was about a fifth of prepare's stall samples in version 10);
-//        measured B = 8: 3.338 -> 3.212 ms (same run), half the prediction
-//   19   the output kernel's two blocks of a chunk (64 value columns each) adjacent in launch order, so the second
-//        read of Q_γ and A_qk (0.4 GB of its 1.61 GB from DRAM) comes from L2. Predicted output 0.62 -> 0.5 ms;
-//        measured DRAM reads 1.61 -> 1.21 GB, B = 8: 3.215 -> 3.091 ms (same run)
-//   20   the pass stores S_n by float4 and R by float2 (its stall samples: 55% in the phase of those stores, top IMAD,
-//        LEA, STG). Predicted pass 1.05 -> 0.9-0.95 ms
+//   18   3.21 ms (same run: 16 at 3.34 ms; B = 1, T = 4096: 0.629 -> 0.614 ms): with bf16 storage prepare's
+//        off-diagonal blocks of T and A_qk (step 2c) on tensor cores — TF32 mma, a warp per (block pair, 8 columns),
+//        both products sharing one B fragment (chunk_off_diagonal_blocks_mma); new bits. Predicted −0.3 to −0.4 ms
+//        (2c was about a fifth of prepare's stall samples in version 10): half of that
+//   19   3.09 ms (same run: 18 at 3.22 ms; B = 1, T = 4096: 0.612 -> 0.599 ms): the output kernel's two blocks of a
+//        chunk (64 value columns each) adjacent in launch order, so the second read of Q_γ and A_qk (0.4 GB of its
+//        1.61 GB from DRAM) comes from L2. Predicted output 0.62 -> 0.5 ms; measured DRAM reads 1.61 -> 1.21 GB and,
+//        under Nsight Compute (caches flushed between kernels), 0.620 -> 0.605 ms
+//   20   2.98 ms (same run: 19 at 3.10 ms; B = 1, T = 4096: 0.592 -> 0.572 ms): the pass stores S_n by float4 and R by
+//        float2 (its stall samples: 55% in the phase of those stores, top IMAD, LEA, STG). Predicted −0.1 to −0.15 ms
 // 10-12 (and 13, 15 with float32 storage) reorder no arithmetic: test_cuda checks that they give 09's bits, 14 13's and
 // 16 15's; 18 with float32 storage, 16's; 19 and 20 18's. The current default is 20 (api.cu; its 4-byte loads when an
 // input is not 16-byte aligned); GDN2_CHUNK_VERSION=5 .. 19 runs the earlier ones.

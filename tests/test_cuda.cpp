@@ -253,11 +253,11 @@ TEST_CASE("cuda: forward versions 09-20 and backward versions 08-19 agree bit fo
     }
 }
 
-// Forward versions 18-20 and backward version 17 read their inputs 16 bytes at a time; a caller's tensors that are views at
-// an odd offset are not 16-byte aligned, and then they run with 4-byte loads (forward 18's kernels with its narrow
-// loads, backward 16's stage 4: the same bits). Every input here starts one element past a 16-byte boundary (backward
-// version 18's dv, dw phase then goes element by element, as 17's). The
-// default rungs, whatever GDN2_CHUNK_VERSION / GDN2_BACKWARD_VERSION say.
+// The default forward (20) and backward (19) read their inputs 16 bytes at a time; a caller's tensors that are views at
+// an odd offset are not 16-byte aligned, and then they load 4 bytes at a time (forward 20's kernels with narrow loads,
+// backward 16's stage 4 with 19's order of loads and stores, 18's dv, dw element by element): the same bits. Every
+// input here starts one element past a 16-byte boundary. The default rungs, whatever GDN2_CHUNK_VERSION /
+// GDN2_BACKWARD_VERSION say.
 TEST_CASE("cuda: inputs that are not 16-byte aligned give the aligned run's bits", "[cuda]") {
   ScopedEnv chunk_version("GDN2_CHUNK_VERSION"), backward_version("GDN2_BACKWARD_VERSION");
   chunk_version.clear(), backward_version.clear();

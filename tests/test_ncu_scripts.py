@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Checks scripts/ncu_kernels.py and scripts/ncu_phases.py, which turn Nsight Compute's output into the per-kernel and
 per-phase figures of docs/cuda.md: on the committed ncu output of the B = 8 training step (a real H100 run) and on a
-small source-counter CSV in the layout ncu writes. Exit 0 when every check holds."""
+small source-counter CSV in the layout ncu writes; and scripts/ptx_load_after_store.py (the PTX count behind backward
+rungs 18-19) on a small PTX text. Exit 0 when every check holds."""
 import os
 import re
 import sys
@@ -10,6 +11,7 @@ root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(root, "scripts"))
 import ncu_kernels  # noqa: E402
 import ncu_phases  # noqa: E402
+import ptx_load_after_store  # noqa: E402
 import csv  # noqa: E402
 
 failures = 0
@@ -48,5 +50,33 @@ try:
     check("a CSV without the columns is refused", "accepted", False)
 except ValueError as e:
     check("a CSV without the columns is refused", str(e)[:40], True)
+# Two kernels in the layout nvcc writes: the first has a load, a store, a load, a store and two loads (4 global loads,
+# 2 stores, 2 loads right after a store; its shared accesses do not count), the second a load, then a store.
+ptx = """
+.visible .entry _Z5firstPf(
+	.param .u64 _Z5firstPf_param_0
+)
+{
+	ld.global.f32 	%f1, [%rd1];
+	st.global.f32 	[%rd2], %f1;
+	ld.global.nc.f32 	%f2, [%rd3];
+	st.global.f32 	[%rd2+4], %f2;
+	ld.global.f32 	%f3, [%rd4];
+	ld.global.v4.f32 	{%f4, %f5, %f6, %f7}, [%rd5];
+	ld.shared.f32 	%f8, [%r1];
+	st.shared.f32 	[%r1], %f8;
+}
+.entry _Z6secondPf(
+	.param .u64 _Z6secondPf_param_0
+)
+{
+	ld.global.f32 	%f1, [%rd1];
+	st.global.f32 	[%rd2], %f1;
+}
+"""
+kernels = ptx_load_after_store.scan(ptx)
+check("PTX: kernels found", [k[0] for k in kernels], [k[0] for k in kernels] == ["_Z5firstPf", "_Z6secondPf"])
+check("PTX: (loads, stores, loads after a store) of the first", kernels[0][1:], kernels[0][1:] == [4, 2, 2])
+check("PTX: (loads, stores, loads after a store) of the second", kernels[1][1:], kernels[1][1:] == [1, 1, 0])
 print("ncu scripts:", "all checks hold" if failures == 0 else f"{failures} check(s) FAILED")
 sys.exit(1 if failures else 0)

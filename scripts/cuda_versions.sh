@@ -5,10 +5,12 @@
 # the other ladder at its default. Checks first: test_cuda (every case, all versions it compares) and memcheck.
 #
 #   scripts/cuda_versions.sh [BIN_DIR=build] "FORWARD_VERSIONS" "BACKWARD_VERSIONS"
-#   e.g. scripts/cuda_versions.sh build "15 16" "15 16 17"
+#   e.g. scripts/cuda_versions.sh build "19 20" "18 19"
+#   BENCH_ARGS="--batch 8" scripts/cuda_versions.sh build "19 20" ""    # B = 8 only: less host work per device run
 #
 # BIN_DIR holds tests/test_cuda and cuda/gdn2-cuda-bench (a build tree), or both files side by side. Prints one line
-# per case (B = 8 and B = 1) and version; exits 77 without a usable GPU, 1 when a test fails (nothing is timed then).
+# per case and version (BENCH_ARGS: more gdn2-cuda-bench options, such as --batch 8); exits 77 without a usable GPU,
+# 1 when a test fails (nothing is timed then).
 set -uo pipefail
 dir=${1:-build}
 forward=${2:-}
@@ -27,9 +29,9 @@ if command -v compute-sanitizer >/dev/null; then
 fi
 for v in $forward; do
   echo "forward version $v:"
-  GDN2_CHUNK_VERSION=$v "$bench" --chunk | grep -E "^chunk"
+  GDN2_CHUNK_VERSION=$v "$bench" --chunk ${BENCH_ARGS:-} | grep -E "^chunk"
 done
 for v in $backward; do
   echo "backward version $v:"
-  GDN2_BACKWARD_VERSION=$v "$bench" --train | grep -A1 -E "^train"
+  GDN2_BACKWARD_VERSION=$v "$bench" --train ${BENCH_ARGS:-} | grep -A1 -E "^train"
 done

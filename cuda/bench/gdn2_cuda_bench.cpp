@@ -72,6 +72,7 @@ int main(int argc, char** argv) {
   std::string dtype_name = "bf16", json_path;
   int repeats = 20;
   bool decode_only = false, chunk_only = false, train_only = false, skip_check = false, release_pool = false;
+  std::vector<index_t> only_batch, only_tokens;
   index_t H = 16, K = 128;
   app.add_option("--dtype", dtype_name, "Storage dtype of q, k, v, b, w, o: bf16 or f32 (g and the state are fp32)")
       ->capture_default_str()->check(CLI::IsMember({"bf16", "f32"}));
@@ -85,8 +86,33 @@ int main(int argc, char** argv) {
   app.add_flag("--release-pool", release_pool,
                "Give the library's workspace memory back to the driver before every timed run "
                "(gdn2::cuda::trim_workspace_memory), so each run maps it again; by default the pool keeps it");
+  app.add_option("--batch", only_batch,
+                 "Only the cases with these batch sizes B (with the flags above, among their cases), e.g. --chunk "
+                 "--batch 8 for B=8,T=4096 alone: a device run pays for every case's host work")
+      ->delimiter(',');
+  app.add_option("--tokens", only_tokens, "Only the cases with these sequence lengths T, e.g. --tokens 4096")
+      ->delimiter(',');
   app.add_flag("--no-check", skip_check, "Skip the reference check (not recommended: the numbers may be of wrong code)");
   CLI11_PARSE(app, argc, argv);
+  std::vector<Case> cases;
+  const bool all = !decode_only && !chunk_only && !train_only;
+  if (all || chunk_only)
+    cases.insert(cases.end(), {{"chunk", 1, 4096, 0.70}, {"chunk", 8, 4096, 2.46}, {"chunk", 2, 16384, 2.49},
+                               {"chunk", 1, 65536, 5.55}});
+  if (all || decode_only)
+    cases.insert(cases.end(), {{"decode", 1, 1, 0.063}, {"decode", 16, 1, 0}, {"decode", 64, 1, 0}, {"decode", 256, 1, 0.19}});
+  if (all || train_only) cases.insert(cases.end(), {{"train", 1, 4096, 0}, {"train", 8, 4096, 13.8}});
+  const auto listed = [](const std::vector<index_t>& only, index_t x) {
+    return only.empty() || std::find(only.begin(), only.end(), x) != only.end();
+  };
+  cases.erase(std::remove_if(cases.begin(), cases.end(),
+                             [&](const Case& c) { return !listed(only_batch, c.B) || !listed(only_tokens, c.T); }),
+              cases.end());
+  if (cases.empty()) {
+    std::fprintf(stderr, "gdn2-cuda-bench: no case has the --batch and --tokens given (cases: chunk B=1,8,2,1 with "
+                         "T=4096,4096,16384,65536; decode B=1,16,64,256 with T=1; train B=1,8 with T=4096)\n");
+    return 2;
+  }
   std::string why;
   if (!device_available(&why)) {
     std::fprintf(stderr, "gdn2-cuda-bench: no usable CUDA device (%s)\n", why.c_str());
@@ -97,14 +123,6 @@ int main(int argc, char** argv) {
   const double elem = dtype == DType::bf16 ? 2 : 4;
   cudaDeviceProp prop;
   cudaGetDeviceProperties(&prop, 0);
-  std::vector<Case> cases;
-  const bool all = !decode_only && !chunk_only && !train_only;
-  if (all || chunk_only)
-    cases.insert(cases.end(), {{"chunk", 1, 4096, 0.70}, {"chunk", 8, 4096, 2.46}, {"chunk", 2, 16384, 2.49},
-                               {"chunk", 1, 65536, 5.55}});
-  if (all || decode_only)
-    cases.insert(cases.end(), {{"decode", 1, 1, 0.063}, {"decode", 16, 1, 0}, {"decode", 64, 1, 0}, {"decode", 256, 1, 0.19}});
-  if (all || train_only) cases.insert(cases.end(), {{"train", 1, 4096, 0}, {"train", 8, 4096, 13.8}});
 
   DeviceBuffer flush(size_t(256) << 20);  // larger than the 50 MB L2
   cudaEvent_t start, stop;

@@ -898,6 +898,10 @@ void chunk_forward_split_dispatch(void* o, float* ht, const void* q, const void*
                     : launch_06<KK, 32, TT, Ver, NT, kWide>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved);
       };
       const std::true_type wide_loads;
+      auto any_alignment = [&](auto ver) {
+        return aligned16(q, k, v, g, b, w) ? rung(ver, std::integral_constant<int, 512>{}, wide_loads)
+                                           : rung(ver, std::integral_constant<int, 512>{}, std::false_type{});
+      };
       using std::integral_constant;
       switch (version) {
         case 6: return rung(integral_constant<int, 6>{}, integral_constant<int, kThreads>{}, wide_loads);
@@ -927,21 +931,12 @@ void chunk_forward_split_dispatch(void* o, float* ht, const void* q, const void*
             return rung(integral_constant<int, 15>{}, integral_constant<int, 512>{}, wide_loads);
           return rung(integral_constant<int, 16>{}, integral_constant<int, 512>{}, wide_loads);
         // 18: with bf16 storage prepare's off-diagonal blocks of T and A_qk on tensor cores (TF32); float32 storage as
-        // 16. Inputs that are not 16-byte aligned run it with 4-byte loads (the same bits).
-        case 18:
-          if (!aligned16(q, k, v, g, b, w))
-            return rung(integral_constant<int, 18>{}, integral_constant<int, 512>{}, std::false_type{});
-          return rung(integral_constant<int, 18>{}, integral_constant<int, 512>{}, wide_loads);
+        // 16. From 18 on, inputs that are not 16-byte aligned run the same rung with 4-byte loads (the same bits).
+        case 18: return any_alignment(integral_constant<int, 18>{});
         // 19: the output kernel's blocks of one chunk adjacent in launch order (same bits as 18).
-        case 19:
-          if (!aligned16(q, k, v, g, b, w))
-            return rung(integral_constant<int, 19>{}, integral_constant<int, 512>{}, std::false_type{});
-          return rung(integral_constant<int, 19>{}, integral_constant<int, 512>{}, wide_loads);
+        case 19: return any_alignment(integral_constant<int, 19>{});
         // 20: the pass stores S_n by float4 and R by float2 (same bits as 18).
-        default:
-          if (!aligned16(q, k, v, g, b, w))
-            return rung(integral_constant<int, 20>{}, integral_constant<int, 512>{}, std::false_type{});
-          return rung(integral_constant<int, 20>{}, integral_constant<int, 512>{}, wide_loads);
+        default: return any_alignment(integral_constant<int, 20>{});
       }
     }
     // The widest value slice that still gives about one block per SM (the pass holds one block per SM): wide

@@ -199,9 +199,23 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
         const float4 qc = *reinterpret_cast<const float4*>(s_q + r * KP + d);
         const float4 ka = *reinterpret_cast<const float4*>(s_k + r * KP + d);
         const float4 suf = *reinterpret_cast<const float4*>(s_suf + (r / kSub) * K + d);
-        *reinterpret_cast<float4*>(ws.Qg + at) = make_float4(qc.x * pre.x, qc.y * pre.y, qc.z * pre.z, qc.w * pre.w);
+        if (!ws.Qf)
+          *reinterpret_cast<float4*>(ws.Qg + at) = make_float4(qc.x * pre.x, qc.y * pre.y, qc.z * pre.z, qc.w * pre.w);
         *reinterpret_cast<float4*>(ws.Kt + at) = make_float4(ka.x * suf.x, ka.y * suf.y, ka.z * suf.z, ka.w * suf.w);
         if (ws.Ebar) *reinterpret_cast<float4*>(ws.Ebar + at) = e;
+      }
+    }
+    if (kVersion >= 21 && kFull && ws.Qf) {  // Q_γ in fragment order for the fused pass (the same products)
+      float* out = ws.Qf + (chunk_slot(span.row0, n, blockIdx.x) * HV + hv) * int64_t(C * K);
+      for (int f = tid; f < C * K / 4; f += NT) {
+        const int lane = f % 32, ks = f / 32 % (K / 8), mb = f / (32 * (K / 8));
+        float x[4];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const int r = mb * 16 + lane / 4 + 8 * (j & 1), d = 8 * ks + lane % 4 + 4 * (j >> 1);
+          x[j] = r < L ? s_q[r * KP + d] * s_pre[(r / kSub) * K + d] : 0.f;
+        }
+        store4(out + 4 * fragment_index<K>(mb, ks, lane), x);
       }
     }
   } else
@@ -270,7 +284,20 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
 #pragma unroll
         for (int j = 0; j < TN; ++j) ws.Y[((row0 + m0 + i) * HV + hv) * K + n0 + j] = acc[i][j];
   }
-  if constexpr (kV16)
+  if (kVersion >= 21 && ws.Af) {  // A_qk in fragment order for the fused pass: k-steps up to the diagonal block's
+    float* out = ws.Af + (chunk_slot(span.row0, n, blockIdx.x) * HV + hv) * int64_t(C * C);
+    for (int f = tid; f < C * C / 4; f += NT) {
+      const int lane = f % 32, ks = f / 32 % (C / 8), mb = f / (32 * (C / 8));
+      if (ks > 2 * mb + 1) continue;
+      float x[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int r = mb * 16 + lane / 4 + 8 * (j & 1), s = 8 * ks + lane % 4 + 4 * (j >> 1);
+        x[j] = r < L ? s_Aqk[r * C + s] : 0.f;
+      }
+      store4(out + 4 * fragment_index<C>(mb, ks, lane), x);
+    }
+  } else if constexpr (kV16)
     for (int i = tid; i < L * C / 4; i += NT)
       *reinterpret_cast<float4*>(ws.Aqk + ((row0 + i / (C / 4)) * HV + hv) * C + (i % (C / 4)) * 4) =
           *reinterpret_cast<const float4*>(s_Aqk + 4 * i);
@@ -478,15 +505,113 @@ constexpr size_t pass06_smem_floats() {
   return PassLayout<K, VS, kMma>::floats;
 }
 
+// Version 15 (bf16 storage): O = Q_γ S_n + A_qk R on tensor cores (mma.sync m16n8k8, TF32 operands rounded to nearest,
+// fp32 accumulation). By count version 12's 4 × 4 register tiles move 2 bytes of shared memory per multiply-add, about
+// 7 µs per block at 128 bytes per clock — with about 124 blocks per SM, the kernel's measured 0.96 ms; the fragments
+// move about a quarter of that. 8 warps as 4 × 2: rows wm .. wm + 15, NTW tiles of 8 columns from wn. A session-4 try
+// kept the diagonal 16 × 16 blocks of A_qk R on CUDA cores (a serial chain of shared loads per lane) and lost; here
+// they are on the mma too, which cannot skip the terms above A_qk's diagonal, so two guards keep prefix causality
+// bitwise:
+//   - A_qk's entries above the diagonal (not stored: garbage in the workspace) are selected as 0 in the fragment;
+//   - an overflowed future row of R (inf or NaN; 0 · inf = NaN) is read as 0 by the mma, and only the sums that meet
+//     one at s ≤ r get its terms A_qk[r][s] R[s][n] added back on CUDA cores. A finite row's terms above the diagonal
+//     are exact zeros, so either way the sum for row r does not depend on rows s > r.
+// Prediction: output 0.96 -> 0.6-0.65 ms at B = 8, T = 4096; measured (Nsight Compute): 0.62 ms, DRAM 84% busy.
+//
+// This is the A_qk R half (Q_γ S_n comes first, by warp_mma_rows). A_qk reaches it through accessors, so that the
+// output kernel (A_qk in shared memory) and the fused pass of version 21 (in registers, loaded while R is computed)
+// run the same sums in the same order — the same bits. With g = lane / 4, t = lane % 4, r0 = wm + g, r1 = r0 + 8 and
+// k0 the k-step's first column, fragment value j = 0 .. 3 is A_qk at (r0, k0 + t), (r1, k0 + t), (r0, k0 + t + 4),
+// (r1, k0 + t + 4):
+//   a_left(ks, j):  k0 = 8 ks, for the blocks left of the warp's diagonal block (8 ks < wm);
+//   a_diag(i, j):   k0 = wm + 8 i (i = 0, 1), the diagonal block, before its guard;
+//   a_at(r, s):     A_qk[r][s] for the rare fix-up (r, s in the diagonal block, s ≤ r).
+template <int NTW, class ALeft, class ADiag, class AAt>
+__device__ __forceinline__ void output_intra_mma(float (&cf)[NTW][4], ALeft a_left, ADiag a_diag, AAt a_at,
+                                                 const float* s_R, int r_ld, int wm, int wn) {
+  const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  // The blocks left of the warp's diagonal block, whose terms all have s < r.
+#pragma unroll
+  for (int ks = 0; ks < kChunk / 8 - 2; ++ks)
+    if (8 * ks < wm) {
+      const int k0 = 8 * ks;
+      const uint32_t af[4] = {to_tf32(a_left(ks, 0)), to_tf32(a_left(ks, 1)), to_tf32(a_left(ks, 2)),
+                              to_tf32(a_left(ks, 3))};
+#pragma unroll
+      for (int nt = 0; nt < NTW; ++nt)
+        mma_tf32(cf[nt], af, to_tf32(s_R[(k0 + t) * r_ld + wn + nt * 8 + g]),
+                 to_tf32(s_R[(k0 + t + 4) * r_ld + wn + nt * 8 + g]));
+    }
+  // The diagonal block, s and r in wm .. wm + 15, with both guards.
+  bool overflow = false;
+  auto finite_or_0 = [&](float x) {
+    const bool ok = isfinite(x);
+    overflow |= !ok;
+    return ok ? x : 0.f;
+  };
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int k0 = wm + 8 * i, r0 = wm + g, r1 = wm + g + 8, s0 = k0 + t, s1 = k0 + t + 4;
+    const uint32_t af[4] = {to_tf32(s0 <= r0 ? a_diag(i, 0) : 0.f), to_tf32(s0 <= r1 ? a_diag(i, 1) : 0.f),
+                            to_tf32(s1 <= r0 ? a_diag(i, 2) : 0.f), to_tf32(s1 <= r1 ? a_diag(i, 3) : 0.f)};
+#pragma unroll
+    for (int nt = 0; nt < NTW; ++nt)
+      mma_tf32(cf[nt], af, to_tf32(finite_or_0(s_R[s0 * r_ld + wn + nt * 8 + g])),
+               to_tf32(finite_or_0(s_R[s1 * r_ld + wn + nt * 8 + g])));
+  }
+  if (__any_sync(0xffffffffu, overflow)) {  // rare: some R in the diagonal block is not finite
+#pragma unroll
+    for (int nt = 0; nt < NTW; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {  // c[e]: row g + 8·(e / 2), column 2t + e % 2
+        const int r = wm + g + 8 * (e / 2), col = wn + nt * 8 + 2 * t + e % 2;
+        for (int s = wm; s <= r; ++s) {
+          const float x = s_R[s * r_ld + col];
+          if (!isfinite(x)) cf[nt][e] += a_at(r, s) * x;
+        }
+      }
+  }
+}
+
+// A warp's O fragments (rows wm + g, + 8; columns wn + nt·8 + 2t, + 1) to o (bf16 pairs rounded as from_float rounds),
+// rows below L only; o points at row 0, column 0 of the chunk's slice, rows o_rs apart.
+template <int NTW, typename T>
+__device__ __forceinline__ void store_output_fragments(const float (&cf)[NTW][4], T* o, int64_t o_rs, int wm, int wn,
+                                                       int L) {
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int nt = 0; nt < NTW; ++nt)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int r = wm + lane / 4 + 8 * h, col = wn + nt * 8 + 2 * (lane % 4);
+      if (r < L) {
+        T* out = o + r * o_rs + col;
+        out[0] = from_float<T>(cf[nt][2 * h]), out[1] = from_float<T>(cf[nt][2 * h + 1]);
+      }
+    }
+}
+
 // kVec: version 12, tile_product_vec (same bits). kMma: version 13 with bf16 storage — the two products on tensor
 // cores (mma.sync TF32, fp32 accumulation; the state itself stays fp32 in shared memory). kWideStores: version 20 —
 // S_n to the workspace by float4 (8 per thread instead of 32 scalar stores, each with its own index arithmetic) and R
 // by float2 from the fragments. Nsight Compute's stall samples of 19's pass (session 8): 55% in the phase that stores
 // S_n and computes and stores R, its top instructions IMAD, LEA and STG. Same values: same bits.
-template <int K, int VS, bool kVec = false, bool kMma = false, bool kWideStores = false>
-__global__ void __launch_bounds__(kThreads, 1) chunk_state_pass06(float* ht, Workspace ws, const float* h0,
+//
+// kOutput (version 21, with kMma, for a forward that keeps no workspace): the pass also computes O = Q_γ S_n + A_qk R
+// (Eq. 24), so the output kernel does not run, and S_n and R never leave the chip. Its shared memory is full (207 KB),
+// so Q_γ and A_qk come straight into registers as mma fragments, which prepare wrote in fragment order (ws.Qf, ws.Af),
+// from L2 (a bulk prefetch one chunk ahead), each loaded for the next chunk as soon as this chunk's has been used.
+// Q_γ S_n shares its B fragments (S_n) with R = U − Y S_n (warp_mma_rows_pair); A_qk R is the output kernel's
+// output_intra_mma with its guards, so O has version 20's bits. Prediction (docs/cuda.md, written before the run): the
+// output kernel's 0.61 ms and 0.8 GB of S_n and R stores go; the pass grows from 1.05 to 1.3-1.5 ms (Nsight Compute,
+// B = 8, T = 4096): the forward −0.2 to −0.4 ms.
+template <int K, int VS, bool kVec = false, bool kMma = false, bool kWideStores = false, typename TO = float,
+          bool kOutput = false>
+__global__ void __launch_bounds__(kThreads, 1) chunk_state_pass06(TO* o, float* ht, Workspace ws, const float* h0,
                                                                    const int64_t* cu_seqlens, int64_t T_len, int HV,
                                                                    int V) {
+  static_assert(!kOutput || kMma, "the fused output runs on the tensor-core pass");
+  constexpr bool kStore = !kOutput;  // S_n and R to the workspace
   using Lay = PassLayout<K, VS, kMma>;
   constexpr int C = kChunk, KPY = Lay::KPY, KPK = Lay::KPK, VSP = Lay::VSP, kBuf = Lay::kBuf;
   extern __shared__ __align__(16) float smem[];
@@ -516,35 +641,66 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_state_pass06(float* ht, Wor
     }
     for (int i = tid; i < K / 4; i += kThreads)
       cp_async16(b_g + 4 * i, ws.gC + (chunk_slot(span.row0, n, c) * HV + hv) * K + 4 * i, true);
+    if (kOutput && tid == 0 && (c + 1) * C < span.length) {  // chunk c + 1's fragments of Q_γ and A_qk
+      const int64_t at = chunk_slot(span.row0, n, c + 1) * HV + hv;
+      prefetch_l2_bulk(ws.Qf + at * C * K, C * K * 4);
+      prefetch_l2_bulk(ws.Af + at * C * C, C * C * 4);
+    }
+  };
+  // Version 21: Q_γ and A_qk fragments in registers, 16 bytes per load from prepare's fragment order (rows ≥ L are 0
+  // there, as in the output kernel's zero-filled tiles). Each is loaded for chunk c + 1 as soon as chunk c's has been
+  // used (Q_γ after Q_γ S_n, A_qk after A_qk R), so a load has half a step or more to land, from L2: issue(c) asks L2
+  // for chunk c + 1's fragments.
+  constexpr int NTW = VS / 16;
+  const int warp = tid / 32, g = tid % 32 / 4, t = tid % 4, wm = (warp % 4) * 16, wn = (warp / 4) * (VS / 2);
+  float qf[kOutput ? K / 8 : 1][4], al[kOutput ? C / 8 - 2 : 1][4], ad[2][4];
+  auto load_q = [&](int64_t c) {
+    const float4* at = reinterpret_cast<const float4*>(ws.Qf + (chunk_slot(span.row0, n, c) * HV + hv) * int64_t(C * K));
+#pragma unroll
+    for (int ks = 0; ks < K / 8; ++ks) {
+      const float4 x = at[fragment_index<K>(warp % 4, ks, tid % 32)];
+      qf[ks][0] = x.x, qf[ks][1] = x.y, qf[ks][2] = x.z, qf[ks][3] = x.w;
+    }
+  };
+  auto load_a = [&](int64_t c) {
+    const float4* at = reinterpret_cast<const float4*>(ws.Af + (chunk_slot(span.row0, n, c) * HV + hv) * int64_t(C * C));
+    auto put = [](float (&f)[4], float4 x) { f[0] = x.x, f[1] = x.y, f[2] = x.z, f[3] = x.w; };
+#pragma unroll
+    for (int ks = 0; ks < C / 8 - 2; ++ks)
+      if (8 * ks < wm) put(al[ks], at[fragment_index<C>(warp % 4, ks, tid % 32)]);
+#pragma unroll
+    for (int i = 0; i < 2; ++i) put(ad[i], at[fragment_index<C>(warp % 4, wm / 8 + i, tid % 32)]);
   };
   if (chunks > 0) issue(0);
   cp_async_commit();
+  if (kOutput && chunks > 0) load_q(0), load_a(0);
   for (int64_t c = 0; c < chunks; ++c) {
     if (c + 1 < chunks) issue(c + 1);
     cp_async_commit();  // (an empty group at the end keeps the count uniform)
+    const int64_t row0 = span.row0 + c * C;
+    const int L = int(span.length - c * C < C ? span.length - c * C : C);
     cp_async_wait<1>();  // chunk c has landed
     __syncthreads();
     float* buf = smem + (c & 1) * kBuf;
     float *b_y = buf, *b_k = buf + C * KPY, *b_u = b_k + C * KPK, *b_g = b_u + C * VSP;
-    const int64_t row0 = span.row0 + c * C;
-    const int L = int(span.length - c * C < C ? span.length - c * C : C);
     float* Sn = ws.Sn + (chunk_slot(span.row0, n, c) * HV + hv) * int64_t(K) * V;
-    if constexpr (kWideStores) {  // rows of s_S and of S_n start 16-byte aligned (VSP, V and col0 multiples of 4)
+    if (kStore && kWideStores) {  // rows of s_S and of S_n start 16-byte aligned (VSP, V and col0 multiples of 4)
       float* at = Sn + col0;
 #pragma unroll 4
       for (int i = tid; i < K * VS / 4; i += kThreads) {
         const int d = i / (VS / 4), c4 = (i % (VS / 4)) * 4;
         *reinterpret_cast<float4*>(at + int64_t(d) * V + c4) = *reinterpret_cast<const float4*>(s_S + d * VSP + c4);
       }
-    } else
+    } else if (kStore) {
       for (int i = tid; i < K * VS; i += kThreads) Sn[int64_t(i / VS) * V + col0 + i % VS] = s_S[(i / VS) * VSP + i % VS];
+    }
     constexpr int TM = 4, TN = VS / 16;
     if constexpr (kMma) {
       // Warp w: rows 16·(w % 4) .. + 15 of R and VS/2 columns from (w / 4)·VS/2 (VS/16 tiles of 8); then K/4 rows of
       // the state update (K/64 tiles of 16) and the same columns.
-      const int warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
-      constexpr int NTW = VS / 16, MTS = K / 64;
-      const int wm = (warp % 4) * 16, wn = (warp / 4) * (VS / 2), ws0 = (warp % 4) * (K / 4);
+      constexpr int MTS = K / 64;
+      const int ws0 = (warp % 4) * (K / 4);
+      float of[NTW][4] = {};  // version 21: O
       {  // R = U − Y S_n (Eq. 23): the accumulators start from U; A = −Y
         float cf[NTW][4];
 #pragma unroll
@@ -553,9 +709,14 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_state_pass06(float* ht, Wor
           cf[nt][0] = b_u[(wm + g) * VSP + col], cf[nt][1] = b_u[(wm + g) * VSP + col + 1];
           cf[nt][2] = b_u[(wm + g + 8) * VSP + col], cf[nt][3] = b_u[(wm + g + 8) * VSP + col + 1];
         }
-        warp_mma_rows(cf, b_y, KPY, s_S, VSP, wm, wn, 0, K, -1.f);
+        if constexpr (kOutput) {  // and O = Q_γ S_n (Eq. 24) with the same S_n fragments
+          warp_mma_rows_pair(cf, b_y, KPY, of, qf, s_S, VSP, wm, wn, -1.f);
+          if (c + 1 < chunks) load_q(c + 1);
+        } else
+          warp_mma_rows(cf, b_y, KPY, s_S, VSP, wm, wn, 0, K, -1.f);
         // Each warp read U only where it now writes R, so no barrier is needed before the writes.
-        store_fragments<NTW, kWideStores>(cf, b_u, VSP, ws.U + (row0 * HV + hv) * V + col0, int64_t(HV) * V, wm, wn, L);
+        store_fragments<NTW, kWideStores>(cf, b_u, VSP, ws.U + (row0 * HV + hv) * V + col0, int64_t(HV) * V, wm, wn,
+                                          kStore ? L : 0);
       }
       __syncthreads();
       {  // S ← Diag(γ_C) S + K_tailᵀ R (Eq. 23): A(d, j) = K_tail[j][d], read down its columns
@@ -563,6 +724,13 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_state_pass06(float* ht, Wor
         warp_mma_cols(sf, b_k, KPK, b_u, VSP, ws0, wn, C);
         // Every warp has finished reading S (in the R product, before the barrier); each now updates its own part.
         decay_add_fragments(sf, s_S, VSP, b_g, ws0, wn);
+      }
+      if constexpr (kOutput) {  // O += A_qk R (Eq. 24), R of every warp in b_u since the barrier
+        output_intra_mma(
+            of, [&](int ks, int j) { return al[ks][j]; }, [&](int i, int j) { return ad[i][j]; },
+            [&](int r, int s) { return r < L ? ws.Aqk[((row0 + r) * HV + hv) * C + s] : 0.f; }, b_u, VSP, wm, wn);
+        store_output_fragments(of, o + (row0 * HV + hv) * V + col0, int64_t(HV) * V, wm, wn, L);
+        if (c + 1 < chunks) load_a(c + 1);
       }
       __syncthreads();  // buffer c % 2 is free for chunk c + 2
       continue;
@@ -624,64 +792,6 @@ constexpr size_t output06_smem_floats() {
   return OutputLayout<K, VO, kMma>::floats();
 }
 
-// Version 15 (bf16 storage): O = Q_γ S_n + A_qk R on tensor cores (mma.sync m16n8k8, TF32 operands rounded to nearest,
-// fp32 accumulation). By count version 12's 4 × 4 register tiles move 2 bytes of shared memory per multiply-add, about
-// 7 µs per block at 128 bytes per clock — with about 124 blocks per SM, the kernel's measured 0.96 ms; the fragments
-// move about a quarter of that. 8 warps as 4 × 2: rows wm .. wm + 15, VO/2 columns from wn. A session-4 try kept the
-// diagonal 16 × 16 blocks of A_qk R on CUDA cores (a serial chain of shared loads per lane) and lost; here they are
-// on the mma too, which cannot skip the terms above A_qk's diagonal, so two guards keep prefix causality bitwise:
-//   - A_qk's entries above the diagonal (not stored: garbage in the workspace) are selected as 0 in the fragment;
-//   - an overflowed future row of R (inf or NaN; 0 · inf = NaN) is read as 0 by the mma, and only the sums that meet
-//     one at s ≤ r get its terms A_qk[r][s] R[s][n] added back on CUDA cores. A finite row's terms above the diagonal
-//     are exact zeros, so either way the sum for row r does not depend on rows s > r.
-// Prediction: output 0.96 -> 0.6-0.65 ms at B = 8, T = 4096; measured (Nsight Compute): 0.62 ms, DRAM 84% busy.
-template <int K, int VO, typename Lay>
-__device__ __forceinline__ void output_tile_mma(float (&cf)[VO / 16][4], const float* s_q, const float* s_A,
-                                                const float* s_S, const float* s_R, int tid) {
-  constexpr int KP = Lay::KP, AP = Lay::AP, VP = Lay::VP, NTW = VO / 16;
-  const int warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
-  const int wm = (warp % 4) * 16, wn = (warp / 4) * (VO / 2);
-  warp_mma_rows(cf, s_q, KP, s_S, VP, wm, wn, 0, K);  // Q_γ S_n (Eq. 24)
-  // A_qk R (Eq. 24): the blocks left of the warp's diagonal block, whose terms all have s < r.
-  for (int k0 = 0; k0 < wm; k0 += 8) {
-    const uint32_t af[4] = {to_tf32(s_A[(wm + g) * AP + k0 + t]), to_tf32(s_A[(wm + g + 8) * AP + k0 + t]),
-                            to_tf32(s_A[(wm + g) * AP + k0 + t + 4]), to_tf32(s_A[(wm + g + 8) * AP + k0 + t + 4])};
-#pragma unroll
-    for (int nt = 0; nt < NTW; ++nt)
-      mma_tf32(cf[nt], af, to_tf32(s_R[(k0 + t) * VP + wn + nt * 8 + g]),
-               to_tf32(s_R[(k0 + t + 4) * VP + wn + nt * 8 + g]));
-  }
-  // The diagonal block, s and r in wm .. wm + 15, with both guards.
-  bool overflow = false;
-  auto finite_or_0 = [&](float x) {
-    const bool ok = isfinite(x);
-    overflow |= !ok;
-    return ok ? x : 0.f;
-  };
-#pragma unroll
-  for (int k0 = wm; k0 < wm + 16; k0 += 8) {
-    const int r0 = wm + g, r1 = wm + g + 8, s0 = k0 + t, s1 = k0 + t + 4;
-    const uint32_t af[4] = {to_tf32(s0 <= r0 ? s_A[r0 * AP + s0] : 0.f), to_tf32(s0 <= r1 ? s_A[r1 * AP + s0] : 0.f),
-                            to_tf32(s1 <= r0 ? s_A[r0 * AP + s1] : 0.f), to_tf32(s1 <= r1 ? s_A[r1 * AP + s1] : 0.f)};
-#pragma unroll
-    for (int nt = 0; nt < NTW; ++nt)
-      mma_tf32(cf[nt], af, to_tf32(finite_or_0(s_R[s0 * VP + wn + nt * 8 + g])),
-               to_tf32(finite_or_0(s_R[s1 * VP + wn + nt * 8 + g])));
-  }
-  if (__any_sync(0xffffffffu, overflow)) {  // rare: some R in the diagonal block is not finite
-#pragma unroll
-    for (int nt = 0; nt < NTW; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {  // c[e]: row g + 8·(e / 2), column 2t + e % 2
-        const int r = wm + g + 8 * (e / 2), col = wn + nt * 8 + 2 * t + e % 2;
-        for (int s = wm; s <= r; ++s) {
-          const float x = s_R[s * VP + col];
-          if (!isfinite(x)) cf[nt][e] += s_A[r * AP + s] * x;
-        }
-      }
-  }
-}
-
 // O = Q_γ S_n + A_qk R for one chunk (block x), value head (y), sequence and value slice (z = n · V/VO + slice).
 // kVec: version 12, tile_product_vec (same bits). kMma: version 15, tensor cores (bf16 storage). kAdjacent: version 19,
 // the V / VO blocks of one chunk next to each other in launch order (block x = chunk · V/VO + slice), so they run at
@@ -726,20 +836,16 @@ __global__ void __launch_bounds__(kThreads, 2) chunk_output06(T* o, Workspace ws
   cp_async_wait<0>();
   __syncthreads();
   if constexpr (kMma) {
-    float cf[VO / 16][4] = {};
-    output_tile_mma<K, VO, Lay>(cf, s_q, s_A, s_S, s_R, tid);
-    const int warp = tid / 32, lane = tid % 32;
+    const int warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
     const int wm = (warp % 4) * 16, wn = (warp / 4) * (VO / 2);
-#pragma unroll
-    for (int nt = 0; nt < VO / 16; ++nt)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int r = wm + lane / 4 + 8 * h, col = col0 + wn + nt * 8 + 2 * (lane % 4);
-        if (r < L) {
-          T* out = o + ((row0 + r) * HV + hv) * V + col;
-          out[0] = from_float<T>(cf[nt][2 * h]), out[1] = from_float<T>(cf[nt][2 * h + 1]);
-        }
-      }
+    float cf[VO / 16][4] = {};
+    warp_mma_rows(cf, s_q, KP, s_S, VP, wm, wn, 0, K);  // Q_γ S_n (Eq. 24)
+    // + A_qk R (Eq. 24), fragment value j at row wm + g + 8 (j % 2), column k0 + t + 4 (j / 2)
+    auto a_frag = [&](int k0, int j) { return s_A[(wm + g + 8 * (j & 1)) * AP + k0 + t + 4 * (j >> 1)]; };
+    output_intra_mma(
+        cf, [&](int ks, int j) { return a_frag(8 * ks, j); }, [&](int i, int j) { return a_frag(wm + 8 * i, j); },
+        [&](int r, int s) { return s_A[r * AP + s]; }, s_R, VP, wm, wn);
+    store_output_fragments(cf, o + (row0 * HV + hv) * V + col0, int64_t(HV) * V, wm, wn, L);
     return;
   }
   constexpr int TM = 4, TN = VO / 16;
@@ -759,11 +865,12 @@ __global__ void __launch_bounds__(kThreads, 2) chunk_output06(T* o, Workspace ws
       for (int j = 0; j < TN; ++j) o[((row0 + r0 + i) * HV + hv) * V + col0 + c1 + j] = from_float<T>(acc[i][j]);
 }
 
-// The prepare kernel and the version-06 state pass on a workspace the caller allocated (ht may be null).
-template <int K, int VS, typename T, int kVersion, int kPrepareThreads, bool kWide = true>
-void run_prepare_and_pass(const Workspace& ws, float* ht, const void* q, const void* k, const void* v, const float* g,
-                          const void* b, const void* w, const float* h0, const int64_t* cu, const Problem& p,
-                          cudaStream_t stream) {
+// The prepare kernel and the version-06 state pass on a workspace the caller allocated (ht may be null). kFuse
+// (version 21, bf16 storage, ws.Qf and ws.Af allocated): the pass writes O instead of S_n and R.
+template <int K, int VS, typename T, int kVersion, int kPrepareThreads, bool kWide = true, bool kFuse = false>
+void run_prepare_and_pass(const Workspace& ws, void* o, float* ht, const void* q, const void* k, const void* v,
+                          const float* g, const void* b, const void* w, const float* h0, const int64_t* cu,
+                          const Problem& p, cudaStream_t stream) {
   const float scale = default_scale(p);
   const unsigned max_chunks = unsigned((p.T + kChunk - 1) / kChunk);
   constexpr size_t bytes = prepare_smem_floats<K, prepare_kp<K, kVersion>()>() * sizeof(float);
@@ -776,10 +883,12 @@ void run_prepare_and_pass(const Workspace& ws, float* ht, const void* q, const v
   {
     constexpr bool kMma = kVersion >= 13 && std::is_same_v<T, __nv_bfloat16>;
     constexpr size_t bytes = pass06_smem_floats<K, VS, kMma>() * sizeof(float);
-    auto kernel = chunk_state_pass06<K, VS, (kVersion >= 12), kMma, (kVersion >= 20)>;
+    static_assert(!kFuse || kMma, "the fused output runs on the tensor-core pass");
+    using TO = std::conditional_t<kFuse, T, float>;  // (o's type matters only to the fused pass)
+    auto kernel = chunk_state_pass06<K, VS, (kVersion >= 12), kMma, (kVersion >= 20), TO, kFuse>;
     GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
-    kernel<<<dim3(unsigned(p.V / VS), unsigned(p.HV), unsigned(p.N)), kThreads, bytes, stream>>>(ht, ws, h0, cu, p.T,
-                                                                                                 int(p.HV), int(p.V));
+    kernel<<<dim3(unsigned(p.V / VS), unsigned(p.HV), unsigned(p.N)), kThreads, bytes, stream>>>(
+        static_cast<TO*>(o), ht, ws, h0, cu, p.T, int(p.HV), int(p.V));
     GDN2_CUDA_CHECK_LAUNCH();
   }
 }
@@ -792,11 +901,21 @@ void launch_06(void* o, float* ht, const void* q, const void* k, const void* v, 
   if (rows == 0) return;
   // Kept for the backward only from version 07 on (it stores A with its zeros above the diagonal).
   const bool keep = saved && kVersion >= 7;
+  // Version 21 (bf16 storage, nothing kept): the output computed in the pass, from Q_γ and A_qk in fragment order.
+  // A kept workspace needs S_n and R, so a forward for the backward runs version 20's kernels (the same bits).
+  constexpr bool kFusable = kVersion >= 21 && std::is_same_v<T, __nv_bfloat16>;
+  const bool fuse = kFusable && !keep;
   const size_t floats = forward_workspace_floats(rows, p.N, p.HV, K, p.V, keep);
-  float* base = workspace_alloc<float>(floats, stream);
-  const Workspace ws = carve_forward_workspace(base, rows, p.N, p.HV, K, p.V, keep);
-  run_prepare_and_pass<K, VS, T, kVersion, kPrepareThreads, kWide>(ws, ht, q, k, v, g, b, w, h0, cu, p, stream);
-  {
+  const size_t fragments = fuse ? size_t(chunk_slots(rows, p.N) * p.HV * kChunk) : 0;  // per tile column
+  float* base = workspace_alloc<float>(floats + fragments * (K + kChunk), stream);
+  Workspace ws = carve_forward_workspace(base, rows, p.N, p.HV, K, p.V, keep);
+  if (fuse) ws.Qf = base + floats, ws.Af = ws.Qf + fragments * K;
+  if (fuse)
+    run_prepare_and_pass<K, VS, T, kVersion, kPrepareThreads, kWide, kFusable>(ws, o, ht, q, k, v, g, b, w, h0, cu, p,
+                                                                               stream);
+  else
+    run_prepare_and_pass<K, VS, T, kVersion, kPrepareThreads, kWide>(ws, o, ht, q, k, v, g, b, w, h0, cu, p, stream);
+  if (!fuse) {
     // Version 11: 64 value columns per output block instead of 32 (when V is a multiple of 64) — Q_γ and A_qk are read
     // twice per chunk instead of four times; 99 KB of shared memory still gives two blocks per SM.
     auto output = [&](auto vo) {
@@ -874,8 +993,9 @@ void chunk_forward_recompute(const Workspace& ws, const void* q, const void* k, 
     // aligned: the same bits), so a kept workspace and a recomputed one agree bit for bit.
     auto run = [&](auto loads) {
       constexpr bool kWide = decltype(loads)::value;
-      return wide_pass(p) ? run_prepare_and_pass<KK, 64, TT, 20, 512, kWide>(ws, nullptr, q, k, v, g, b, w, h0, cu, p, s)
-                          : run_prepare_and_pass<KK, 32, TT, 20, 512, kWide>(ws, nullptr, q, k, v, g, b, w, h0, cu, p, s);
+      return wide_pass(p)
+                 ? run_prepare_and_pass<KK, 64, TT, 20, 512, kWide>(ws, nullptr, nullptr, q, k, v, g, b, w, h0, cu, p, s)
+                 : run_prepare_and_pass<KK, 32, TT, 20, 512, kWide>(ws, nullptr, nullptr, q, k, v, g, b, w, h0, cu, p, s);
     };
     if (!aligned16(q, k, v, g, b, w)) return run(std::false_type{});
     return run(std::true_type{});
@@ -936,7 +1056,9 @@ void chunk_forward_split_dispatch(void* o, float* ht, const void* q, const void*
         // 19: the output kernel's blocks of one chunk adjacent in launch order (same bits as 18).
         case 19: return any_alignment(integral_constant<int, 19>{});
         // 20: the pass stores S_n by float4 and R by float2 (same bits as 18).
-        default: return any_alignment(integral_constant<int, 20>{});
+        case 20: return any_alignment(integral_constant<int, 20>{});
+        // 21: with bf16 storage the pass computes O too, and no output kernel runs (same bits as 18); float32 as 20.
+        default: return any_alignment(integral_constant<int, 21>{});
       }
     }
     // The widest value slice that still gives about one block per SM (the pass holds one block per SM): wide

@@ -70,6 +70,31 @@ __device__ __forceinline__ void warp_mma_rows(float (&cf)[NTW][4], const float* 
   }
 }
 
+// warp_mma_rows for two products that share B, over the full depth 8·KS from 0: cf += (sign · A) B as there, and
+// cf2 += A2 B with A2's fragments already in registers (a2[ks][j]: fragment value j of k-step ks, in the order of
+// mma_tf32's a). One B fragment load and rounding serves both mma; each sum's terms and order are those of two
+// warp_mma_rows calls, so the bits are too (forward version 21: R = U − Y S_n and Q_γ S_n).
+template <int NTW, int KS>
+__device__ __forceinline__ void warp_mma_rows_pair(float (&cf)[NTW][4], const float* A, int a_ld, float (&cf2)[NTW][4],
+                                                   const float (&a2)[KS][4], const float* B, int b_ld, int m0, int n0,
+                                                   float sign) {
+  const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+#pragma unroll
+  for (int ks = 0; ks < KS; ++ks) {
+    const int k0 = 8 * ks;
+    const uint32_t af[4] = {to_tf32(sign * A[(m0 + g) * a_ld + k0 + t]), to_tf32(sign * A[(m0 + g + 8) * a_ld + k0 + t]),
+                            to_tf32(sign * A[(m0 + g) * a_ld + k0 + t + 4]),
+                            to_tf32(sign * A[(m0 + g + 8) * a_ld + k0 + t + 4])};
+    const uint32_t af2[4] = {to_tf32(a2[ks][0]), to_tf32(a2[ks][1]), to_tf32(a2[ks][2]), to_tf32(a2[ks][3])};
+#pragma unroll
+    for (int nt = 0; nt < NTW; ++nt) {
+      const uint32_t b0 = to_tf32(B[(k0 + t) * b_ld + n0 + nt * 8 + g]), b1 = to_tf32(B[(k0 + t + 4) * b_ld + n0 + nt * 8 + g]);
+      mma_tf32(cf[nt], af, b0, b1);
+      mma_tf32(cf2[nt], af2, b0, b1);
+    }
+  }
+}
+
 // The same with A read down its columns (A(m, k) = X[k·x_ld + m], x_ld ≡ 8 mod 32): cf[mt][nt] += (sign · A) B for
 // the warp's MTS tiles of 16 rows from m0 and NTW tiles of 8 columns from n0, over the depth 0, 8, .. < depth. Used by
 // the forward pass (K_tailᵀ R) and the backward pass (Q_γᵀ dO, −Yᵀ dR), whose state updates then add the fragments to

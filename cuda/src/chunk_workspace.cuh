@@ -13,7 +13,17 @@ struct Workspace {
   float *Qg = nullptr, *Kt = nullptr;  // version 06: Q_γ and K_tail per row [rows][HV][K]
   float *gC = nullptr, *Sn = nullptr;  // version 06: γ_C [slots][HV][K] and the chunk-start states [slots][HV][K][V]
   float *A = nullptr, *Ebar = nullptr;  // kept for the backward only: A = (I + T)⁻¹ [rows][HV][C], Ē [rows][HV][K]
+  // Version 21 (bf16, workspace not kept): Q_γ [slots][HV][C·K] and A_qk [slots][HV][C·C] in mma fragment order
+  // (fragment_index) for the fused pass, in place of Qg and Aqk.
+  float *Qf = nullptr, *Af = nullptr;
 };
+
+// Fragment order of a chunk's [C][D] tile (forward version 21): the float4 at index (mb · D/8 + ks) · 32 + lane holds
+// the four values that lane (g = lane / 4, t = lane % 4) of a warp on rows mb·16 .. mb·16 + 15 passes to mma_tf32 as
+// its A fragment for k-step ks: (r0, k0 + t), (r0 + 8, k0 + t), (r0, k0 + t + 4), (r0 + 8, k0 + t + 4) with
+// r0 = mb·16 + g, k0 = 8 ks. A warp's 32 lanes then read 512 contiguous bytes per k-step.
+template <int D>
+__device__ __forceinline__ int fragment_index(int mb, int ks, int lane) { return (mb * (D / 8) + ks) * 32 + lane; }
 
 // Version 06 stores one γ_C and one state per chunk. Chunk c of sequence n gets slot row0_n / C + n + c: distinct for
 // every (n, c) also with packed sequences (row0_{n+1} / C + 1 ≥ row0_n / C + ⌈len_n / C⌉), and at most rows / C + N + 1.

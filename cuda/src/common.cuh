@@ -33,6 +33,10 @@ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { re
 // Asks the L2 cache to fetch the 128-byte line holding ptr; the thread does not wait (a hint: no result, no fault).
 // The sequential passes use it to have the next chunk's operands on chip while they compute this one.
 __device__ __forceinline__ void prefetch_l2(const void* ptr) { asm volatile("prefetch.global.L2 [%0];" ::"l"(ptr)); }
+// The same for bytes (a multiple of 16) from ptr (16-byte aligned), by one bulk prefetch (sm_90).
+__device__ __forceinline__ void prefetch_l2_bulk(const void* ptr, uint32_t bytes) {
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(ptr), "r"(bytes));
+}
 
 // Whether every pointer is 16-byte aligned: the kernels that read a caller's tensors 16 bytes at a time (forward
 // version 16, backward version 17) run only then, and otherwise the rung before them (same bits).

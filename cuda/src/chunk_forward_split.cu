@@ -90,6 +90,7 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
   constexpr int C = kChunk, KP = prepare_kp<K, kVersion>();
   constexpr bool kV07 = kVersion >= 7, kV09 = kVersion >= 9, kV10 = kVersion >= 10, kV16 = kVersion >= 16 && kWide;
   constexpr bool kV18 = kVersion >= 18 && std::is_same_v<T, __nv_bfloat16>;  // 2c on tensor cores (bf16 storage)
+  constexpr bool kV21 = kVersion >= 21;  // with ws.Qf: Q_γ, A_qk in fragment order; Q_γ, Y, K_tail rounded to TF32
   extern __shared__ __align__(16) float smem[];
   float* s_q = smem;                     // [C][K]  q̃ → q̃⊙c (for A_qk)
   float* s_k = s_q + C * KP;             // [C][K]  k → k⊙a
@@ -201,21 +202,11 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
         const float4 suf = *reinterpret_cast<const float4*>(s_suf + (r / kSub) * K + d);
         if (!ws.Qf)
           *reinterpret_cast<float4*>(ws.Qg + at) = make_float4(qc.x * pre.x, qc.y * pre.y, qc.z * pre.z, qc.w * pre.w);
-        *reinterpret_cast<float4*>(ws.Kt + at) = make_float4(ka.x * suf.x, ka.y * suf.y, ka.z * suf.z, ka.w * suf.w);
+        float4 kt = make_float4(ka.x * suf.x, ka.y * suf.y, ka.z * suf.z, ka.w * suf.w);
+        if (kV21 && ws.Qf)  // version 21's fused pass takes K_tail (and Y, Q_γ) already rounded to TF32
+          kt = make_float4(round_tf32(kt.x), round_tf32(kt.y), round_tf32(kt.z), round_tf32(kt.w));
+        *reinterpret_cast<float4*>(ws.Kt + at) = kt;
         if (ws.Ebar) *reinterpret_cast<float4*>(ws.Ebar + at) = e;
-      }
-    }
-    if (kVersion >= 21 && kFull && ws.Qf) {  // Q_γ in fragment order for the fused pass (the same products)
-      float* out = ws.Qf + (chunk_slot(span.row0, n, blockIdx.x) * HV + hv) * int64_t(C * K);
-      for (int f = tid; f < C * K / 4; f += NT) {
-        const int lane = f % 32, ks = f / 32 % (K / 8), mb = f / (32 * (K / 8));
-        float x[4];
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          const int r = mb * 16 + lane / 4 + 8 * (j & 1), d = 8 * ks + lane % 4 + 4 * (j >> 1);
-          x[j] = r < L ? s_q[r * KP + d] * s_pre[(r / kSub) * K + d] : 0.f;
-        }
-        store4(out + 4 * fragment_index<K>(mb, ks, lane), x);
       }
     }
   } else
@@ -225,9 +216,24 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
     if (kFull && r < L) {
       // Q_γ = γ ⊙ q̃ (Eq. 24) and K_tail = (γ_C/γ_r) ⊙ k = suf(J)·a_r·k (Eq. 23), for the pass and output kernels.
       const int64_t at = ((span.row0 + c0 + r) * HV + hv) * K + d;
-      ws.Qg[at] = s_q[r * KP + d] * s_pre[(r / kSub) * K + d];
-      ws.Kt[at] = s_k[r * KP + d] * s_suf[(r / kSub) * K + d];
+      if (!ws.Qf) ws.Qg[at] = s_q[r * KP + d] * s_pre[(r / kSub) * K + d];
+      const float kt = s_k[r * KP + d] * s_suf[(r / kSub) * K + d];
+      ws.Kt[at] = kV21 && ws.Qf ? round_tf32(kt) : kt;
       if (ws.Ebar) ws.Ebar[at] = s_e[r * KP + d];  // the backward's recompute keeps Ē (Eq. 20)
+    }
+  }
+  if (kV21 && kFull && ws.Qf) {  // Q_γ in fragment order for the fused pass (the products above, rounded to TF32;
+    // either load path)
+    float* out = ws.Qf + (chunk_slot(span.row0, n, blockIdx.x) * HV + hv) * int64_t(C * K);
+    for (int f = tid; f < C * K / 4; f += NT) {
+      const int lane = f % 32, ks = f / 32 % (K / 8), mb = f / (32 * (K / 8));
+      float x[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int r = mb * 16 + lane / 4 + 8 * (j & 1), d = 8 * ks + lane % 4 + 4 * (j >> 1);
+        x[j] = r < L ? round_tf32(s_q[r * KP + d] * s_pre[(r / kSub) * K + d]) : 0.f;
+      }
+      store4(out + 4 * fragment_index<K>(mb, ks, lane), x);
     }
   }
   if (kFull)
@@ -272,7 +278,8 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
     for (int i = 0; i < TM; ++i)
       if (m0 + i < L)
 #pragma unroll
-        for (int j = 0; j < TN; ++j) ws.Y[((row0 + m0 + i) * HV + hv) * K + lane + 32 * j] = acc[i][j];
+        for (int j = 0; j < TN; ++j)
+          ws.Y[((row0 + m0 + i) * HV + hv) * K + lane + 32 * j] = kV21 && ws.Qf ? round_tf32(acc[i][j]) : acc[i][j];
   } else {
     constexpr int TM = 4, TN = C * K / (TM * NT);
     float acc[TM][TN] = {};
@@ -284,7 +291,7 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
 #pragma unroll
         for (int j = 0; j < TN; ++j) ws.Y[((row0 + m0 + i) * HV + hv) * K + n0 + j] = acc[i][j];
   }
-  if (kVersion >= 21 && ws.Af) {  // A_qk in fragment order for the fused pass: k-steps up to the diagonal block's
+  if (kV21 && ws.Af) {  // A_qk in fragment order for the fused pass: k-steps up to the diagonal block's
     float* out = ws.Af + (chunk_slot(span.row0, n, blockIdx.x) * HV + hv) * int64_t(C * C);
     for (int f = tid; f < C * C / 4; f += NT) {
       const int lane = f % 32, ks = f / 32 % (C / 8), mb = f / (32 * (C / 8));
@@ -526,10 +533,12 @@ constexpr size_t pass06_smem_floats() {
 //   a_left(ks, j):  k0 = 8 ks, for the blocks left of the warp's diagonal block (8 ks < wm);
 //   a_diag(i, j):   k0 = wm + 8 i (i = 0, 1), the diagonal block, before its guard;
 //   a_at(r, s):     A_qk[r][s] for the rare fix-up (r, s in the diagonal block, s ≤ r).
-template <int NTW, class ALeft, class ADiag, class AAt>
+// kRRounded: R holds values already rounded to TF32 (the fused pass of version 21), used as they are.
+template <bool kRRounded = false, int NTW, class ALeft, class ADiag, class AAt>
 __device__ __forceinline__ void output_intra_mma(float (&cf)[NTW][4], ALeft a_left, ADiag a_diag, AAt a_at,
                                                  const float* s_R, int r_ld, int wm, int wn) {
   const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  auto op = [](float x) { return tf32_operand<kRRounded>(x); };
   // The blocks left of the warp's diagonal block, whose terms all have s < r.
 #pragma unroll
   for (int ks = 0; ks < kChunk / 8 - 2; ++ks)
@@ -539,8 +548,7 @@ __device__ __forceinline__ void output_intra_mma(float (&cf)[NTW][4], ALeft a_le
                               to_tf32(a_left(ks, 3))};
 #pragma unroll
       for (int nt = 0; nt < NTW; ++nt)
-        mma_tf32(cf[nt], af, to_tf32(s_R[(k0 + t) * r_ld + wn + nt * 8 + g]),
-                 to_tf32(s_R[(k0 + t + 4) * r_ld + wn + nt * 8 + g]));
+        mma_tf32(cf[nt], af, op(s_R[(k0 + t) * r_ld + wn + nt * 8 + g]), op(s_R[(k0 + t + 4) * r_ld + wn + nt * 8 + g]));
     }
   // The diagonal block, s and r in wm .. wm + 15, with both guards.
   bool overflow = false;
@@ -556,8 +564,8 @@ __device__ __forceinline__ void output_intra_mma(float (&cf)[NTW][4], ALeft a_le
                             to_tf32(s1 <= r0 ? a_diag(i, 2) : 0.f), to_tf32(s1 <= r1 ? a_diag(i, 3) : 0.f)};
 #pragma unroll
     for (int nt = 0; nt < NTW; ++nt)
-      mma_tf32(cf[nt], af, to_tf32(finite_or_0(s_R[s0 * r_ld + wn + nt * 8 + g])),
-               to_tf32(finite_or_0(s_R[s1 * r_ld + wn + nt * 8 + g])));
+      mma_tf32(cf[nt], af, op(finite_or_0(s_R[s0 * r_ld + wn + nt * 8 + g])),
+               op(finite_or_0(s_R[s1 * r_ld + wn + nt * 8 + g])));
   }
   if (__any_sync(0xffffffffu, overflow)) {  // rare: some R in the diagonal block is not finite
 #pragma unroll
@@ -629,15 +637,37 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_state_pass06(TO* o, float* 
     float *b_y = buf, *b_k = buf + C * KPY, *b_u = b_k + C * KPK, *b_g = b_u + C * VSP;
     const int64_t row0 = span.row0 + c * C;
     const int L = int(span.length - c * C < C ? span.length - c * C : C);
-    for (int i = tid; i < C * K / 4; i += kThreads) {
-      const int r = i / (K / 4), d = (i % (K / 4)) * 4;
-      const int64_t at = ((row0 + (r < L ? r : 0)) * HV + hv) * K + d;
-      cp_async16(b_y + r * KPY + d, ws.Y + at, r < L);
-      cp_async16(b_k + r * KPK + d, ws.Kt + at, r < L);
-    }
-    for (int i = tid; i < C * VS / 4; i += kThreads) {
-      const int r = i / (VS / 4), c4 = (i % (VS / 4)) * 4;
-      cp_async16(b_u + r * VSP + c4, ws.U + ((row0 + (r < L ? r : 0)) * HV + hv) * V + col0 + c4, r < L);
+    if constexpr (kOutput) {
+      // Version 21: the same copies with the index arithmetic hoisted — thread tid copies 16 bytes at column dk of
+      // rows rk, rk + kRowsK, .. of Y and K_tail (and cv of rows rv, rv + kRowsV, .. of U), so a copy is a pointer
+      // step. Stall samples of the first fused pass: 18% in this phase, its top instructions index arithmetic.
+      constexpr int kRowsK = kThreads / (K / 4), kRowsV = kThreads / (VS / 4);
+      const int rk = tid / (K / 4), dk = tid % (K / 4) * 4, rv = tid / (VS / 4), cv = tid % (VS / 4) * 4;
+      const int64_t at_k = (row0 * HV + hv) * K + dk, step_k = int64_t(kRowsK) * HV * K;
+      const int64_t at_v = (row0 * HV + hv) * V + col0 + cv, step_v = int64_t(kRowsV) * HV * V;
+#pragma unroll
+      for (int u = 0; u < C / kRowsK; ++u) {  // rows past the chunk's end: zero-filled from row 0's (valid) address
+        const int r = rk + u * kRowsK;
+        const int64_t at = r < L ? at_k + rk * int64_t(HV) * K + u * step_k : at_k;
+        cp_async16(b_y + r * KPY + dk, ws.Y + at, r < L);
+        cp_async16(b_k + r * KPK + dk, ws.Kt + at, r < L);
+      }
+#pragma unroll
+      for (int u = 0; u < C / kRowsV; ++u) {
+        const int r = rv + u * kRowsV;
+        cp_async16(b_u + r * VSP + cv, ws.U + (r < L ? at_v + rv * int64_t(HV) * V + u * step_v : at_v), r < L);
+      }
+    } else {
+      for (int i = tid; i < C * K / 4; i += kThreads) {
+        const int r = i / (K / 4), d = (i % (K / 4)) * 4;
+        const int64_t at = ((row0 + (r < L ? r : 0)) * HV + hv) * K + d;
+        cp_async16(b_y + r * KPY + d, ws.Y + at, r < L);
+        cp_async16(b_k + r * KPK + d, ws.Kt + at, r < L);
+      }
+      for (int i = tid; i < C * VS / 4; i += kThreads) {
+        const int r = i / (VS / 4), c4 = (i % (VS / 4)) * 4;
+        cp_async16(b_u + r * VSP + c4, ws.U + ((row0 + (r < L ? r : 0)) * HV + hv) * V + col0 + c4, r < L);
+      }
     }
     for (int i = tid; i < K / 4; i += kThreads)
       cp_async16(b_g + 4 * i, ws.gC + (chunk_slot(span.row0, n, c) * HV + hv) * K + 4 * i, true);
@@ -710,8 +740,12 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_state_pass06(TO* o, float* 
           cf[nt][2] = b_u[(wm + g + 8) * VSP + col], cf[nt][3] = b_u[(wm + g + 8) * VSP + col + 1];
         }
         if constexpr (kOutput) {  // and O = Q_γ S_n (Eq. 24) with the same S_n fragments
-          warp_mma_rows_pair(cf, b_y, KPY, of, qf, s_S, VSP, wm, wn, -1.f);
+          warp_mma_rows_pair<NTW, K / 8, true>(cf, b_y, KPY, of, qf, s_S, VSP, wm, wn, -1.f);
           if (c + 1 < chunks) load_q(c + 1);
+#pragma unroll
+          for (int nt = 0; nt < NTW; ++nt)  // R is only an mma operand from here on: rounded once, here
+#pragma unroll
+            for (int e = 0; e < 4; ++e) cf[nt][e] = round_tf32(cf[nt][e]);
         } else
           warp_mma_rows(cf, b_y, KPY, s_S, VSP, wm, wn, 0, K, -1.f);
         // Each warp read U only where it now writes R, so no barrier is needed before the writes.
@@ -721,14 +755,20 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_state_pass06(TO* o, float* 
       __syncthreads();
       {  // S ← Diag(γ_C) S + K_tailᵀ R (Eq. 23): A(d, j) = K_tail[j][d], read down its columns
         float sf[MTS][NTW][4] = {};
-        warp_mma_cols(sf, b_k, KPK, b_u, VSP, ws0, wn, C);
+        warp_mma_cols<MTS, NTW, kOutput>(sf, b_k, KPK, b_u, VSP, ws0, wn, C);  // (version 21: both rounded already)
         // Every warp has finished reading S (in the R product, before the barrier); each now updates its own part.
         decay_add_fragments(sf, s_S, VSP, b_g, ws0, wn);
       }
       if constexpr (kOutput) {  // O += A_qk R (Eq. 24), R of every warp in b_u since the barrier
-        output_intra_mma(
+        // The rare fix-up's A_qk[r][s] from the fragment-order copy: value (r / 8) % 2 + 2 ((s / 4) % 2) of the
+        // float4 of lane 4 (r % 8) + s % 4 at k-step s / 8 (rows ≥ L hold 0 there).
+        const float* af_chunk = ws.Af + (chunk_slot(span.row0, n, c) * HV + hv) * int64_t(C * C);
+        output_intra_mma<true>(
             of, [&](int ks, int j) { return al[ks][j]; }, [&](int i, int j) { return ad[i][j]; },
-            [&](int r, int s) { return r < L ? ws.Aqk[((row0 + r) * HV + hv) * C + s] : 0.f; }, b_u, VSP, wm, wn);
+            [&](int r, int s) {
+              return af_chunk[4 * fragment_index<C>(r / 16, s / 8, 4 * (r % 8) + s % 4) + (r / 8) % 2 + 2 * ((s / 4) % 2)];
+            },
+            b_u, VSP, wm, wn);
         store_output_fragments(of, o + (row0 * HV + hv) * V + col0, int64_t(HV) * V, wm, wn, L);
         if (c + 1 < chunks) load_a(c + 1);
       }

@@ -42,6 +42,14 @@ __device__ __forceinline__ uint32_t to_tf32(float x) {
   asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(u) : "f"(x));
   return u;
 }
+// A float already rounded to TF32 (round_tf32), as an mma operand: its bits, no conversion (forward version 21 rounds
+// the pass's operands where they are stored, once, instead of at every fragment read: the same bits reach the mma).
+__device__ __forceinline__ float round_tf32(float x) { return __uint_as_float(to_tf32(x)); }
+template <bool kRounded>
+__device__ __forceinline__ uint32_t tf32_operand(float x) {
+  if constexpr (kRounded) return __float_as_uint(x);
+  else return to_tf32(x);
+}
 __device__ __forceinline__ void mma_tf32(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
   asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
                "{%0,%1,%2,%3};\n"
@@ -73,19 +81,20 @@ __device__ __forceinline__ void warp_mma_rows(float (&cf)[NTW][4], const float* 
 // warp_mma_rows for two products that share B, over the full depth 8·KS from 0: cf += (sign · A) B as there, and
 // cf2 += A2 B with A2's fragments already in registers (a2[ks][j]: fragment value j of k-step ks, in the order of
 // mma_tf32's a). One B fragment load and rounding serves both mma; each sum's terms and order are those of two
-// warp_mma_rows calls, so the bits are too (forward version 21: R = U − Y S_n and Q_γ S_n).
-template <int NTW, int KS>
+// warp_mma_rows calls, so the bits are too (forward version 21: R = U − Y S_n and Q_γ S_n). kARounded: A and A2 hold
+// values already rounded to TF32 (tf32_operand), so only B is converted.
+template <int NTW, int KS, bool kARounded = false>
 __device__ __forceinline__ void warp_mma_rows_pair(float (&cf)[NTW][4], const float* A, int a_ld, float (&cf2)[NTW][4],
                                                    const float (&a2)[KS][4], const float* B, int b_ld, int m0, int n0,
                                                    float sign) {
   const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  auto op = [](float x) { return tf32_operand<kARounded>(x); };
 #pragma unroll
   for (int ks = 0; ks < KS; ++ks) {
     const int k0 = 8 * ks;
-    const uint32_t af[4] = {to_tf32(sign * A[(m0 + g) * a_ld + k0 + t]), to_tf32(sign * A[(m0 + g + 8) * a_ld + k0 + t]),
-                            to_tf32(sign * A[(m0 + g) * a_ld + k0 + t + 4]),
-                            to_tf32(sign * A[(m0 + g + 8) * a_ld + k0 + t + 4])};
-    const uint32_t af2[4] = {to_tf32(a2[ks][0]), to_tf32(a2[ks][1]), to_tf32(a2[ks][2]), to_tf32(a2[ks][3])};
+    const uint32_t af[4] = {op(sign * A[(m0 + g) * a_ld + k0 + t]), op(sign * A[(m0 + g + 8) * a_ld + k0 + t]),
+                            op(sign * A[(m0 + g) * a_ld + k0 + t + 4]), op(sign * A[(m0 + g + 8) * a_ld + k0 + t + 4])};
+    const uint32_t af2[4] = {op(a2[ks][0]), op(a2[ks][1]), op(a2[ks][2]), op(a2[ks][3])};
 #pragma unroll
     for (int nt = 0; nt < NTW; ++nt) {
       const uint32_t b0 = to_tf32(B[(k0 + t) * b_ld + n0 + nt * 8 + g]), b1 = to_tf32(B[(k0 + t + 4) * b_ld + n0 + nt * 8 + g]);
@@ -99,24 +108,26 @@ __device__ __forceinline__ void warp_mma_rows_pair(float (&cf)[NTW][4], const fl
 // the warp's MTS tiles of 16 rows from m0 and NTW tiles of 8 columns from n0, over the depth 0, 8, .. < depth. Used by
 // the forward pass (K_tailᵀ R) and the backward pass (Q_γᵀ dO, −Yᵀ dR), whose state updates then add the fragments to
 // Diag(γ) S (decay_add_fragments).
-template <int MTS, int NTW>
+// kRounded: X and B hold values already rounded to TF32 (forward version 21), used as they are.
+template <int MTS, int NTW, bool kRounded = false>
 __device__ __forceinline__ void warp_mma_cols(float (&cf)[MTS][NTW][4], const float* X, int x_ld, const float* B,
                                               int b_ld, int m0, int n0, int depth, float sign = 1.f) {
   const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  auto op = [](float x) { return tf32_operand<kRounded>(x); };
 #pragma unroll 2
   for (int k0 = 0; k0 < depth; k0 += 8) {
     uint32_t af[MTS][4];
 #pragma unroll
     for (int mt = 0; mt < MTS; ++mt) {
       const int m = m0 + mt * 16 + g;
-      af[mt][0] = to_tf32(sign * X[(k0 + t) * x_ld + m]), af[mt][1] = to_tf32(sign * X[(k0 + t) * x_ld + m + 8]);
-      af[mt][2] = to_tf32(sign * X[(k0 + t + 4) * x_ld + m]);
-      af[mt][3] = to_tf32(sign * X[(k0 + t + 4) * x_ld + m + 8]);
+      af[mt][0] = op(sign * X[(k0 + t) * x_ld + m]), af[mt][1] = op(sign * X[(k0 + t) * x_ld + m + 8]);
+      af[mt][2] = op(sign * X[(k0 + t + 4) * x_ld + m]);
+      af[mt][3] = op(sign * X[(k0 + t + 4) * x_ld + m + 8]);
     }
 #pragma unroll
     for (int nt = 0; nt < NTW; ++nt) {
-      const uint32_t b0 = to_tf32(B[(k0 + t) * b_ld + n0 + nt * 8 + g]);
-      const uint32_t b1 = to_tf32(B[(k0 + t + 4) * b_ld + n0 + nt * 8 + g]);
+      const uint32_t b0 = op(B[(k0 + t) * b_ld + n0 + nt * 8 + g]);
+      const uint32_t b1 = op(B[(k0 + t + 4) * b_ld + n0 + nt * 8 + g]);
 #pragma unroll
       for (int mt = 0; mt < MTS; ++mt) mma_tf32(cf[mt][nt], af[mt], b0, b1);
     }

@@ -91,6 +91,7 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
   constexpr bool kV07 = kVersion >= 7, kV09 = kVersion >= 9, kV10 = kVersion >= 10, kV16 = kVersion >= 16 && kWide;
   constexpr bool kV18 = kVersion >= 18 && std::is_same_v<T, __nv_bfloat16>;  // 2c on tensor cores (bf16 storage)
   constexpr bool kV21 = kVersion >= 21;  // with ws.Qf: Q_γ, A_qk in fragment order; Q_γ, Y, K_tail rounded to TF32
+  constexpr bool kV23 = kVersion >= 23;  // exp(g) once per (row, channel), in the load phase
   extern __shared__ __align__(16) float smem[];
   float* s_q = smem;                     // [C][K]  q̃ → q̃⊙c (for A_qk)
   float* s_k = s_q + C * KP;             // [C][K]  k → k⊙a
@@ -104,6 +105,10 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
   float* s_suf = s_pre + kNumSub * K;    // [kNumSub][K] exp(Σ of sub-chunks after J) (for K_tail)
   float* s_mid = s_suf + kNumSub * K;    // [kNumSub][kNumSub][K]
   float* s_Ainv = s_mid + kNumSub * kNumSub * K;  // [C][C] A = (I + T)⁻¹ (version 07; 05-06 solve in place in s_T)
+  // Version 23: exp(g) [C][K] (rows K apart) from the load phase to the diagonal blocks, in the space of s_Z .. s_Ainv,
+  // which is first written after them.
+  float* s_x = s_Z;
+  static_assert(kNumSub * kNumSub * K + 3 * kNumSub * K + kChunk * kZSlice + kChunk * kChunk >= kChunk * K, "room");
 
   const int tid = threadIdx.x, hv = blockIdx.y, n = blockIdx.z, h = hv / (HV / H);
   const Span span = sequence_span(cu_seqlens, n, T_len);
@@ -119,7 +124,7 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
     // issue of 4-byte loads (and another eighth in the 4-byte stores of Ē, Q_γ, K_tail below). Same values, same bits.
     ChunkInputs8<K, NT> tiles;
     tiles.load(q, k, b, g, row0, H, h, L, tid);
-    tiles.template store<KP>(s_q, s_k, s_e, s_g, scale, tid);
+    tiles.template store<KP>(s_q, s_k, s_e, s_g, scale, tid, kV23 ? s_x : nullptr);
   } else
   for (int base = 0; base < C * K; base += NT * kBatch) {
     float qv[kBatch], kv[kBatch], bv[kBatch], gv[kBatch];
@@ -137,12 +142,14 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
     for (int u = 0; u < kBatch; ++u) {
       const int i = base + u * NT + tid, j = (i / K) * KP + i % K;
       s_q[j] = qv[u], s_k[j] = kv[u], s_e[j] = bv[u] * kv[u], s_g[j] = gv[u];
+      if (kV23) s_x[i] = expf(gv[u]);  // (i = r·K + d)
     }
   }
   __syncthreads();
   // 2a-2c (chunk_tiles.cuh): T and A_qk with exact decays, and the per-channel factors, as version 04.
   if (kV10)
-    chunk_diagonal_blocks_grouped<K, KP, NT, (kVersion >= 14)>(s_T, s_Aqk, s_q, s_k, s_e, s_g, tid);
+    chunk_diagonal_blocks_grouped<K, KP, NT, (kVersion >= 14)>(s_T, s_Aqk, s_q, s_k, s_e, s_g, tid,
+                                                               kV23 ? s_x : nullptr);
   else
     chunk_diagonal_blocks<K, KP, NT>(s_T, s_Aqk, s_q, s_k, s_e, s_g, tid);
   __syncthreads();
@@ -1098,7 +1105,10 @@ void chunk_forward_split_dispatch(void* o, float* ht, const void* q, const void*
         // 20: the pass stores S_n by float4 and R by float2 (same bits as 18).
         case 20: return any_alignment(integral_constant<int, 20>{});
         // 21: with bf16 storage the pass computes O too, and no output kernel runs (same bits as 18); float32 as 20.
-        default: return any_alignment(integral_constant<int, 21>{});
+        case 21: return any_alignment(integral_constant<int, 21>{});
+        // (22, tried in session 9 and not kept: prepare's Y = AĒ and U = AZ on tensor cores — slower, docs/cuda.md.)
+        // 23: prepare computes exp(g) once per (row, channel) for its diagonal blocks (same bits as 21).
+        default: return any_alignment(integral_constant<int, 23>{});
       }
     }
     // The widest value slice that still gives about one block per SM (the pass holds one block per SM): wide

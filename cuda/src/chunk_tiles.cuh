@@ -292,8 +292,10 @@ struct ChunkInputs8 {
       }
     }
   }
+  // s_x (forward version 23; may be null): also exp(g) as a [C][K] tile, rows K floats apart.
   template <int KP>
-  __device__ __forceinline__ void store(float* s_q, float* s_k, float* s_e, float* s_g, float scale, int tid) const {
+  __device__ __forceinline__ void store(float* s_q, float* s_k, float* s_e, float* s_g, float scale, int tid,
+                                        float* s_x = nullptr) const {
     static_assert(KP % 4 == 0, "16-byte aligned rows");
 #pragma unroll
     for (int u = 0; u < kPer; ++u) {
@@ -305,6 +307,13 @@ struct ChunkInputs8 {
       for (int h4 = 0; h4 < 8; h4 += 4) {
         store4(s_q + at + h4, qs + h4), store4(s_k + at + h4, k[u] + h4);
         store4(s_e + at + h4, es + h4), store4(s_g + at + h4, g[u] + h4);
+      }
+      if (s_x) {
+        float xs[8];
+#pragma unroll
+        for (int j = 0; j < 8; ++j) xs[j] = expf(g[u][j]);
+        const int ax = (i / (K / 8)) * K + (i % (K / 8)) * 8;
+        store4(s_x + ax, xs), store4(s_x + ax + 4, xs + 4);
       }
     }
   }
@@ -512,10 +521,13 @@ __device__ __forceinline__ float warp_reduce_scatter(float (&x)[32], int lane) {
 //     Version 14 (kScatter): the warp's sums are reduced 32 at a time (kRows rows × kCols columns × T and A_qk) by
 //     warp_reduce_scatter (above), 31 shuffles for 32 sums instead of 5 per sum: the stall profile of version 10 put a
 //     quarter of the kernel here, bound by its shuffles. Same pairs of lanes added in the same tree: the same bits.
+//     s_x (forward version 23; may be null): exp(g) already computed, a [C][K] tile with rows K floats apart — the
+//     kGroup warps of a sub-chunk each computed every exp(g_r) of it (4 × the exps, about 8 instructions each); the
+//     load phase now computes each once. The same values: the same bits.
 template <int K, int KP, int NT, bool kScatter = false>
 __device__ __forceinline__ void chunk_diagonal_blocks_grouped(float* s_T, float* s_Aqk, const float* s_q,
                                                               const float* s_k, const float* s_e, const float* s_g,
-                                                              int tid) {
+                                                              int tid, const float* s_x = nullptr) {
   constexpr int C = kChunk, PER_LANE = K / 32, kWarps = NT / 32, kGroup = kWarps / kNumSub, kCols = kSub / kGroup;
   static_assert(kWarps % kNumSub == 0 && kSub % kGroup == 0, "whole column groups");
   const int warp = tid / 32, lane = tid % 32, M = warp % kNumSub, first = M * kSub + warp / kNumSub;
@@ -536,7 +548,7 @@ __device__ __forceinline__ void chunk_diagonal_blocks_grouped(float* s_T, float*
         float ex[PER_LANE];
         if (r < end)
 #pragma unroll
-          for (int j = 0; j < PER_LANE; ++j) ex[j] = expf(s_g[r * KP + lane + 32 * j]);
+          for (int j = 0; j < PER_LANE; ++j) ex[j] = s_x ? s_x[r * K + lane + 32 * j] : expf(s_g[r * KP + lane + 32 * j]);
 #pragma unroll
         for (int c = 0; c < kCols; ++c) {
           const int s = first + c * kGroup;

@@ -49,9 +49,17 @@
 //        under Nsight Compute (caches flushed between kernels), 0.620 -> 0.605 ms
 //   20   2.98 ms (same run: 19 at 3.10 ms; B = 1, T = 4096: 0.592 -> 0.572 ms): the pass stores S_n by float4 and R by
 //        float2 (its stall samples: 55% in the phase of those stores, top IMAD, LEA, STG). Predicted −0.1 to −0.15 ms
+//   21   2.61 ms (same run: 20 at 2.93 ms; B = 1, T = 4096: 0.567 -> 0.507 ms): with bf16 storage and no kept workspace
+//        the pass computes O itself (no output kernel; S_n and R stay on chip), its A operands Q_γ and A_qk from
+//        prepare in mma fragment order; Q_γ, Y, K_tail, R rounded to TF32 where stored (chunk_state_pass06, kOutput).
+//        Predicted −0.2 to −0.4 ms
+//   (22, tried in session 9, not kept: prepare's Y = AĒ and U = AZ on tensor cores — 2.61 -> 2.68 ms, less accurate)
+//   23   2.58 ms (same run: 21 at 2.605 ms; B = 1, T = 4096: 0.505 -> 0.499 ms): prepare computes exp(g) once per (row,
+//        channel) in its load phase, not once per warp of a sub-chunk. Predicted −0.05 to −0.07 ms
 // 10-12 (and 13, 15 with float32 storage) reorder no arithmetic: test_cuda checks that they give 09's bits, 14 13's and
-// 16 15's; 18 with float32 storage, 16's; 19 and 20 18's. The current default is 20 (api.cu; its 4-byte loads when an
-// input is not 16-byte aligned); GDN2_CHUNK_VERSION=5 .. 19 runs the earlier ones.
+// 16 15's; 18 with float32 storage, 16's; 19, 20, 21 and 23 18's. The current default is 23 (api.cu; its 4-byte loads
+// when an input is not 16-byte aligned; a forward that keeps its workspace runs 20's pass and output kernels with 23's
+// prepare); GDN2_CHUNK_VERSION=5 .. 21 runs the earlier ones.
 #include "chunk_workspace.cuh"
 
 namespace gdn2::cuda::detail {
@@ -617,7 +625,7 @@ __device__ __forceinline__ void store_output_fragments(const float (&cf)[NTW][4]
 // so Q_γ and A_qk come straight into registers as mma fragments, which prepare wrote in fragment order (ws.Qf, ws.Af),
 // from L2 (a bulk prefetch one chunk ahead), each loaded for the next chunk as soon as this chunk's has been used.
 // Q_γ S_n shares its B fragments (S_n) with R = U − Y S_n (warp_mma_rows_pair); A_qk R is the output kernel's
-// output_intra_mma with its guards, so O has version 20's bits. Prediction (docs/cuda.md, written before the run): the
+// output_intra_mma with its guards, so O has version 18's (and 20's) bits. Prediction (docs/cuda.md, written before the run): the
 // output kernel's 0.61 ms and 0.8 GB of S_n and R stores go; the pass grows from 1.05 to 1.3-1.5 ms (Nsight Compute,
 // B = 8, T = 4096): the forward −0.2 to −0.4 ms.
 template <int K, int VS, bool kVec = false, bool kMma = false, bool kWideStores = false, typename TO = float,
@@ -1036,13 +1044,14 @@ void chunk_forward_recompute(const Workspace& ws, const void* q, const void* k, 
   dispatch_k_and_dtype(p, [&](auto K, auto T) {
     constexpr int KK = decltype(K)::value;
     using TT = decltype(T);
-    // Prepare and pass as the default forward runs them (version 20, its 4-byte loads where the inputs are not 16-byte
-    // aligned: the same bits), so a kept workspace and a recomputed one agree bit for bit.
+    // Prepare and pass as the default forward runs them when it keeps its workspace (version 23 unfused: 23's prepare,
+    // 20's pass; its 4-byte loads where the inputs are not 16-byte aligned: the same bits), so a kept workspace and a
+    // recomputed one agree bit for bit.
     auto run = [&](auto loads) {
       constexpr bool kWide = decltype(loads)::value;
       return wide_pass(p)
-                 ? run_prepare_and_pass<KK, 64, TT, 20, 512, kWide>(ws, nullptr, nullptr, q, k, v, g, b, w, h0, cu, p, s)
-                 : run_prepare_and_pass<KK, 32, TT, 20, 512, kWide>(ws, nullptr, nullptr, q, k, v, g, b, w, h0, cu, p, s);
+                 ? run_prepare_and_pass<KK, 64, TT, 23, 512, kWide>(ws, nullptr, nullptr, q, k, v, g, b, w, h0, cu, p, s)
+                 : run_prepare_and_pass<KK, 32, TT, 23, 512, kWide>(ws, nullptr, nullptr, q, k, v, g, b, w, h0, cu, p, s);
     };
     if (!aligned16(q, k, v, g, b, w)) return run(std::false_type{});
     return run(std::true_type{});

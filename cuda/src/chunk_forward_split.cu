@@ -56,6 +56,8 @@
 //   (22, tried in session 9, not kept: prepare's Y = AĒ and U = AZ on tensor cores — 2.61 -> 2.68 ms, less accurate)
 //   23   2.58 ms (same run: 21 at 2.605 ms; B = 1, T = 4096: 0.505 -> 0.499 ms): prepare computes exp(g) once per (row,
 //        channel) in its load phase, not once per warp of a sub-chunk. Predicted −0.05 to −0.07 ms
+//   24   B = 8 unchanged (64-column pass): 16 value columns per pass block where 32 would leave SMs idle (pass_columns;
+//        B = 1 with 16 heads: 128 blocks instead of 64). Predicted B = 1, T = 4096 0.50 -> 0.40-0.43 ms
 // 10-12 (and 13, 15 with float32 storage) reorder no arithmetic: test_cuda checks that they give 09's bits, 14 13's and
 // 16 15's; 18 with float32 storage, 16's; 19, 20, 21 and 23 18's. The current default is 23 (api.cu; its 4-byte loads
 // when an input is not 16-byte aligned; a forward that keeps its workspace runs 20's pass and output kernels with 23's
@@ -1033,8 +1035,17 @@ void launch_split(void* o, float* ht, const void* q, const void* k, const void* 
   GDN2_CUDA_CHECK(cudaFreeAsync(base, stream));
 }
 
-// The pass holds one block per SM: 64 value columns when that still gives about one block per SM.
-bool wide_pass(const Problem& p) { return p.V % 64 == 0 && (p.V / 64) * int64_t(p.HV) * p.N >= 120; }
+// Value columns per pass block. The pass holds one block per SM: 64 columns when that still gives about one block per
+// SM, else 32 — and from version 24, 16 when 32 would leave SMs idle (B = 1 with 16 value heads: 64 blocks of 32
+// columns on 132 SMs, one sequential walk of the chunks each). Each block's chunk step then has half the columns; the
+// K-side tiles are read by twice as many blocks (the second time from L2). The sums are the same whatever the slice,
+// so the bits are too.
+int pass_columns(const Problem& p, int version) {
+  const int64_t pairs = int64_t(p.HV) * p.N;
+  if (p.V % 64 == 0 && (p.V / 64) * pairs >= 120) return 64;
+  if (version >= 24 && (p.V / 32) * pairs < 120) return 16;
+  return 32;
+}
 
 }  // namespace
 
@@ -1049,9 +1060,11 @@ void chunk_forward_recompute(const Workspace& ws, const void* q, const void* k, 
     // recomputed one agree bit for bit.
     auto run = [&](auto loads) {
       constexpr bool kWide = decltype(loads)::value;
-      return wide_pass(p)
-                 ? run_prepare_and_pass<KK, 64, TT, 23, 512, kWide>(ws, nullptr, nullptr, q, k, v, g, b, w, h0, cu, p, s)
-                 : run_prepare_and_pass<KK, 32, TT, 23, 512, kWide>(ws, nullptr, nullptr, q, k, v, g, b, w, h0, cu, p, s);
+      switch (pass_columns(p, 24)) {
+        case 64: return run_prepare_and_pass<KK, 64, TT, 23, 512, kWide>(ws, nullptr, nullptr, q, k, v, g, b, w, h0, cu, p, s);
+        case 16: return run_prepare_and_pass<KK, 16, TT, 23, 512, kWide>(ws, nullptr, nullptr, q, k, v, g, b, w, h0, cu, p, s);
+        default: return run_prepare_and_pass<KK, 32, TT, 23, 512, kWide>(ws, nullptr, nullptr, q, k, v, g, b, w, h0, cu, p, s);
+      }
     };
     if (!aligned16(q, k, v, g, b, w)) return run(std::false_type{});
     return run(std::true_type{});
@@ -1065,13 +1078,15 @@ void chunk_forward_split_dispatch(void* o, float* ht, const void* q, const void*
     constexpr int KK = decltype(K)::value;
     using TT = decltype(T);
     if (version >= 6) {
-      const bool wide = wide_pass(p);
-      // Rung Ver with a prepare kernel of NT threads, 64 or 32 value columns per pass block.
+      const int columns = pass_columns(p, version);
+      // Rung Ver with a prepare kernel of NT threads, 64, 32 or (from 24) 16 value columns per pass block.
       auto rung = [&](auto ver, auto threads, auto loads) {
         constexpr int Ver = decltype(ver)::value, NT = decltype(threads)::value;
         constexpr bool kWide = decltype(loads)::value;
-        return wide ? launch_06<KK, 64, TT, Ver, NT, kWide>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved)
-                    : launch_06<KK, 32, TT, Ver, NT, kWide>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved);
+        if constexpr (Ver >= 24)
+          if (columns == 16) return launch_06<KK, 16, TT, Ver, NT, kWide>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved);
+        return columns == 64 ? launch_06<KK, 64, TT, Ver, NT, kWide>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved)
+                             : launch_06<KK, 32, TT, Ver, NT, kWide>(o, ht, q, k, v, g, b, w, h0, cu, p, s, saved);
       };
       const std::true_type wide_loads;
       auto any_alignment = [&](auto ver) {
@@ -1117,7 +1132,9 @@ void chunk_forward_split_dispatch(void* o, float* ht, const void* q, const void*
         case 21: return any_alignment(integral_constant<int, 21>{});
         // (22, tried in session 9 and not kept: prepare's Y = AĒ and U = AZ on tensor cores — slower, docs/cuda.md.)
         // 23: prepare computes exp(g) once per (row, channel) for its diagonal blocks (same bits as 21).
-        default: return any_alignment(integral_constant<int, 23>{});
+        case 23: return any_alignment(integral_constant<int, 23>{});
+        // 24: 16 value columns per pass block where 32 would leave SMs idle (same bits as 23).
+        default: return any_alignment(integral_constant<int, 24>{});
       }
     }
     // The widest value slice that still gives about one block per SM (the pass holds one block per SM): wide

@@ -40,6 +40,11 @@ cudaMemPool_t detail::workspace_pool() {
   return pool;
 }
 
+bool detail::poison_workspace() {
+  static const bool poison = std::getenv("GDN2_POISON_WORKSPACE") != nullptr;
+  return poison;
+}
+
 void trim_workspace_memory() { GDN2_CUDA_CHECK(cudaMemPoolTrimTo(detail::workspace_pool(), 0)); }
 
 bool device_available(std::string* why) {

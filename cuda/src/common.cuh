@@ -116,11 +116,17 @@ void dispatch_k_and_dtype(const Problem& p, Launch&& launch) {
 // that keeps its memory between calls (as a framework's caching allocator does): mapping gigabytes again on every call
 // cost about 2.7 ms of a 9.4 ms forward at B = 8, T = 4096 (docs/cuda.md). trim_workspace_memory() gives it back.
 // The pool is private, so the process's default pool keeps its own settings.
+// A test aid: with the environment variable GDN2_POISON_WORKSPACE set (test_cuda sets it), every workspace is filled
+// with NaN (all bits 1) when it is allocated, so a kernel that reads a part no kernel wrote gets NaN instead of what an
+// earlier call left in the pool — which can be the right values (forward 21's Q_γ fragments, missing on the 4-byte load
+// path, first passed the misaligned-input test that way). Read once per process (api.cu).
 cudaMemPool_t workspace_pool();
+bool poison_workspace();
 template <typename T>
 inline T* workspace_alloc(size_t count, cudaStream_t stream) {
   void* ptr = nullptr;
   GDN2_CUDA_CHECK(cudaMallocFromPoolAsync(&ptr, count * sizeof(T), workspace_pool(), stream));
+  if (poison_workspace()) GDN2_CUDA_CHECK(cudaMemsetAsync(ptr, 0xFF, count * sizeof(T), stream));
   return static_cast<T*>(ptr);
 }
 

@@ -74,9 +74,14 @@ constexpr int kZSlice = 32;  // value columns of Z per pass in chunk_prepare
 // K + 4 from version 16 (16-byte aligned rows for its float4 stores; none of its phases reads down a column).
 template <int K, int kVersion>
 constexpr int prepare_kp() { return kVersion >= 16 ? K + 4 : K + 1; }
-template <int K, int KP = K + 1>
+// Row stride of prepare's A = (I + T)⁻¹ (its last tile): kChunk, and kChunk + 4 from version 25, whose tensor-core
+// products read A as mma fragments (8 rows × 4 columns per read: with rows 64 floats apart, an 8-way bank conflict).
+template <int kVersion>
+constexpr int prepare_as() { return kVersion >= 25 ? kChunk + 4 : kChunk; }
+template <int K, int KP = K + 1, int AS = kChunk>
 constexpr size_t prepare_smem_floats() {
-  return 4 * kChunk * KP + 3 * kChunk * kChunk + kChunk * kZSlice + 3 * kNumSub * K + kNumSub * kNumSub * K;
+  return 4 * kChunk * KP + 2 * kChunk * kChunk + kChunk * AS + kChunk * kZSlice + 3 * kNumSub * K +
+         kNumSub * kNumSub * K;
 }
 template <int K, int VS>
 constexpr size_t pass_smem_floats() {
@@ -86,6 +91,34 @@ constexpr size_t pass_smem_floats() {
 // Memory-level parallelism for the tile loads: each thread issues kBatch independent loads before it stores any,
 // instead of load → store → load (a global-memory latency per element, which dominated the first run of 05).
 constexpr int kBatch = 8;
+
+// Version 25 (the fused forward's prepare: bf16 storage, no kept workspace): rows r < L of X = A B, for A = (I + T)⁻¹
+// (Eq. 21; lower triangular with its zeros above the diagonal stored; rows AS floats apart) and B a [C][K] tile of row
+// stride KP, on tensor cores (TF32 operands rounded to nearest, fp32 accumulation) instead of lower_product_lanes's
+// fp32 CUDA-core sums: Y = AĒ and U = AZ (Eq. 22). Row r of X goes to out + r·out_rs, rounded to TF32 when kRound (Y,
+// an operand of the pass's mma only). 16 warps: rows 16·(w % 4) .. + 15, K/4 columns from (w / 4)·K/4; the k-steps
+// stop at the warp's diagonal block (A is 0 beyond it; Ē and Z are finite, so the terms above the diagonal are exact
+// zeros and a row does not depend on later rows). Rung 22 tried this with A's rows 64 floats apart: every fragment
+// read of A was an 8-way bank conflict, more shared-memory wavefronts than the CUDA-core products it replaced, and it
+// lost (+0.07 ms). With AS = C + 4 the reads hit 32 banks. New bits with bf16 storage (checked against the reference).
+template <int K, int KP, int AS, int NT, bool kRound>
+__device__ __forceinline__ void lower_product_mma(const float* s_A, const float* B, float* out, int64_t out_rs, int L,
+                                                  int tid) {
+  static_assert(NT == 512, "16 warps: 4 row blocks × 4 column quarters");
+  constexpr int NTW = K / 32;
+  const int warp = tid / 32, lane = tid % 32, wm = (warp % 4) * 16, n0 = (warp / 4) * (K / 4);
+  float cf[NTW][4] = {};
+  warp_mma_rows(cf, s_A, AS, B, KP, wm, n0, 0, wm + 16);
+#pragma unroll
+  for (int nt = 0; nt < NTW; ++nt)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int r = wm + lane / 4 + 8 * h, col = n0 + nt * 8 + 2 * (lane % 4);
+      float2 x = make_float2(cf[nt][2 * h], cf[nt][2 * h + 1]);
+      if (kRound) x = make_float2(round_tf32(x.x), round_tf32(x.y));
+      if (r < L) *reinterpret_cast<float2*>(out + r * out_rs + col) = x;
+    }
+}
 
 // Kernel 1: steps 1-4 of version 04 for one chunk (block x), value head (block y), sequence (block z), plus U = AZ.
 // kVersion selects the rung (5-6: solve in place; 07 block inverse; 09 tiled off-diagonal blocks; 10 below).
@@ -102,6 +135,8 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
   constexpr bool kV18 = kVersion >= 18 && std::is_same_v<T, __nv_bfloat16>;  // 2c on tensor cores (bf16 storage)
   constexpr bool kV21 = kVersion >= 21;  // with ws.Qf: Q_γ, A_qk in fragment order; Q_γ, Y, K_tail rounded to TF32
   constexpr bool kV23 = kVersion >= 23;  // exp(g) once per (row, channel), in the load phase
+  constexpr bool kV25 = kVersion >= 25 && NT == 512;  // with ws.Qf: Y = AĒ and U = AZ on tensor cores
+  constexpr int AS = prepare_as<kVersion>();          // row stride of A
   extern __shared__ __align__(16) float smem[];
   float* s_q = smem;                     // [C][K]  q̃ → q̃⊙c (for A_qk)
   float* s_k = s_q + C * KP;             // [C][K]  k → k⊙a
@@ -262,7 +297,7 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
   // 3. A = (I + T)⁻¹ (Eq. 21).
   if (kV07) {
     // Version 07, by blocks instead of one barrier per row (chunk_tiles.cuh); Z's tile is the scratch (loaded later).
-    block_inverse<NT>(s_Ainv, s_T, s_Z, tid);
+    block_inverse<NT, AS>(s_Ainv, s_T, s_Z, tid);
   } else {
     // Versions 05-06: forward substitution in place, one barrier per row.
     for (int r = 1; r < C; ++r) {
@@ -281,15 +316,17 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
     if constexpr (kV16)
       for (int i = tid; i < L * C / 4; i += NT)
         *reinterpret_cast<float4*>(ws.A + ((row0 + i / (C / 4)) * HV + hv) * C + (i % (C / 4)) * 4) =
-            *reinterpret_cast<const float4*>(s_A + 4 * i);
+            *reinterpret_cast<const float4*>(s_A + (i / (C / 4)) * AS + (i % (C / 4)) * 4);
     else
-      for (int i = tid; i < L * C; i += NT) ws.A[((row0 + i / C) * HV + hv) * C + i % C] = s_A[i];
+      for (int i = tid; i < L * C; i += NT) ws.A[((row0 + i / C) * HV + hv) * C + i % C] = s_A[(i / C) * AS + i % C];
   }
   // 4. Y = A Ē (Eq. 22) and A_qk to the workspace.
-  if (kV10) {
+  if (kV25 && ws.Qf) {
+    if constexpr (kV25) lower_product_mma<K, KP, AS, NT, true>(s_A, s_e, ws.Y + (row0 * HV + hv) * K, int64_t(HV) * K, L, tid);
+  } else if (kV10) {
     constexpr int TM = C / (NT / 32), TN = K / 32;
     float acc[TM][TN] = {};
-    lower_product_lanes<K, NT>(acc, s_A, C, s_e, KP, tid);
+    lower_product_lanes<K, NT>(acc, s_A, AS, s_e, KP, tid);
     const int m0 = (tid / 32) * TM, lane = tid % 32;
 #pragma unroll
     for (int i = 0; i < TM; ++i)
@@ -300,7 +337,7 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
   } else {
     constexpr int TM = 4, TN = C * K / (TM * NT);
     float acc[TM][TN] = {};
-    tile_product<C, K, TM, TN, true, NT>(acc, s_A, C, 1, s_e, KP, C, tid);
+    tile_product<C, K, TM, TN, true, NT>(acc, s_A, AS, 1, s_e, KP, C, tid);
     const int m0 = (tid / (K / TN)) * TM, n0 = (tid % (K / TN)) * TN;
 #pragma unroll
     for (int i = 0; i < TM; ++i)
@@ -341,8 +378,13 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
         }
         __syncthreads();
       }
+      if (kV25 && ws.Qf) {
+        if constexpr (kV25)
+          lower_product_mma<K, KP, AS, NT, false>(s_A, s_g, ws.U + (row0 * HV + hv) * V + col0, int64_t(HV) * V, L, tid);
+        continue;
+      }
       float acc[TM][TN] = {};
-      lower_product_lanes<K, NT>(acc, s_A, C, s_g, KP, tid);
+      lower_product_lanes<K, NT>(acc, s_A, AS, s_g, KP, tid);
 #pragma unroll
       for (int i = 0; i < TM; ++i)
         if (m0 + i < L)
@@ -364,7 +406,7 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
     __syncthreads();
     constexpr int TM = NT == 256 ? 4 : 2, TN = C * kZSlice / (TM * NT);
     float acc[TM][TN] = {};
-    tile_product<C, kZSlice, TM, TN, true, NT>(acc, s_A, C, 1, s_Z, kZSlice, C, tid);
+    tile_product<C, kZSlice, TM, TN, true, NT>(acc, s_A, AS, 1, s_Z, kZSlice, C, tid);
     const int m0 = (tid / (kZSlice / TN)) * TM, n0 = (tid % (kZSlice / TN)) * TN;
 #pragma unroll
     for (int i = 0; i < TM; ++i)
@@ -930,7 +972,7 @@ void run_prepare_and_pass(const Workspace& ws, void* o, float* ht, const void* q
                           const Problem& p, cudaStream_t stream) {
   const float scale = default_scale(p);
   const unsigned max_chunks = unsigned((p.T + kChunk - 1) / kChunk);
-  constexpr size_t bytes = prepare_smem_floats<K, prepare_kp<K, kVersion>()>() * sizeof(float);
+  constexpr size_t bytes = prepare_smem_floats<K, prepare_kp<K, kVersion>(), prepare_as<kVersion>()>() * sizeof(float);
   auto kernel = chunk_prepare<K, T, true, kVersion, kPrepareThreads, kWide>;
   GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
   kernel<<<dim3(max_chunks, unsigned(p.HV), unsigned(p.N)), kPrepareThreads, bytes, stream>>>(
@@ -1134,7 +1176,10 @@ void chunk_forward_split_dispatch(void* o, float* ht, const void* q, const void*
         // 23: prepare computes exp(g) once per (row, channel) for its diagonal blocks (same bits as 21).
         case 23: return any_alignment(integral_constant<int, 23>{});
         // 24: 16 value columns per pass block where 32 would leave SMs idle (same bits as 23).
-        default: return any_alignment(integral_constant<int, 24>{});
+        case 24: return any_alignment(integral_constant<int, 24>{});
+        // 25: with bf16 storage and the pass fused, prepare's Y = AĒ and U = AZ on tensor cores, A's rows padded (new
+        // bits); a kept workspace and float32 storage as 24 (the same bits).
+        default: return any_alignment(integral_constant<int, 25>{});
       }
     }
     // The widest value slice that still gives about one block per SM (the pass holds one block per SM): wide

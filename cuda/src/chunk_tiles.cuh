@@ -656,13 +656,14 @@ __device__ __forceinline__ void lower_product_lanes(float (&acc)[kChunk / (NT / 
 // 3. A = (I + T)⁻¹ (Eq. 21) by blocks (forward version 07): (a) each 16 × 16 diagonal block is inverted by one warp,
 //    lane j forward-substituting column j in registers; (b) the blocks below the diagonal follow by block diagonals:
 //    A_IJ = −A_II Σ_{J≤M<I} T_IM A_MJ (block rows of (I + T) A = I), with A_MJ known from the rounds before.
-//    s_T: T, strictly lower, rows kChunk apart; s_A: the result, zeros above the diagonal; tmp: (kNumSub − 1)·kSub²
+//    s_T: T, strictly lower, rows kChunk apart; s_A: the result, zeros above the diagonal, rows AS floats apart
+//    (forward version 25: kChunk + 4, so that mma fragment reads of A hit 32 banks); tmp: (kNumSub − 1)·kSub²
 //    floats of scratch. Begins and ends with every thread past a barrier.
-template <int NT>
+template <int NT, int AS = kChunk>
 __device__ __forceinline__ void block_inverse(float* s_A, const float* s_T, float* tmp, int tid) {
   constexpr int C = kChunk;
   const int warp = tid / 32, lane = tid % 32;
-  for (int r = tid; r < C * C; r += NT) s_A[r] = 0.f;
+  for (int r = tid; r < C * AS; r += NT) s_A[r] = 0.f;
   __syncthreads();
   if (warp < kNumSub && lane < kSub) {
     const int o = warp * kSub;
@@ -673,7 +674,7 @@ __device__ __forceinline__ void block_inverse(float* s_A, const float* s_T, floa
 #pragma unroll
       for (int c = 0; c < r; ++c) acc -= s_T[(o + r) * C + o + c] * x[c];
       x[r] = acc;
-      s_A[(o + r) * C + o + lane] = acc;
+      s_A[(o + r) * AS + o + lane] = acc;
     }
   }
   __syncthreads();
@@ -683,15 +684,15 @@ __device__ __forceinline__ void block_inverse(float* s_A, const float* s_T, floa
       const int bi = i / (kSub * kSub), I = dist + bi, J = I - dist, r = (i / kSub) % kSub, c = i % kSub;
       float acc = 0;
       for (int M = J; M < I; ++M)
-        for (int m = 0; m < kSub; ++m) acc += s_T[(I * kSub + r) * C + M * kSub + m] * s_A[(M * kSub + m) * C + J * kSub + c];
+        for (int m = 0; m < kSub; ++m) acc += s_T[(I * kSub + r) * C + M * kSub + m] * s_A[(M * kSub + m) * AS + J * kSub + c];
       tmp[i] = acc;
     }
     __syncthreads();
     for (int i = tid; i < blocks * kSub * kSub; i += NT) {
       const int bi = i / (kSub * kSub), I = dist + bi, J = I - dist, r = (i / kSub) % kSub, c = i % kSub;
       float acc = 0;
-      for (int m = 0; m < kSub; ++m) acc -= s_A[(I * kSub + r) * C + I * kSub + m] * tmp[bi * kSub * kSub + m * kSub + c];
-      s_A[(I * kSub + r) * C + J * kSub + c] = acc;
+      for (int m = 0; m < kSub; ++m) acc -= s_A[(I * kSub + r) * AS + I * kSub + m] * tmp[bi * kSub * kSub + m * kSub + c];
+      s_A[(I * kSub + r) * AS + J * kSub + c] = acc;
     }
     __syncthreads();
   }

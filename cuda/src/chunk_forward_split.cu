@@ -57,11 +57,15 @@
 //   23   2.58 ms (same run: 21 at 2.605 ms; B = 1, T = 4096: 0.505 -> 0.499 ms): prepare computes exp(g) once per (row,
 //        channel) in its load phase, not once per warp of a sub-chunk. Predicted −0.05 to −0.07 ms
 //   24   B = 8 unchanged (64-column pass): 16 value columns per pass block where 32 would leave SMs idle (pass_columns;
-//        B = 1 with 16 heads: 128 blocks instead of 64). Predicted B = 1, T = 4096 0.50 -> 0.40-0.43 ms
+//        B = 1 with 16 heads: 128 blocks instead of 64). Predicted B = 1, T = 4096 0.50 -> 0.40-0.43 ms; measured
+//        0.506 -> 0.443 ms (B = 1, T = 65536: 7.46 -> 6.55 ms)
+//   25   2.56 ms (same run: 24 at 2.59 ms; B = 1, T = 4096: 0.442 -> 0.433 ms): 22 again with A's rows padded to C + 4
+//        floats (lower_product_mma): 22's fragment reads of A were 8-way bank conflicts. New bits with bf16 storage
 // 10-12 (and 13, 15 with float32 storage) reorder no arithmetic: test_cuda checks that they give 09's bits, 14 13's and
-// 16 15's; 18 with float32 storage, 16's; 19, 20, 21 and 23 18's. The current default is 23 (api.cu; its 4-byte loads
-// when an input is not 16-byte aligned; a forward that keeps its workspace runs 20's pass and output kernels with 23's
-// prepare); GDN2_CHUNK_VERSION=5 .. 21 runs the earlier ones.
+// 16 15's; 18 with float32 storage, 16's; 19, 20, 21, 23 and 24 18's; 25 with float32 storage or a kept workspace, 24's.
+// The current default is 25 (api.cu; its 4-byte loads when an input is not 16-byte aligned; a forward that keeps its
+// workspace runs 20's pass and output kernels with 25's prepare, which then computes Y and U as 23's does);
+// GDN2_CHUNK_VERSION=5 .. 24 runs the earlier ones.
 #include "chunk_workspace.cuh"
 
 namespace gdn2::cuda::detail {

@@ -746,7 +746,7 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_state_pass06(TO* o, float* 
   // for chunk c + 1's fragments.
   constexpr int NTW = VS / 16;
   const int warp = tid / 32, g = tid % 32 / 4, t = tid % 4, wm = (warp % 4) * 16, wn = (warp / 4) * (VS / 2);
-  float qf[kOutput ? K / 8 : 1][4], al[kOutput ? C / 8 - 2 : 1][4], ad[2][4];
+  float qf[K / 8][4], al[C / 8 - 2][4], ad[2][4];  // (unused, and so not allocated, without kOutput)
   auto load_q = [&](int64_t c) {
     const float4* at = reinterpret_cast<const float4*>(ws.Qf + (chunk_slot(span.row0, n, c) * HV + hv) * int64_t(C * K));
 #pragma unroll
@@ -766,7 +766,8 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_state_pass06(TO* o, float* 
   };
   if (chunks > 0) issue(0);
   cp_async_commit();
-  if (kOutput && chunks > 0) load_q(0), load_a(0);
+  if constexpr (kOutput)
+    if (chunks > 0) load_q(0), load_a(0);
   for (int64_t c = 0; c < chunks; ++c) {
     if (c + 1 < chunks) issue(c + 1);
     cp_async_commit();  // (an empty group at the end keeps the count uniform)

@@ -673,9 +673,12 @@ __device__ __forceinline__ void store_output_fragments(const float (&cf)[NTW][4]
 // so Q_γ and A_qk come straight into registers as mma fragments, which prepare wrote in fragment order (ws.Qf, ws.Af),
 // from L2 (a bulk prefetch one chunk ahead), each loaded for the next chunk as soon as this chunk's has been used.
 // Q_γ S_n shares its B fragments (S_n) with R = U − Y S_n (warp_mma_rows_pair); A_qk R is the output kernel's
-// output_intra_mma with its guards, so O has version 18's (and 20's) bits. Prediction (docs/cuda.md, written before the run): the
-// output kernel's 0.61 ms and 0.8 GB of S_n and R stores go; the pass grows from 1.05 to 1.3-1.5 ms (Nsight Compute,
-// B = 8, T = 4096): the forward −0.2 to −0.4 ms.
+// output_intra_mma with its guards, so O has version 18's (and 20's) bits. Its operands Y, K_tail, Q_γ (from prepare)
+// and R come rounded to TF32 where they are stored, so only S_n's fragments are converted at each read. Prediction
+// (docs/cuda.md, written before the run): the output kernel's 0.61 ms and 0.8 GB of S_n and R stores go; the pass
+// grows from 1.05 to 1.3-1.5 ms (Nsight Compute, B = 8, T = 4096): the forward −0.2 to −0.4 ms. Measured: pass and
+// output 1.05 + 0.61 -> 0.98 ms; the forward 2.93 -> 2.61 ms (a first form with 4-byte fragment loads from the
+// row-major workspace was slower than 20: each load touched 8 cache lines).
 template <int K, int VS, bool kVec = false, bool kMma = false, bool kWideStores = false, typename TO = float,
           bool kOutput = false>
 __global__ void __launch_bounds__(kThreads, 1) chunk_state_pass06(TO* o, float* ht, Workspace ws, const float* h0,

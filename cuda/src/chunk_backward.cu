@@ -1470,11 +1470,11 @@ void launch_backward_01(void* dq, void* dk, void* dv, float* dg, void* db, void*
   const float scale = default_scale(p);
   // The forward's workspace (Y, R, A_qk, Q_γ, K_tail, Ē, A per row; γ_C, S_n per chunk): kept by chunk_forward, or
   // recomputed here. Then the backward's own.
-  const size_t forward_floats = saved ? 0 : forward_workspace_floats(rows, p.N, HV, K, V, true);
+  const size_t forward_floats = saved ? 0 : forward_workspace_floats(rows, p.N, HV, K, V, WorkspaceUse::kForBackward);
   const int64_t per_row = HV * (4 * V + 4 * C + 8 * K), per_slot = HV * K * V;
   float* base = workspace_alloc<float>(forward_floats + size_t(rows * per_row + slots * per_slot), stream);
   const Workspace ws = carve_forward_workspace(saved ? static_cast<float*>(saved->workspace_) : base, rows, p.N, HV, K,
-                                               V, true);
+                                               V, WorkspaceUse::kForBackward);
   float* next = base + forward_floats;
   auto take = [&](int64_t floats) {
     float* at = next;

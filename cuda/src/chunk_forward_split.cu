@@ -780,7 +780,7 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_state_pass06(TO* o, float* 
     __syncthreads();
     float* buf = smem + (c & 1) * kBuf;
     float *b_y = buf, *b_k = buf + C * KPY, *b_u = b_k + C * KPK, *b_g = b_u + C * VSP;
-    float* Sn = ws.Sn + (chunk_slot(span.row0, n, c) * HV + hv) * int64_t(K) * V;
+    float* Sn = kStore ? ws.Sn + (chunk_slot(span.row0, n, c) * HV + hv) * int64_t(K) * V : nullptr;  // (not in kFused)
     if (kStore && kWideStores) {  // rows of s_S and of S_n start 16-byte aligned (VSP, V and col0 multiples of 4)
       float* at = Sn + col0;
 #pragma unroll 4
@@ -1012,11 +1012,10 @@ void launch_06(void* o, float* ht, const void* q, const void* k, const void* v, 
   // A kept workspace needs S_n and R, so a forward for the backward runs version 20's kernels (the same bits).
   constexpr bool kFusable = kVersion >= 21 && std::is_same_v<T, __nv_bfloat16>;
   const bool fuse = kFusable && !keep;
-  const size_t floats = forward_workspace_floats(rows, p.N, p.HV, K, p.V, keep);
-  const size_t fragments = fuse ? size_t(chunk_slots(rows, p.N) * p.HV * kChunk) : 0;  // per tile column
-  float* base = workspace_alloc<float>(floats + fragments * (K + kChunk), stream);
-  Workspace ws = carve_forward_workspace(base, rows, p.N, p.HV, K, p.V, keep);
-  if (fuse) ws.Qf = base + floats, ws.Af = ws.Qf + fragments * K;
+  const WorkspaceUse use = keep ? WorkspaceUse::kForBackward : fuse ? WorkspaceUse::kFused : WorkspaceUse::kForward;
+  const size_t floats = forward_workspace_floats(rows, p.N, p.HV, K, p.V, use);
+  float* base = workspace_alloc<float>(floats, stream);
+  const Workspace ws = carve_forward_workspace(base, rows, p.N, p.HV, K, p.V, use);
   if (fuse)
     run_prepare_and_pass<K, VS, T, kVersion, kPrepareThreads, kWide, kFusable>(ws, o, ht, q, k, v, g, b, w, h0, cu, p,
                                                                                stream);

@@ -29,30 +29,42 @@ __device__ __forceinline__ int fragment_index(int mb, int ks, int lane) { return
 // every (n, c) also with packed sequences (row0_{n+1} / C + 1 ≥ row0_n / C + ⌈len_n / C⌉), and at most rows / C + N + 1.
 __device__ __forceinline__ int64_t chunk_slot(int64_t row0, int n, int64_t c) { return row0 / kChunk + n + c; }
 
-// The forward's workspace in one allocation: Y, U, A_qk, Q_γ, K_tail per row; γ_C and S_n per chunk slot; with
-// for_backward also Ē and A. The layout is fixed so that a SavedForBackward made by chunk_forward can be carved again
-// by chunk_backward.
+// The forward's workspace in one allocation, by what it is for:
+//   kForward:     Y, U, A_qk, Q_γ, K_tail per row; γ_C and S_n per chunk slot (versions 06-20, and f32 storage);
+//   kForBackward: the same and also Ē and A per row — kept for chunk_backward, or recomputed by it; the layout is fixed
+//                 so that a SavedForBackward made by chunk_forward can be carved again by chunk_backward;
+//   kFused:       version 21's inference forward (bf16): Y, U, K_tail per row, γ_C per slot, and Q_γ, A_qk in fragment
+//                 order per slot ([C·K] and [C·C]); no row-major A_qk, Q_γ and no S_n, which its pass never writes
+//                 (0.9 GB less at B = 8, T = 4096, H = 16, K = V = 128).
+enum class WorkspaceUse { kForward, kForBackward, kFused };
 inline int64_t chunk_slots(int64_t rows, int64_t N) { return rows / kChunk + N + 1; }
-inline size_t forward_workspace_floats(int64_t rows, int64_t N, int64_t HV, int64_t K, int64_t V, bool for_backward) {
-  const int64_t slots = chunk_slots(rows, N);
-  return size_t(rows * HV * (3 * K + V + kChunk) + (for_backward ? rows * HV * (K + kChunk) : 0) + slots * HV * K +
-                slots * HV * K * V);
-}
 inline Workspace carve_forward_workspace(float* base, int64_t rows, int64_t N, int64_t HV, int64_t K, int64_t V,
-                                         bool for_backward) {
+                                         WorkspaceUse use, size_t* floats = nullptr) {
   const int64_t slots = chunk_slots(rows, N);
   Workspace ws{};
-  float* next = base;
-  auto take = [&](int64_t floats) {
-    float* at = next;
-    next += floats;
+  int64_t used = 0;
+  auto take = [&](int64_t count) {  // (with no base, only the count)
+    float* at = base ? base + used : nullptr;
+    used += count;
     return at;
   };
-  ws.Y = take(rows * HV * K), ws.U = take(rows * HV * V), ws.Aqk = take(rows * HV * kChunk);
-  ws.Qg = take(rows * HV * K), ws.Kt = take(rows * HV * K);
-  ws.gC = take(slots * HV * K), ws.Sn = take(slots * HV * K * V);
-  if (for_backward) ws.Ebar = take(rows * HV * K), ws.A = take(rows * HV * kChunk);
+  if (use == WorkspaceUse::kFused) {
+    ws.Y = take(rows * HV * K), ws.U = take(rows * HV * V), ws.Kt = take(rows * HV * K);
+    ws.gC = take(slots * HV * K), ws.Qf = take(slots * HV * kChunk * K), ws.Af = take(slots * HV * kChunk * kChunk);
+  } else {
+    ws.Y = take(rows * HV * K), ws.U = take(rows * HV * V), ws.Aqk = take(rows * HV * kChunk);
+    ws.Qg = take(rows * HV * K), ws.Kt = take(rows * HV * K);
+    ws.gC = take(slots * HV * K), ws.Sn = take(slots * HV * K * V);
+    if (use == WorkspaceUse::kForBackward) ws.Ebar = take(rows * HV * K), ws.A = take(rows * HV * kChunk);
+  }
+  if (floats) *floats = size_t(used);
   return ws;
+}
+// The size of that workspace, in floats (the same carving with no memory behind it).
+inline size_t forward_workspace_floats(int64_t rows, int64_t N, int64_t HV, int64_t K, int64_t V, WorkspaceUse use) {
+  size_t floats = 0;
+  carve_forward_workspace(nullptr, rows, N, HV, K, V, use, &floats);
+  return floats;
 }
 
 // The forward recomputed for the backward (the paper's memory-saving path): chunk_prepare and the version-06 state pass

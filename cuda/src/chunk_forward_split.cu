@@ -61,11 +61,14 @@
 //        0.506 -> 0.443 ms (B = 1, T = 65536: 7.46 -> 6.55 ms)
 //   25   2.56 ms (same run: 24 at 2.59 ms; B = 1, T = 4096: 0.442 -> 0.433 ms): 22 again with A's rows padded to C + 4
 //        floats (lower_product_mma): 22's fragment reads of A were 8-way bank conflicts. New bits with bf16 storage
+//   26   prepare's diagonal blocks with their rounds unrolled, so which (row, column) pairs are computed is known at
+//        compile time: no per-pair branches (chunk_diagonal_blocks_grouped, kUnrolled). Same bits as 25. Predicted
+//        B = 8 −0.03 to −0.06 ms (branch handling was about a tenth of prepare's stall samples, in that phase)
 // 10-12 (and 13, 15 with float32 storage) reorder no arithmetic: test_cuda checks that they give 09's bits, 14 13's and
-// 16 15's; 18 with float32 storage, 16's; 19, 20, 21, 23 and 24 18's; 25 with float32 storage or a kept workspace, 24's.
-// The current default is 25 (api.cu; its 4-byte loads when an input is not 16-byte aligned; a forward that keeps its
-// workspace runs 20's pass and output kernels with 25's prepare, which then computes Y and U as 23's does);
-// GDN2_CHUNK_VERSION=5 .. 24 runs the earlier ones.
+// 16 15's; 18 with float32 storage, 16's; 19, 20, 21, 23 and 24 18's; 25 with float32 storage or a kept workspace, 24's;
+// 26 25's. The current default is 26 (api.cu; its 4-byte loads when an input is not 16-byte aligned; a forward that
+// keeps its workspace runs 20's pass and output kernels with 26's prepare, which then computes Y and U as 23's does);
+// GDN2_CHUNK_VERSION=5 .. 25 runs the earlier ones.
 #include "chunk_workspace.cuh"
 
 namespace gdn2::cuda::detail {
@@ -141,6 +144,7 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
   constexpr bool kV23 = kVersion >= 23;  // exp(g) once per (row, channel), in the load phase
   constexpr bool kV25 = kVersion >= 25 && NT == 512;  // with ws.Qf: Y = AĒ and U = AZ on tensor cores
   constexpr int AS = prepare_as<kVersion>();          // row stride of A
+  constexpr bool kV26 = kVersion >= 26 && NT == 512;  // the diagonal blocks' rounds unrolled (no per-pair branches)
   extern __shared__ __align__(16) float smem[];
   float* s_q = smem;                     // [C][K]  q̃ → q̃⊙c (for A_qk)
   float* s_k = s_q + C * KP;             // [C][K]  k → k⊙a
@@ -158,6 +162,8 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
   // which is first written after them.
   float* s_x = s_Z;
   static_assert(kNumSub * kNumSub * K + 3 * kNumSub * K + kChunk * kZSlice + kChunk * kChunk >= kChunk * K, "room");
+  // (version 26 reads up to three rows past the last, into s_Ainv, which is first written after the diagonal blocks)
+  static_assert(kNumSub * kNumSub * K + 3 * kNumSub * K + kChunk * kZSlice + kChunk * AS >= (kChunk + 3) * K, "room");
 
   const int tid = threadIdx.x, hv = blockIdx.y, n = blockIdx.z, h = hv / (HV / H);
   const Span span = sequence_span(cu_seqlens, n, T_len);
@@ -197,8 +203,8 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
   __syncthreads();
   // 2a-2c (chunk_tiles.cuh): T and A_qk with exact decays, and the per-channel factors, as version 04.
   if (kV10)
-    chunk_diagonal_blocks_grouped<K, KP, NT, (kVersion >= 14)>(s_T, s_Aqk, s_q, s_k, s_e, s_g, tid,
-                                                               kV23 ? s_x : nullptr);
+    chunk_diagonal_blocks_grouped<K, KP, NT, (kVersion >= 14), kV26>(s_T, s_Aqk, s_q, s_k, s_e, s_g, tid,
+                                                                     kV23 ? s_x : nullptr);
   else
     chunk_diagonal_blocks<K, KP, NT>(s_T, s_Aqk, s_q, s_k, s_e, s_g, tid);
   __syncthreads();
@@ -1104,15 +1110,15 @@ void chunk_forward_recompute(const Workspace& ws, const void* q, const void* k, 
   dispatch_k_and_dtype(p, [&](auto K, auto T) {
     constexpr int KK = decltype(K)::value;
     using TT = decltype(T);
-    // Prepare and pass as the default forward runs them when it keeps its workspace (version 23 unfused: 23's prepare,
-    // 20's pass; its 4-byte loads where the inputs are not 16-byte aligned: the same bits), so a kept workspace and a
-    // recomputed one agree bit for bit.
+    // Prepare and pass as the default forward runs them when it keeps its workspace (version 26 unfused: 26's prepare,
+    // which then computes Y and U as 23's does, and 20's pass; its 4-byte loads where the inputs are not 16-byte
+    // aligned: the same bits), so a kept workspace and a recomputed one agree bit for bit.
     auto run = [&](auto loads) {
       constexpr bool kWide = decltype(loads)::value;
       switch (pass_columns(p, 24)) {
-        case 64: return run_prepare_and_pass<KK, 64, TT, 23, 512, kWide>(ws, nullptr, nullptr, q, k, v, g, b, w, h0, cu, p, s);
-        case 16: return run_prepare_and_pass<KK, 16, TT, 23, 512, kWide>(ws, nullptr, nullptr, q, k, v, g, b, w, h0, cu, p, s);
-        default: return run_prepare_and_pass<KK, 32, TT, 23, 512, kWide>(ws, nullptr, nullptr, q, k, v, g, b, w, h0, cu, p, s);
+        case 64: return run_prepare_and_pass<KK, 64, TT, 26, 512, kWide>(ws, nullptr, nullptr, q, k, v, g, b, w, h0, cu, p, s);
+        case 16: return run_prepare_and_pass<KK, 16, TT, 26, 512, kWide>(ws, nullptr, nullptr, q, k, v, g, b, w, h0, cu, p, s);
+        default: return run_prepare_and_pass<KK, 32, TT, 26, 512, kWide>(ws, nullptr, nullptr, q, k, v, g, b, w, h0, cu, p, s);
       }
     };
     if (!aligned16(q, k, v, g, b, w)) return run(std::false_type{});
@@ -1186,7 +1192,9 @@ void chunk_forward_split_dispatch(void* o, float* ht, const void* q, const void*
         case 24: return any_alignment(integral_constant<int, 24>{});
         // 25: with bf16 storage and the pass fused, prepare's Y = AĒ and U = AZ on tensor cores, A's rows padded (new
         // bits); a kept workspace and float32 storage as 24 (the same bits).
-        default: return any_alignment(integral_constant<int, 25>{});
+        case 25: return any_alignment(integral_constant<int, 25>{});
+        // 26: prepare's diagonal blocks without per-pair branches (same bits as 25).
+        default: return any_alignment(integral_constant<int, 26>{});
       }
     }
     // The widest value slice that still gives about one block per SM (the pass holds one block per SM): wide

@@ -524,7 +524,15 @@ __device__ __forceinline__ float warp_reduce_scatter(float (&x)[32], int lane) {
 //     s_x (forward version 23; may be null): exp(g) already computed, a [C][K] tile with rows K floats apart — the
 //     kGroup warps of a sub-chunk each computed every exp(g_r) of it (4 × the exps, about 8 instructions each); the
 //     load phase now computes each once. The same values: the same bits.
-template <int K, int KP, int NT, bool kScatter = false>
+//     kUnrolled (forward version 26; needs kScatter, s_x, and kRows = kGroup): which (row, column) pairs are computed
+//     was decided per pair at run time, `r < end && r >= s`, a branch the compiler cannot know to be uniform across
+//     the warp (it depends on tid / 32), so each of the 16 pairs of a round was wrapped in divergence handling (BSSY,
+//     BSYNC, BRA, ISETP: a tenth of prepare's stall samples fell on those in this phase). With the rounds unrolled,
+//     round gi holds rows first + kGroup·gi + i and column c is s = first + kGroup·c, so r ≥ s exactly when gi ≥ c and
+//     r > s when also (gi, i) ≠ (c, 0): known at compile time. Only r < end is left, in the last round; its rows past
+//     the sub-chunk are computed from what lies beyond (inside the block's shared memory; never a later row's input)
+//     and selected away. The same sums of the same products: the same bits.
+template <int K, int KP, int NT, bool kScatter = false, bool kUnrolled = false>
 __device__ __forceinline__ void chunk_diagonal_blocks_grouped(float* s_T, float* s_Aqk, const float* s_q,
                                                               const float* s_k, const float* s_e, const float* s_g,
                                                               int tid, const float* s_x = nullptr) {
@@ -536,7 +544,46 @@ __device__ __forceinline__ void chunk_diagonal_blocks_grouped(float* s_T, float*
   for (int c = 0; c < kCols; ++c)
 #pragma unroll
     for (int j = 0; j < PER_LANE; ++j) dk[c][j] = s_k[(first + c * kGroup) * KP + lane + 32 * j];
-  if constexpr (kScatter) {
+  if constexpr (kUnrolled) {
+    constexpr int kRows = 32 / (2 * kCols);
+    static_assert(kScatter && kRows == kGroup && kSub / kRows == kCols, "rounds of kGroup rows, one per column");
+    const int end = (M + 1) * kSub;
+#pragma unroll
+    for (int gi = 0; gi < kCols; ++gi) {
+      const int r0 = first + gi * kRows;
+      float x[32];
+#pragma unroll
+      for (int i = 0; i < kRows; ++i) {
+        const int r = r0 + i;  // (r < end + kRows − 1: inside shared memory whatever the warp)
+        float ex[PER_LANE];
+#pragma unroll
+        for (int j = 0; j < PER_LANE; ++j) ex[j] = s_x[r * K + lane + 32 * j];
+#pragma unroll
+        for (int c = 0; c < kCols; ++c) {
+          float aqk = 0, t = 0;
+          if (gi >= c)  // r ≥ s (compile time)
+#pragma unroll
+            for (int j = 0; j < PER_LANE; ++j) {
+              const int d = lane + 32 * j;
+              if (gi > c || i > 0) dk[c][j] *= ex[j];  // r > s (compile time)
+              aqk += s_q[r * KP + d] * dk[c][j];
+              t += s_e[r * KP + d] * dk[c][j];
+            }
+          if (gi == kCols - 1) {  // the last round: rows past the sub-chunk give 0 (a select, not a branch)
+            aqk = r < end ? aqk : 0.f;
+            t = r < end ? t : 0.f;
+          }
+          x[(i * kCols + c) * 2] = aqk, x[(i * kCols + c) * 2 + 1] = t;
+        }
+      }
+      const float sum = warp_reduce_scatter(x, lane);  // the sum of value `lane` over the warp
+      const int v = lane / 2, i = v / kCols, c = v % kCols, r = r0 + i, s = first + c * kGroup;
+      if (r < end && r >= s) {
+        if (lane % 2 == 0) s_Aqk[r * C + s] = sum;
+        else s_T[r * C + s] = r > s ? sum : 0.f;
+      }
+    }
+  } else if constexpr (kScatter) {
     constexpr int kRows = 32 / (2 * kCols);  // rows per reduction: 32 sums, value v = (row·kCols + column)·2 + matrix
     static_assert(32 % (2 * kCols) == 0, "32 sums per reduction");
     const int end = (M + 1) * kSub;

@@ -64,11 +64,14 @@
 //   26   prepare's diagonal blocks with their rounds unrolled, so which (row, column) pairs are computed is known at
 //        compile time: no per-pair branches (chunk_diagonal_blocks_grouped, kUnrolled). Same bits as 25. Predicted
 //        B = 8 −0.03 to −0.06 ms (branch handling was about a tenth of prepare's stall samples, in that phase)
+//   27   prepare issues the loads of Z = W ⊙ V before the decay factors (2b) and converts them after 2c; 26 formed
+//        the product right after the loads, so every warp waited for them before 2c. Same bits as 25. Predicted
+//        B = 8 −0.03 to −0.05 ms (that wait: about a third of the 2c phase's stall samples, 4% of prepare's)
 // 10-12 (and 13, 15 with float32 storage) reorder no arithmetic: test_cuda checks that they give 09's bits, 14 13's and
 // 16 15's; 18 with float32 storage, 16's; 19, 20, 21, 23 and 24 18's; 25 with float32 storage or a kept workspace, 24's;
-// 26 25's. The current default is 26 (api.cu; its 4-byte loads when an input is not 16-byte aligned; a forward that
-// keeps its workspace runs 20's pass and output kernels with 26's prepare, which then computes Y and U as 23's does);
-// GDN2_CHUNK_VERSION=5 .. 25 runs the earlier ones.
+// 26 and 27 25's. The current default is 27 (api.cu; its 4-byte loads when an input is not 16-byte aligned; a forward that
+// keeps its workspace runs 20's pass and output kernels with 27's prepare, which then computes Y and U as 23's does);
+// GDN2_CHUNK_VERSION=5 .. 26 runs the earlier ones.
 #include "chunk_workspace.cuh"
 
 namespace gdn2::cuda::detail {
@@ -145,6 +148,7 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
   constexpr bool kV25 = kVersion >= 25 && NT == 512;  // with ws.Qf: Y = AĒ and U = AZ on tensor cores
   constexpr int AS = prepare_as<kVersion>();          // row stride of A
   constexpr bool kV26 = kVersion >= 26 && NT == 512;  // the diagonal blocks' rounds unrolled (no per-pair branches)
+  constexpr bool kV27 = kVersion >= 27 && kV16;       // Z's loads issued before 2b, converted after 2c
   extern __shared__ __align__(16) float smem[];
   float* s_q = smem;                     // [C][K]  q̃ → q̃⊙c (for A_qk)
   float* s_k = s_q + C * KP;             // [C][K]  k → k⊙a
@@ -208,14 +212,30 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
   else
     chunk_diagonal_blocks<K, KP, NT>(s_T, s_Aqk, s_q, s_k, s_e, s_g, tid);
   __syncthreads();
-  chunk_decay_factors<K, KP, NT>(s_q, s_k, s_e, s_g, s_bs, s_pre, s_suf, s_mid, tid);
-  __syncthreads();
-  // Version 10: g is no longer needed, so its tile takes the first K value columns of Z = W ⊙ V, for U = AZ in one
-  // product instead of V / 32 (when K divides V). The loads are issued here and land while 2c runs.
+  // Version 10: g is no longer needed after 2b, so its tile takes the first K value columns of Z = W ⊙ V, for U = AZ
+  // in one product instead of V / 32 (when K divides V). The loads are issued before 2c and land while it runs.
+  // Version 27: before 2b, kept as loaded (Raw8) until after 2c. Until then the product w ⊙ v came right after the
+  // loads, so each warp waited for them there, before 2c (PRMT, unpacking bf16: a third of that phase's stall samples
+  // in 26's profile). The same products: the same bits.
   constexpr int kZPer = C * K / NT, kZPer8 = C * K / 8 / NT;
   const bool z_wide = kV10 && V % K == 0;
+  Raw8<T> w_raw[kV27 ? kZPer8 : 1], v_raw[kV27 ? kZPer8 : 1];
+  if (kV27 && z_wide)
+#pragma unroll
+    for (int u = 0; u < kZPer8; ++u) {
+      const int i = u * NT + tid, r = i / (K / 8), c = (i % (K / 8)) * 8;
+      if (r < L) {
+        const int64_t idx = ((row0 + r) * HV + hv) * V + c;
+        w_raw[u].load(w + idx), v_raw[u].load(v + idx);
+      } else {
+        w_raw[u].zero(), v_raw[u].zero();  // rows past the chunk's end: 0 · 0
+      }
+    }
+  chunk_decay_factors<K, KP, NT>(s_q, s_k, s_e, s_g, s_bs, s_pre, s_suf, s_mid, tid);
+  __syncthreads();
   float zr[kV10 ? kZPer : 1];
-  if (kV16 && z_wide)  // version 16: 8 value columns per load, as the tiles above
+  if (kV27) {
+  } else if (kV16 && z_wide)  // version 16: 8 value columns per load, as the tiles above
 #pragma unroll
     for (int u = 0; u < kZPer8; ++u) {
       const int i = u * NT + tid, r = i / (K / 8), c = (i % (K / 8)) * 8;
@@ -240,7 +260,17 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
     chunk_off_diagonal_blocks_tiled<K, KP, NT>(s_T, s_Aqk, s_q, s_k, s_e, s_mid, tid);
   else
     chunk_off_diagonal_blocks<K, KP, NT>(s_T, s_Aqk, s_q, s_k, s_e, s_mid, tid);
-  if (kV16 && z_wide)
+  if (kV27 && z_wide)
+#pragma unroll
+    for (int u = 0; u < kZPer8; ++u) {
+      const int i = u * NT + tid, at = (i / (K / 8)) * KP + (i % (K / 8)) * 8;
+      float wv[8], vv[8], z[8];
+      w_raw[u].floats(wv), v_raw[u].floats(vv);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) z[j] = wv[j] * vv[j];
+      store4(s_g + at, z), store4(s_g + at + 4, z + 4);
+    }
+  else if (kV16 && z_wide)
 #pragma unroll
     for (int u = 0; u < kZPer8; ++u) {
       const int i = u * NT + tid, at = (i / (K / 8)) * KP + (i % (K / 8)) * 8;
@@ -1110,15 +1140,15 @@ void chunk_forward_recompute(const Workspace& ws, const void* q, const void* k, 
   dispatch_k_and_dtype(p, [&](auto K, auto T) {
     constexpr int KK = decltype(K)::value;
     using TT = decltype(T);
-    // Prepare and pass as the default forward runs them when it keeps its workspace (version 26 unfused: 26's prepare,
+    // Prepare and pass as the default forward runs them when it keeps its workspace (version 27 unfused: 27's prepare,
     // which then computes Y and U as 23's does, and 20's pass; its 4-byte loads where the inputs are not 16-byte
     // aligned: the same bits), so a kept workspace and a recomputed one agree bit for bit.
     auto run = [&](auto loads) {
       constexpr bool kWide = decltype(loads)::value;
       switch (pass_columns(p, 24)) {
-        case 64: return run_prepare_and_pass<KK, 64, TT, 26, 512, kWide>(ws, nullptr, nullptr, q, k, v, g, b, w, h0, cu, p, s);
-        case 16: return run_prepare_and_pass<KK, 16, TT, 26, 512, kWide>(ws, nullptr, nullptr, q, k, v, g, b, w, h0, cu, p, s);
-        default: return run_prepare_and_pass<KK, 32, TT, 26, 512, kWide>(ws, nullptr, nullptr, q, k, v, g, b, w, h0, cu, p, s);
+        case 64: return run_prepare_and_pass<KK, 64, TT, 27, 512, kWide>(ws, nullptr, nullptr, q, k, v, g, b, w, h0, cu, p, s);
+        case 16: return run_prepare_and_pass<KK, 16, TT, 27, 512, kWide>(ws, nullptr, nullptr, q, k, v, g, b, w, h0, cu, p, s);
+        default: return run_prepare_and_pass<KK, 32, TT, 27, 512, kWide>(ws, nullptr, nullptr, q, k, v, g, b, w, h0, cu, p, s);
       }
     };
     if (!aligned16(q, k, v, g, b, w)) return run(std::false_type{});
@@ -1194,7 +1224,9 @@ void chunk_forward_split_dispatch(void* o, float* ht, const void* q, const void*
         // bits); a kept workspace and float32 storage as 24 (the same bits).
         case 25: return any_alignment(integral_constant<int, 25>{});
         // 26: prepare's diagonal blocks without per-pair branches (same bits as 25).
-        default: return any_alignment(integral_constant<int, 26>{});
+        case 26: return any_alignment(integral_constant<int, 26>{});
+        // 27: prepare's loads of Z issued earlier, converted where used (same bits as 25).
+        default: return any_alignment(integral_constant<int, 27>{});
       }
     }
     // The widest value slice that still gives about one block per SM (the pass holds one block per SM): wide

@@ -60,6 +60,35 @@ __device__ __forceinline__ void load8(float (&x)[8], const __nv_bfloat16* p) {
     x[2 * i] = f.x, x[2 * i + 1] = f.y;
   }
 }
+// The same in two steps (forward version 27): load() issues the 16-byte loads and keeps the bytes as they came, and
+// floats() converts them — so the wait for the data falls where the values are first used, not at the load.
+template <typename T>
+struct Raw8;
+template <>
+struct Raw8<float> {
+  float4 a, b;
+  __device__ __forceinline__ void load(const float* p) {
+    a = *reinterpret_cast<const float4*>(p), b = *reinterpret_cast<const float4*>(p + 4);
+  }
+  __device__ __forceinline__ void zero() { a = b = make_float4(0.f, 0.f, 0.f, 0.f); }
+  __device__ __forceinline__ void floats(float (&x)[8]) const {
+    x[0] = a.x, x[1] = a.y, x[2] = a.z, x[3] = a.w, x[4] = b.x, x[5] = b.y, x[6] = b.z, x[7] = b.w;
+  }
+};
+template <>
+struct Raw8<__nv_bfloat16> {
+  uint4 u;
+  __device__ __forceinline__ void load(const __nv_bfloat16* p) { u = *reinterpret_cast<const uint4*>(p); }
+  __device__ __forceinline__ void zero() { u = make_uint4(0u, 0u, 0u, 0u); }
+  __device__ __forceinline__ void floats(float (&x)[8]) const {
+    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w[i]));
+      x[2 * i] = f.x, x[2 * i + 1] = f.y;
+    }
+  }
+};
 // Stores x[0..7] at p (16-byte aligned) in the storage dtype, by 16-byte stores: each value rounded as from_float
 // rounds it, so the bits are those of 8 scalar stores (backward version 18).
 __device__ __forceinline__ void store8(float* p, const float (&x)[8]) {

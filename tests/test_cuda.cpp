@@ -189,10 +189,10 @@ class ScopedEnv {
 // the same order; float32 storage runs 20), 23 (prepare's exp(g) computed once per row and channel) and 24 (16 value
 // columns per pass block here, where 18 takes 32) 18's. Forward 25 (prepare's Y and U on tensor cores, bf16 only) has
 // its own bits with bf16 storage, checked against the reference by the other cases, and 09's with float32; 26
-// (prepare's diagonal blocks with the branches on which pairs to compute resolved at compile time) and 27 (prepare's
-// loads of Z issued earlier) 25's.
+// (prepare's diagonal blocks with the branches on which pairs to compute resolved at compile time), 27 (prepare's
+// loads of Z issued earlier) and 29 (the fused forward's Ē and K_tail loop without runtime branches) 25's.
 // cuda/src/chunk_forward_split.cu, chunk_backward.cu.
-TEST_CASE("cuda: forward versions 09-27 and backward versions 08-19 agree bit for bit", "[cuda][backward]") {
+TEST_CASE("cuda: forward versions 09-29 and backward versions 08-19 agree bit for bit", "[cuda][backward]") {
   const auto gate = [](Rng& r) { return r.uniform(-0.2, 0); };
   std::vector<std::pair<std::string, Layer<double>>> cases = {
       {"K=128 V=128", layer(41, 2, 200, 2, 2, 128, 128, gate)},
@@ -208,7 +208,7 @@ TEST_CASE("cuda: forward versions 09-27 and backward versions 08-19 agree bit fo
   cases.emplace_back("K=128 reset g=-inf", reset);
   for (const auto& [what, x] : cases)
     for (DType dtype : {DType::f32, DType::bf16}) {
-      const std::vector<int> forward_versions = {9, 10, 11, 12, 13, 14, 15, 16, 18, 19, 20, 21, 23, 24, 25, 26, 27};
+      const std::vector<int> forward_versions = {9, 10, 11, 12, 13, 14, 15, 16, 18, 19, 20, 21, 23, 24, 25, 26, 27, 29};
       std::vector<Outputs> runs;
       {
         ScopedEnv chunk_version("GDN2_CHUNK_VERSION");
@@ -221,7 +221,7 @@ TEST_CASE("cuda: forward versions 09-27 and backward versions 08-19 agree bit fo
         // With bf16 storage 13 puts the pass on tensor cores (TF32): 13 has its own bits, and 14 must have them; 15
         // puts the output kernel on them too (its own bits again, checked against the reference), and 16 must have
         // 15's; 18 puts prepare's off-diagonal blocks on them (its own bits), and 19-24 must have 18's; 25 its products
-        // Y and U (its own bits), and 26-27 must have 25's. With float32 storage all have 9's.
+        // Y and U (its own bits), and 26, 27, 29 must have 25's. With float32 storage all have 9's.
         const int version = forward_versions[i];
         const int own = dtype == DType::bf16
                             ? (version >= 25 ? 25 : version >= 18 ? 18 : version >= 15 ? 15 : version >= 13 ? 13 : 9)
@@ -260,8 +260,8 @@ TEST_CASE("cuda: forward versions 09-27 and backward versions 08-19 agree bit fo
     }
 }
 
-// The default forward (27) and backward (19) read their inputs 16 bytes at a time; a caller's tensors that are views at
-// an odd offset are not 16-byte aligned, and then they load 4 bytes at a time (forward 27's kernels with narrow loads,
+// The default forward (29) and backward (19) read their inputs 16 bytes at a time; a caller's tensors that are views at
+// an odd offset are not 16-byte aligned, and then they load 4 bytes at a time (forward 29's kernels with narrow loads,
 // backward 16's stage 4 with 19's order of loads and stores, 18's dv, dw element by element): the same bits. Every
 // input here starts one element past a 16-byte boundary. The default rungs, whatever GDN2_CHUNK_VERSION /
 // GDN2_BACKWARD_VERSION say.

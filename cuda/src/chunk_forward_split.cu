@@ -67,11 +67,16 @@
 //   27   prepare issues the loads of Z = W ⊙ V before the decay factors (2b) and converts them after 2c; 26 formed
 //        the product right after the loads, so every warp waited for them before 2c. Same bits as 25. Predicted
 //        B = 8 −0.03 to −0.05 ms (that wait: about a third of the 2c phase's stall samples, 4% of prepare's)
+//   (28, tried in session 10, not kept: with bf16 inputs prepare as a persistent kernel, each task's q, k, b, g loaded
+//        into registers during the task before — its load phase 15% -> 7% of the stall samples, but ptxas spilled
+//        100 bytes at the 128-register cap and the kernel lost: B = 8 2.37 -> 2.43-2.45 ms, 27 in the same run)
+//   29   the fused forward's Ē and K_tail loop without runtime branches (only K_tail's store guarded by r < L). Same
+//        bits as 25. Predicted B = 8 −0.02 to −0.04 ms (that loop's divergence handling: BSSY, 3% of prepare's samples)
 // 10-12 (and 13, 15 with float32 storage) reorder no arithmetic: test_cuda checks that they give 09's bits, 14 13's and
 // 16 15's; 18 with float32 storage, 16's; 19, 20, 21, 23 and 24 18's; 25 with float32 storage or a kept workspace, 24's;
-// 26 and 27 25's. The current default is 27 (api.cu; its 4-byte loads when an input is not 16-byte aligned; a forward that
-// keeps its workspace runs 20's pass and output kernels with 27's prepare, which then computes Y and U as 23's does);
-// GDN2_CHUNK_VERSION=5 .. 26 runs the earlier ones.
+// 26, 27 and 29 25's. The current default is 29 (api.cu; its 4-byte loads when an input is not 16-byte aligned; a forward that
+// keeps its workspace runs 20's pass and output kernels with 29's prepare, which then computes Y, U, Ē and K_tail as
+// 23's does); GDN2_CHUNK_VERSION=5 .. 27 runs the earlier ones.
 #include "chunk_workspace.cuh"
 
 namespace gdn2::cuda::detail {
@@ -149,6 +154,7 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
   constexpr int AS = prepare_as<kVersion>();          // row stride of A
   constexpr bool kV26 = kVersion >= 26 && NT == 512;  // the diagonal blocks' rounds unrolled (no per-pair branches)
   constexpr bool kV27 = kVersion >= 27 && kV16;       // Z's loads issued before 2b, converted after 2c
+  constexpr bool kV29 = kVersion >= 29 && kV16;       // the fused forward's Ē and K_tail loop without branches
   extern __shared__ __align__(16) float smem[];
   float* s_q = smem;                     // [C][K]  q̃ → q̃⊙c (for A_qk)
   float* s_k = s_q + C * KP;             // [C][K]  k → k⊙a
@@ -280,7 +286,26 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
 #pragma unroll
     for (int u = 0; u < kZPer; ++u) s_g[((u * NT + tid) / K) * KP + (u * NT + tid) % K] = zr[u];
   __syncthreads();
-  if constexpr (kV16) {  // the loop below, 4 channels per load and store
+  if (kV29 && kFull && ws.Qf) {
+    // Version 29, the fused forward (nothing row-major but K_tail, no Ē kept): the loop below with its runtime
+    // branches taken out — `r < L` guarded loads, products and three stores, two of them under tests of ws.Qg and
+    // ws.Ebar, so each iteration carried nested divergence handling (BSSY: a fifth of that phase's stall samples in 27's
+    // profile). Here only the store of K_tail is guarded; the products are the same: the same bits.
+    static_assert((C * K / 4) % NT == 0, "whole rounds");
+#pragma unroll
+    for (int u = 0; u < C * K / 4 / NT; ++u) {
+      const int i = u * NT + tid, r = i / (K / 4), d = (i % (K / 4)) * 4;
+      const float4 pre = *reinterpret_cast<const float4*>(s_pre + (r / kSub) * K + d);
+      const float4 suf = *reinterpret_cast<const float4*>(s_suf + (r / kSub) * K + d);
+      float4 e = *reinterpret_cast<const float4*>(s_e + r * KP + d);
+      const float4 ka = *reinterpret_cast<const float4*>(s_k + r * KP + d);
+      e.x *= pre.x, e.y *= pre.y, e.z *= pre.z, e.w *= pre.w;
+      *reinterpret_cast<float4*>(s_e + r * KP + d) = e;
+      const float4 kt = make_float4(round_tf32(ka.x * suf.x), round_tf32(ka.y * suf.y), round_tf32(ka.z * suf.z),
+                                    round_tf32(ka.w * suf.w));
+      if (r < L) *reinterpret_cast<float4*>(ws.Kt + ((row0 + r) * HV + hv) * K + d) = kt;
+    }
+  } else if constexpr (kV16) {  // the loop below, 4 channels per load and store
     for (int i = tid; i < C * K / 4; i += NT) {
       const int r = i / (K / 4), d = (i % (K / 4)) * 4;
       const float4 pre = *reinterpret_cast<const float4*>(s_pre + (r / kSub) * K + d);
@@ -1140,15 +1165,15 @@ void chunk_forward_recompute(const Workspace& ws, const void* q, const void* k, 
   dispatch_k_and_dtype(p, [&](auto K, auto T) {
     constexpr int KK = decltype(K)::value;
     using TT = decltype(T);
-    // Prepare and pass as the default forward runs them when it keeps its workspace (version 27 unfused: 27's prepare,
+    // Prepare and pass as the default forward runs them when it keeps its workspace (version 29 unfused: 29's prepare,
     // which then computes Y and U as 23's does, and 20's pass; its 4-byte loads where the inputs are not 16-byte
     // aligned: the same bits), so a kept workspace and a recomputed one agree bit for bit.
     auto run = [&](auto loads) {
       constexpr bool kWide = decltype(loads)::value;
       switch (pass_columns(p, 24)) {
-        case 64: return run_prepare_and_pass<KK, 64, TT, 27, 512, kWide>(ws, nullptr, nullptr, q, k, v, g, b, w, h0, cu, p, s);
-        case 16: return run_prepare_and_pass<KK, 16, TT, 27, 512, kWide>(ws, nullptr, nullptr, q, k, v, g, b, w, h0, cu, p, s);
-        default: return run_prepare_and_pass<KK, 32, TT, 27, 512, kWide>(ws, nullptr, nullptr, q, k, v, g, b, w, h0, cu, p, s);
+        case 64: return run_prepare_and_pass<KK, 64, TT, 29, 512, kWide>(ws, nullptr, nullptr, q, k, v, g, b, w, h0, cu, p, s);
+        case 16: return run_prepare_and_pass<KK, 16, TT, 29, 512, kWide>(ws, nullptr, nullptr, q, k, v, g, b, w, h0, cu, p, s);
+        default: return run_prepare_and_pass<KK, 32, TT, 29, 512, kWide>(ws, nullptr, nullptr, q, k, v, g, b, w, h0, cu, p, s);
       }
     };
     if (!aligned16(q, k, v, g, b, w)) return run(std::false_type{});
@@ -1226,7 +1251,10 @@ void chunk_forward_split_dispatch(void* o, float* ht, const void* q, const void*
         // 26: prepare's diagonal blocks without per-pair branches (same bits as 25).
         case 26: return any_alignment(integral_constant<int, 26>{});
         // 27: prepare's loads of Z issued earlier, converted where used (same bits as 25).
-        default: return any_alignment(integral_constant<int, 27>{});
+        case 27: return any_alignment(integral_constant<int, 27>{});
+        // (28, tried in session 10 and not kept: a persistent prepare loading each task's inputs during the one before.)
+        // 29: the fused forward's Ē and K_tail loop without runtime branches (same bits as 25).
+        default: return any_alignment(integral_constant<int, 29>{});
       }
     }
     // The widest value slice that still gives about one block per SM (the pass holds one block per SM): wide

@@ -329,6 +329,29 @@ TEST_CASE("cuda: a decode step updates the state in place", "[cuda]") {
   }
 }
 
+// 70 sequences × 2 value heads: 140 blocks of 128 value columns, the slice width at which decode B = 256 runs, where
+// recurrent version 02 reads and writes the state 16 bytes at a time (version 01: 4 bytes). Against the reference, and
+// 02 against 01 bit for bit (the same arithmetic).
+TEST_CASE("cuda: a decode step with 128-column slices, versions 01 and 02", "[cuda]") {
+  auto x = layer(22, 70, 1, 2, 2, 128, 128, [](Rng& r) { return r.uniform(-0.2, 0); });
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    const Outputs ref = reference_outputs(x, dtype);
+    std::vector<Outputs> runs;
+    ScopedEnv version("GDN2_RECURRENT_VERSION");
+    for (const char* v : {"1", "2"}) {
+      version.set(v);
+      runs.push_back(run_on_device(Form::recurrent, x, dtype));
+      require_ratio(std::string("decode 128-column slices, version ") + v + " " + name(dtype) + " o", runs.back().o,
+                    ref.o, budget(dtype));
+      require_ratio(std::string("decode 128-column slices, version ") + v + " " + name(dtype) + " ht",
+                    runs.back().ht, ref.ht, budget(dtype) / 5);  // (as check_against_reference)
+    }
+    const bool same = runs[0].o.data == runs[1].o.data && runs[0].ht.data == runs[1].ht.data;
+    std::printf("  [measured] decode %s: recurrent version 02 vs 01 bitwise equal: %d\n", name(dtype), same);
+    REQUIRE(same);
+  }
+}
+
 TEST_CASE("cuda: chunk backward against the float64 reference backward (NUMERICS.md 4-9, 19)", "[cuda][backward]") {
   const auto mild = [](Rng& r) { return r.uniform(-0.05, 0); };
   for (index_t K : {64, 128}) {

@@ -1,4 +1,4 @@
-// gdn2::cuda recurrent_forward, version 01 — the token recurrence (paper Eq. 9) with the state on chip.
+// gdn2::cuda recurrent_forward, versions 01-02 — the token recurrence (paper Eq. 9) with the state on chip.
 //
 // Idea: one block per (sequence, value head, 32·CPL value columns); the fp32 state slice lives in registers for the
 // whole sequence (lane l owns CPL columns of K/4 rows, warp w owns rows [w·K/4, (w+1)·K/4)), so each state element is

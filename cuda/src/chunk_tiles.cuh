@@ -513,6 +513,21 @@ __device__ __forceinline__ float warp_reduce_scatter(float (&x)[32], int lane) {
   return x[0];
 }
 
+// One round of 2a's sums (versions 14 on): x[(i·kCols + c)·2 + m] is this lane's part of A_qk (m = 0) or T (m = 1) at row
+// r0 + i and column first + c·kGroup; reduced 32 at a time (warp_reduce_scatter), lane 2v + m stores sum v of matrix m
+// where that pair is in the sub-chunk's lower triangle (T's diagonal 0).
+template <int kCols, int kGroup>
+__device__ __forceinline__ void store_round_sums(float (&x)[32], int lane, int r0, int first, int end, float* s_T,
+                                                 float* s_Aqk) {
+  constexpr int C = kChunk;
+  const float sum = warp_reduce_scatter(x, lane);  // the sum of value `lane` over the warp
+  const int v = lane / 2, i = v / kCols, c = v % kCols, r = r0 + i, s = first + c * kGroup;
+  if (r < end && r >= s) {
+    if (lane % 2 == 0) s_Aqk[r * C + s] = sum;
+    else s_T[r * C + s] = r > s ? sum : 0.f;
+  }
+}
+
 // 2a, version 10: the same diagonal-block entries, bit for bit, with the columns of a sub-chunk shared out among a group
 //     of warps. Warp w takes sub-chunk M = w % kNumSub and the columns s = M·kSub + w / kNumSub + j·(warps per
 //     sub-chunk); walking r once through the sub-chunk it computes exp(g_r) once per channel for all its columns
@@ -576,12 +591,7 @@ __device__ __forceinline__ void chunk_diagonal_blocks_grouped(float* s_T, float*
           x[(i * kCols + c) * 2] = aqk, x[(i * kCols + c) * 2 + 1] = t;
         }
       }
-      const float sum = warp_reduce_scatter(x, lane);  // the sum of value `lane` over the warp
-      const int v = lane / 2, i = v / kCols, c = v % kCols, r = r0 + i, s = first + c * kGroup;
-      if (r < end && r >= s) {
-        if (lane % 2 == 0) s_Aqk[r * C + s] = sum;
-        else s_T[r * C + s] = r > s ? sum : 0.f;
-      }
+      store_round_sums<kCols, kGroup>(x, lane, r0, first, end, s_T, s_Aqk);
     }
   } else if constexpr (kScatter) {
     constexpr int kRows = 32 / (2 * kCols);  // rows per reduction: 32 sums, value v = (row·kCols + column)·2 + matrix
@@ -611,12 +621,7 @@ __device__ __forceinline__ void chunk_diagonal_blocks_grouped(float* s_T, float*
           x[(i * kCols + c) * 2] = aqk, x[(i * kCols + c) * 2 + 1] = t;
         }
       }
-      const float sum = warp_reduce_scatter(x, lane);  // the sum of value `lane` over the warp
-      const int v = lane / 2, i = v / kCols, c = v % kCols, r = r0 + i, s = first + c * kGroup;
-      if (r < end && r >= s) {
-        if (lane % 2 == 0) s_Aqk[r * C + s] = sum;
-        else s_T[r * C + s] = r > s ? sum : 0.f;
-      }
+      store_round_sums<kCols, kGroup>(x, lane, r0, first, end, s_T, s_Aqk);
     }
   } else {
     for (int r = first; r < (M + 1) * kSub; ++r) {

@@ -61,22 +61,26 @@
 //        0.506 -> 0.443 ms (B = 1, T = 65536: 7.46 -> 6.55 ms)
 //   25   2.56 ms (same run: 24 at 2.59 ms; B = 1, T = 4096: 0.442 -> 0.433 ms): 22 again with A's rows padded to C + 4
 //        floats (lower_product_mma): 22's fragment reads of A were 8-way bank conflicts. New bits with bf16 storage
-//   26   prepare's diagonal blocks with their rounds unrolled, so which (row, column) pairs are computed is known at
-//        compile time: no per-pair branches (chunk_diagonal_blocks_grouped, kUnrolled). Same bits as 25. Predicted
-//        B = 8 −0.03 to −0.06 ms (branch handling was about a tenth of prepare's stall samples, in that phase)
-//   27   prepare issues the loads of Z = W ⊙ V before the decay factors (2b) and converts them after 2c; 26 formed
-//        the product right after the loads, so every warp waited for them before 2c. Same bits as 25. Predicted
-//        B = 8 −0.03 to −0.05 ms (that wait: about a third of the 2c phase's stall samples, 4% of prepare's)
+//   26   2.41 ms (same run: 25 at 2.56 ms; B = 1, T = 4096: 0.437 -> 0.415 ms; prepare 2.11 -> 1.91 ms): prepare's
+//        diagonal blocks with their rounds unrolled, so which (row, column) pairs are computed is known at compile
+//        time: no per-pair branches (chunk_diagonal_blocks_grouped, kUnrolled). Same bits as 25. Predicted B = 8 −0.03
+//        to −0.06 ms (branch handling was about a tenth of prepare's stall samples, in that phase); the branches had
+//        also been two fifths of the phase's instructions
+//   27   2.37 ms (same run: 26 at 2.41 ms; B = 1: 0.418 -> 0.409 ms): prepare issues the loads of Z = W ⊙ V before the
+//        decay factors (2b) and converts them after 2c; 26 formed the product right after the loads, so every warp
+//        waited for them before 2c. Same bits as 25. Predicted B = 8 −0.03 to −0.05 ms (that wait: about a third of the
+//        2c phase's stall samples, 4% of prepare's)
 //   (28, tried in session 10, not kept: with bf16 inputs prepare as a persistent kernel, each task's q, k, b, g loaded
 //        into registers during the task before — its load phase 15% -> 7% of the stall samples, but ptxas spilled
 //        100 bytes at the 128-register cap and the kernel lost: B = 8 2.37 -> 2.43-2.45 ms, 27 in the same run)
-//   29   the fused forward's Ē and K_tail loop without runtime branches (only K_tail's store guarded by r < L). Same
-//        bits as 25. Predicted B = 8 −0.02 to −0.04 ms (that loop's divergence handling: BSSY, 3% of prepare's samples)
+//   29   2.37 ms (same run: 27 within 0.005 ms, run-to-run noise; B = 1: 0.411 ms, unchanged): the fused forward's Ē
+//        and K_tail loop without runtime branches (only K_tail's store guarded by r < L). Same bits as 25. Predicted
+//        B = 8 −0.02 to −0.04 ms (that loop's divergence handling: BSSY, 3% of prepare's samples)
 // 10-12 (and 13, 15 with float32 storage) reorder no arithmetic: test_cuda checks that they give 09's bits, 14 13's and
 // 16 15's; 18 with float32 storage, 16's; 19, 20, 21, 23 and 24 18's; 25 with float32 storage or a kept workspace, 24's;
-// 26, 27 and 29 25's. The current default is 29 (api.cu; its 4-byte loads when an input is not 16-byte aligned; a forward that
-// keeps its workspace runs 20's pass and output kernels with 29's prepare, which then computes Y, U, Ē and K_tail as
-// 23's does); GDN2_CHUNK_VERSION=5 .. 27 runs the earlier ones.
+// 26, 27 and 29 25's. The current default is 29 (api.cu; its 4-byte loads when an input is not 16-byte aligned; a
+// forward that keeps its workspace runs 20's pass and output kernels with 29's prepare, which then computes Y, U, Ē
+// and K_tail as 23's does); GDN2_CHUNK_VERSION=5 .. 27 runs the earlier ones.
 #include "chunk_workspace.cuh"
 
 namespace gdn2::cuda::detail {
@@ -240,8 +244,7 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
   chunk_decay_factors<K, KP, NT>(s_q, s_k, s_e, s_g, s_bs, s_pre, s_suf, s_mid, tid);
   __syncthreads();
   float zr[kV10 ? kZPer : 1];
-  if (kV27) {
-  } else if (kV16 && z_wide)  // version 16: 8 value columns per load, as the tiles above
+  if (!kV27 && kV16 && z_wide)  // version 16: 8 value columns per load, as the tiles above
 #pragma unroll
     for (int u = 0; u < kZPer8; ++u) {
       const int i = u * NT + tid, r = i / (K / 8), c = (i % (K / 8)) * 8;
@@ -253,7 +256,7 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
 #pragma unroll
       for (int j = 0; j < 8; ++j) zr[u * 8 + j] = wv[j] * vv[j];
     }
-  else if (z_wide)
+  else if (!kV27 && z_wide)
 #pragma unroll
     for (int u = 0; u < kZPer; ++u) {
       const int i = u * NT + tid, r = i / K, c = i % K;

@@ -513,9 +513,9 @@ __device__ __forceinline__ float warp_reduce_scatter(float (&x)[32], int lane) {
   return x[0];
 }
 
-// One round of 2a's sums (versions 14 on): x[(i·kCols + c)·2 + m] is this lane's part of A_qk (m = 0) or T (m = 1) at row
-// r0 + i and column first + c·kGroup; reduced 32 at a time (warp_reduce_scatter), lane 2v + m stores sum v of matrix m
-// where that pair is in the sub-chunk's lower triangle (T's diagonal 0).
+// One round of 2a's sums (versions 14 on): x[(i·kCols + c)·2 + m] is this lane's part of A_qk (m = 0) or T (m = 1)
+// at row r0 + i and column first + c·kGroup; reduced 32 at a time (warp_reduce_scatter), lane 2v + m stores sum v of
+// matrix m where that pair is in the sub-chunk's lower triangle (T's diagonal 0).
 template <int kCols, int kGroup>
 __device__ __forceinline__ void store_round_sums(float (&x)[32], int lane, int r0, int first, int end, float* s_T,
                                                  float* s_Aqk) {

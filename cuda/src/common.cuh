@@ -45,23 +45,10 @@ inline bool aligned16(const P*... ptrs) {
   return ((reinterpret_cast<uintptr_t>(ptrs) % 16 == 0) && ...);
 }
 
-// 8 consecutive elements from global memory (16-byte aligned) as floats, by 16-byte loads: one for bf16, two for
-// float32. The conversion is exact, so the values are those of 8 scalar loads (forward version 16).
-__device__ __forceinline__ void load8(float (&x)[8], const float* p) {
-  const float4 a = *reinterpret_cast<const float4*>(p), b = *reinterpret_cast<const float4*>(p + 4);
-  x[0] = a.x, x[1] = a.y, x[2] = a.z, x[3] = a.w, x[4] = b.x, x[5] = b.y, x[6] = b.z, x[7] = b.w;
-}
-__device__ __forceinline__ void load8(float (&x)[8], const __nv_bfloat16* p) {
-  const uint4 u = *reinterpret_cast<const uint4*>(p);
-  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w[i]));
-    x[2 * i] = f.x, x[2 * i + 1] = f.y;
-  }
-}
-// The same in two steps (forward version 27): load() issues the 16-byte loads and keeps the bytes as they came, and
-// floats() converts them — so the wait for the data falls where the values are first used, not at the load.
+// 8 consecutive elements from global memory (16-byte aligned), by 16-byte loads — one for bf16, two for float32 — with
+// the bytes kept as they came: load() issues the loads, floats() converts (exactly, so the values are those of 8
+// scalar loads). Split in two for forward version 27, so that the wait for the data falls where the values are first
+// used, not at the load; load8 does both at once (forward version 16).
 template <typename T>
 struct Raw8;
 template <>
@@ -89,6 +76,12 @@ struct Raw8<__nv_bfloat16> {
     }
   }
 };
+template <typename T>
+__device__ __forceinline__ void load8(float (&x)[8], const T* p) {
+  Raw8<T> raw;
+  raw.load(p);
+  raw.floats(x);
+}
 // Stores x[0..7] at p (16-byte aligned) in the storage dtype, by 16-byte stores: each value rounded as from_float
 // rounds it, so the bits are those of 8 scalar stores (backward version 18).
 __device__ __forceinline__ void store8(float* p, const float (&x)[8]) {

@@ -1,14 +1,14 @@
 #!/usr/bin/python3
-"""Checks scripts/ncu_kernels.py and scripts/ncu_phases.py, which turn Nsight Compute's output into the per-kernel and
+"""Checks tools/ncu_kernels.py and tools/ncu_phases.py, which turn Nsight Compute's output into the per-kernel and
 per-phase figures of docs/cuda.md: on the committed ncu output of the B = 8 training step (a real H100 run) and on a
-small source-counter CSV in the layout ncu writes; and scripts/ptx_load_after_store.py (the PTX count behind backward
+small source-counter CSV in the layout ncu writes; and tools/ptx_load_after_store.py (the PTX count behind backward
 rungs 18-19) on a small PTX text. Exit 0 when every check holds."""
 import os
 import re
 import sys
 
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(root, "scripts"))
+sys.path.insert(0, os.path.join(root, "tools"))
 import ncu_kernels  # noqa: E402
 import ncu_phases  # noqa: E402
 import ptx_load_after_store  # noqa: E402

@@ -103,7 +103,7 @@ int run_export(const ExportArgs& args) {
   // 5. The sweep and the CUDA benchmark JSON are produced by their own long runs; say where they stand.
   const fs::path sweep = root / "sweep" / "results.jsonl";
   std::fprintf(stderr, "  %s: %s\n", sweep.string().c_str(),
-               fs::exists(sweep) ? "kept (regenerate with scripts/sweep.sh, about 15 minutes)" : "missing: run scripts/sweep.sh");
+               fs::exists(sweep) ? "kept (regenerate with tools/sweep.sh, about 15 minutes)" : "missing: run tools/sweep.sh");
   for (const char* b : {"cuda_bf16.json", "cuda_f32.json"}) {
     const fs::path p = root / "bench" / b;
     std::fprintf(stderr, "  %s: %s\n", p.string().c_str(),

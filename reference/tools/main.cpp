@@ -136,7 +136,7 @@ int main(int argc, char** argv) {
       "export", "Regenerate the data the notebooks read: scenario and model traces, a layer in both forms, a gradient-check set");
   export_cmd->add_option("--out", exp.out_dir, "notebooks_data directory (checkpoints are read from its checkpoints/)")
       ->capture_default_str();
-  export_cmd->footer("Deterministic: running it twice gives identical files. The capacity sweep (scripts/sweep.sh) and the "
+  export_cmd->footer("Deterministic: running it twice gives identical files. The capacity sweep (tools/sweep.sh) and the "
                      "CUDA benchmark JSON (docs/cuda.md) come from their own long runs and are kept.");
 
   try {

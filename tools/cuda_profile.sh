@@ -4,12 +4,12 @@
 # chunk forward alone instead (`--chunk --batch 8`: prepare and the fused pass, which a kept workspace does not run).
 # Needs an NVIDIA GPU, ncu (Nsight Compute, in the CUDA toolkit's full install) and a build of gdn2-cuda-bench.
 #
-#   scripts/cuda_profile.sh [OUT_DIR=build/profile] [KERNEL_REGEX]
+#   tools/cuda_profile.sh [OUT_DIR=build/profile] [KERNEL_REGEX]
 #
-# OUT_DIR/kernels.txt: ncu's output; OUT_DIR/kernels.md: the table of docs/cuda.md (scripts/ncu_kernels.py).
+# OUT_DIR/kernels.txt: ncu's output; OUT_DIR/kernels.md: the table of docs/cuda.md (tools/ncu_kernels.py).
 # With KERNEL_REGEX (e.g. chunk_prepare, chunk_backward_state_pass04): OUT_DIR/<regex>.ncu-rep (--set full, the first
 # launch of that kernel in the B = 8 training step), OUT_DIR/<regex>.csv (its SASS with the source counters) and
-# OUT_DIR/<regex>.phases.txt (scripts/ncu_phases.py: stall samples between barriers).
+# OUT_DIR/<regex>.phases.txt (tools/ncu_phases.py: stall samples between barriers).
 # Environment: BUILD (default build), SKIP and COUNT (the launches before the step and in it; see below), FORWARD.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -42,7 +42,7 @@ metrics+=,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.
 metrics+=,sm__warps_active.avg.pct_of_peak_sustained_active
 echo "profiling launches $((skip + 1))..$((skip + count)) ($what) -> $out/kernels.txt" >&2
 ncu --metrics "$metrics" --launch-skip "$skip" --launch-count "$count" "$bench" "${args[@]}" > "$out/kernels.txt"
-/usr/bin/python3 "$root/scripts/ncu_kernels.py" "$out/kernels.txt" --markdown | tee "$out/kernels.md"
+/usr/bin/python3 "$root/tools/ncu_kernels.py" "$out/kernels.txt" --markdown | tee "$out/kernels.md"
 if [ -n "$kernel" ]; then
   # The matching launches among those before the step: 3 kept steps as the one profiled above, and 3 recomputing
   # ones, which run the forward's prepare and pass twice (once for the forward, once inside the backward).
@@ -56,5 +56,5 @@ if [ -n "$kernel" ]; then
   ncu --set full --import-source no -k "regex:$kernel" --launch-skip "$before" --launch-count 1 \
     -f -o "$out/$name" "$bench" "${args[@]}" > /dev/null
   ncu -i "$out/$name.ncu-rep" --page source --csv --print-source sass > "$out/$name.csv"
-  /usr/bin/python3 "$root/scripts/ncu_phases.py" "$out/$name.csv" | tee "$out/$name.phases.txt"
+  /usr/bin/python3 "$root/tools/ncu_phases.py" "$out/$name.csv" | tee "$out/$name.phases.txt"
 fi

@@ -2,7 +2,7 @@
 # Capacity / interference sweep (issue 6): MQAR pairs versus a fixed state size, GDN-2 against its KDA and Gated
 # DeltaNet ties at equal state size, several seeds. Writes notebooks_data/sweep/results.jsonl (one line per run)
 # and prints a markdown table. Takes about 35 minutes on two cores with the defaults below (18 minutes a seed).
-#   scripts/sweep.sh [build/reference/gdn2]
+#   tools/sweep.sh [build/reference/gdn2]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GDN2=${1:-build/reference/gdn2}

@@ -2,13 +2,13 @@
 """Rewrites the measured tables in docs/cuda.md from gdn2-cuda-bench JSON files (between the BENCH markers):
 one for the forward and decode cases, one for forward + backward ("train").
 
-    /usr/bin/python3 scripts/cuda_table.py notebooks_data/bench/cuda_bf16.json [notebooks_data/bench/cuda_f32.json ...]
+    /usr/bin/python3 tools/cuda_table.py notebooks_data/bench/cuda_bf16.json [notebooks_data/bench/cuda_f32.json ...]
 """
 import json
 import pathlib
 import sys
 
-BEGIN, END = "<!-- BENCH:BEGIN (scripts/cuda_table.py writes this table) -->", "<!-- BENCH:END -->"
+BEGIN, END = "<!-- BENCH:BEGIN", "<!-- BENCH:END -->"  # the BEGIN comment may name this script; any wording
 
 
 def peer_columns(c, digits):
@@ -59,7 +59,7 @@ def main():
         sys.exit(f"cuda_table.py: no such file: {', '.join(missing)} (nothing rewritten)")
     doc = pathlib.Path(__file__).resolve().parent.parent / "docs" / "cuda.md"
     text = doc.read_text()
-    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+    start, end = text.index("-->", text.index(BEGIN)) + len("-->"), text.index(END)
     doc.write_text(text[:start] + "\n" + table(sys.argv[1:]) + "\n" + text[end:])
     print(f"rewrote the table in {doc}")
 

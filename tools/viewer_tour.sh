@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates the screenshots of docs/viewer.md (and the README's) with the headless viewer under xvfb-run.
-#   scripts/viewer_tour.sh [build/viewer/gdn2-viewer]
+#   tools/viewer_tour.sh [build/viewer/gdn2-viewer]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 viewer=${1:-build/viewer/gdn2-viewer}

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Per-kernel table from the text that `ncu --metrics ...` prints (docs/cuda.md, "Where the backward stands").
 
-Usage: scripts/ncu_kernels.py NCU_OUTPUT.txt [--markdown]
+Usage: tools/ncu_kernels.py NCU_OUTPUT.txt [--markdown]
 
 The input is what `ncu --metrics $M ... gdn2-cuda-bench --train --no-check --repeats 1` writes, with
 M = gpu__time_duration.sum, dram__bytes_read.sum, dram__bytes_write.sum,

@@ -8,8 +8,8 @@ this way and took 0.7 and 0.6 ms off them by issuing the loads first. The count 
 places in a kernel's PTX where an ld.global comes after an st.global (a loop body counts once), a pointer to where to
 look, not a measurement.
 
-    scripts/ptx_load_after_store.py FILE.ptx [--min N]
-    scripts/ptx_load_after_store.py --build build cuda/src/chunk_backward.cu [--min N]
+    tools/ptx_load_after_store.py FILE.ptx [--min N]
+    tools/ptx_load_after_store.py --build build cuda/src/chunk_backward.cu [--min N]
 
 With --build, the PTX of that source is made with the build tree's own nvcc command (ninja -t commands), for
 compute_90.

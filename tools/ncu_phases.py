@@ -1,10 +1,10 @@
 #!/usr/bin/python3
 """Stall samples of one kernel by phase, from Nsight Compute's per-instruction source counters.
 
-Usage: scripts/ncu_phases.py SASS.csv
+Usage: tools/ncu_phases.py SASS.csv
 
 SASS.csv is `ncu -i REPORT.ncu-rep --page source --csv --print-source sass` of a report taken with `--set full`
-(scripts/cuda_profile.sh writes both). The kernels here separate their phases by __syncthreads(), so the SASS is
+(tools/cuda_profile.sh writes both). The kernels here separate their phases by __syncthreads(), so the SASS is
 split at each BAR.SYNC: phase 0 runs up to and including the first barrier, phase 1 to the second, and so on (a
 barrier inside a loop closes one phase per appearance in the listing, not per iteration). For each phase: its share
 of the warp stall samples, the instructions executed, the shared-memory wavefronts (and the ideal count without bank

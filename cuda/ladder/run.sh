@@ -20,7 +20,7 @@ for p in $programs; do
   [ $rc -ne 0 ] && status=1
   ms=$(echo "$line" | tail -1 | awk '{for (i = 1; i < NF; ++i) if ($(i + 1) == "ms") print $i}')
   speedup=""
-  [ -n "$previous" ] && [ -n "$ms" ] && speedup=$(awk -v a="$previous" -v b="$ms" 'BEGIN { printf "%.2fx", a / b }')
+  [ -n "$previous" ] && [ -n "$ms" ] && speedup=$(awk -v a="$previous" -v b="$ms" 'BEGIN { if (b > 0) printf "%.2fx", a / b }')
   verdict=$([ $rc -eq 0 ] && echo ok || echo "FAILED (exit $rc)")
   lines+=$(printf '| %s | %s | %s | %s |' "$p" "${ms:-?}" "${speedup:-}" "$verdict")$'\n'
   [ -n "$ms" ] && previous=$ms

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fuzzes the .npy reader and the CLI's input path with libFuzzer + AddressSanitizer + UBSan for a bounded time
-# (NUMERICS.md 23). Usage: scripts/fuzz_npy.sh [SECONDS=20] [WORKDIR=build/fuzz]
+# (docs/numerics.md 23). Usage: scripts/fuzz_npy.sh [SECONDS=20] [WORKDIR=build/fuzz]
 # Exit 0: no crash, hang, leak or sanitizer report; 77: clang/libFuzzer not installed (reported as skipped).
 set -euo pipefail
 seconds=${1:-20}

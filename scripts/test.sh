@@ -13,7 +13,7 @@ passed=$(grep -cE 'Test +#[0-9]+: .* Passed' "$log")
 failed=$(grep -cE 'Test +#[0-9]+: .* (\*\*\*Failed|\*\*\*Exception|\*\*\*Timeout|Not Run)' "$log")
 skipped=$(grep -cE 'Test +#[0-9]+: .*Skipped' "$log")
 
-# NUMERICS.md 3: the reference's tests (and the tasks and model built on it) again under AddressSanitizer + UBSan
+# docs/numerics.md 3: the reference's tests (and the tasks and model built on it) again under AddressSanitizer + UBSan
 # (a second, sanitised build).
 echo "==> reference, task and model tests under AddressSanitizer"
 asan=$root/build-asan

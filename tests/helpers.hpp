@@ -1,4 +1,4 @@
-// gdn2 tests — shared helpers: running the reference, gate sets of NUMERICS.md, logging measured errors.
+// gdn2 tests — shared helpers: running the reference, gate sets of docs/numerics.md, logging measured errors.
 #pragma once
 
 #include <catch2/catch.hpp>
@@ -60,7 +60,7 @@ bool bitwise_equal(const Tensor<Scalar>& a, const Tensor<Scalar>& b) {
   return a.shape == b.shape && std::memcmp(a.ptr(), b.ptr(), a.data.size() * sizeof(Scalar)) == 0;
 }
 
-// NUMERICS.md defaults: B=2, H=2, K=64, V=128, unit q/k, v ~ N(0,1), b, w ~ U(0,1).
+// docs/numerics.md defaults: B=2, H=2, K=64, V=128, unit q/k, v ~ N(0,1), b, w ~ U(0,1).
 struct Shape {
   index_t B = 2, T = 200, H = 2, HV = 2, K = 64, V = 128;
 };

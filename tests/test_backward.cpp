@@ -1,4 +1,4 @@
-// gdn2 tests [backward] — the analytic backward of both forms against independent oracles (NUMERICS.md 16-19),
+// gdn2 tests [backward] — the analytic backward of both forms against independent oracles (docs/numerics.md 16-19),
 // exact zeros where no path exists (6, 11), the tied-gate gradient identity (15, Eq. 48), the front-end VJPs.
 #include "helpers.hpp"
 

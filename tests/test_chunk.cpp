@@ -1,4 +1,4 @@
-// gdn2 tests [chunk] — the chunkwise WY form against the token recurrence (REF), NUMERICS.md 1-10,
+// gdn2 tests [chunk] — the chunkwise WY form against the token recurrence (REF), docs/numerics.md 1-10,
 // and the triangular solve of Eq. 21.
 #include "helpers.hpp"
 
@@ -9,7 +9,7 @@ namespace {
 
 // Bounds, with where they come from: float64 chunk vs float64 REF differs by rounding alone (≈1e-16 per
 // operation, a few hundred operations deep), so 1e-12 leaves 1e3-1e4 of margin; float32 vs REF is the
-// NUMERICS.md 19 output budget.
+// docs/numerics.md 19 output budget.
 constexpr double kF64 = 1e-12;
 constexpr double kF32 = 1e-5;
 

@@ -1,5 +1,5 @@
 // gdn2 tests [cli] — the `gdn2` command line end to end: outputs, exit statuses, one-line errors that name the
-// tensor, and nothing half-written (NUMERICS.md 20).
+// tensor, and nothing half-written (docs/numerics.md 20).
 #include "helpers.hpp"
 
 #include <sys/wait.h>

@@ -1,4 +1,4 @@
-// gdn2 tests [io] — .npy round trips and refusals, 64-bit index helpers (NUMERICS.md 20, 21).
+// gdn2 tests [io] — .npy round trips and refusals, 64-bit index helpers (docs/numerics.md 20, 21).
 #include "helpers.hpp"
 
 #include "core/validate.hpp"

@@ -1,4 +1,4 @@
-// gdn2 tests [variants] — tied-gate reductions against independent oracles (NUMERICS.md 15, paper A.5) and the
+// gdn2 tests [variants] — tied-gate reductions against independent oracles (docs/numerics.md 15, paper A.5) and the
 // optional front-end (q/k L2-normalisation, gate activations of Eq. 11-12).
 #include "helpers.hpp"
 

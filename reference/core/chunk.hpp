@@ -1,7 +1,7 @@
 // gdn2 reference — the chunkwise WY form (paper Sec. 3.3, Eq. 18-25; Appendix A, Eq. 29-47),
 // one head of one sequence.
 //
-// The decay rule that makes this exact for every g in [-inf, 0] (NUMERICS.md, DESIGN.md):
+// The decay rule that makes this exact for every g in [-inf, 0] (docs/numerics.md §1):
 //   every decay factor is exp() of a sum of g over a token segment, accumulated directly.
 // The paper's normalised factors K̄ = γ⁻¹ ⊙ K (Eq. 19) are never formed: γ⁻¹ = exp(−ΣG) overflows
 // (float32 once a chunk's log-decay passes −88.7), and the difference G_r − G_s of two cumulative sums

@@ -46,7 +46,7 @@ void scatter_head(Tensor<Scalar>& x, const Mat<Scalar>& m, index_t row0, index_t
 }
 
 // Runs fn(n, hv) for every sequence n < N and value head hv < HV on up to `threads` threads.
-// Each task writes disjoint memory, so results do not depend on the thread count (NUMERICS.md 22).
+// Each task writes disjoint memory, so results do not depend on the thread count (docs/numerics.md 22).
 template <typename Fn>
 void parallel_for_heads(index_t N, index_t HV, int threads, Fn fn) {
   const index_t tasks = N * HV;
@@ -117,7 +117,7 @@ void forward_unchecked(Form form, Tensor<Scalar>& o, Tensor<Scalar>& ht, const T
 }  // namespace detail
 
 // o: [B,T,HV,V] and ht: [N,HV,K,V] are outputs (resized here); h0 may be empty (zero initial state);
-// cu_seqlens may be empty (B independent sequences of length T). Inputs are validated first (NUMERICS.md 20).
+// cu_seqlens may be empty (B independent sequences of length T). Inputs are validated first (docs/numerics.md 20).
 template <typename Scalar>
 void forward(Form form, Tensor<Scalar>& o, Tensor<Scalar>& ht, const Tensor<Scalar>& q, const Tensor<Scalar>& k,
              const Tensor<Scalar>& v, const Tensor<Scalar>& g, const Tensor<Scalar>& b, const Tensor<Scalar>& w,

@@ -1,5 +1,5 @@
 // gdn2 reference — independent oracles for the backward: central finite differences in float64 and complex-step
-// derivatives through the forward instantiated on std::complex<double> (NUMERICS.md 16).
+// derivatives through the forward instantiated on std::complex<double> (docs/numerics.md 16).
 //
 // Both differentiate the scalar loss L = <do, o> + <dht, ht>, whose gradient is exactly what backward() returns
 // for upstream gradients do and dht. A directional derivative along u is compared with <grad, u>:

@@ -26,7 +26,7 @@ class Rng {
   std::mt19937_64 engine_;
 };
 
-// Inputs with the NUMERICS.md defaults: unit-norm q and k, v ~ N(0, 1), b, w ~ U(0, 1); g from `gate`.
+// Inputs with the docs/numerics.md defaults: unit-norm q and k, v ~ N(0, 1), b, w ~ U(0, 1); g from `gate`.
 template <typename Scalar, typename GateFn>
 Layer<Scalar> random_layer(Rng& rng, index_t B, index_t T, index_t H, index_t HV, index_t K, index_t V,
                                  GateFn gate, bool with_h0 = false, index_t N = -1) {
@@ -51,7 +51,7 @@ Layer<Scalar> random_layer(Rng& rng, index_t B, index_t T, index_t H, index_t HV
   return x;
 }
 
-// Normwise relative error ‖x − ref‖₂ / ‖ref‖₂, the "ratio" of NUMERICS.md (and of flash-linear-attention).
+// Normwise relative error ‖x − ref‖₂ / ‖ref‖₂, the "ratio" of docs/numerics.md (and of flash-linear-attention).
 template <typename A, typename Bt>
 double ratio(const Tensor<A>& x, const Tensor<Bt>& ref) {
   if (x.shape != ref.shape) throw std::invalid_argument("ratio: shapes differ " + shape_str(x.shape) + " vs " + shape_str(ref.shape));

@@ -1,6 +1,6 @@
 // gdn2 reference — the token recurrence (paper Eq. 8-10), one head of one sequence.
 //
-// This is REF in NUMERICS.md: every other path (the chunkwise WY form, the CUDA kernels) is checked
+// This is REF in docs/numerics.md: every other path (the chunkwise WY form, the CUDA kernels) is checked
 // against it. It is written to read like Eq. 9, one line per step, and to be exact for g = -inf
 // (α = exp(-inf) = 0 multiplies S, nothing is ever divided by α).
 #pragma once

@@ -4,7 +4,7 @@
 // K key dim, V value dim, C chunk size, N number of sequences (B, or len(cu_seqlens) - 1).
 //
 // Every offset is computed in int64_t: ((B-1)*T*H + H-1)*K exceeds 2^31 for realistic shapes
-// (NUMERICS.md 21), so no index helper ever multiplies in int.
+// (docs/numerics.md 21), so no index helper ever multiplies in int.
 #pragma once
 
 #include <unistd.h>
@@ -18,7 +18,7 @@ namespace gdn2 {
 
 using index_t = std::int64_t;
 
-// Thrown for input the reference refuses (NUMERICS.md 20). The message names the tensor and the problem.
+// Thrown for input the reference refuses (docs/numerics.md 20). The message names the tensor and the problem.
 struct InputError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
@@ -35,7 +35,7 @@ inline index_t checked_numel(const std::vector<index_t>& shape, const std::strin
 }
 
 // Refuses an allocation that cannot succeed (more bytes than the machine has memory) with a message
-// instead of a crash or an out-of-memory kill (NUMERICS.md 21).
+// instead of a crash or an out-of-memory kill (docs/numerics.md 21).
 inline void check_allocation(index_t numel, index_t bytes_per_element, const std::string& name) {
   const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
   const double have = pages > 0 && page > 0 ? double(pages) * double(page) : 1e300;

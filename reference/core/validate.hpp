@@ -1,4 +1,4 @@
-// gdn2 reference — input validation (NUMERICS.md 20): every refusal names the tensor and the problem,
+// gdn2 reference — input validation (docs/numerics.md 20): every refusal names the tensor and the problem,
 // and happens before anything is computed or written.
 #pragma once
 

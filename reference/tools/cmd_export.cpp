@@ -21,7 +21,7 @@ void write_layer_dir(const std::string& dir, const std::vector<std::pair<std::st
   io::write_files_atomically(dir, files);
 }
 
-// A layer call with a non-trivial mix of gates (NUMERICS.md defaults), small enough to read in a notebook.
+// A layer call with a non-trivial mix of gates (docs/numerics.md defaults), small enough to read in a notebook.
 Layer<double> notebook_layer(std::uint64_t seed, index_t T, index_t K, index_t V) {
   Rng rng(seed);
   return random_layer<double>(rng, 1, T, 1, 1, K, V, [](Rng& r) { return r.uniform(-0.3, 0); });

@@ -1,4 +1,4 @@
-// gdn2 fuzz target (libFuzzer, NUMERICS.md 23): the .npy reader and the command line's input path.
+// gdn2 fuzz target (libFuzzer, docs/numerics.md 23): the .npy reader and the command line's input path.
 //
 // The first byte picks a file of a small valid input directory (q, k, v, g, b, w, h0, cu_seqlens); the rest of
 // the input replaces that file. The reader and load_layer_inputs + forward must either succeed or throw an

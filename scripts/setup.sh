@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the Debian packages gdn2 builds and tests with (DESIGN.md), then configures and builds into build/.
+# Installs the Debian packages gdn2 builds and tests with, then configures and builds into build/.
 # Usage: scripts/setup.sh [BUILD_DIR=build]. Safe to run again: it installs only what is missing.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)

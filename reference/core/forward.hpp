@@ -1,7 +1,7 @@
 // gdn2 reference — the forward over whole tensors: sequences × value heads, each an independent head
 // problem solved by recurrent_forward_head (REF) or chunk_forward_head (the WY form).
 //
-// Layout (flash-linear-attention compatible, DESIGN.md): q, k, g, b: [B,T,H,K]; v, w: [B,T,HV,V];
+// Layout (flash-linear-attention compatible): q, k, g, b: [B,T,H,K]; v, w: [B,T,HV,V];
 // h0, ht: [N,HV,K,V]; o: [B,T,HV,V]. Value head hv reads key head hv / (HV/H) (grouped value heads).
 // With cu_seqlens ([N+1]) the N sequences are packed along T of a B = 1 batch.
 #pragma once

@@ -1,4 +1,4 @@
-// gdn2 reference — the optional front-end in front of the recurrence (DESIGN.md; paper Eq. 11-12, D.2)
+// gdn2 reference — the optional front-end in front of the recurrence (paper Eq. 11-12, D.2)
 // and the tied-gate variants (paper Sec. 3.1, Appendix A.5). Forward only here; each step is elementwise
 // or per token, so its backward is a local vector-Jacobian product.
 #pragma once

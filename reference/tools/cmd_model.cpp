@@ -29,7 +29,7 @@ model::ModelConfig model_config(const ModelArgs& a) {
   return c;
 }
 
-// A one-line progress bar on stderr, redrawn in place; only when stderr is a terminal (DESIGN.md).
+// A one-line progress bar on stderr, redrawn in place; only when stderr is a terminal.
 void progress(int step, int steps, double loss, double acc, double seconds) {
   if (!isatty(fileno(stderr))) return;
   const int width = 30, filled = static_cast<int>(double(step) / steps * width);

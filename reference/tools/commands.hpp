@@ -7,7 +7,7 @@
 
 namespace gdn2::tools {
 
-// Exit statuses (DESIGN.md): 0 success, 1 a check failed, 2 bad input, 3 the result overflowed the
+// Exit statuses: 0 success, 1 a check failed, 2 bad input, 3 the result overflowed the
 // working precision (float32: rerun with --precision f64).
 enum Exit { kOk = 0, kCheckFailed = 1, kBadInput = 2, kOverflow = 3 };
 

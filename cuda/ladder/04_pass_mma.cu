@@ -8,7 +8,7 @@
 // ≡ 8 mod 32). A_qk R stops after each row tile's diagonal block: the zeros above it are never multiplied (a zero
 // times an overflowed future row would be NaN, and the work is wasted anyway). Prepare is rung 03's.
 //
-// Measured: (not yet measured on a GPU; cuda/ladder/run.sh prints it)
+// Measured: (not yet measured on a GPU in this form; cuda/ladder/run.sh prints it)
 #include "common.cuh"
 
 constexpr int kThreads = 256, kWarps = kThreads / 32, kCols = 32;
@@ -48,10 +48,13 @@ __global__ void __launch_bounds__(kThreads) chunk_prepare(Problem p, Workspace w
     float gamma[K / 32], ks[K / 32];
     for (int m = 0; m < K / 32; ++m) gamma[m] = 1.f, ks[m] = s.Kk[s_][lane + 32 * m];
     for (int r = s_; r < C; ++r) {
+      // Γ_rs = Γ_{r-1,s} ⊙ exp(g_r), Γ_ss = 1. The factor has its own loop: inside the channel loop below, nvcc 13.0
+      // (-O3, sm_90) addressed exp(g) of channels 32-127 64 KB off (docs/cuda-ladder.md).
+      if (r > s_)
+        for (int m = 0; m < K / 32; ++m) gamma[m] *= s.X[r][lane + 32 * m];
       float t = 0.f, a = 0.f;
       for (int m = 0; m < K / 32; ++m) {
         const int d = lane + 32 * m;
-        if (r > s_) gamma[m] *= s.X[r][d];
         t += s.E[r][d] * gamma[m] * ks[m];
         a += s.Q[r][d] * gamma[m] * ks[m];
       }

@@ -190,9 +190,10 @@ class ScopedEnv {
 // columns per pass block here, where 18 takes 32) 18's. Forward 25 (prepare's Y and U on tensor cores, bf16 only) has
 // its own bits with bf16 storage, checked against the reference by the other cases, and 09's with float32; 26
 // (prepare's diagonal blocks with the branches on which pairs to compute resolved at compile time), 27 (prepare's
-// loads of Z issued earlier) and 29 (the fused forward's Ē and K_tail loop without runtime branches) 25's.
-// cuda/src/chunk_forward_split.cu, chunk_backward.cu.
-TEST_CASE("cuda: forward versions 09-29 and backward versions 08-19 agree bit for bit", "[cuda][backward]") {
+// loads of Z issued earlier) and 29 (the fused forward's Ē and K_tail loop without runtime branches) 25's. Forward 30
+// (prepare's diagonal blocks factorised on tensor cores, bf16 only) has its own bits with bf16 storage (its own test
+// case below) and 09's with float32. cuda/src/chunk_forward_split.cu, chunk_backward.cu.
+TEST_CASE("cuda: forward versions 09-30 and backward versions 08-19 agree bit for bit", "[cuda][backward]") {
   const auto gate = [](Rng& r) { return r.uniform(-0.2, 0); };
   std::vector<std::pair<std::string, Layer<double>>> cases = {
       {"K=128 V=128", layer(41, 2, 200, 2, 2, 128, 128, gate)},
@@ -208,7 +209,8 @@ TEST_CASE("cuda: forward versions 09-29 and backward versions 08-19 agree bit fo
   cases.emplace_back("K=128 reset g=-inf", reset);
   for (const auto& [what, x] : cases)
     for (DType dtype : {DType::f32, DType::bf16}) {
-      const std::vector<int> forward_versions = {9, 10, 11, 12, 13, 14, 15, 16, 18, 19, 20, 21, 23, 24, 25, 26, 27, 29};
+      const std::vector<int> forward_versions = {9,  10, 11, 12, 13, 14, 15, 16, 18, 19,
+                                                 20, 21, 23, 24, 25, 26, 27, 29, 30};
       std::vector<Outputs> runs;
       {
         ScopedEnv chunk_version("GDN2_CHUNK_VERSION");
@@ -221,11 +223,16 @@ TEST_CASE("cuda: forward versions 09-29 and backward versions 08-19 agree bit fo
         // With bf16 storage 13 puts the pass on tensor cores (TF32): 13 has its own bits, and 14 must have them; 15
         // puts the output kernel on them too (its own bits again, checked against the reference), and 16 must have
         // 15's; 18 puts prepare's off-diagonal blocks on them (its own bits), and 19-24 must have 18's; 25 its products
-        // Y and U (its own bits), and 26, 27, 29 must have 25's. With float32 storage all have 9's.
+        // Y and U (its own bits), and 26, 27, 29 must have 25's; 30 its diagonal blocks (its own bits). With float32
+        // storage all have 9's.
         const int version = forward_versions[i];
-        const int own = dtype == DType::bf16
-                            ? (version >= 25 ? 25 : version >= 18 ? 18 : version >= 15 ? 15 : version >= 13 ? 13 : 9)
-                            : 9;
+        const int own = dtype == DType::bf16 ? (version >= 30   ? 30
+                                                : version >= 25 ? 25
+                                                : version >= 18 ? 18
+                                                : version >= 15 ? 15
+                                                : version >= 13 ? 13
+                                                                : 9)
+                                             : 9;
         if (version == own) continue;
         const size_t against = size_t(std::find(forward_versions.begin(), forward_versions.end(), own) -
                                       forward_versions.begin());
@@ -260,7 +267,70 @@ TEST_CASE("cuda: forward versions 09-29 and backward versions 08-19 agree bit fo
     }
 }
 
-// The default forward (29) and backward (19) read their inputs 16 bytes at a time; a caller's tensors that are views at
+// Forward 30 (bf16 storage): prepare's diagonal 16 × 16 blocks of T and A_qk factorised from each sub-chunk's start,
+// c_r · exp(−P_s), on tensor cores, for the rows before their sub-chunk's first gate below −2; the exact running
+// products (29's) for the rows from it on (chunk_tiles.cuh, chunk_diagonal_blocks_mma). Checked here: (a) at the bound
+// itself (every g = −2: factors up to e^32) against the reference, and that the factorised path ran (bits differ from
+// 29's); (b) a gate of −2.5 in the first row of every sub-chunk sends every row to the exact path: 29's bits exactly;
+// (c) prefix causality across the switch: a strong future gate (−5, or −inf) from P on, inside the chunk, moves the
+// rows from P to the exact path and must not change an output before P by a bit (a choice of path per chunk would);
+// those mixed runs against the reference too.
+TEST_CASE("cuda: forward 30's factorised diagonal blocks (bound, exact rows, causality)", "[cuda]") {
+  ScopedEnv chunk_version("GDN2_CHUNK_VERSION");
+  auto run = [&](const Layer<double>& x, const char* version) {
+    chunk_version.set(version);
+    return run_on_device(Form::chunk, x, DType::bf16);
+  };
+  const auto mild = [](Rng& r) { return r.uniform(-0.2, 0); };
+  {  // (a)
+    const auto x = layer(61, 2, 150, 2, 2, 128, 128, [](Rng&) { return -2.0; });
+    const Outputs got = run(x, "30"), old = run(x, "29"), ref = reference_outputs(x, DType::bf16);
+    REQUIRE(all_finite(got.o));
+    require_ratio("v30 g=-2 (the bound) chunk bf16 o", got.o, ref.o, budget(DType::bf16));
+    require_ratio("v30 g=-2 (the bound) chunk bf16 ht", got.ht, ref.ht, budget(DType::bf16) / 5);
+    const bool same = same_bits(got.o, old.o);
+    std::printf("  [measured] v30 g=-2: o bitwise equal to version 29's (must not be: the factorised path ran): %d\n",
+                same);
+    REQUIRE(!same);
+  }
+  {  // (b)
+    auto x = layer(62, 2, 150, 2, 2, 128, 128, mild);
+    for (index_t n = 0; n < 2; ++n)
+      for (index_t t = 0; t < 150; t += 16)  // the first row of every 16-row sub-chunk
+        for (index_t h = 0; h < 2; ++h) x.g.data[offset_bthd(n, t, h, 150, 2, 128) + (t * 7 + h) % 128] = -2.5;
+    const Outputs got = run(x, "30"), old = run(x, "29");
+    const bool same = same_bits(got.o, old.o) && same_bits(got.ht, old.ht);
+    std::printf("  [measured] v30 with a gate of -2.5 in every sub-chunk's first row: bitwise equal to 29: %d\n", same);
+    REQUIRE(same);
+  }
+  {  // (c)
+    const auto z = layer(63, 2, 150, 2, 2, 128, 128, mild);
+    const Outputs base = run(z, "30");
+    for (const double strong : {-5.0, -double(INFINITY)})
+      for (index_t P : {5, 17, 40, 100}) {
+        auto p = z;
+        for (index_t n = 0; n < 2; ++n)
+          for (index_t i = offset_bthd(n, P, 0, 150, 2, 128); i < offset_bthd(n, 150, 0, 150, 2, 128); ++i)
+            p.g.data[i] = (i % 3 == 0) ? strong : p.g.data[i];
+        const Outputs q = run(p, "30");
+        bool same = true;
+        for (index_t n = 0; n < 2; ++n)
+          for (index_t i = offset_bthd(n, 0, 0, 150, 2, 128); i < offset_bthd(n, P, 0, 150, 2, 128); ++i)
+            same = same && q.o.data[i] == base.o.data[i];
+        std::printf("  [measured] v30 future g=%g from P=%ld: outputs before P bitwise unchanged: %d\n", strong, long(P),
+                    same);
+        REQUIRE(same);
+        const Outputs ref = reference_outputs(p, DType::bf16);
+        REQUIRE(all_finite(q.o));
+        require_ratio("v30 future g=" + std::to_string(strong) + " P=" + std::to_string(P) + " bf16 o", q.o, ref.o,
+                      budget(DType::bf16));
+        require_ratio("v30 future g=" + std::to_string(strong) + " P=" + std::to_string(P) + " bf16 ht", q.ht, ref.ht,
+                      budget(DType::bf16) / 5);
+      }
+  }
+}
+
+// The default forward (30) and backward (19) read their inputs 16 bytes at a time; a caller's tensors that are views at
 // an odd offset are not 16-byte aligned, and then they load 4 bytes at a time (forward 29's kernels with narrow loads,
 // backward 16's stage 4 with 19's order of loads and stores, 18's dv, dw element by element): the same bits. Every
 // input here starts one element past a 16-byte boundary. The default rungs, whatever GDN2_CHUNK_VERSION /

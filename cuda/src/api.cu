@@ -84,9 +84,9 @@ void chunk_forward(void* o, float* ht, const void* q, const void* k, const void*
                    SavedForBackward* saved) {
   check(p, "chunk_forward");
   if (saved) saved->reset();  // filled again by versions 07-08; left empty otherwise (the backward then recomputes)
-  // The current rung is version 29; GDN2_CHUNK_VERSION=4 .. 27 selects an earlier one (the ladder stays runnable).
+  // The current rung is version 30; GDN2_CHUNK_VERSION=4 .. 29 selects an earlier one (the ladder stays runnable).
   const char* env = std::getenv("GDN2_CHUNK_VERSION");
-  const int version = env ? std::atoi(env) : 29;
+  const int version = env ? std::atoi(env) : 30;
   if (version == 4)
     detail::chunk_forward_fused_dispatch(o, ht, q, k, v, g, b, w, h0, cu_seqlens, p, stream);
   else

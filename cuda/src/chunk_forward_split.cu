@@ -159,6 +159,7 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
   constexpr bool kV26 = kVersion >= 26 && NT == 512;  // the diagonal blocks' rounds unrolled (no per-pair branches)
   constexpr bool kV27 = kVersion >= 27 && kV16;       // Z's loads issued before 2b, converted after 2c
   constexpr bool kV29 = kVersion >= 29 && kV16;       // the fused forward's Ē and K_tail loop without branches
+  constexpr bool kV30 = kVersion >= 30 && kV18 && kV26;  // bf16: diagonal blocks factorised on tensor cores
   extern __shared__ __align__(16) float smem[];
   float* s_q = smem;                     // [C][K]  q̃ → q̃⊙c (for A_qk)
   float* s_k = s_q + C * KP;             // [C][K]  k → k⊙a
@@ -185,6 +186,12 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
   if (c0 >= span.length) return;
   const int L = int(span.length - c0 < C ? span.length - c0 : C);
   const int64_t row0 = span.row0 + c0;
+  // Version 30: per sub-chunk, the first row with a gate below −kGateBound (kSub: none), in the last floats of A's
+  // tile, which nothing touches before the block inverse (2a reads at most three rows past s_x's C·K floats).
+  int* s_first = reinterpret_cast<int*>(s_Ainv + C * AS - kNumSub);
+  static_assert(kNumSub * kNumSub * K + 3 * kNumSub * K + kChunk * kZSlice + kChunk * AS >= (kChunk + 3) * K + kNumSub,
+                "room");
+  if (kV30 && tid < kNumSub) s_first[tid] = kSub;
   // 1. Load (kBatch independent loads per thread before any store); rows ≥ L are zero (and g = 0).
   static_assert((C * K) % (NT * kBatch) == 0, "whole batches");
   if constexpr (kV16) {
@@ -215,13 +222,37 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
     }
   }
   __syncthreads();
+  // Version 30 (bf16 storage): the diagonal blocks of T and A_qk are computed after 2b as products on tensor cores,
+  // factorised from each sub-chunk's start (chunk_diagonal_blocks_mma), for every row before its sub-chunk's first
+  // gate below −kGateBound; 2a's running products (the largest phase of prepare, 17% of its stall samples and 22% of
+  // its instructions; docs/performance-design.md) run only in chunks that have such a gate (g = −inf, a reset), for
+  // the rows from it on. Here each thread finds the first such row of each sub-chunk among its entries.
+  bool exact_rows = !kV30;
+  if constexpr (kV30) {
+    static_assert((C * K) % NT == 0 && NT % K == 0, "whole rows per round");
+    int first[kNumSub];
+#pragma unroll
+    for (int M = 0; M < kNumSub; ++M) first[M] = kSub;
+#pragma unroll
+    for (int u = 0; u < C * K / NT; ++u) {
+      const int i = u * NT + tid, r = i / K;
+      if (!(s_g[r * KP + i % K] >= -kGateBound)) first[r / kSub] = min(first[r / kSub], r % kSub);  // (NaN too)
+    }
+    bool any = false;
+#pragma unroll
+    for (int M = 0; M < kNumSub; ++M)
+      if (first[M] < kSub) atomicMin(s_first + M, first[M]), any = true;
+    exact_rows = __syncthreads_or(any);
+  }
   // 2a-2c (chunk_tiles.cuh): T and A_qk with exact decays, and the per-channel factors, as version 04.
-  if (kV10)
-    chunk_diagonal_blocks_grouped<K, KP, NT, (kVersion >= 14), kV26>(s_T, s_Aqk, s_q, s_k, s_e, s_g, tid,
-                                                                     kV23 ? s_x : nullptr);
-  else
-    chunk_diagonal_blocks<K, KP, NT>(s_T, s_Aqk, s_q, s_k, s_e, s_g, tid);
-  __syncthreads();
+  if (exact_rows) {
+    if (kV10)
+      chunk_diagonal_blocks_grouped<K, KP, NT, (kVersion >= 14), kV26>(s_T, s_Aqk, s_q, s_k, s_e, s_g, tid,
+                                                                       kV23 ? s_x : nullptr);
+    else
+      chunk_diagonal_blocks<K, KP, NT>(s_T, s_Aqk, s_q, s_k, s_e, s_g, tid);
+    __syncthreads();
+  }
   // Version 10: g is no longer needed after 2b, so its tile takes the first K value columns of Z = W ⊙ V, for U = AZ
   // in one product instead of V / 32 (when K divides V). The loads are issued before 2c and land while it runs.
   // Version 27: before 2b, kept as loaded (Raw8) until after 2c. Until then the product w ⊙ v came right after the
@@ -241,7 +272,7 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
         w_raw[u].zero(), v_raw[u].zero();  // rows past the chunk's end: 0 · 0
       }
     }
-  chunk_decay_factors<K, KP, NT>(s_q, s_k, s_e, s_g, s_bs, s_pre, s_suf, s_mid, tid);
+  chunk_decay_factors<K, KP, NT, kV30>(s_q, s_k, s_e, s_g, s_bs, s_pre, s_suf, s_mid, tid);
   __syncthreads();
   float zr[kV10 ? kZPer : 1];
   if (!kV27 && kV16 && z_wide)  // version 16: 8 value columns per load, as the tiles above
@@ -263,7 +294,11 @@ __global__ void __launch_bounds__(NT, 1) chunk_prepare(Workspace ws, const T* __
       const int64_t idx = ((row0 + r) * HV + hv) * V + c;
       zr[u] = r < L ? to_float(w[idx]) * to_float(v[idx]) : 0.f;
     }
-  if constexpr (kV18)
+  if constexpr (kV30) {
+    chunk_off_diagonal_blocks_mma<K, KP, NT>(s_T, s_Aqk, s_q, s_k, s_e, s_mid, tid);
+    chunk_diagonal_blocks_mma<K, KP, NT>(s_T, s_Aqk, s_q, s_e, s_g, s_first, tid);  // k ⊙ exp(−P) in g's tile
+    __syncthreads();  // before Z takes g's tile
+  } else if constexpr (kV18)
     chunk_off_diagonal_blocks_mma<K, KP, NT>(s_T, s_Aqk, s_q, s_k, s_e, s_mid, tid);
   else if (kV09)
     chunk_off_diagonal_blocks_tiled<K, KP, NT>(s_T, s_Aqk, s_q, s_k, s_e, s_mid, tid);
@@ -1168,15 +1203,15 @@ void chunk_forward_recompute(const Workspace& ws, const void* q, const void* k, 
   dispatch_k_and_dtype(p, [&](auto K, auto T) {
     constexpr int KK = decltype(K)::value;
     using TT = decltype(T);
-    // Prepare and pass as the default forward runs them when it keeps its workspace (version 29 unfused: 29's prepare,
+    // Prepare and pass as the default forward runs them when it keeps its workspace (version 30 unfused: 30's prepare,
     // which then computes Y and U as 23's does, and 20's pass; its 4-byte loads where the inputs are not 16-byte
     // aligned: the same bits), so a kept workspace and a recomputed one agree bit for bit.
     auto run = [&](auto loads) {
       constexpr bool kWide = decltype(loads)::value;
       switch (pass_columns(p, 24)) {
-        case 64: return run_prepare_and_pass<KK, 64, TT, 29, 512, kWide>(ws, nullptr, nullptr, q, k, v, g, b, w, h0, cu, p, s);
-        case 16: return run_prepare_and_pass<KK, 16, TT, 29, 512, kWide>(ws, nullptr, nullptr, q, k, v, g, b, w, h0, cu, p, s);
-        default: return run_prepare_and_pass<KK, 32, TT, 29, 512, kWide>(ws, nullptr, nullptr, q, k, v, g, b, w, h0, cu, p, s);
+        case 64: return run_prepare_and_pass<KK, 64, TT, 30, 512, kWide>(ws, nullptr, nullptr, q, k, v, g, b, w, h0, cu, p, s);
+        case 16: return run_prepare_and_pass<KK, 16, TT, 30, 512, kWide>(ws, nullptr, nullptr, q, k, v, g, b, w, h0, cu, p, s);
+        default: return run_prepare_and_pass<KK, 32, TT, 30, 512, kWide>(ws, nullptr, nullptr, q, k, v, g, b, w, h0, cu, p, s);
       }
     };
     if (!aligned16(q, k, v, g, b, w)) return run(std::false_type{});
@@ -1257,7 +1292,10 @@ void chunk_forward_split_dispatch(void* o, float* ht, const void* q, const void*
         case 27: return any_alignment(integral_constant<int, 27>{});
         // (28, tried in session 10 and not kept: a persistent prepare loading each task's inputs during the one before.)
         // 29: the fused forward's Ē and K_tail loop without runtime branches (same bits as 25).
-        default: return any_alignment(integral_constant<int, 29>{});
+        case 29: return any_alignment(integral_constant<int, 29>{});
+        // 30: with bf16 storage prepare's diagonal blocks factorised on tensor cores, row by row where the gates
+        // allow (new bits; 29's bits with float32 storage).
+        default: return any_alignment(integral_constant<int, 30>{});
       }
     }
     // The widest value slice that still gives about one block per SM (the pass holds one block per SM): wide

@@ -361,9 +361,40 @@ __device__ __forceinline__ void chunk_diagonal_blocks(float* s_T, float* s_Aqk, 
 // 2b. The decay factors, one thread per (channel, sub-chunk): q̃⊙c and e⊙c (c_r = exp of r's prefix in its sub-chunk),
 //     k⊙a (a_s = exp of s's suffix in its sub-chunk, s excluded), the sub-chunk sums, and exp of the sums of whole
 //     sub-chunks before (pre), after (suf) and strictly between (mid). All exps of direct sums of g ≤ 0.
-template <int K, int KP, int NT = kThreads>
-__device__ __forceinline__ void chunk_decay_factors(float* s_q, float* s_k, float* s_e, const float* s_g, float* s_bs,
+//     kKinv (forward version 30): also k_r ⊙ exp(−P_r), P_r the prefix of r in its sub-chunk (r included), written
+//     over g's tile (g is read once into registers first; nothing reads g after 2b). With c_r = exp(P_r) this
+//     factorises the diagonal blocks' decay from the sub-chunk's start: c_r · exp(−P_s) = exp(Σ_{s<i≤r} g_i) for
+//     s < r, where both factors depend only on rows up to r (chunk_diagonal_blocks_mma). exp(−P_r) overflows after
+//     a strong gate (g = −inf); such entries are never used (chunk_diagonal_blocks_mma selects them away). The sums
+//     and products of q̃⊙c, e⊙c, k⊙a are those of the loop without kKinv: the same bits.
+template <int K, int KP, int NT = kThreads, bool kKinv = false>
+__device__ __forceinline__ void chunk_decay_factors(float* s_q, float* s_k, float* s_e, float* s_g, float* s_bs,
                                                     float* s_pre, float* s_suf, float* s_mid, int tid) {
+  if constexpr (kKinv) {
+    for (int i = tid; i < K * kNumSub; i += NT) {
+      const int d = i % K, M = i / K;
+      float* at = s_g + M * kSub * KP + d;  // row M·kSub + j of a tile: j·KP floats on
+      float gr[kSub];
+#pragma unroll
+      for (int j = 0; j < kSub; ++j) gr[j] = at[j * KP];
+      float run = 0;
+#pragma unroll
+      for (int j = 0; j < kSub; ++j) {
+        run += gr[j];
+        const float cr = expf(run);
+        s_q[M * kSub * KP + d + j * KP] *= cr;
+        s_e[M * kSub * KP + d + j * KP] *= cr;
+        at[j * KP] = s_k[M * kSub * KP + d + j * KP] * expf(-run);
+      }
+      s_bs[M * K + d] = run;
+      run = 0;
+#pragma unroll
+      for (int j = kSub - 1; j >= 0; --j) {
+        s_k[M * kSub * KP + d + j * KP] *= expf(run);
+        run += gr[j];
+      }
+    }
+  } else
   for (int i = tid; i < K * kNumSub; i += NT) {
     const int d = i % K, M = i / K;
     float run = 0;
@@ -487,6 +518,51 @@ __device__ __forceinline__ void chunk_off_diagonal_blocks_mma(float* s_T, float*
       const int i = (I * kSub + g + 8 * h) * C + J * kSub + n0 + 2 * t;
       s_Aqk[i] = ca[2 * h], s_Aqk[i + 1] = ca[2 * h + 1];
       s_T[i] = ct[2 * h], s_T[i + 1] = ct[2 * h + 1];
+    }
+  }
+}
+
+// 2a, forward version 30 (bf16 storage): the four diagonal blocks factorised and on tensor cores. For r ≥ s in
+//     sub-chunk M, (A_qk)_rs = Σ_d (q̃⊙c)_rd · (k ⊙ exp(−P))_sd and T_rs the same with e⊙c, where c_r = exp(P_r) and
+//     P the prefix of g in the sub-chunk (chunk_decay_factors, kKinv): one m16n8k8 product per block and 8 columns,
+//     both matrices sharing the B fragment, as chunk_off_diagonal_blocks_mma. A row r takes this path when no gate of
+//     its sub-chunk's rows up to r is below −kGateBound (rows from s_first[M] on do not); then −P_s ≤ 16·kGateBound
+//     for every s ≤ r, so exp(−P_s) ≤ e^32: finite in float32 and TF32, and each exp's argument error
+//     (|P| · 2⁻²⁴ relative, ≤ 2e-6) far below the TF32 rounding (5e-4) that the off-diagonal blocks already have.
+//     Rows from s_first[M] on keep what the exact path (chunk_diagonal_blocks_grouped) wrote; entries above the
+//     diagonal (their exp(−P_s) may be inf) and T's diagonal are selected to 0, never multiplied. Which path a row
+//     takes and what it computes depend only on rows up to r: prefix causality holds bit for bit.
+constexpr float kGateBound = 2.f;
+template <int K, int KP, int NT>
+__device__ __forceinline__ void chunk_diagonal_blocks_mma(float* s_T, float* s_Aqk, const float* s_q, const float* s_e,
+                                                          const float* s_kinv, const int* s_first, int tid) {
+  static_assert(KP % 32 == 4, "conflict-free fragment reads");
+  constexpr int C = kChunk, kTasks = kNumSub * (kSub / 8), kWarps = NT / 32;
+  constexpr int kOff = kNumSub * (kNumSub - 1) / 2 * (kSub / 8);  // chunk_off_diagonal_blocks_mma's tasks, warps 0 ..
+  const int warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+  // Task 0 to the first warp that the off-diagonal blocks left idle, then around.
+  for (int task = (warp + kWarps - kOff % kWarps) % kWarps; task < kTasks; task += kWarps) {
+    const int M = task / (kSub / 8), n0 = (task % (kSub / 8)) * 8, first = s_first[M];
+    if (n0 >= first) continue;  // every row that would use these columns is on the exact path (warp-uniform)
+    const float* qr = s_q + M * kSub * KP;
+    const float* er = s_e + M * kSub * KP;
+    const float* kr = s_kinv + (M * kSub + n0 + g) * KP;
+    float ca[4] = {}, ct[4] = {};
+#pragma unroll 4
+    for (int k0 = 0; k0 < K; k0 += 8) {
+      const int a = g * KP + k0 + t, a8 = a + 8 * KP;
+      const uint32_t aq[4] = {to_tf32(qr[a]), to_tf32(qr[a8]), to_tf32(qr[a + 4]), to_tf32(qr[a8 + 4])};
+      const uint32_t ae[4] = {to_tf32(er[a]), to_tf32(er[a8]), to_tf32(er[a + 4]), to_tf32(er[a8 + 4])};
+      const uint32_t b0 = to_tf32(kr[k0 + t]), b1 = to_tf32(kr[k0 + t + 4]);
+      mma_tf32(ca, aq, b0, b1);
+      mma_tf32(ct, ae, b0, b1);
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int r = g + 8 * h, s = n0 + 2 * t, i = (M * kSub + r) * C + M * kSub + s;
+      if (r >= first) continue;  // the exact path's row
+      s_Aqk[i] = s <= r ? ca[2 * h] : 0.f, s_Aqk[i + 1] = s + 1 <= r ? ca[2 * h + 1] : 0.f;
+      s_T[i] = s < r ? ct[2 * h] : 0.f, s_T[i + 1] = s + 1 < r ? ct[2 * h + 1] : 0.f;
     }
   }
 }

@@ -181,6 +181,59 @@ TEST_CASE("cuda: every state-pass slice width and prepare path against the refer
   }
 }
 
+// With bf16 storage, prepare computes the diagonal 16 × 16 blocks of T and A_qk factorised from each sub-chunk's
+// start, c_r · exp(−P_s), on tensor cores, for the rows before their sub-chunk's first gate below −2, and by exact
+// running products for the rows from it on (chunk_scores.cuh, intra_chunk_scores_diagonal_mma). Checked here against
+// the reference: (a) at the bound itself (every g = −2: factors up to e^32); (b) a gate of −2.5 in the first row of
+// every sub-chunk (every row exact); (c) prefix causality across the switch: a strong future gate (−5, or −inf) from
+// P on, inside a chunk, moves the rows from P to the exact path and must not change an output before P by a bit (a
+// choice of path per chunk, or a factorisation through the whole sub-chunk's sum, would).
+TEST_CASE("cuda: bf16 diagonal blocks, factorised or exact row by row (bound, exact rows, causality)", "[cuda]") {
+  const auto mild = [](Rng& r) { return r.uniform(-0.2, 0); };
+  const DType bf16 = DType::bf16;
+  {  // (a)
+    const auto x = layer(61, 2, 150, 2, 2, 128, 128, [](Rng&) { return -2.0; });
+    const Outputs got = run_on_device(Form::chunk, x, bf16), ref = reference_outputs(x, bf16);
+    REQUIRE(all_finite(got.o));
+    require_ratio("g=-2 (the bound) chunk bf16 o", got.o, ref.o, budget(bf16));
+    require_ratio("g=-2 (the bound) chunk bf16 ht", got.ht, ref.ht, budget(bf16) / 5);
+  }
+  {  // (b)
+    auto x = layer(62, 2, 150, 2, 2, 128, 128, mild);
+    for (index_t n = 0; n < 2; ++n)
+      for (index_t t = 0; t < 150; t += 16)  // the first row of every 16-row sub-chunk
+        for (index_t h = 0; h < 2; ++h) x.g.data[offset_bthd(n, t, h, 150, 2, 128) + (t * 7 + h) % 128] = -2.5;
+    const Outputs got = run_on_device(Form::chunk, x, bf16), ref = reference_outputs(x, bf16);
+    REQUIRE(all_finite(got.o));
+    require_ratio("g=-2.5 in every sub-chunk's first row chunk bf16 o", got.o, ref.o, budget(bf16));
+    require_ratio("g=-2.5 in every sub-chunk's first row chunk bf16 ht", got.ht, ref.ht, budget(bf16) / 5);
+  }
+  {  // (c)
+    const auto z = layer(63, 2, 150, 2, 2, 128, 128, mild);
+    const Outputs base = run_on_device(Form::chunk, z, bf16);
+    for (const double strong : {-5.0, -double(INFINITY)})
+      for (index_t P : {5, 17, 40, 100}) {
+        auto p = z;
+        for (index_t n = 0; n < 2; ++n)
+          for (index_t i = offset_bthd(n, P, 0, 150, 2, 128); i < offset_bthd(n, 150, 0, 150, 2, 128); ++i)
+            if (i % 3 == 0) p.g.data[i] = strong;
+        const Outputs q = run_on_device(Form::chunk, p, bf16);
+        bool same = true;
+        for (index_t n = 0; n < 2; ++n)
+          for (index_t i = offset_bthd(n, 0, 0, 150, 2, 128); i < offset_bthd(n, P, 0, 150, 2, 128); ++i)
+            same = same && q.o.data[i] == base.o.data[i];
+        std::printf("  [measured] bf16 future g=%g from P=%ld: outputs before P bitwise unchanged: %d\n", strong,
+                    long(P), same);
+        REQUIRE(same);
+        const Outputs ref = reference_outputs(p, bf16);
+        REQUIRE(all_finite(q.o));
+        const std::string tag = "future g=" + std::to_string(strong) + " P=" + std::to_string(P) + " chunk bf16";
+        require_ratio(tag + " o", q.o, ref.o, budget(bf16));
+        require_ratio(tag + " ht", q.ht, ref.ht, budget(bf16) / 5);
+      }
+  }
+}
+
 // The forward and the backward read their inputs 16 bytes at a time; a caller's tensors that are views at an odd
 // offset are not 16-byte aligned, and then they load 4 bytes at a time (chunk_prepare.cu and chunk_backward_intra.cu
 // with narrow loads, stage 5's dv, dw element by element): the same bits. Every input here starts one element past a

@@ -82,9 +82,9 @@ void legend(double range, float width, const char* what) {
   }
 }
 
-int channel_bars(const char* id, const RowVec<double>& v, double lo, double hi, ImVec2 size, ImU32 colour) {
+int channel_bars(const char* id, const RowVec<double>& v, double lo, double hi, ImVec2 size, ImU32 colour, bool values) {
   ImDrawList* dl = ImGui::GetWindowDrawList();
-  const float axis = 34;  // room for the tick numbers on the left
+  const float axis = 46;  // room for the tick numbers on the left
   const ImVec2 q0 = ImGui::GetCursorScreenPos();
   const ImVec2 p0(q0.x + axis, q0.y);
   const ImVec2 box(std::max(10.f, size.x - axis), size.y);
@@ -97,12 +97,15 @@ int channel_bars(const char* id, const RowVec<double>& v, double lo, double hi, 
   char buf[32];
   for (const double tick : {lo, (lo + hi) / 2, hi}) {
     const float y = y_of(tick);
+    if (tick != lo && tick != hi && box.y < 40) continue;  // no room for a middle number
     dl->AddLine(ImVec2(p0.x - 4, y), ImVec2(p0.x + box.x, y), IM_COL32(70, 70, 80, 255));
     std::snprintf(buf, sizeof buf, "%.3g", std::abs(tick) < 1e-12 ? 0.0 : tick);
     const float tw = ImGui::CalcTextSize(buf).x;
-    dl->AddText(ImVec2(p0.x - 6 - tw, std::clamp(y - 7, p0.y - 7, p0.y + box.y - 7)), IM_COL32(170, 170, 170, 255), buf);
+    const float th = ImGui::GetTextLineHeight();
+    const float ty = tick == hi ? p0.y - 2 : tick == lo ? p0.y + box.y - th + 2 : y - th / 2;  // inside the plot's height
+    dl->AddText(ImVec2(p0.x - 6 - tw, ty), IM_COL32(170, 170, 170, 255), buf);
   }
-  const bool labels = bw >= 34;
+  const bool labels = values && bw >= 30;  // "0.75" fits
   for (int i = 0; i < n; ++i) {
     const float y = y_of(v(i));
     float top = std::min(y, zero), bottom = std::max(y, zero);
@@ -111,7 +114,7 @@ int channel_bars(const char* id, const RowVec<double>& v, double lo, double hi, 
     if (labels) {
       std::snprintf(buf, sizeof buf, "%.2f", v(i));
       const ImVec2 ts = ImGui::CalcTextSize(buf);
-      const float ty = std::clamp(v(i) >= 0 ? top - ts.y : bottom, p0.y, p0.y + box.y - ts.y);
+      if (ts.x > bw - 2) continue;  // would run into its neighbour      const float ty = std::clamp(v(i) >= 0 ? top - ts.y : bottom, p0.y, p0.y + box.y - ts.y);
       dl->AddText(ImVec2(p0.x + i * bw + (bw - ts.x) / 2, ty), IM_COL32(235, 235, 235, 255), buf);
     }
   }

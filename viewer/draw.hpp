@@ -30,7 +30,7 @@ void legend(double range, float width, const char* what = nullptr);
 // on the left), every value printed on its bar when the bars are wide enough, and a zero drawn as a visible
 // stub so that a closed gate (0) does not look like an empty plot. Hover shows channel and value. Returns the
 // hovered channel.
-int channel_bars(const char* id, const RowVec<double>& v, double lo, double hi, ImVec2 size, ImU32 colour);
+int channel_bars(const char* id, const RowVec<double>& v, double lo, double hi, ImVec2 size, ImU32 colour, bool values = true);
 
 // "(?)" with a tooltip in words.
 void help_marker(const char* text);

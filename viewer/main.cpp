@@ -61,8 +61,10 @@ void handle_keys(ViewerState& st) {
                                       {GLFW_KEY_END, Key::end},        {GLFW_KEY_SPACE, Key::play},   {GLFW_KEY_N, Key::next},
                                       {GLFW_KEY_PAGE_DOWN, Key::next}, {GLFW_KEY_B, Key::back},       {GLFW_KEY_PAGE_UP, Key::back},
                                       {GLFW_KEY_ESCAPE, Key::escape}};
+  // Only the arrows repeat while held: a tour step that loads a checkpoint makes a long frame, which would otherwise
+  // count as a held key and skip a step.
   for (const auto& [glfw_key, key] : keys)
-    if (ImGui::IsKeyPressed(glfw_key)) st.handle_key(key);
+    if (ImGui::IsKeyPressed(glfw_key, key == Key::left || key == Key::right)) st.handle_key(key);
 }
 
 // Places the panels on a fixed grid (fractions of the window), so screenshots are reproducible.

@@ -317,17 +317,20 @@ void StatePanel::Draw(ViewerState& st) {
 namespace {
 void update_row(const char* id, const model::Trace& tr, int t, double range, ImVec2 box, bool with_help) {
   const model::UpdateParts u = model::update_parts(tr, t);
-  const char* names[] = {"decay  (Diag(a)-I) S", "erase  -k r^T", "write  k z^T"};
+  const char* long_names[] = {"decay  (Diag(a)-I) S", "erase  -k r^T", "write  k z^T"};
+  const char* short_names[] = {"decay", "erase -k r^T", "write k z^T"};
+  const bool fits = ImGui::CalcTextSize(long_names[0]).x + 30 < box.x;
+  const char* const* names = fits ? long_names : short_names;
   const char* help[] = {"What the decay removed: each row of the previous S times (alpha_i - 1). Zero when g = 0.",
                         "What the erase removed: the old content read along b*k (r = S^T (b*k)), taken out along k.",
                         "What was written: w*v along k."};
   const Matrix* ms[] = {&u.decay, &u.erase, &u.write};
   for (int i = 0; i < 3; ++i) {
-    if (i) ImGui::SameLine();
+    if (i) ImGui::SameLine(0, std::max(8.f, ImGui::CalcTextSize(names[i - 1]).x - box.x + 8));
     ImGui::BeginGroup();
     ImGui::TextUnformatted(names[i]);
     if (with_help) help_marker(help[i]);
-    heatmap((std::string(id) + names[i]).c_str(), *ms[i], range, box);
+    heatmap((std::string(id) + short_names[i]).c_str(), *ms[i], range, box);
     ImGui::EndGroup();
   }
 }
@@ -343,8 +346,8 @@ void UpdatePanel::Draw(ViewerState& st) {
     const float side = std::min((avail.x - 24) / 3, (avail.y - 4 * ImGui::GetTextLineHeightWithSpacing()) / 2 - 20);
     const Run* runs[] = {&st.main, &st.other};
     for (int i = 0; i < 2; ++i) {
-      ImGui::Text("%s, token %d   (colour range +-%.3g: its largest update term)", runs[i]->label.c_str(), i ? t : st.step,
-                  runs[i]->update_range);
+      ImGui::Text("%s, token %d   (range +-%.3g)", runs[i]->label.c_str(), i ? t : st.step, runs[i]->update_range);
+      if (i == 0) help_marker("Each run's update terms on its own colour range: the largest update term of its sequence.");
       update_row(i ? "o" : "m", runs[i]->trace, i ? t : st.step, runs[i]->update_range, box_of(runs[i]->trace, side), false);
     }
     return;
@@ -360,7 +363,8 @@ void UpdatePanel::Draw(ViewerState& st) {
 namespace {
 void gate_bars(const Run& run, int t, float w, float h, bool with_help, const char* id) {
   const model::Trace& tr = run.trace;
-  const double vr = std::max({1e-9, tr.r.row(t).cwiseAbs().maxCoeff(), (tr.z.row(t) - tr.r.row(t)).cwiseAbs().maxCoeff()});
+  double vr = std::max(tr.r.row(t).cwiseAbs().maxCoeff(), (tr.z.row(t) - tr.r.row(t)).cwiseAbs().maxCoeff());
+  if (!(vr > 1e-12)) vr = 1;  // nothing read or written: a unit scale, the bars sit at 0
   ImGui::PushID(id);
   ImGui::Text("b_t  erase gate (K)");
   if (with_help) help_marker(kGateHelp[0]);
@@ -371,29 +375,30 @@ void gate_bars(const Run& run, int t, float w, float h, bool with_help, const ch
   ImGui::Text("w_t  write gate (V)");
   if (with_help) help_marker(kGateHelp[1]);
   channel_bars("w", tr.w.row(t), 0, 1, ImVec2(w, h), kBarWrite);
-  ImGui::Text("r_t = S^T (b*k)  the read, and z_t - r_t (V)");
-  if (with_help) help_marker("Red: the old content the erase gate reads back (what the memory held along b*k before this "
-                             "token). Green: the delta-rule residual, new value w*v minus the read, written along k; near "
-                             "zero when the memory already held it. Both on one scale (the larger of the two).");
-  channel_bars("r", tr.r.row(t), -vr, vr, ImVec2(w, h * 0.5f), kBarRead);
-  channel_bars("zr", tr.z.row(t) - tr.r.row(t), -vr, vr, ImVec2(w, h * 0.5f), kBarResidual);
+  ImGui::Text("r_t = S^T (b*k)  the read (V)");
+  if (with_help) help_marker("The old content the erase gate reads back: what the memory held along b*k before this "
+                             "token. Same scale as the residual below (the larger of the two).");
+  channel_bars("r", tr.r.row(t), -vr, vr, ImVec2(w, h), kBarRead);
+  ImGui::Text("z_t - r_t  written along k (V)");
+  if (with_help) help_marker("The delta-rule residual: new value w*v minus the read. Near zero when the memory already held it.");
+  channel_bars("zr", tr.z.row(t) - tr.r.row(t), -vr, vr, ImVec2(w, h), kBarResidual);
   ImGui::PopID();
 }
 }  // namespace
 
 void GatesPanel::Draw(ViewerState& st) {
   const ImVec2 avail = ImGui::GetContentRegionAvail();
-  const float h = std::max(14.f, (avail.y - 4 * ImGui::GetTextLineHeightWithSpacing()) / 4 - 6);
+  const float h = std::max(14.f, (avail.y - 6 * ImGui::GetTextLineHeightWithSpacing()) / 5 - 4);
   if (st.compare && st.other.trace.T > 0) {
     const float w = avail.x / 2 - 6;
     ImGui::BeginGroup();
     ImGui::TextDisabled("%s", st.main.label.c_str());
-    gate_bars(st.main, st.step, w, h - 5, false, "main");
+    gate_bars(st.main, st.step, w, h, false, "main");
     ImGui::EndGroup();
     ImGui::SameLine();
     ImGui::BeginGroup();
     ImGui::TextDisabled("%s", st.other.label.c_str());
-    gate_bars(st.other, std::min(st.step, st.other.trace.T - 1), w, h - 5, false, "other");
+    gate_bars(st.other, std::min(st.step, st.other.trace.T - 1), w, h, false, "other");
     ImGui::EndGroup();
     return;
   }
@@ -416,11 +421,11 @@ void ReadoutPanel::Draw(ViewerState& st) {
     ImGui::SameLine(w * 0.5f);
     ImGui::Text("w*v written at token %d, scale +-%.3g", src, std::max(1e-9, tr.z.row(src).cwiseAbs().maxCoeff()));
   }
-  channel_bars("o", tr.o.row(t), -o_range, o_range, ImVec2(w * 0.49f, 40), IM_COL32(200, 200, 90, 255));
+  channel_bars("o", tr.o.row(t), -o_range, o_range, ImVec2(w * 0.49f, 40), IM_COL32(200, 200, 90, 255), false);
   ImGui::SameLine();
   if (src >= 0) {
     const double z_range = std::max(1e-9, tr.z.row(src).cwiseAbs().maxCoeff());
-    channel_bars("target", tr.z.row(src), -z_range, z_range, ImVec2(w * 0.49f, 40), kBarWrite);
+    channel_bars("target", tr.z.row(src), -z_range, z_range, ImVec2(w * 0.49f, 40), kBarWrite, false);
   } else {
     ImGui::Dummy(ImVec2(w * 0.49f, 40));
   }

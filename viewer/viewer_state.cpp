@@ -253,8 +253,9 @@ const std::vector<TourStep>& tour_steps() {
        "nothing: rows 0 and 1 fade to 2% without any read. The query of k0 returns 0.02 A (faded); k3 still 1.00 D.",
        SourceKind::scenario, "decay-forgetting", "kda", false, 8, "Readout"},
       {"6. What one shared beta cannot do", "The update wants b = 1 (erase A fully) and w = 0.5 (write D at half "
-       "strength). GDN-2 returns 0.50 D; tied as KDA, one beta = 0.75 erases 75% of A: 0.25 A + 0.75 D.",
-       SourceKind::scenario, "soft-update", "kda", true, 3, "Update of this token"},
+       "strength). GDN-2 erases A and writes 0.50 D; tied as KDA, one beta = 0.75 erases 75% of A and writes 0.75 D: "
+       "its query returns 0.25 A + 0.75 D (Readout).",
+       SourceKind::scenario, "soft-update", "kda", true, 2, "Update of this token"},
       {"7. A trained model", "The tiny model trained on MQAR, next to its KDA twin on the same tokens: both answer "
        "every query. Their memories use different bases, so compare readouts and verdicts, not cells. Now set a "
        "gate by hand: w = 0 at the value token this query needs, and the model's answer breaks.",

@@ -114,7 +114,8 @@ int channel_bars(const char* id, const RowVec<double>& v, double lo, double hi, 
     if (labels) {
       std::snprintf(buf, sizeof buf, "%.2f", v(i));
       const ImVec2 ts = ImGui::CalcTextSize(buf);
-      if (ts.x > bw - 2) continue;  // would run into its neighbour      const float ty = std::clamp(v(i) >= 0 ? top - ts.y : bottom, p0.y, p0.y + box.y - ts.y);
+      if (ts.x > bw - 2) continue;  // would run into its neighbour
+      const float ty = std::clamp(v(i) >= 0 ? top - ts.y : bottom, p0.y, p0.y + box.y - ts.y);
       dl->AddText(ImVec2(p0.x + i * bw + (bw - ts.x) / 2, ty), IM_COL32(235, 235, 235, 255), buf);
     }
   }

@@ -107,7 +107,13 @@ int main(int argc, char** argv) {
   app.add_flag("--no-tour", opt.no_tour, "Open in free exploration (the default view without arguments is the guided tour)");
   app.add_option("--tour", opt.tour_step, "Open the guided tour at step N (1.." + std::to_string(tour_steps().size()) + ")")
       ->check(CLI::Range(1, static_cast<int>(tour_steps().size())));
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help
+    std::fprintf(stderr, "gdn2-viewer: error: %s (see --help)\n", e.what());  // bad input: one line, exit 2
+    return 2;
+  }
   int width = 1600, height = 900;
   if (std::sscanf(opt.size.c_str(), "%dx%d", &width, &height) != 2 || width < 640 || height < 480 || width > 8192 || height > 8192) {
     std::fprintf(stderr, "gdn2-viewer: --size must be WxH, at least 640x480\n");

@@ -346,16 +346,19 @@ void UpdatePanel::Draw(ViewerState& st) {
     const float side = std::min((avail.x - 24) / 3, (avail.y - 4 * ImGui::GetTextLineHeightWithSpacing()) / 2 - 20);
     const Run* runs[] = {&st.main, &st.other};
     for (int i = 0; i < 2; ++i) {
-      ImGui::Text("%s, token %d   (range +-%.3g)", runs[i]->label.c_str(), i ? t : st.step, runs[i]->update_range);
-      if (i == 0) help_marker("Each run's update terms on its own colour range: the largest update term of its sequence.");
-      update_row(i ? "o" : "m", runs[i]->trace, i ? t : st.step, runs[i]->update_range, box_of(runs[i]->trace, side), false);
+      const int ti = i ? t : st.step;
+      const double range = update_range(runs[i]->trace, ti);
+      ImGui::Text("%s, token %d   (range +-%.3g)", runs[i]->label.c_str(), ti, range);
+      if (i == 0) help_marker("Each run's update terms on its own colour range: the largest of its three terms at this token.");
+      update_row(i ? "o" : "m", runs[i]->trace, ti, range, box_of(runs[i]->trace, side), false);
     }
     return;
   }
   const float side = std::min((avail.x - 24) / 3, avail.y - 70);
-  update_row("m", tr, st.step, st.main.update_range, box_of(tr, side), true);
+  const double range = update_range(tr, st.step);
+  update_row("m", tr, st.step, range, box_of(tr, side), true);
   ImGui::Text("S_t = S_{t-1} + decay + erase + write   (Eq. 9)");
-  legend(st.main.update_range, std::min(avail.x, 320.f), "largest update term in the sequence");
+  legend(range, std::min(avail.x, 320.f), "largest of the three at this token");
 }
 
 // [SECTION] GatesPanel --------------------------------------------------------------------------------------------

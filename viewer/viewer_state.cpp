@@ -199,7 +199,7 @@ void ViewerState::select_source(SourceKind kind) {
 
 void ViewerState::update_ranges() {
   for (Run* r : {&main, &other})
-    if (r->trace.T > 0) r->state_range = state_range(r->trace), r->update_range = update_range(r->trace);
+    if (r->trace.T > 0) r->state_range = state_range(r->trace);
 }
 
 void ViewerState::set_step(int t) { step = std::clamp(t, 0, std::max(0, length() - 1)); }
@@ -368,13 +368,9 @@ double state_range(const model::Trace& tr) {
   return or_one(r);
 }
 
-double update_range(const model::Trace& tr) {
-  double r = 0;
-  for (int t = 0; t < tr.T; ++t) {
-    const model::UpdateParts u = model::update_parts(tr, t);
-    r = max_abs(max_abs(max_abs(r, u.decay), u.erase), u.write);
-  }
-  return or_one(r);
+double update_range(const model::Trace& tr, int t) {
+  const model::UpdateParts u = model::update_parts(tr, t);
+  return or_one(max_abs(max_abs(max_abs(0, u.decay), u.erase), u.write));
 }
 
 double difference_range(const model::Trace& a, const model::Trace& b) {

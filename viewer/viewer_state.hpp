@@ -48,7 +48,7 @@ struct Run {
   Layer<double> layer;          // B = 1, the traced head's inputs (H = HV = 1)
   model::Trace trace;
   std::vector<QueryResult> queries;
-  double state_range = 1, update_range = 1;  // colour ranges of the whole trace (computed once per trace)
+  double state_range = 1;       // colour range of S over the whole trace (computed once per trace)
 };
 
 // One step of the guided tour: what to load, where to stand, what to look at, and what it shows.
@@ -122,10 +122,12 @@ struct ViewerState {
 
 // [panel data] ---------------------------------------------------------------------------------------------------
 
-// The symmetric colour range [−range, range] of a whole trace, fixed over all steps so colours can be compared:
-// the largest magnitude it holds (nothing saturates; 1 for an all-zero trace).
+// The symmetric colour range [−range, range] of S over a whole trace, fixed over all steps so colours can be
+// compared: the largest magnitude it holds (nothing saturates; 1 for an all-zero trace).
 double state_range(const model::Trace& tr);
-double update_range(const model::Trace& tr);
+// The colour range of token t's three update terms (decay, erase, write): their largest magnitude at this token.
+// Per token, not per sequence: one large write elsewhere would wash out every other token's decomposition.
+double update_range(const model::Trace& tr, int t);
 // The same for the difference of two runs' states over the sequence.
 double difference_range(const model::Trace& a, const model::Trace& b);
 

@@ -280,10 +280,9 @@ Trace load_trace(const std::string& dir) {
     for (int t = 0; t < tr.T; ++t) {
       if (tr.source[t] < -1 || tr.source[t] >= tr.T)
         throw InputError(file + ": source index " + std::to_string(tr.source[t]) + " at token " + std::to_string(t) + " outside the sequence");
-      if (tr.roles[t] < 0 || tr.roles[t] > 3)
-        throw InputError(file + ": role " + std::to_string(tr.roles[t]) + " at token " + std::to_string(t) + " (expected 0..3)");
+      if (tr.roles[t] < -1 || tr.roles[t] > 3)
+        throw InputError(file + ": role " + std::to_string(tr.roles[t]) + " at token " + std::to_string(t) + " (expected -1..3)");
     }
-    if (tr.kind != "scenario" && tr.kind != "model") throw InputError(file + ": kind must be \"scenario\" or \"model\"");
     if (tr.kind == "scenario" && tr.value_names.empty())
       throw InputError(file + ": value_names is empty (a scenario trace names its candidate values A, B, ...)");
     if (!tr.value_names.empty()) tr.values = read_matrix(dir, "values", static_cast<index_t>(tr.value_names.size()), tr.V);

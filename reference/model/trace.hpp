@@ -15,7 +15,7 @@
 namespace gdn2::model {
 
 struct Trace {
-  std::string title, story, kind;   // kind: "scenario" or "model"
+  std::string title, story, kind;   // kind: "scenario", "model", or "random" (gdn2 trace --random)
   std::string variant = "gdn2";
   int K = 0, V = 0, T = 0;
   double scale = 1;
@@ -72,8 +72,8 @@ ReadoutMix readout_mix(const Trace& tr, int t);
 double effective_rank(const Matrix& S);
 
 void save_trace(const std::string& dir, const Trace& tr);
-// Throws InputError naming the file; checks what the panels index with: roles in 0..3, source and targets within
-// the sequence, a scenario trace's value_names and values (at least one candidate), S[0] and every array finite.
+// Throws InputError naming the file; checks what the panels index with: roles in -1..3, source within
+// the sequence, a scenario trace's value_names and values (at least one candidate), every array finite (g in [-inf, 0]).
 Trace load_trace(const std::string& dir);
 
 }  // namespace gdn2::model

@@ -26,8 +26,11 @@ def load_trace(name):
 
 
 def gdn2_binary():
-    """The gdn2 command line if it has been built (scripts/setup.sh), else None."""
-    for p in (path("..", "build", "reference", "gdn2"),):
-        if os.access(p, os.X_OK):
-            return p
-    return None
+    """The gdn2 command line: the newest build under the repository (build/, or any build*/ folder such as
+    build-release/), else one on PATH, else None (scripts/setup.sh builds it)."""
+    import glob
+    import shutil
+    built = [p for p in glob.glob(path("..", "build*", "reference", "gdn2")) if os.access(p, os.X_OK)]
+    if built:
+        return max(built, key=os.path.getmtime)
+    return shutil.which("gdn2")

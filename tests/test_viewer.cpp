@@ -1,8 +1,13 @@
 // gdn2 tests [viewer] — what each panel shows for known sequences, computed without pixels (viewer_state.hpp).
 #include <catch2/catch.hpp>
 
+#include <signal.h>
+#include <sys/resource.h>
+
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
+#include <limits>
 
 #include "viewer_state.hpp"
 
@@ -18,6 +23,25 @@ ViewerState scenario(const std::string& name) {
   REQUIRE(st.status.empty());
   return st;
 }
+ViewerState model_state() {
+  ViewerState st;
+  st.source = SourceKind::checkpoint;
+  st.checkpoint_dir = std::string(GDN2_SOURCE_DIR) + "/notebooks_data/checkpoints/mqar-tiny-gdn2";
+  st.reload();
+  REQUIRE(st.status.empty());
+  return st;
+}
+const QueryResult& query_at(const std::vector<QueryResult>& qs, int token) {
+  for (const auto& q : qs)
+    if (q.token == token) return q;
+  FAIL("no query at token " << token);
+  return qs.front();
+}
+int right_answers(const std::vector<QueryResult>& qs) {
+  int n = 0;
+  for (const auto& q : qs) n += q.correct;
+  return n;
+}
 }  // namespace
 
 TEST_CASE("readout panel: verdicts of the overwrite scenarios", "[viewer]") {
@@ -27,7 +51,7 @@ TEST_CASE("readout panel: verdicts of the overwrite scenarios", "[viewer]") {
   std::printf("[viewer] overwrite-erase: query k0 -> %s (expected %s, cos %.3f)\n", qs[0].answer.c_str(), qs[0].expected.c_str(), qs[0].cosine);
   CHECK(qs[0].correct);
   CHECK(qs[0].expected == "D");
-  CHECK(qs[0].answer.rfind("D", 0) == 0);
+  CHECK(qs[0].answer == "1.00 D");
   const auto blend = query_results(scenario("overwrite-no-erase").main.trace);
   std::printf("[viewer] overwrite-no-erase: query k0 -> %s (cos with D %.3f)\n", blend[0].answer.c_str(), blend[0].cosine);
   CHECK_FALSE(blend[0].correct);  // A + D is not D
@@ -48,8 +72,8 @@ TEST_CASE("comparison mode: the soft update differs between GDN-2 and its KDA ti
 TEST_CASE("a gate set by hand is re-run through the reference", "[viewer]") {
   ViewerState st = scenario("overwrite-erase");
   // close the erase gate at the rebinding token (3): the query of k0 now returns A + D
-  st.overrides.push_back({GateOverride::erase_b, 3, -1, 0.0});
-  st.apply_overrides();
+  st.set_step(3);
+  st.set_gate(GateOverride::erase_b, -1, 0.0);
   const ViewerState blend = scenario("overwrite-no-erase");
   const double d = (st.main.trace.o - blend.main.trace.o).cwiseAbs().maxCoeff();
   std::printf("[viewer] override b=0 at token 3 vs the no-erase scenario: max |o diff| %.1e\n", d);
@@ -74,7 +98,7 @@ TEST_CASE("equation panel numbers satisfy Eq. 9 cell by cell; ranges and capacit
   CHECK(worst < 1e-15);
   const double range = state_range(tr);
   CHECK(range > 0);
-  CHECK(range <= tr.S[4].cwiseAbs().maxCoeff() + 1e-15);
+  CHECK(range == tr.S[4].cwiseAbs().maxCoeff());  // the largest cell: four unit writes, before any decay
   const Capacity four = capacity(tr, 3), faded = capacity(tr, 7);
   std::printf("[viewer] effective rank after 4 writes %.2f, after decaying two rows %.2f\n", four.effective_rank, faded.effective_rank);
   CHECK(four.effective_rank > 3);
@@ -117,4 +141,287 @@ TEST_CASE("checkpoint source: the shipped model answers its own task, and can be
   REQUIRE(st.status.empty());
   CHECK(st.main.trace.T == 7);
   CHECK(st.main.trace.targets[5] == 40);
+}
+
+// [issue 23] -------------------------------------------------------------------------------------------------------
+
+TEST_CASE("verdicts read o_t as a mix of the stored values", "[viewer]") {
+  const auto blend = scenario("overwrite-no-erase").main.queries;
+  INFO("overwrite-no-erase query k0: " << blend[0].answer);
+  CHECK(blend[0].answer == "1.00 A + 1.00 D");
+  CHECK_FALSE(blend[0].correct);
+  const auto erase = scenario("overwrite-erase").main.queries;
+  INFO("overwrite-erase query k0: " << erase[0].answer);
+  CHECK(erase[0].answer == "1.00 D");
+  CHECK(erase[0].correct);
+  // partial-write: the first query sees half of A (wrong), the completed association at token 4 is A (right)
+  const auto partial = scenario("partial-write").main.queries;
+  const QueryResult &half = query_at(partial, 2), &whole = query_at(partial, 4);
+  INFO("partial-write token 2: " << half.answer << "; token 4: " << whole.answer << " (cos with the last half-write " << whole.cosine << ")");
+  CHECK_FALSE(half.correct);
+  CHECK_THAT(half.answer, Catch::Contains("unexplained"));
+  CHECK(whole.answer == "1.00 A");
+  CHECK(whole.correct);
+  // decay-forgetting: the row of k0 faded to 2%: not "ok"
+  const auto decay = scenario("decay-forgetting").main.queries;
+  INFO("decay-forgetting query k0: " << decay[0].answer << ", query k3: " << decay[1].answer);
+  CHECK(decay[0].answer == "0.02 A (faded)");
+  CHECK_FALSE(decay[0].correct);
+  CHECK(decay[1].answer == "1.00 D");
+  CHECK(decay[1].correct);
+}
+
+TEST_CASE("exercise 2: the KDA tie returns 0.25 A + 0.75 D, GDN-2 0.50 D", "[viewer][teaching]") {
+  ViewerState st = scenario("soft-update");
+  INFO("gdn2: " << st.main.queries[0].answer << "; kda: " << st.other.queries[0].answer);
+  CHECK(st.main.queries[0].answer == "0.50 D");
+  CHECK(st.main.queries[0].correct);
+  CHECK(st.other.queries[0].answer == "0.25 A + 0.75 D");
+  CHECK_FALSE(st.other.queries[0].correct);
+  // the same through the gates box: gates = kda
+  st.variant = "kda";
+  st.reload();
+  CHECK(st.main.queries[0].answer == "0.25 A + 0.75 D");
+  CHECK(st.main.trace.b(2, 0) == 0.75);
+  CHECK(st.main.trace.w(2, 0) == 0.75);
+}
+
+TEST_CASE("comparison mode: both runs' verdicts, labels from the variants, the difference on its own scale", "[viewer]") {
+  ViewerState st = scenario("soft-update");
+  st.compare_variant = "gdn";
+  st.reload();
+  CHECK(st.difference_label() == "S_gdn2 - S_gdn");
+  CHECK(st.states_comparable());
+  REQUIRE(st.other.queries.size() == st.main.queries.size());
+  const double d = difference_range(st.main.trace, st.other.trace);
+  INFO("difference range " << d << ", state ranges " << st.main.state_range << ", " << st.other.state_range);
+  CHECK(d == (st.main.trace.S[3] - st.other.trace.S[3]).cwiseAbs().maxCoeff());
+  CHECK(d < st.main.state_range);
+  // two trained models: different bases, only readouts and verdicts compare
+  const ViewerState m = model_state();
+  CHECK(m.other.trace.T == m.main.trace.T);
+  CHECK_FALSE(m.states_comparable());
+  CHECK(m.difference_label() == "S_gdn2 - S_kda");
+  CHECK(m.other.queries.size() == m.main.queries.size());
+  CHECK(right_answers(m.other.queries) == static_cast<int>(m.other.queries.size()));
+}
+
+TEST_CASE("scales: colour ranges are the true largest magnitude", "[viewer]") {
+  const ViewerState st = model_state();
+  double smax = 0;
+  for (const auto& S : st.main.trace.S) smax = std::max(smax, S.cwiseAbs().maxCoeff());
+  INFO("model state range " << st.main.state_range << ", largest |S| " << smax);
+  CHECK(st.main.state_range == smax);
+  for (int t : {3, 16}) {
+    const auto u = model::update_parts(st.main.trace, t);
+    const double umax = std::max({u.decay.cwiseAbs().maxCoeff(), u.erase.cwiseAbs().maxCoeff(), u.write.cwiseAbs().maxCoeff()});
+    INFO("token " << t << ": update range " << update_range(st.main.trace, t) << ", largest term " << umax);
+    CHECK(update_range(st.main.trace, t) == umax);
+  }
+}
+
+TEST_CASE("a hand-set gate on the model re-runs the whole model: the verdicts follow", "[viewer][teaching]") {
+  ViewerState st = model_state();
+  const model::Trace& tr = st.main.trace;
+  const QueryResult q = st.main.queries[0];
+  const int value_token = tr.source[q.token];
+  REQUIRE(value_token >= 0);
+  INFO("query " << q.label << " at token " << q.token << " needs the value token " << value_token << " (" << tr.labels[value_token] << ")");
+  REQUIRE(q.correct);
+  // close the write gate at the value the query needs
+  st.set_step(value_token);
+  st.set_gate(GateOverride::write_w, -1, 0.0);
+  REQUIRE(st.status.empty());
+  const QueryResult& after = query_at(st.main.queries, q.token);
+  INFO("after w = 0: " << after.answer << " (expected " << after.expected << "), cos " << after.cosine);
+  CHECK_FALSE(after.correct);
+  CHECK(std::abs(after.cosine) < 0.3);
+  CHECK(st.main.trace.z.row(value_token).norm() == 0);
+  // the story says what changed
+  INFO(st.story());
+  CHECK_THAT(st.story(), Catch::Contains("w = 0.00 at token " + std::to_string(value_token)));
+  CHECK_THAT(st.story(), Catch::Contains(q.label + ": ok " + q.answer + " -> X " + after.answer));
+  // and resetting restores them
+  st.overrides.clear();
+  st.reload();
+  CHECK(query_at(st.main.queries, q.token).correct);
+  CHECK(st.override_note.empty());
+}
+
+TEST_CASE("the 30-40 minute activity: closing the erase gate at a rebinding value breaks the query", "[viewer][teaching]") {
+  ViewerState st = model_state();
+  st.task = "overwrite";
+  st.reload();
+  REQUIRE(st.status.empty());
+  const model::Trace& tr = st.main.trace;
+  // a query whose key was bound twice: its source is the newest value; close b there
+  int broken = 0, tried = 0;
+  for (const QueryResult& q : st.main.queries) {
+    if (!q.correct) continue;
+    const int src = tr.source[q.token];
+    bool rebound = false;
+    for (int s = 0; s + 1 < src; ++s) rebound |= tr.roles[s] == 1 && tr.tokens[s] == tr.tokens[src - 1];
+    if (!rebound) continue;
+    ViewerState x = st;
+    x.set_step(src);
+    x.set_gate(GateOverride::erase_b, -1, 0.0);
+    ++tried;
+    const QueryResult& a = query_at(x.main.queries, q.token);
+    std::printf("[viewer] overwrite example: b = 0 at %s (token %d): %s -> %s (expected %s)\n", tr.labels[src].c_str(), src,
+                q.answer.c_str(), a.answer.c_str(), a.expected.c_str());
+    broken += !a.correct;
+  }
+  INFO(broken << " of " << tried << " rebound queries broke");
+  CHECK(tried > 0);
+  CHECK(broken > 0);
+}
+
+TEST_CASE("exercise 3: forget one key, keep another (b = 1, w = 0; or g = -inf)", "[viewer][teaching]") {
+  for (int way = 0; way < 2; ++way) {
+    ViewerState st = scenario("overwrite-erase");
+    st.set_step(3);  // the token with key k0
+    if (way == 0) {
+      st.set_gate(GateOverride::erase_b, -1, 1.0);
+      st.set_gate(GateOverride::write_w, -1, 0.0);
+    } else {
+      st.set_gate(GateOverride::decay_g, 0, -std::numeric_limits<double>::infinity());
+      st.set_gate(GateOverride::write_w, -1, 0.0);
+    }
+    REQUIRE(st.status.empty());
+    const model::Trace& tr = st.main.trace;
+    INFO("way " << way << ": query k0 -> " << st.main.queries[0].answer << ", k1 -> " << st.main.queries[1].answer);
+    CHECK(tr.S[4].row(0).norm() == 0);          // k0's row is gone
+    CHECK(tr.S[4].row(1) == tr.S[3].row(1));    // k1's row bit for bit
+    CHECK(st.main.queries[0].answer == "nothing (o = 0)");
+    CHECK(st.main.queries[1].correct);
+    CHECK_THAT(st.story(), Catch::Contains(way == 0 ? "b = 1.00 at token 3" : "g = -inf at token 3 (channel 0)"));
+  }
+}
+
+TEST_CASE("keyboard stepping and source switching", "[viewer]") {
+  ViewerState st = scenario("overwrite-erase");
+  st.set_step(2);
+  st.handle_key(Key::right);
+  CHECK(st.step == 3);
+  st.handle_key(Key::left), st.handle_key(Key::left);
+  CHECK(st.step == 1);
+  st.handle_key(Key::end);
+  CHECK(st.step == st.length() - 1);
+  st.handle_key(Key::right);
+  CHECK(st.step == st.length() - 1);
+  st.handle_key(Key::home);
+  CHECK(st.step == 0);
+  st.handle_key(Key::play);
+  CHECK(st.playing);
+  // the trace source without a path waits for "load" instead of failing on an empty path
+  const std::string title = st.main.trace.title;
+  st.select_source(SourceKind::trace_dir);
+  INFO(st.status);
+  CHECK(st.status.find("cannot open") == std::string::npos);
+  CHECK(st.main.trace.title == title);
+}
+
+TEST_CASE("the guided tour: each step loads its scenario and shows what its text says", "[viewer][teaching]") {
+  ViewerState st;
+  st.checkpoint_dir = std::string(GDN2_SOURCE_DIR) + "/notebooks_data/checkpoints/mqar-tiny-gdn2";
+  st.start_tour();
+  const auto& steps = tour_steps();
+  REQUIRE(steps.size() == 7u);
+  for (size_t i = 0; i < steps.size(); ++i) {
+    INFO("tour step " << i << ": " << steps[i].title << " -- " << st.status);
+    REQUIRE(st.tour == static_cast<int>(i));
+    REQUIRE(st.status.empty());
+    const model::Trace& tr = st.main.trace;
+    switch (i) {
+      case 0: CHECK(st.step == 0); CHECK(tr.S[1].row(0) == tr.values.row(0)); break;
+      case 1: CHECK(query_at(st.main.queries, 4).answer == "1.00 A + 1.00 D"); break;
+      case 2: CHECK(st.step == 3); CHECK((tr.r.row(3) - tr.values.row(0)).norm() < 1e-15); CHECK(query_at(st.main.queries, 4).answer == "1.00 D"); break;
+      case 3: CHECK_FALSE(query_at(st.main.queries, 2).correct); CHECK(query_at(st.main.queries, 4).answer == "1.00 A"); break;
+      case 4: CHECK(query_at(st.main.queries, 8).answer == "0.02 A (faded)"); CHECK(query_at(st.main.queries, 9).answer == "1.00 D"); break;
+      case 5:
+        CHECK(st.compare);
+        CHECK(query_at(st.main.queries, 3).answer == "0.50 D");
+        CHECK(query_at(st.other.queries, 3).answer == "0.25 A + 0.75 D");
+        break;
+      case 6:
+        CHECK(st.compare);
+        CHECK(tr.kind == "model");
+        CHECK(tr.roles[st.step] == 3);
+        CHECK(right_answers(st.main.queries) == static_cast<int>(st.main.queries.size()));
+        CHECK(right_answers(st.other.queries) == static_cast<int>(st.other.queries.size()));
+        break;
+    }
+    st.handle_key(Key::next);
+  }
+  CHECK(st.tour == 6);  // Next on the last step stays
+  st.handle_key(Key::back);
+  CHECK(st.tour == 5);
+  CHECK(st.scenario == "soft-update");
+  st.handle_key(Key::escape);
+  CHECK(st.tour == -1);
+  CHECK(st.scenario == "soft-update");  // free exploration keeps what is shown
+}
+
+// [issue 22, the viewer] -------------------------------------------------------------------------------------------
+
+TEST_CASE("a trace with an empty value_names is refused on load with a clear error", "[viewer]") {
+  model::Trace tr = scenario("overwrite-erase").main.trace;
+  tr.value_names.clear();
+  tr.values.resize(0, tr.V);
+  const std::string dir = (std::filesystem::temp_directory_path() / "gdn2-test-viewer-empty-names").string();
+  std::filesystem::remove_all(dir);
+  model::save_trace(dir, tr);
+  ViewerState st;
+  st.source = SourceKind::trace_dir;
+  st.trace_dir = dir;
+  st.reload();
+  INFO(st.status);
+  CHECK_THAT(st.status, Catch::Contains("value_names is empty"));
+  CHECK(st.main.trace.T > 0);  // fell back to the default scenario
+  // a trace of random inputs (gdn2 trace --random: no roles, no candidates) still loads
+  model::Trace random = model::trace_layer(tasks::make_scenario("soft-update").layer, 0, 0, 1.0);
+  random.kind = "random";
+  std::filesystem::remove_all(dir);
+  model::save_trace(dir, random);
+  st.reload();
+  INFO(st.status);
+  CHECK(st.status.empty());
+  CHECK(st.main.trace.kind == "random");
+  CHECK(st.main.queries.empty());
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("export and screenshot paths go to the user directory; a failed write leaves nothing", "[viewer]") {
+  const std::string p = output_path("viewer-export");
+  INFO(p << " (user dir " << user_output_dir() << ")");
+  CHECK(std::filesystem::path(p).is_absolute());
+  CHECK(p.rfind(user_output_dir(), 0) == 0);
+  CHECK(output_path("/tmp/x.png") == "/tmp/x.png");
+  // a full disk: the file size limit makes the write fail after the first bytes
+  const std::string path = (std::filesystem::temp_directory_path() / "gdn2-test-viewer-full.png").string();
+  std::filesystem::remove(path);
+  rlimit old{};
+  getrlimit(RLIMIT_FSIZE, &old);
+  rlimit small = old;
+  small.rlim_cur = 100;
+  signal(SIGXFSZ, SIG_IGN);
+  setrlimit(RLIMIT_FSIZE, &small);
+  std::string error;
+  try {
+    write_file_checked(path, std::string(100000, 'x'));
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  setrlimit(RLIMIT_FSIZE, &old);
+  signal(SIGXFSZ, SIG_DFL);
+  INFO(error);
+  CHECK_THAT(error, Catch::Contains("cannot write"));
+  CHECK_FALSE(std::filesystem::exists(path));
+  int partials = 0;
+  for (const auto& e : std::filesystem::directory_iterator(std::filesystem::temp_directory_path()))
+    partials += e.path().filename().string().rfind("gdn2-test-viewer-full.png.partial", 0) == 0;
+  CHECK(partials == 0);
+  write_file_checked(path, "ok");
+  CHECK(std::filesystem::file_size(path) == 2u);
+  std::filesystem::remove(path);
 }

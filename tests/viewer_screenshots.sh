@@ -1,14 +1,39 @@
 #!/usr/bin/env bash
-# Headless viewer run (issue 7): screenshots at two tokens from the repository root must exist, be at least
-# 800x600, not be blank, and differ; the viewer must exit 0 (it exits 1 on an OpenGL error).
-# Exit 77 (skipped) where no X server can be started (no xvfb-run).
+# Headless viewer run: screenshots at two tokens from the repository root must exist, be at least 800x600, not be
+# blank, and differ; the viewer must exit 0 (it exits 1 on an OpenGL error). A screenshot that cannot be written
+# (no such directory; a full disk, as a file size limit) exits 2 and leaves no file. A negative --bench-frames is
+# refused at once (exit 2). Exit 77 (skipped) where no X server can be started (no xvfb-run).
 set -euo pipefail
 viewer=$1
 root=$(cd "$(dirname "$0")/.." && pwd)
-command -v xvfb-run > /dev/null || { echo "SKIP: xvfb-run not installed"; exit 77; }
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
+set +e
+timeout 20 "$viewer" --bench-frames -5 > "$out/neg.log" 2>&1
+rc=$?
+set -e
+echo "--bench-frames -5: exit $rc ($(head -c 200 "$out/neg.log" | tr '\n' ' '))"
+[ "$rc" = 2 ] || { echo "FAIL: --bench-frames -5 must be refused with exit 2"; exit 1; }
+command -v xvfb-run > /dev/null || { echo "SKIP: xvfb-run not installed"; exit 77; }
 cd "$root"
+for case in missing-dir full-disk; do
+  set +e
+  if [ $case = missing-dir ]; then
+    shot=$out/no/such/dir/x.png
+    # the directory is created by the viewer; make its parent a file so that it cannot be
+    touch "$out/no"
+    xvfb-run -a -s "-screen 0 1600x900x24" "$viewer" --headless --no-tour --screenshot "$shot" > "$out/$case.log" 2>&1
+  else
+    shot=$out/full.png
+    xvfb-run -a -s "-screen 0 1600x900x24" bash -c 'trap "" XFSZ; ulimit -f 8; exec "$0" "$@"' "$viewer" --headless --no-tour --screenshot "$shot" > "$out/$case.log" 2>&1
+  fi
+  rc=$?
+  set -e
+  left=$(ls "$out" | grep -c 'full.png\|x.png' || true)
+  echo "screenshot, $case: exit $rc, files left $left: $(grep gdn2-viewer "$out/$case.log" | tail -1)"
+  [ "$rc" = 2 ] || { echo "FAIL: an unwritable screenshot ($case) must exit 2"; exit 1; }
+  [ ! -e "$shot" ] && [ "$left" = 0 ] || { echo "FAIL: a failed screenshot ($case) left a file"; exit 1; }
+done
 for step in 5 30; do
   xvfb-run -a -s "-screen 0 1600x900x24" "$viewer" --headless --screenshot "$out/step$step.png" --step "$step"
 done

@@ -62,7 +62,7 @@ Cell heatmap(const char* id, const Matrix& m, double range, ImVec2 size, const c
   return cell;
 }
 
-void legend(double range, float width) {
+void legend(double range, float width, const char* what) {
   ImDrawList* dl = ImGui::GetWindowDrawList();
   const ImVec2 p0 = ImGui::GetCursorScreenPos();
   const int n = 64;
@@ -76,21 +76,51 @@ void legend(double range, float width) {
   ImGui::Text("0");
   ImGui::SameLine(width - 40);
   ImGui::Text("%+.3g", range);
+  if (what) {
+    ImGui::SameLine(width + 12);
+    ImGui::TextDisabled("%s", what);
+  }
 }
 
-int channel_bars(const char* id, const RowVec<double>& v, double lo, double hi, ImVec2 size, ImU32 colour) {
+int channel_bars(const char* id, const RowVec<double>& v, double lo, double hi, ImVec2 size, ImU32 colour, bool values) {
   ImDrawList* dl = ImGui::GetWindowDrawList();
-  const ImVec2 p0 = ImGui::GetCursorScreenPos();
+  const float axis = 46;  // room for the tick numbers on the left
+  const ImVec2 q0 = ImGui::GetCursorScreenPos();
+  const ImVec2 p0(q0.x + axis, q0.y);
+  const ImVec2 box(std::max(10.f, size.x - axis), size.y);
   const int n = static_cast<int>(v.size());
-  const float bw = size.x / std::max(1, n);
-  const float zero = static_cast<float>(p0.y + size.y * (hi / (hi - lo)));
-  dl->AddRectFilled(p0, ImVec2(p0.x + size.x, p0.y + size.y), IM_COL32(30, 30, 36, 255));
-  for (int i = 0; i < n; ++i) {
-    const float y = static_cast<float>(p0.y + size.y * (hi - std::clamp(v(i), lo, hi)) / (hi - lo));
-    dl->AddRectFilled(ImVec2(p0.x + i * bw + 1, std::min(y, zero)), ImVec2(p0.x + (i + 1) * bw - 1, std::max(y, zero)), colour);
+  const float bw = box.x / std::max(1, n);
+  auto y_of = [&](double x) { return static_cast<float>(p0.y + box.y * (hi - std::clamp(x, lo, hi)) / (hi - lo)); };
+  const float zero = y_of(0);
+  dl->AddRectFilled(p0, ImVec2(p0.x + box.x, p0.y + box.y), IM_COL32(30, 30, 36, 255));
+  // ticks: lo, middle, hi
+  char buf[32];
+  for (const double tick : {lo, (lo + hi) / 2, hi}) {
+    const float y = y_of(tick);
+    if (tick != lo && tick != hi && box.y < 40) continue;  // no room for a middle number
+    dl->AddLine(ImVec2(p0.x - 4, y), ImVec2(p0.x + box.x, y), IM_COL32(70, 70, 80, 255));
+    std::snprintf(buf, sizeof buf, "%.3g", std::abs(tick) < 1e-12 ? 0.0 : tick);
+    const float tw = ImGui::CalcTextSize(buf).x;
+    const float th = ImGui::GetTextLineHeight();
+    const float ty = tick == hi ? p0.y - 2 : tick == lo ? p0.y + box.y - th + 2 : y - th / 2;  // inside the plot's height
+    dl->AddText(ImVec2(p0.x - 6 - tw, ty), IM_COL32(170, 170, 170, 255), buf);
   }
-  dl->AddLine(ImVec2(p0.x, zero), ImVec2(p0.x + size.x, zero), IM_COL32(160, 160, 160, 255));
-  ImGui::InvisibleButton(id, size);
+  const bool labels = values && bw >= 30;  // "0.75" fits
+  for (int i = 0; i < n; ++i) {
+    const float y = y_of(v(i));
+    float top = std::min(y, zero), bottom = std::max(y, zero);
+    if (bottom - top < 2) top = zero - 1, bottom = zero + 1;  // a zero is a stub, not nothing
+    dl->AddRectFilled(ImVec2(p0.x + i * bw + 1, top), ImVec2(p0.x + (i + 1) * bw - 1, bottom), colour);
+    if (labels) {
+      std::snprintf(buf, sizeof buf, "%.2f", v(i));
+      const ImVec2 ts = ImGui::CalcTextSize(buf);
+      if (ts.x > bw - 2) continue;  // would run into its neighbour
+      const float ty = std::clamp(v(i) >= 0 ? top - ts.y : bottom, p0.y, p0.y + box.y - ts.y);
+      dl->AddText(ImVec2(p0.x + i * bw + (bw - ts.x) / 2, ty), IM_COL32(235, 235, 235, 255), buf);
+    }
+  }
+  dl->AddLine(ImVec2(p0.x, zero), ImVec2(p0.x + box.x, zero), IM_COL32(160, 160, 160, 255));
+  ImGui::InvisibleButton(id, ImVec2(box.x + axis, box.y));
   if (ImGui::IsItemHovered() && n > 0) {
     const int i = std::clamp(static_cast<int>((ImGui::GetIO().MousePos.x - p0.x) / bw), 0, n - 1);
     ImGui::SetTooltip("channel %d: %+.4f", i, v(i));

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <stdexcept>
 #include <vector>
 
 #include "panels.hpp"
@@ -25,8 +26,8 @@ namespace {
 
 struct Options {
   std::string scenario, checkpoint, trace, variant = "gdn2", compare_with = "kda", sequence, screenshot, size = "1600x900", task;
-  int step = -1, example = 0, bench_frames = 0;
-  bool headless = false, compare = false;
+  int step = -1, example = 0, bench_frames = 0, tour_step = 0;
+  bool headless = false, compare = false, no_tour = false;
 };
 
 // The default: the shipped MQAR checkpoint when it can be found (from the working directory or the source tree),
@@ -39,13 +40,31 @@ std::string default_checkpoint() {
   return "";
 }
 
-bool write_screenshot(const std::string& path, int w, int h) {
+// Encodes the back buffer as PNG in memory and writes it through write_file_checked (throws: nothing is left
+// behind on a failed write, e.g. a full disk).
+void write_screenshot(const std::string& path, int w, int h) {
   std::vector<unsigned char> px(static_cast<size_t>(w) * h * 3);
   glPixelStorei(GL_PACK_ALIGNMENT, 1);
   glReadBuffer(GL_BACK);
   glReadPixels(0, 0, w, h, GL_RGB, GL_UNSIGNED_BYTE, px.data());
   stbi_flip_vertically_on_write(1);  // OpenGL's rows start at the bottom
-  return stbi_write_png(path.c_str(), w, h, 3, px.data(), w * 3) != 0;
+  std::string png;
+  auto append = [](void* ctx, void* data, int size) { static_cast<std::string*>(ctx)->append(static_cast<const char*>(data), size); };
+  if (!stbi_write_png_to_func(append, &png, w, h, 3, px.data(), w * 3)) throw std::runtime_error("cannot encode " + path);
+  write_file_checked(path, png);
+}
+
+// The keys of the viewer (ImGui 1.86's GLFW backend indexes KeysDown by GLFW key codes), unless a text box has focus.
+void handle_keys(ViewerState& st) {
+  if (ImGui::GetIO().WantTextInput) return;
+  const std::pair<int, Key> keys[] = {{GLFW_KEY_LEFT, Key::left},      {GLFW_KEY_RIGHT, Key::right},  {GLFW_KEY_HOME, Key::home},
+                                      {GLFW_KEY_END, Key::end},        {GLFW_KEY_SPACE, Key::play},   {GLFW_KEY_N, Key::next},
+                                      {GLFW_KEY_PAGE_DOWN, Key::next}, {GLFW_KEY_B, Key::back},       {GLFW_KEY_PAGE_UP, Key::back},
+                                      {GLFW_KEY_ESCAPE, Key::escape}};
+  // Only the arrows repeat while held: a tour step that loads a checkpoint makes a long frame, which would otherwise
+  // count as a held key and skip a step.
+  for (const auto& [glfw_key, key] : keys)
+    if (ImGui::IsKeyPressed(glfw_key, key == Key::left || key == Key::right)) st.handle_key(key);
 }
 
 // Places the panels on a fixed grid (fractions of the window), so screenshots are reproducible.
@@ -67,7 +86,8 @@ int main(int argc, char** argv) {
   // [options]
   Options opt;
   CLI::App app{"gdn2-viewer — watch Gated DeltaNet-2's erase and write gates edit the memory S, token by token.\n"
-               "With no arguments: the shipped MQAR checkpoint (notebooks_data/checkpoints/mqar-tiny-gdn2) next to its KDA twin.",
+               "With no arguments: the guided tour (seven steps from a single write to the trained MQAR model next to its\n"
+               "KDA twin; N/B or Page Down/Up step through it, Esc explores freely). Keys: left/right step a token, space plays.",
                "gdn2-viewer"};
   app.add_option("--scenario", opt.scenario, "Open a scripted gate scenario:\n" + gdn2::tasks::scenario_help());
   app.add_option("--checkpoint", opt.checkpoint, "Open a model checkpoint (gdn2 train --out DIR)");
@@ -82,8 +102,18 @@ int main(int argc, char** argv) {
   app.add_flag("--headless", opt.headless, "Render without showing a window (needs a display server, e.g. under xvfb-run)");
   app.add_option("--screenshot", opt.screenshot, "Write a PNG of the first frame and exit (with --headless)");
   app.add_option("--size", opt.size, "Window size WxH")->capture_default_str();
-  app.add_option("--bench-frames", opt.bench_frames, "Render N frames stepping through the sequence; print frame times");
-  CLI11_PARSE(app, argc, argv);
+  app.add_option("--bench-frames", opt.bench_frames, "Render N frames stepping through the sequence; print frame times")
+      ->check(CLI::Range(0, 1000000));
+  app.add_flag("--no-tour", opt.no_tour, "Open in free exploration (the default view without arguments is the guided tour)");
+  app.add_option("--tour", opt.tour_step, "Open the guided tour at step N (1.." + std::to_string(tour_steps().size()) + ")")
+      ->check(CLI::Range(1, static_cast<int>(tour_steps().size())));
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help
+    std::fprintf(stderr, "gdn2-viewer: error: %s (see --help)\n", e.what());  // bad input: one line, exit 2
+    return 2;
+  }
   int width = 1600, height = 900;
   if (std::sscanf(opt.size.c_str(), "%dx%d", &width, &height) != 2 || width < 640 || height < 480 || width > 8192 || height > 8192) {
     std::fprintf(stderr, "gdn2-viewer: --size must be WxH, at least 640x480\n");
@@ -102,13 +132,16 @@ int main(int argc, char** argv) {
   if (!opt.trace.empty()) st.source = SourceKind::trace_dir, st.trace_dir = opt.trace;
   else if (!opt.scenario.empty()) st.source = SourceKind::scenario, st.scenario = opt.scenario;
   else if (!st.checkpoint_dir.empty()) st.source = SourceKind::checkpoint;
-  st.reload();
+  const bool tour = opt.tour_step > 0 || (!opt.no_tour && opt.trace.empty() && opt.scenario.empty() && opt.checkpoint.empty() && opt.sequence.empty() &&
+                    opt.task.empty() && !opt.compare && opt.step < 0);
+  if (tour) st.start_tour(std::max(0, opt.tour_step - 1));
+  else st.reload();
   if (!st.status.empty()) {
     std::fprintf(stderr, "gdn2-viewer: error: %s\n", st.status.c_str());
     return 2;
   }
   if (opt.step >= 0) st.set_step(opt.step);
-  else
+  else if (!tour)
     for (int t = 0; t < st.length(); ++t)
       if (st.main.trace.roles[t] == 3) {
         st.set_step(t);
@@ -195,14 +228,24 @@ int main(int argc, char** argv) {
     ImGui::NewFrame();
     int fw, fh;
     glfwGetFramebufferSize(window, &fw, &fh);
+    if (opt.bench_frames == 0) handle_keys(st);
+    const std::string look_at = st.tour >= 0 ? tour_steps()[st.tour].panel : "";
     for (Panel* p : panels) {
       ImGui::SetNextWindowPos(ImVec2(p->pos.x * fw, p->pos.y * fh));
       ImGui::SetNextWindowSize(ImVec2(p->size.x * fw, p->size.y * fh));
+      const bool outlined = look_at == p->title;  // the panel the tour step points at
+      if (outlined) {
+        ImGui::PushStyleVar(ImGuiStyleVar_WindowBorderSize, 3.f);
+        ImGui::PushStyleColor(ImGuiCol_Border, ImVec4(1.0f, 0.85f, 0.3f, 1));
+        ImGui::PushStyleColor(ImGuiCol_TitleBg, ImVec4(0.45f, 0.35f, 0.05f, 1));
+        ImGui::PushStyleColor(ImGuiCol_TitleBgActive, ImVec4(0.55f, 0.42f, 0.05f, 1));
+      }
       // No window background: the clear colour is the same, and llvmpipe is fill-bound (one layer less to blend).
       ImGui::Begin(p->title, nullptr,
                    ImGuiWindowFlags_NoMove | ImGuiWindowFlags_NoResize | ImGuiWindowFlags_NoCollapse | ImGuiWindowFlags_NoBackground);
       p->Draw(st);
       ImGui::End();
+      if (outlined) ImGui::PopStyleColor(3), ImGui::PopStyleVar();
     }
     // [render]
     ImGui::Render();
@@ -217,13 +260,19 @@ int main(int argc, char** argv) {
     }
     ++frame;
     if (controls.screenshot_requested || (!opt.screenshot.empty() && frame == frames_before_shot)) {
-      const std::string path = opt.screenshot.empty() ? "gdn2-viewer-" + std::to_string(st.step) + ".png" : opt.screenshot;
-      if (!write_screenshot(path, fw, fh)) {
-        std::fprintf(stderr, "gdn2-viewer: error: cannot write %s\n", path.c_str());
-        exit_code = 2;
-      } else {
+      // The button's name goes under the export box's directory (user directory for a relative one); the
+      // command line's --screenshot path is taken as typed.
+      const std::string path = opt.screenshot.empty()
+                                   ? output_path((std::filesystem::path(controls.export_dir) / ("gdn2-viewer-" + std::to_string(st.step) + ".png")).string())
+                                   : opt.screenshot;
+      try {
+        write_screenshot(path, fw, fh);
         std::fprintf(stderr, "gdn2-viewer: wrote %s (%dx%d, token %d)\n", path.c_str(), fw, fh, st.step);
         st.status = "screenshot written to " + path;
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "gdn2-viewer: error: %s\n", e.what());
+        st.status = e.what();
+        if (!opt.screenshot.empty()) exit_code = 2;
       }
       controls.screenshot_requested = false;
       if (!opt.screenshot.empty() && opt.bench_frames == 0) break;

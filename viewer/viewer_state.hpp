@@ -1,7 +1,8 @@
 // gdn2-viewer — what the panels show, computed without any pixels (unit-tested in tests/test_viewer.cpp).
 //
 // The viewer never re-implements the math: a sequence becomes a trace through the reference (model/trace.hpp),
-// and everything here only selects, scales and labels what the trace holds.
+// a hand-set gate re-runs the reference (the whole model for a checkpoint), and everything here only selects,
+// scales and labels what the traces hold.
 #pragma once
 
 #include <optional>
@@ -16,22 +17,54 @@ using model::Matrix;
 
 enum class SourceKind { scenario, checkpoint, trace_dir };
 
-// One sequence through one layer head: the trace and the inputs it was computed from (kept so that hand-set
-// gates can be re-run through the reference).
+// A gate set by hand (model.hpp): block and head are the traced mixer's, channel −1 means every channel.
+using GateOverride = model::GateOverride;
+
+// Per query token: what came out, what should have, and the verdict.
+//   Scenario: o_t is read as a mix of the values stored so far (model::readout_mix, e.g. "0.25 A + 0.75 D"); the
+//   query is right when the expected value dominates the mix: its coefficient is at least kFadedBelow, every other
+//   coefficient at most 5% of it, and at most 5% of |o_t| is left unexplained. A query whose key was erased is right
+//   when o_t = 0.
+//   Model: the model's own prediction (argmax of the logits, recomputed with any hand-set gates).
+struct QueryResult {
+  int token = 0;
+  std::string label;          // "?k12" or "query k0"
+  std::string answer;         // what came out: "v40", or the mix "0.25 A + 0.75 D"
+  std::string expected;       // what should have: "v40", "D", or "nothing (erased)"
+  std::string mix;            // o_t as a mix of the stored values (both kinds of trace)
+  bool has_expected = false, correct = false;
+  double cosine = 0;          // cosine of o_t with z at the source token
+};
+constexpr double kFadedBelow = 0.1;  // a stored value read back at less than 10% of its strength has faded
+std::vector<QueryResult> query_results(const model::Trace& tr);
+// "0.25 A + 0.75 D", coefficients below 0.005 left out, "+ 71% unexplained" when the residual exceeds 5%.
+std::string mix_text(const model::ReadoutMix& m);
+
+// One sequence through one layer head: the trace, the inputs it was computed from (kept so that hand-set gates
+// can be re-run through the reference), and the verdicts.
 struct Run {
-  std::string label;            // "gdn2", "kda", or the checkpoint's name
+  std::string label;            // "gdn2", "kda", or "gdn2 model (mqar-tiny-gdn2)"
+  std::string variant;          // the gate tying: gdn2, kda, ...
   Layer<double> layer;          // B = 1, the traced head's inputs (H = HV = 1)
-  double scale = 1;
   model::Trace trace;
-  double state_range = 1, update_range = 1;  // colour ranges of the whole trace (computed once per trace)
+  std::vector<QueryResult> queries;
+  double state_range = 1;       // colour range of S over the whole trace (computed once per trace)
 };
 
-// A gate set by hand at one token: channel −1 means every channel.
-struct GateOverride {
-  enum Gate { erase_b, write_w, decay_g } gate = erase_b;
-  int token = 0, channel = -1;
-  double value = 0;
+// One step of the guided tour: what to load, where to stand, what to look at, and what it shows.
+struct TourStep {
+  std::string title, text;
+  SourceKind source = SourceKind::scenario;
+  std::string scenario;             // source = scenario
+  std::string compare_variant = "kda";
+  bool compare = false;
+  int step = 0;                     // the token to stand on
+  std::string panel;                // the panel to look at (its title), highlighted
 };
+const std::vector<TourStep>& tour_steps();
+
+// Keys the viewer reacts to (main.cpp maps GLFW keys to these).
+enum class Key { left, right, home, end, play, next, back, escape };
 
 struct ViewerState {
   // [what is loaded]
@@ -50,8 +83,10 @@ struct ViewerState {
   std::vector<GateOverride> overrides;
 
   Run main, other;                           // other.trace.T == 0 when there is nothing to compare
+  std::vector<QueryResult> main_before_overrides;  // the verdicts as loaded, to say what the hand-set gates changed
   std::optional<model::Checkpoint> checkpoint, compare_checkpoint;
   std::string status;                        // last error or note, shown in the controls
+  std::string override_note;                 // what the hand-set gates are and what they changed (the story's tail)
 
   // [playback]
   int step = 0;                              // token shown: S after token `step` (0-based)
@@ -59,33 +94,42 @@ struct ViewerState {
   float tokens_per_second = 2.f;             // = 2
   bool compare = false;                      // comparison mode on
 
+  // [tour]
+  int tour = -1;                             // step of the guided tour shown, −1: free exploration
+
   // Re-reads the source and recomputes both runs (keeps step within range). Errors land in `status`.
   void reload();
-  // Re-runs the traces from the kept inputs with the hand-set gates applied (no reload of the source).
+  // Re-runs both runs from the source with the hand-set gates applied: a scenario through the reference's
+  // recurrence, a checkpoint through the whole model (its predictions follow). Sets override_note.
   void apply_overrides();
+  // Adds a hand-set gate at the current token of the traced mixer and re-runs.
+  void set_gate(GateOverride::Gate gate, int channel, double value);
+  // Switches the source; a source that needs a path not given yet waits for "load" instead of failing.
+  void select_source(SourceKind kind);
   void set_step(int t);
+  void handle_key(Key key);
+  void start_tour(int index = 0);  // loads tour step `index`
+  void end_tour();                 // free exploration, keeping what is shown
   void update_ranges();
   int length() const { return main.trace.T; }
+  // The story shown for the main run: the trace's story plus what the hand-set gates changed.
+  std::string story() const;
+  // Comparison: the two runs' states can be subtracted cell by cell (same K, V, T and the same key and value
+  // basis: both are scenarios); two trained models learned different bases, so only readouts compare.
+  bool states_comparable() const;
+  std::string difference_label() const;  // "S_gdn2 - S_kda"
 };
 
 // [panel data] ---------------------------------------------------------------------------------------------------
 
-// A symmetric colour range [−range, range] for a whole trace, fixed over all steps so colours can be compared:
-// the 99th percentile of the nonzero magnitudes (larger values saturate).
+// The symmetric colour range [−range, range] of S over a whole trace, fixed over all steps so colours can be
+// compared: the largest magnitude it holds (nothing saturates; 1 for an all-zero trace).
 double state_range(const model::Trace& tr);
-double update_range(const model::Trace& tr);
-
-// Per query token: did the model (or the nearest scenario value) give the right answer, and how well o_t matches
-// what was written (cosine with z at the source position).
-struct QueryResult {
-  int token = 0;
-  std::string label;          // "?k12 -> v40" or "query k0"
-  std::string answer;         // what came out: "v40" or "D"
-  std::string expected;       // what should have: "v40", "D", or "" when nothing was stored
-  bool has_expected = false, correct = false;
-  double cosine = 0;
-};
-std::vector<QueryResult> query_results(const model::Trace& tr);
+// The colour range of token t's three update terms (decay, erase, write): their largest magnitude at this token.
+// Per token, not per sequence: one large write elsewhere would wash out every other token's decomposition.
+double update_range(const model::Trace& tr, int t);
+// The same for the difference of two runs' states over the sequence.
+double difference_range(const model::Trace& a, const model::Trace& b);
 
 // Memory use at step t: effective rank of S_t and its ratio to min(K, V).
 struct Capacity {
@@ -102,5 +146,16 @@ CellEquation cell_equation(const model::Trace& tr, int t, int i, int j);
 
 // Colour of a token in the strip by its role (filler grey, key blue, value orange, query green/red when judged).
 std::string role_name(int role);
+
+// [files] --------------------------------------------------------------------------------------------------------
+
+// Where a file typed into the export or screenshot box goes: an absolute path as typed, a relative one under the
+// user's directory for viewer output ($XDG_DATA_HOME/gdn2-viewer, else ~/.local/share/gdn2-viewer), never the
+// working directory (which is often the repository).
+std::string user_output_dir();
+std::string output_path(const std::string& typed);
+// Writes `bytes` to `path` through a temporary file renamed into place: on any failure (full disk, no such
+// directory) it throws std::runtime_error naming the path and leaves neither the file nor the temporary behind.
+void write_file_checked(const std::string& path, const std::string& bytes);
 
 }  // namespace gdn2::viewer

@@ -202,7 +202,20 @@ ForwardOptions mixer_options() {
   return opt;
 }
 
-Matrix block_forward(const ModelConfig& c, const Params& p, int l, const Matrix& x, int Bn, int T, BlockCache& bc) {
+// Sets the hand-set gates of block l in the tied gate tensors g, b [Bn,T,H,K] and w [Bn,T,H,V].
+void apply_overrides(const std::vector<GateOverride>& overrides, int l, Layer<double>& L, int Bn, int T, int H) {
+  for (const GateOverride& o : overrides) {
+    if (o.block != l) continue;
+    Tensor<double>& gate = o.gate == GateOverride::write_w ? L.w : o.gate == GateOverride::decay_g ? L.g : L.b;
+    const index_t C = gate.shape[3];
+    for (int n = 0; n < Bn; ++n)
+      for (index_t c = 0; c < C; ++c)
+        if (o.channel < 0 || o.channel == c) gate.data[((index_t(n) * T + o.token) * H + o.head) * C + c] = o.value;
+  }
+}
+
+Matrix block_forward(const ModelConfig& c, const Params& p, int l, const Matrix& x, int Bn, int T, BlockCache& bc,
+                     const std::vector<GateOverride>& overrides) {
   const int H = c.heads, K = c.head_k, V = c.head_v;
   const Eigen::Index R = x.rows();
   bc.x_in = x;
@@ -258,6 +271,7 @@ Matrix block_forward(const ModelConfig& c, const Params& p, int l, const Matrix&
     if (G == 1) bc.g_in.shape = {Bn, T, H};  // one decay per head (gdn)
   }
   tie_gates(c.variant, L.g, L.b, L.w, bc.g_in, beta, Bn, T, H, K, H, V);  // deltanet: g = 0
+  apply_overrides(overrides, l, L, Bn, T, H);
 
   Tensor<double> ht;
   gdn2::forward(Form::recurrent, bc.o, ht, L, mixer_options());
@@ -281,6 +295,11 @@ Matrix block_forward(const ModelConfig& c, const Params& p, int l, const Matrix&
 }  // namespace
 
 ForwardResult forward(const ModelConfig& c, const Params& p, const std::vector<std::vector<int>>& tokens) {
+  return forward(c, p, tokens, {});
+}
+
+ForwardResult forward(const ModelConfig& c, const Params& p, const std::vector<std::vector<int>>& tokens,
+                      const std::vector<GateOverride>& overrides) {
   validate(c);
   ForwardResult f;
   f.batch = static_cast<int>(tokens.size());
@@ -298,8 +317,17 @@ ForwardResult forward(const ModelConfig& c, const Params& p, const std::vector<s
       x.row(Eigen::Index(n) * f.length + t) = E.row(tok);
     }
   }
+  for (const GateOverride& o : overrides) {
+    const int channels = o.gate == GateOverride::write_w ? c.head_v : c.head_k;
+    const bool in_range = o.gate == GateOverride::decay_g ? o.value <= 0 && !std::isnan(o.value) : o.value >= 0 && o.value <= 1;
+    if (o.block < 0 || o.block >= c.blocks || o.head < 0 || o.head >= c.heads || o.token < 0 || o.token >= f.length ||
+        o.channel < -1 || o.channel >= channels || !in_range)
+      throw InputError("gate override: block " + std::to_string(o.block) + ", head " + std::to_string(o.head) + ", token " +
+                       std::to_string(o.token) + ", channel " + std::to_string(o.channel) + ", value " +
+                       std::to_string(o.value) + " is outside the model or the gate's range (b, w in [0, 1], g <= 0)");
+  }
   f.blocks.resize(c.blocks);
-  for (int l = 0; l < c.blocks; ++l) x = block_forward(c, p, l, x, f.batch, f.length, f.blocks[l]);
+  for (int l = 0; l < c.blocks; ++l) x = block_forward(c, p, l, x, f.batch, f.length, f.blocks[l], overrides);
   f.x_final = x;
   f.h_final = rmsnorm(x, at(p, "norm_f"), f.inv_rms_f);
   f.logits = f.h_final * at(p, "W_out");

@@ -75,6 +75,17 @@ struct ForwardResult {
 // Forward over a batch of equal-length token sequences (rows r = n·T + t).
 ForwardResult forward(const ModelConfig& cfg, const Params& p, const std::vector<std::vector<int>>& tokens);
 
+// A gate of one mixer set by hand (for teaching: "what does the model answer if this erase gate were closed?"):
+// at (block, head, token) of every sequence, channel `channel` (−1: all) of b, w or g (Eq. 11-12) is replaced by
+// `value` after the variant's tie, and everything downstream (later tokens, later blocks, the logits) follows.
+struct GateOverride {
+  enum Gate { erase_b, write_w, decay_g } gate = erase_b;
+  int block = 0, head = 0, token = 0, channel = -1;
+  double value = 0;
+};
+ForwardResult forward(const ModelConfig& cfg, const Params& p, const std::vector<std::vector<int>>& tokens,
+                      const std::vector<GateOverride>& overrides);  // throws InputError for an override out of range
+
 // Mean cross-entropy over the positions whose target is >= 0, and its gradient w.r.t. every parameter.
 struct LossAndGrad {
   double loss = 0;

@@ -1,6 +1,7 @@
 // gdn2 model — traces (trace.hpp).
 #include "model/trace.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -62,10 +63,11 @@ Trace trace_scenario(const tasks::Scenario& sc, const std::string& variant_label
   return tr;
 }
 
-Trace trace_model(const ModelConfig& mc, const Params& p, const tasks::Example& ex, int block, int head) {
+Trace trace_model(const ModelConfig& mc, const Params& p, const tasks::Example& ex, int block, int head,
+                  const std::vector<GateOverride>& overrides) {
   if (block < 0 || block >= mc.blocks) throw InputError("trace: block " + std::to_string(block) + " does not exist");
   if (head < 0 || head >= mc.heads) throw InputError("trace: head " + std::to_string(head) + " does not exist");
-  const ForwardResult f = forward(mc, p, {ex.tokens});
+  const ForwardResult f = forward(mc, p, {ex.tokens}, overrides);
   Trace tr = trace_layer(f.blocks[block].layer, 0, head, 1.0 / std::sqrt(double(mc.head_k)));
   tr.kind = "model";
   tr.variant = variant_name(mc.variant);
@@ -138,6 +140,36 @@ int nearest_value(const Trace& tr, int t) {
   Eigen::Index best;
   (tr.values * tr.o.row(t).transpose()).maxCoeff(&best);  // candidates are unit vectors
   return static_cast<int>(best);
+}
+
+ReadoutMix readout_mix(const Trace& tr, int t) {
+  ReadoutMix mix;
+  if (t < 0 || t >= tr.T) return mix;
+  std::vector<RowVec<double>> basis;
+  for (int s = 0; s <= t; ++s) {
+    if (tr.kind == "model") {
+      if (tr.roles[s] != static_cast<int>(tasks::Role::value)) continue;
+      mix.names.push_back(tr.labels[s]), mix.basis.push_back(s), basis.push_back(tr.v.row(s));
+      continue;
+    }
+    if (tr.z.row(s).squaredNorm() == 0) continue;
+    for (Eigen::Index c = 0; c < tr.values.rows(); ++c)
+      if ((tr.v.row(s) - tr.values.row(c)).norm() < 1e-12 &&
+          std::find(mix.basis.begin(), mix.basis.end(), static_cast<int>(c)) == mix.basis.end())
+        mix.names.push_back(tr.value_names[c]), mix.basis.push_back(static_cast<int>(c)), basis.push_back(tr.values.row(c));
+  }
+  const RowVec<double> o = tr.o.row(t);
+  mix.norm = o.norm();
+  if (basis.empty()) {
+    mix.residual = mix.norm > 0 ? 1 : 0;
+    return mix;
+  }
+  Matrix U(tr.V, static_cast<Eigen::Index>(basis.size()));  // one stored value per column
+  for (size_t i = 0; i < basis.size(); ++i) U.col(static_cast<Eigen::Index>(i)) = basis[i].transpose();
+  const Eigen::VectorXd c = U.colPivHouseholderQr().solve(o.transpose());
+  mix.coefficients.assign(c.data(), c.data() + c.size());
+  mix.residual = mix.norm > 0 ? (o.transpose() - U * c).norm() / mix.norm : 0;
+  return mix;
 }
 
 double effective_rank(const Matrix& S) {
@@ -245,9 +277,22 @@ Trace load_trace(const std::string& dir) {
     tr.targets = read_ints(dir, "targets", tr.T);
     tr.source = read_ints(dir, "source", tr.T);
     tr.predicted = read_ints(dir, "predicted", tr.T);
-    for (int s : tr.source)
-      if (s >= tr.T) throw InputError(file + ": source index " + std::to_string(s) + " outside the sequence");
+    for (int t = 0; t < tr.T; ++t) {
+      if (tr.source[t] < -1 || tr.source[t] >= tr.T)
+        throw InputError(file + ": source index " + std::to_string(tr.source[t]) + " at token " + std::to_string(t) + " outside the sequence");
+      if (tr.roles[t] < -1 || tr.roles[t] > 3)
+        throw InputError(file + ": role " + std::to_string(tr.roles[t]) + " at token " + std::to_string(t) + " (expected -1..3)");
+    }
+    if (tr.kind == "scenario" && tr.value_names.empty())
+      throw InputError(file + ": value_names is empty (a scenario trace names its candidate values A, B, ...)");
     if (!tr.value_names.empty()) tr.values = read_matrix(dir, "values", static_cast<index_t>(tr.value_names.size()), tr.V);
+    if (!(tr.g.array() <= 0).all()) throw InputError(file + ": g.npy holds values outside [-inf, 0]");
+    const Matrix* arrays[] = {&tr.q, &tr.k, &tr.b, &tr.alpha, &tr.e, &tr.v, &tr.w, &tr.z, &tr.r, &tr.o, &tr.values};
+    const char* names[] = {"q", "k", "b", "alpha", "e", "v", "w", "z", "r", "o", "values"};
+    for (int i = 0; i < 11; ++i)
+      if (!arrays[i]->allFinite()) throw InputError(file + ": " + names[i] + ".npy holds non-finite values");
+    for (const Matrix& S : tr.S)
+      if (!S.allFinite()) throw InputError(file + ": S.npy holds non-finite values");
     return tr;
   } catch (const json::exception& e) {
     throw InputError(file + ": " + e.what());

@@ -109,8 +109,9 @@ const std::vector<Entry>& entries() {
        }},
       {"forget-one-keep-another", "Erase without writing",
        "k0, k1, k2 hold A, B, C. One token opens the erase gate on k0 and closes the write gate (b = 1, w = 0): the "
-       "row of k0 is read and subtracted, the others are untouched. KDA cannot do this: its single beta erases and "
-       "writes together.",
+       "row of k0 is read and subtracted, the others are untouched. KDA's single beta cannot do this with the erase "
+       "gate (erasing fully writes fully; the tie gives beta = 0.5 here), but its per-channel decay can: g = -inf on "
+       "k0's channel wipes that row without reading it.",
        [](Script& sc) {
          sc.write(0, 0), sc.write(1, 1), sc.write(2, 2);
          sc.token("erase k0 (b=1, w=0)", Role::key, 0, 3, sc.all(sc.K, 1), sc.all(sc.V, 0), sc.all(sc.K, 0));
@@ -139,8 +140,8 @@ const std::vector<Entry>& entries() {
        }},
       {"partial-write", "Write some value channels",
        "The write gate is per value channel: k0 <- A is written with w = 1 on the first half of the value channels "
-       "only, so the query returns A masked to those channels. A second write (b = 0, w on the other half) "
-       "completes the association.",
+       "only, so the first query returns only part of A (the readout marks it wrong). A second write (b = 0, w on the "
+       "other half) completes the association: the second query returns 1.00 A.",
        [](Script& sc) {
          RowVec<double> first = RowVec<double>::Zero(sc.V), second = RowVec<double>::Ones(sc.V);
          first.head(sc.V / 2).setOnes();

@@ -50,23 +50,31 @@ std::string variant_files_help() {
          "  --decay softplus reads A_log.npy [H] and dt_bias.npy [H*K]; --decay bounded reads dt_bias.npy\n";
 }
 
+const std::vector<std::string>& input_names() {
+  static const std::vector<std::string> names = {"q", "k", "v", "g", "b", "w", "beta", "h0", "cu_seqlens",
+                                                 "A_log", "dt_bias", "do", "dht"};
+  return names;
+}
+
+io::NamedArrays read_input_dir(const std::string& dir, io::ReadTimes* times) {
+  if (!fs::is_directory(dir)) throw InputError("--in: " + dir + " is not a directory");
+  return io::read_npy_dir(dir, input_names(), times);
+}
+
 template <typename Scalar>
 LayerInputs<Scalar> load_layer_inputs(const LayerOptions& opt) {
-  if (!fs::is_directory(opt.in_dir)) throw InputError("--in: " + opt.in_dir + " is not a directory");
-  auto path = [&](const std::string& name) { return (fs::path(opt.in_dir) / (name + ".npy")).string(); };
+  return load_layer_inputs<Scalar>(opt, read_input_dir(opt.in_dir));
+}
+
+template <typename Scalar>
+LayerInputs<Scalar> load_layer_inputs(const LayerOptions& opt, const io::NamedArrays& arrays) {
   InputSource<Scalar> src;
   src.where = opt.in_dir;
-  src.has = [&](const std::string& name) { return fs::exists(path(name)); };
-  src.tensor = [&](const std::string& name) {
-    return io::to_tensor<Scalar>(io::read_npy(path(name), name + ".npy"), name + ".npy");
-  };
-  src.indices = [&](const std::string& name) {
-    return io::to_index_vector(io::read_npy(path(name), name + ".npy"), name + ".npy");
-  };
+  src.has = [&](const std::string& name) { return arrays.count(name) != 0; };
+  src.tensor = [&](const std::string& name) { return io::to_tensor<Scalar>(arrays.at(name), name + ".npy"); };
+  src.indices = [&](const std::string& name) { return io::to_index_vector(arrays.at(name), name + ".npy"); };
   return load_layer_inputs(opt, src);
 }
-template LayerInputs<float> load_layer_inputs<float>(const LayerOptions&);
-template LayerInputs<double> load_layer_inputs<double>(const LayerOptions&);
 
 template <typename Scalar>
 LayerInputs<Scalar> load_layer_inputs(const LayerOptions& opt, const InputSource<Scalar>& src) {
@@ -127,6 +135,10 @@ LayerInputs<Scalar> load_layer_inputs(const LayerOptions& opt, const InputSource
   validate_inputs(x.q, x.k, x.v, x.g, x.b, x.w, x.h0, x.cu_seqlens, forward_options(opt));
   return in;
 }
+template LayerInputs<float> load_layer_inputs<float>(const LayerOptions&);
+template LayerInputs<double> load_layer_inputs<double>(const LayerOptions&);
+template LayerInputs<float> load_layer_inputs<float>(const LayerOptions&, const io::NamedArrays&);
+template LayerInputs<double> load_layer_inputs<double>(const LayerOptions&, const io::NamedArrays&);
 template LayerInputs<float> load_layer_inputs<float>(const LayerOptions&, const InputSource<float>&);
 template LayerInputs<double> load_layer_inputs<double>(const LayerOptions&, const InputSource<double>&);
 

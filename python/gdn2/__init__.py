@@ -11,11 +11,16 @@ command line's one-line message naming the tensor.
 
     o, ht = gdn2.forward(q, k, v, g, b, w)                          # chunk form, float64, C = 64
     grads = gdn2.backward(q, k, v, g, b, w, do=do, dht=dht)        # {"dq": ..., "dk": ..., ..., "dw": ...}
+    report = gdn2.check(inputs, candidate)                          # `gdn2 check` on dicts of arrays
 """
+
+import numpy as _np
 
 from . import _gdn2
 
-__all__ = ["forward", "backward", "has_cuda"]
+__all__ = ["forward", "backward", "check", "random_inputs", "has_cuda", "Report"]
+
+Report = _gdn2.Report
 
 has_cuda = _gdn2.has_cuda  # the extension was built with the CUDA kernels (gdn2.torch uses them on CUDA tensors)
 
@@ -73,3 +78,34 @@ def backward(q, k, v, g=None, b=None, w=None, do=None, dht=None, *, scale=None, 
     arrays["do"], arrays["dht"] = do, dht
     return _gdn2.backward(arrays, **_options(form, precision, variant, chunk_size, scale, l2norm_qk, gate_logits,
                                              negative_eigen, decay, lower_bound, num_threads))
+
+
+def check(inputs, candidate, tolerance=None, only=None, *, form="chunk", chunk_size=64, variant="gdn2", scale=None,
+          l2norm_qk=False, gate_logits=False, negative_eigen=False, decay="none", lower_bound=-5.0, num_threads=0):
+    """`gdn2 check` on arrays in memory: judges `candidate` against the float64 reference run on `inputs`.
+
+    inputs: dict of arrays named as `gdn2 check --in` files (q, k, v, g, b, w or beta, optional h0, cu_seqlens,
+    A_log, dt_bias, and the upstream gradients do, dht when gradients are to be judged). candidate: dict of arrays
+    named as `--candidate` files (o, ht, dq, dk, dv, dg, db, dw, dh0, dbeta, ...). Arrays: NumPy (anything
+    numpy.asarray takes: a CPU tensor's .detach().numpy(), say), float32 or float64. tolerance: None ("auto": by the
+    candidate's dtype), "f64", "f32", "bf16" or a number. only: names to compare (others are not required).
+    The options are forward()'s. Returns a Report: .passed, .rows (name, verdict, ratio, max_abs_error,
+    worst_index, non_finite, first_non_finite, worst_block, local_ratio, bound, bound_reason, note), .table (the
+    command line's table; also str(report)) and .json. Bad inputs raise ValueError; a float64 reference that
+    overflows raises OverflowError.
+    """
+    def arrays(d):
+        return {n: None if a is None else _np.asarray(a) for n, a in d.items()}
+    tol = "auto" if tolerance is None else (tolerance if isinstance(tolerance, str) else repr(float(tolerance)))
+    o = _options(form, "f64", variant, chunk_size, scale, l2norm_qk, gate_logits, negative_eigen, decay, lower_bound,
+                 num_threads)
+    del o["precision"]
+    return _gdn2.check(arrays(inputs), arrays(candidate), tolerance=tol, only=list(only or []), **o)
+
+
+def random_inputs(B=2, T=100, H=2, HV=2, K=16, V=16, *, seed=0, g_low=-0.5, initial_state=True):
+    """Layer inputs drawn as the reference's own tests draw them, named as `gdn2 check --in` files: unit-norm q, k;
+    v ~ N(0, 1); b, w ~ U(0, 1); g ~ U(g_low, 0); h0 ~ N(0, 1/4) (initial_state=True); upstream gradients do, dht
+    ~ N(0, 1). float64, deterministic by seed (the same numbers on every machine)."""
+    return _gdn2.random_inputs(B=B, T=T, H=H, HV=HV, K=K, V=V, g_low=float(g_low), h0=bool(initial_state),
+                               seed=int(seed))

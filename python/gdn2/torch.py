@@ -19,7 +19,8 @@ bfloat16 CPU tensors; use_qk_l2norm_in_kernel and use_gate_in_kernel on CUDA (no
 the call; on CPU both run the reference's front-end: l2 normalisation, and g = -exp(A_log) softplus(g + dt_bias) of
 Eq. 12); lower_bound with use_gate_in_kernel; safe_gate, chunk sizes other than 64, return_intermediate_states.
 disable_recompute and cu_seqlens_cpu are accepted and have no effect. state_v_first stores the states as [N,HV,V,K].
-The gates g and b are per key head [B,T,H,K]: value head hv reads key head hv // (HV // H).
+The gates g and b are per key head [B,T,H,K] (value head hv reads key head hv // (HV // H)) or, on CPU, per value
+head [B,T,HV,K] as fla's fused_recurrent_gdn2 takes them.
 """
 
 import torch as _torch
@@ -155,6 +156,22 @@ def _gdn2_op(form, q, k, v, g, b, w, scale, initial_state, output_final_state, u
         _refuse(use_gate_in_kernel, "use_gate_in_kernel is not supported by gdn2's CUDA kernels: pass the log-decay g")
         _refuse(q.dtype not in (_torch.bfloat16, _torch.float32),
                 f"gdn2's CUDA kernels take bfloat16 or float32, got {q.dtype}")
+        # The kernels read raw pointers: every shape is checked here (the reference checks its own on CPU).
+        B, T, H, K = q.shape
+        HV, V = v.shape[2], v.shape[3]
+        N = B if cu_seqlens is None else cu_seqlens.numel() - 1
+        for name, x, want in (("k", k, (B, T, H, K)), ("v", v, (B, T, HV, V)), ("w", w, (B, T, HV, V)),
+                              ("initial_state", initial_state, (N, HV, K, V))):
+            _refuse(x is not None and tuple(x.shape) != want, f"{name}: shape {tuple(x.shape) if x is not None else ()}"
+                                                              f", expected {want}")
+        for name, x in (("g", g), ("b", b)):
+            _refuse(tuple(x.shape) == (B, T, HV, K) and HV != H,
+                    f"{name}: gates per value head [B,T,HV,K] are not supported by gdn2's CUDA kernels yet (the "
+                    f"reference, on CPU tensors, takes them); give one per key head [B,T,H,K]")
+            _refuse(tuple(x.shape) != (B, T, H, K), f"{name}: shape {tuple(x.shape)}, expected {(B, T, H, K)}")
+        _refuse(any(x.device != q.device for x in (k, v, g, b, w)) or
+                (initial_state is not None and initial_state.device != q.device),
+                "every tensor must be on q's device")
         # The kernels' storage types: g float32, the others q's dtype (casts outside the Function, so autograd
         # returns each gradient in its input's dtype).
         g, b, w, k, v = g.float(), b.to(q.dtype), w.to(q.dtype), k.to(q.dtype), v.to(q.dtype)

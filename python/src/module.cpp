@@ -10,6 +10,8 @@
 #include <cstring>
 #include <map>
 
+#include "check/check.hpp"
+#include "core/random_inputs.hpp"
 #include "tools/inputs.hpp"
 
 namespace py = pybind11;
@@ -151,6 +153,111 @@ py::dict backward_in(const py::dict& arrays, const tools::LayerOptions& opt) {
   return out;
 }
 
+// An array as the check reads it (the raw bytes of a .npy file's body): float32/float64/int32/int64, C order.
+io::NpyArray to_npy_array(const py::handle& value, const std::string& name) {
+  if (!py::isinstance<py::array>(value))
+    throw InputError(name + ".npy: expected a NumPy array, got " + std::string(py::str(value.attr("__class__").attr("__name__"))));
+  const py::array a = py::reinterpret_borrow<py::array>(value);
+  const std::string code = dtype_code(a);
+  if (code != "f4" && code != "f8" && code != "i4" && code != "i8")
+    throw InputError(name + ".npy: dtype must be float32, float64, int32 or int64, got " + code);
+  require_c_contiguous(a, name + ".npy");
+  io::NpyArray x;
+  x.dtype = code;
+  x.shape = shape_of(a);
+  const auto* p = static_cast<const unsigned char*>(a.data());
+  x.bytes.assign(p, p + a.nbytes());
+  return x;
+}
+
+check::Arrays to_arrays(const py::dict& d) {
+  check::Arrays out;
+  for (auto [key, value] : d)
+    if (!value.is_none()) out[py::cast<std::string>(key)] = to_npy_array(value, py::cast<std::string>(key));
+  return out;
+}
+
+// Inputs drawn as the reference's tests draw them (core/random_inputs.hpp): unit-norm q, k; v ~ N(0,1);
+// b, w ~ U(0,1); g ~ U(g_low, 0); h0 ~ N(0, 1/4); and upstream gradients do, dht ~ N(0,1). Deterministic by seed.
+py::dict random_inputs(index_t B, index_t T, index_t H, index_t HV, index_t K, index_t V, double g_low, bool h0,
+                       std::uint64_t seed) {
+  Rng rng(seed);
+  Layer<double> x = random_layer<double>(rng, B, T, H, HV, K, V, [&](Rng& r) { return r.uniform(g_low, 0); }, h0);
+  Tensor<double> do_({B, T, HV, V}, "do"), dht({B, HV, K, V}, "dht");
+  for (auto& e : do_.data) e = rng.normal();
+  for (auto& e : dht.data) e = rng.normal();
+  py::dict out;
+  out["q"] = to_numpy(std::move(x.q)), out["k"] = to_numpy(std::move(x.k)), out["v"] = to_numpy(std::move(x.v));
+  out["g"] = to_numpy(std::move(x.g)), out["b"] = to_numpy(std::move(x.b)), out["w"] = to_numpy(std::move(x.w));
+  if (h0) out["h0"] = to_numpy(std::move(x.h0));
+  out["do"] = to_numpy(std::move(do_)), out["dht"] = to_numpy(std::move(dht));
+  return out;
+}
+
+void bind_check(py::module_& m) {
+  using check::Block;
+  using check::Report;
+  using check::Row;
+  py::class_<Block>(m, "Block", "One (sequence, chunk of C tokens, head) block of the local criterion")
+      .def_readonly("sequence", &Block::sequence)
+      .def_readonly("chunk", &Block::chunk)
+      .def_readonly("head", &Block::head)
+      .def_readonly("t0", &Block::t0)
+      .def_readonly("t1", &Block::t1);
+  py::class_<Row>(m, "Row", "One tensor of a check report (reference/check/check.hpp says what each field means)")
+      .def_readonly("name", &Row::name)
+      .def_property_readonly("verdict", [](const Row& r) { return std::string(check::verdict_name(r.verdict)); })
+      .def_property_readonly("passed", [](const Row& r) { return check::verdict_passes(r.verdict); })
+      .def_readonly("dtype", &Row::dtype)
+      .def_readonly("shape", &Row::shape)
+      .def_readonly("ref_shape", &Row::ref_shape)
+      .def_readonly("ratio", &Row::ratio)
+      .def_readonly("max_abs_error", &Row::max_abs_error)
+      .def_readonly("worst_index", &Row::worst_index)
+      .def_readonly("non_finite", &Row::non_finite)
+      .def_readonly("first_non_finite", &Row::first_non_finite)
+      .def_readonly("worst_block", &Row::worst_block)
+      .def_readonly("local_ratio", &Row::local_ratio)
+      .def_readonly("bound", &Row::bound)
+      .def_readonly("bound_reason", &Row::bound_reason)
+      .def_readonly("note", &Row::note)
+      .def("__repr__", [](const Row& r) {
+        return "<gdn2 check row " + r.name + ": " + check::verdict_name(r.verdict) + ", ratio " + std::to_string(r.ratio) + ">";
+      });
+  py::class_<Report>(m, "Report", "The verdict of gdn2.check: .passed, .rows, printable as the CLI's table")
+      .def_readonly("passed", &Report::passed)
+      .def_readonly("form", &Report::form)
+      .def_readonly("chunk_size", &Report::chunk_size)
+      .def_readonly("gradients", &Report::gradients)
+      .def_readonly("rows", &Report::rows)
+      .def_property_readonly("table", [](const Report& r) { return check::to_table(r, "candidate"); })
+      .def_property_readonly("json", [](const Report& r) { return check::to_json(r); })
+      .def("__str__", [](const Report& r) { return check::to_table(r, "candidate"); })
+      .def("__bool__", [](const Report& r) { return r.passed; });
+
+  m.def(
+      "check",
+      [](const py::dict& inputs, const py::dict& candidate, const std::string& tolerance,
+         const std::vector<std::string>& only, const std::string& form, const std::string& variant, index_t chunk_size,
+         std::optional<double> scale, bool l2norm_qk, bool gate_logits, bool negative_eigen, const std::string& decay,
+         double lower_bound, int threads) {
+        check::Options opt;
+        opt.layer = layer_options(form, "f64", variant, chunk_size, scale, l2norm_qk, gate_logits, negative_eigen, decay,
+                                  lower_bound, threads);
+        opt.layer.in_dir = "the inputs";
+        opt.tolerance = tolerance;
+        opt.only = only;
+        const check::Arrays in = to_arrays(inputs), cand = to_arrays(candidate);
+        py::gil_scoped_release release;
+        return check::run(in, cand, opt);
+      },
+      "gdn2 check on arrays in memory", py::arg("inputs"), py::arg("candidate"), py::arg("tolerance"), py::arg("only"),
+      py::arg("form"), py::arg("variant"), py::arg("chunk_size"), py::arg("scale"), py::arg("l2norm_qk"),
+      py::arg("gate_logits"), py::arg("negative_eigen"), py::arg("decay"), py::arg("lower_bound"), py::arg("threads"));
+  m.def("random_inputs", &random_inputs, py::arg("B"), py::arg("T"), py::arg("H"), py::arg("HV"), py::arg("K"),
+        py::arg("V"), py::arg("g_low"), py::arg("h0"), py::arg("seed"));
+}
+
 }  // namespace
 
 }  // namespace gdn2::python
@@ -166,6 +273,8 @@ PYBIND11_MODULE(_gdn2, m) {
       if (p) std::rethrow_exception(p);
     } catch (const InputError& e) {
       PyErr_SetString(PyExc_ValueError, e.what());
+    } catch (const check::ReferenceOverflow& e) {  // `gdn2 check` exit 3: the float64 reference itself overflowed
+      PyErr_SetString(PyExc_OverflowError, e.what());
     }
   });
 
@@ -195,6 +304,7 @@ PYBIND11_MODULE(_gdn2, m) {
         return opt.precision == "f32" ? backward_in<float>(arrays, opt) : backward_in<double>(arrays, opt);
       },
       "{name: gradient} of `gdn2 backward` for arrays named as its input files (with do, dht)");
+  bind_check(m);
 #ifdef GDN2_PYTHON_CUDA
   bind_cuda(m);
   m.attr("has_cuda") = true;

@@ -8,15 +8,18 @@ import numpy as np
 import pytest
 
 
-def random_inputs(seed=0, B=2, T=70, H=2, HV=4, K=8, V=6, h0=True, dtype=np.float64, g_low=-0.5):
-    """q, k, v, g, b, w (+ h0, do, dht) in the reference's ranges, as arrays named like the CLI's files."""
+def random_inputs(seed=0, B=2, T=70, H=2, HV=4, K=8, V=6, h0=True, dtype=np.float64, g_low=-0.5,
+                  value_head_gates=False):
+    """q, k, v, g, b, w (+ h0, do, dht) in the reference's ranges, as arrays named like the CLI's files; the gates
+    g, b per key head [B,T,H,K], or per value head [B,T,HV,K] with value_head_gates."""
     rng = np.random.default_rng(seed)
+    GH = HV if value_head_gates else H
     x = {
         "q": rng.standard_normal((B, T, H, K)),
         "k": rng.standard_normal((B, T, H, K)) / np.sqrt(K),
         "v": rng.standard_normal((B, T, HV, V)),
-        "g": rng.uniform(g_low, 0, (B, T, H, K)),
-        "b": rng.uniform(0, 1, (B, T, H, K)),
+        "g": rng.uniform(g_low, 0, (B, T, GH, K)),
+        "b": rng.uniform(0, 1, (B, T, GH, K)),
         "w": rng.uniform(0, 1, (B, T, HV, V)),
         "do": rng.standard_normal((B, T, HV, V)),
         "dht": rng.standard_normal((B, HV, K, V)),

@@ -38,6 +38,9 @@ CASES = [
     ("chunk16-scale", dict(), dict(chunk_size=16, scale=0.3), ["--chunk-size", "16", "--scale", "0.3"]),
     ("float32-files-f64", dict(dtype=np.float32), dict(), []),
     ("no-h0", dict(h0=False), dict(), []),
+    ("gates-per-value-head", dict(value_head_gates=True), dict(), []),
+    ("gates-per-value-head-recurrent-f32", dict(value_head_gates=True), dict(form="recurrent", precision="f32"),
+     ["--form", "recurrent", "--precision", "f32"]),
 ]
 
 

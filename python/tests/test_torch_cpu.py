@@ -43,6 +43,21 @@ def test_gradients_are_the_reference_backward():
         assert torch.equal(leaves[n].grad, g_ref)
 
 
+def test_gates_per_value_head():
+    """g, b [B,T,HV,K] as fla's fused_recurrent_gdn2 takes them: the reference's values and gradients."""
+    x = tensors(seed=7, value_head_gates=True)
+    leaves = {n: x[n].clone().requires_grad_() for n in ("q", "k", "v", "g", "b", "w")}
+    o, ht = fused_recurrent_gdn2(*(leaves[n] for n in "qkvgbw"), output_final_state=True)
+    ((o * x["do"]).sum() + (ht * x["dht"]).sum()).backward()
+    args = [x[n].numpy() for n in "qkvgbw"]
+    o_ref, _ = gdn2.forward(*args, form="recurrent")
+    ref = gdn2.backward(*args, do=x["do"].numpy(), dht=x["dht"].numpy(), form="recurrent")
+    print("g", tuple(x["g"].shape), "dg", tuple(leaves["g"].grad.shape))
+    assert torch.equal(o, torch.from_numpy(o_ref))
+    assert torch.equal(leaves["g"].grad, torch.from_numpy(ref["dg"]))
+    assert torch.equal(leaves["b"].grad, torch.from_numpy(ref["db"]))
+
+
 def test_autograd_gradcheck_float64():
     """torch.autograd.gradcheck: finite differences of the op against its backward, both forms, with every input."""
     x = tensors(seed=3, B=1, T=9, H=1, HV=2, K=3, V=2)

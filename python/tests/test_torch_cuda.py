@@ -142,5 +142,7 @@ def test_training_loop_matches_the_reference_path():
     print("loss bf16 ", np.round(gpu_bf16, 4).tolist())
     print(f"max relative loss difference: f32 {rel_f32.max():.2e}, bf16 {rel_bf16.max():.2e}")
     assert cpu[-1] < cpu[0] * 0.9, "the loop must learn something for the comparison to mean anything"
+    # bf16 noise: rounding only the op's inputs and output to bf16 on the CPU path moves this loop's loss by up to
+    # 2.6e-3 (relative, over the 30 steps); the bound leaves a factor of ten for the kernels' own bf16 arithmetic.
     assert rel_f32.max() <= 1e-3
     assert rel_bf16.max() <= 3e-2

@@ -19,6 +19,10 @@ int main(int argc, char** argv) {
       "reference itself), 4 the outputs could not be written (disk full, permissions, --out held by another run).",
       "gdn2"};
   app.require_subcommand(1);
+  // Usage errors as one line, like every other error.
+  app.failure_message([](const CLI::App*, const CLI::Error& e) {
+    return "gdn2: error: " + std::string(e.what()) + " (see --help)\n";
+  });
   app.set_help_all_flag("--help-all", "Print help for every command");
 
   ForwardArgs fwd;

@@ -378,8 +378,11 @@ TEST_CASE("cli: check reports per tensor, exits 1 on a failure, prints JSON; gra
   char buf[4096];
   while (size_t n = fread(buf, 1, sizeof buf, p)) json.append(buf, n);
   pclose(p);
-  REQUIRE(json.rfind("{\"passed\": false", 0) == 0);
-  REQUIRE(json.find("{\"name\": \"dw\", \"dtype\": \"f4\"") != std::string::npos);
+  const auto j = nlohmann::json::parse(json);
+  REQUIRE(j.at("passed") == false);
+  bool dw_failed = false;
+  for (const auto& t : j.at("tensors")) dw_failed |= t.at("name") == "dw" && t.at("dtype") == "f4" && t.at("verdict") == "FAIL";
+  REQUIRE(dw_failed);
   REQUIRE(gdn2_cli(check + " --tolerance 0.1").status == 0);   // a looser explicit bound accepts it
   REQUIRE(gdn2_cli(check + " --tolerance nope").status == 2);
   REQUIRE(gdn2_cli("gradcheck --directions 1").status == 0);

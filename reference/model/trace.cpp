@@ -111,7 +111,7 @@ Trace retrace(const Trace& meta, const Layer<double>& x) {
 tasks::Example heldout_example(const Checkpoint& ck, int index) {
   if (index < 0) throw InputError("example index must be >= 0");
   // A stream apart from the evaluation's own (heldout_seed), so the shown examples are not the scored ones.
-  return tasks::make_batch(ck.task, heldout_seed(ck.train.seed) + 7919, index + 1)[index];
+  return tasks::example_at(ck.task, heldout_seed(ck.train.seed) + 7919, index);
 }
 
 UpdateParts update_parts(const Trace& tr, int t) {

@@ -11,17 +11,18 @@ namespace fs = std::filesystem;
 
 namespace {
 
-bool exists(const LayerOptions& opt, const std::string& name) { return fs::exists(fs::path(opt.in_dir) / (name + ".npy")); }
+bool exists(const io::NamedArrays& arrays, const std::string& name) { return arrays.count(name) != 0; }
 
 template <typename Scalar>
-Tensor<Scalar> load(const LayerOptions& opt, const std::string& name, bool required) {
+Tensor<Scalar> load(const LayerOptions& opt, const io::NamedArrays& arrays, const std::string& name, bool required) {
   const std::string file = name + ".npy";
-  if (!exists(opt, name)) {
+  const auto it = arrays.find(name);
+  if (it == arrays.end()) {
     if (required)
       throw InputError(file + ": missing from " + opt.in_dir + " (variant " + opt.variant + " needs it; see --help)");
     return {};
   }
-  return io::to_tensor<Scalar>(io::read_npy((fs::path(opt.in_dir) / file).string(), file), file);
+  return io::to_tensor<Scalar>(it->second, file);
 }
 
 }  // namespace
@@ -58,22 +59,37 @@ std::string variant_files_help() {
          "g and b), each independently; the gradients dg, db, dbeta come back in the layout given.\n";
 }
 
+const std::vector<std::string>& input_names() {
+  static const std::vector<std::string> names = {"q", "k", "v", "g", "b", "w", "beta", "h0", "cu_seqlens",
+                                                 "A_log", "dt_bias", "do", "dht"};
+  return names;
+}
+
+io::NamedArrays read_input_dir(const std::string& dir, io::ReadTimes* times) {
+  if (!fs::is_directory(dir)) throw InputError("--in: " + dir + " is not a directory");
+  return io::read_npy_dir(dir, input_names(), times);
+}
+
 template <typename Scalar>
 LayerInputs<Scalar> load_layer_inputs(const LayerOptions& opt) {
-  if (!fs::is_directory(opt.in_dir)) throw InputError("--in: " + opt.in_dir + " is not a directory");
+  return load_layer_inputs<Scalar>(opt, read_input_dir(opt.in_dir));
+}
+
+template <typename Scalar>
+LayerInputs<Scalar> load_layer_inputs(const LayerOptions& opt, const io::NamedArrays& arrays) {
   const Variant variant = parse_variant(opt.variant);
   parse_form(opt.form);
   LayerInputs<Scalar> in;
   Layer<Scalar>& x = in.layer;
-  x.q = load<Scalar>(opt, "q", true);
-  x.k = load<Scalar>(opt, "k", true);
-  x.v = load<Scalar>(opt, "v", true);
+  x.q = load<Scalar>(opt, arrays, "q", true);
+  x.k = load<Scalar>(opt, arrays, "k", true);
+  x.v = load<Scalar>(opt, arrays, "v", true);
   if (x.q.shape.size() != 4) throw InputError("q.npy: expected 4 dimensions [B,T,H,K], got " + shape_str(x.q.shape));
   if (x.v.shape.size() != 4) throw InputError("v.npy: expected 4 dimensions [B,T,HV,V], got " + shape_str(x.v.shape));
   const index_t B = x.q.dim(0), T = x.q.dim(1), H = x.q.dim(2), K = x.q.dim(3), HV = x.v.dim(2), V = x.v.dim(3);
 
   const bool needs_g = variant == Variant::gdn2 || variant == Variant::kda || variant == Variant::gdn;
-  Tensor<Scalar> g_in = variant == Variant::deltanet ? Tensor<Scalar>{} : load<Scalar>(opt, "g", needs_g);
+  Tensor<Scalar> g_in = variant == Variant::deltanet ? Tensor<Scalar>{} : load<Scalar>(opt, arrays, "g", needs_g);
   in.g_read = !g_in.empty();
   if (opt.decay != "none") {
     if (variant == Variant::gdn || variant == Variant::deltanet)
@@ -81,9 +97,9 @@ LayerInputs<Scalar> load_layer_inputs(const LayerOptions& opt) {
     if (g_in.empty()) throw InputError("g.npy: missing (--decay " + opt.decay + " reads decay logits from it)");
     detail::expect_head_layout("g.npy", g_in.shape, B, T, H, HV, {K}, "decay logits");
     in.g_logits = g_in;
-    in.dt_bias = load<Scalar>(opt, "dt_bias", true);
+    in.dt_bias = load<Scalar>(opt, arrays, "dt_bias", true);
     if (opt.decay == "softplus") {
-      in.A_log = load<Scalar>(opt, "A_log", true);
+      in.A_log = load<Scalar>(opt, arrays, "A_log", true);
       softplus_decay(g_in, in.A_log, in.dt_bias);
     } else if (opt.decay == "bounded") {
       bounded_decay(g_in, in.dt_bias, opt.lower_bound);
@@ -93,12 +109,12 @@ LayerInputs<Scalar> load_layer_inputs(const LayerOptions& opt) {
   }
 
   if (variant == Variant::kda || variant == Variant::gdn || variant == Variant::deltanet) {
-    in.beta = load<Scalar>(opt, "beta", true);
+    in.beta = load<Scalar>(opt, arrays, "beta", true);
     if (opt.gate_logits) sigmoid_gate(in.beta);
   }
   if (variant == Variant::gdn2) {
-    x.b = load<Scalar>(opt, "b", true);
-    x.w = load<Scalar>(opt, "w", true);
+    x.b = load<Scalar>(opt, arrays, "b", true);
+    x.w = load<Scalar>(opt, arrays, "w", true);
     if (opt.gate_logits) {
       sigmoid_gate(x.b, Scalar(opt.negative_eigen ? 2 : 1));
       sigmoid_gate(x.w);
@@ -106,10 +122,9 @@ LayerInputs<Scalar> load_layer_inputs(const LayerOptions& opt) {
   }
   if (variant == Variant::linear && g_in.empty()) g_in = Tensor<Scalar>({B, T, H, K});  // no decay: g = 0
   tie_gates(variant, x.g, x.b, x.w, g_in, in.beta, B, T, H, K, HV, V);
-  x.h0 = load<Scalar>(opt, "h0", false);
-  if (exists(opt, "cu_seqlens"))
-    x.cu_seqlens = io::to_index_vector(io::read_npy((fs::path(opt.in_dir) / "cu_seqlens.npy").string(), "cu_seqlens.npy"),
-                                       "cu_seqlens.npy");
+  x.h0 = load<Scalar>(opt, arrays, "h0", false);
+  if (exists(arrays, "cu_seqlens"))
+    x.cu_seqlens = io::to_index_vector(arrays.at("cu_seqlens"), "cu_seqlens.npy");
   if (opt.l2norm_qk) {
     in.raw_q = x.q;
     in.raw_k = x.k;
@@ -121,6 +136,8 @@ LayerInputs<Scalar> load_layer_inputs(const LayerOptions& opt) {
 }
 template LayerInputs<float> load_layer_inputs<float>(const LayerOptions&);
 template LayerInputs<double> load_layer_inputs<double>(const LayerOptions&);
+template LayerInputs<float> load_layer_inputs<float>(const LayerOptions&, const io::NamedArrays&);
+template LayerInputs<double> load_layer_inputs<double>(const LayerOptions&, const io::NamedArrays&);
 
 template <typename Scalar>
 std::vector<std::pair<std::string, Tensor<Scalar>>> file_gradients(const LayerOptions& opt, const LayerInputs<Scalar>& in,

@@ -7,6 +7,7 @@
 
 #include "core/backward.hpp"
 #include "core/frontend.hpp"
+#include "io/npy.hpp"
 
 namespace gdn2::tools {
 
@@ -41,6 +42,16 @@ struct LayerInputs {
 // opt.in_dir, applies the front-end and the gate tying, and validates the result. Throws InputError.
 template <typename Scalar>
 LayerInputs<Scalar> load_layer_inputs(const LayerOptions& opt);
+// The same from arrays already in memory (name without ".npy" → array; what read_input_dir returns). opt.in_dir
+// only names the place in messages.
+template <typename Scalar>
+LayerInputs<Scalar> load_layer_inputs(const LayerOptions& opt, const io::NamedArrays& arrays);
+
+// The names an input directory may hold: q, k, v, g, b, w, beta, h0, cu_seqlens, A_log, dt_bias, do, dht.
+const std::vector<std::string>& input_names();
+// Reads every file of input_names() present in `dir` (a missing one is simply absent from the map); `times`, if
+// given, receives the time spent per file (--verbose). Throws InputError when dir is not a directory.
+io::NamedArrays read_input_dir(const std::string& dir, io::ReadTimes* times = nullptr);
 
 // The gradients of the files that were read, named as files: dq, dk, dv, dh0 (when h0.npy was read), and per
 // variant dg, db, dw or dbeta; with --decay also dA_log / ddt_bias. With a front-end the gradient is the one of the

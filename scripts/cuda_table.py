@@ -12,7 +12,7 @@ BEGIN, END = "<!-- BENCH:BEGIN (scripts/cuda_table.py writes this table) -->", "
 
 
 def peer_columns(c, digits):
-    """The peer's time and our time as a multiple of it, or dashes where PERF.md has no peer figure."""
+    """The peer's time and our time as a multiple of it, or dashes where docs/performance.md has no peer figure."""
     if not c["peer_ms"]:
         return "—", "—"
     return f"{c['peer_ms']:.{digits}f} ms", f"{c['ms'] / c['peer_ms']:.2f}"
@@ -20,7 +20,7 @@ def peer_columns(c, digits):
 
 def train_table(runs):
     rows = ["| device | dtype | B | T | forward + backward, kept workspace (ms) | backward alone (ms) | "
-            "forward + backward, recomputing (ms) | kept workspace (GB) | peer (PERF.md) | × peer | worst gradient ratio |",
+            "forward + backward, recomputing (ms) | kept workspace (GB) | peer | × peer | worst gradient ratio |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for run in runs:
         for c in run["cases"]:
@@ -35,7 +35,7 @@ def train_table(runs):
 
 def table(paths):
     runs = [json.loads(pathlib.Path(path).read_text()) for path in paths]
-    rows = ["| device | dtype | op | B | T | ms | ns per token-head | GB/s | × memory floor | peer (PERF.md) | × peer | ratio vs reference |",
+    rows = ["| device | dtype | op | B | T | ms | ns per token-head | GB/s | × memory floor | peer | × peer | ratio vs reference |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for run in runs:
         for c in run["cases"]:

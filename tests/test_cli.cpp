@@ -139,7 +139,8 @@ TEST_CASE("cli: --help explains every option and bad usage exits 2", "[cli]") {
     return out;
   }();
   for (const char* opt : {"--in", "--out", "--form", "--precision", "--chunk-size", "--scale", "--variant", "--l2norm-qk",
-                          "--gate-logits", "--negative-eigen", "--decay", "cu_seqlens.npy", "beta.npy"})
+                          "--gate-logits", "--negative-eigen", "--decay", "cu_seqlens.npy", "beta.npy",
+                          "value heads h*HV/H ... (h+1)*HV/H - 1 share key head h", "[B,T,HV,K]"})
     REQUIRE(help.find(opt) != std::string::npos);
   REQUIRE(gdn2_cli("forward --in /nonexistent").status == 2);  // --out missing
   REQUIRE(gdn2_cli("forward --in /x --out /y --form sideways").status == 2);
@@ -265,55 +266,111 @@ double loss_of(const fs::path& out, const Tensor<double>& do_, const Tensor<doub
 
 TEST_CASE("cli: backward through the front-end matches finite differences of forward", "[cli]") {
   // Every file gdn2 backward writes is the gradient of that file's content: logits, unnormalised q/k, A_log, dt_bias.
-  Workdir w("frontend");
-  Rng rng(3);
-  const index_t B = 1, T = 40, H = 2, HV = 2, K = 6, V = 5;
-  std::vector<std::pair<std::string, Tensor<double>>> files = {
-      {"q", Tensor<double>({B, T, H, K})}, {"k", Tensor<double>({B, T, H, K})}, {"v", Tensor<double>({B, T, HV, V})},
-      {"g", Tensor<double>({B, T, H, K})}, {"b", Tensor<double>({B, T, H, K})}, {"w", Tensor<double>({B, T, HV, V})},
-      {"A_log", Tensor<double>({H})},      {"dt_bias", Tensor<double>({H * K})}, {"h0", Tensor<double>({B, HV, K, V})}};
-  for (auto& [name, t] : files)
-    for (auto& e : t.data) e = rng.normal();
-  Tensor<double> do_({B, T, HV, V}), dht({B, HV, K, V});
-  for (auto& e : do_.data) e = rng.normal();
-  for (auto& e : dht.data) e = rng.normal();
-  auto write_all = [&](const std::vector<std::pair<std::string, Tensor<double>>>& fs_) {
-    for (const auto& [name, t] : fs_) save(w.in, name + ".npy", io::encode_npy(t));
-  };
-  write_all(files);
-  save(w.in, "do.npy", io::encode_npy(do_));
-  save(w.in, "dht.npy", io::encode_npy(dht));
-  const std::string opts = " --l2norm-qk --gate-logits --negative-eigen --decay softplus --chunk-size 16";
-  REQUIRE(gdn2_cli("backward --in " + w.in.string() + " --out " + w.out.string() + opts).status == 0);
-  const fs::path grads = w.out.parent_path() / "grads";
-  fs::rename(w.out, grads);
-  for (auto& [name, t] : files) {
-    const auto grad = load<double>(grads / ("d" + name + ".npy"));
-    REQUIRE(grad.shape == t.shape);
-    Tensor<double> u(t.shape);
-    for (auto& e : u.data) e = rng.normal();
-    const double h = 1e-6;
-    auto perturbed = files;
-    double analytic = 0, gnorm = 0, unorm = 0;
-    for (auto& [n2, t2] : perturbed)
-      if (n2 == name)
-        for (index_t i = 0; i < t2.numel(); ++i) t2.data[i] += h * u.data[i];
-    for (index_t i = 0; i < u.numel(); ++i)
-      analytic += grad.data[i] * u.data[i], gnorm += grad.data[i] * grad.data[i], unorm += u.data[i] * u.data[i];
-    write_all(perturbed);
-    REQUIRE(gdn2_cli("forward --in " + w.in.string() + " --out " + w.out.string() + opts).status == 0);
-    const double lp = loss_of(w.out, do_, dht);
-    for (auto& [n2, t2] : perturbed)
-      if (n2 == name)
-        for (index_t i = 0; i < t2.numel(); ++i) t2.data[i] -= 2 * h * u.data[i];
-    write_all(perturbed);
-    REQUIRE(gdn2_cli("forward --in " + w.in.string() + " --out " + w.out.string() + opts).status == 0);
-    const double lm = loss_of(w.out, do_, dht);
+  // Gates per key head (HV = H), and per value head as fla's fused_recurrent_gdn2 takes them: g, b [B,T,HV,K] with
+  // A_log [HV], dt_bias [HV*K] (HV = 2H).
+  for (const bool per_value_head : {false, true}) {
+    Workdir w("frontend");
+    Rng rng(3);
+    const index_t B = 1, T = 40, H = 2, HV = per_value_head ? 4 : 2, K = 6, V = 5, HG = per_value_head ? HV : H;
+    std::vector<std::pair<std::string, Tensor<double>>> files = {
+        {"q", Tensor<double>({B, T, H, K})}, {"k", Tensor<double>({B, T, H, K})}, {"v", Tensor<double>({B, T, HV, V})},
+        {"g", Tensor<double>({B, T, HG, K})}, {"b", Tensor<double>({B, T, HG, K})}, {"w", Tensor<double>({B, T, HV, V})},
+        {"A_log", Tensor<double>({HG})},      {"dt_bias", Tensor<double>({HG * K})}, {"h0", Tensor<double>({B, HV, K, V})}};
+    for (auto& [name, t] : files)
+      for (auto& e : t.data) e = rng.normal();
+    Tensor<double> do_({B, T, HV, V}), dht({B, HV, K, V});
+    for (auto& e : do_.data) e = rng.normal();
+    for (auto& e : dht.data) e = rng.normal();
+    auto write_all = [&](const std::vector<std::pair<std::string, Tensor<double>>>& fs_) {
+      for (const auto& [name, t] : fs_) save(w.in, name + ".npy", io::encode_npy(t));
+    };
     write_all(files);
-    const double err = std::abs((lp - lm) / (2 * h) - analytic) / std::sqrt(gnorm * unorm);
-    log_measure("cli d" + name + " (front-end) vs finite differences of gdn2 forward", err, 1e-6);
-    REQUIRE(err <= 1e-6);
+    save(w.in, "do.npy", io::encode_npy(do_));
+    save(w.in, "dht.npy", io::encode_npy(dht));
+    const std::string opts = " --l2norm-qk --gate-logits --negative-eigen --decay softplus --chunk-size 16";
+    REQUIRE(gdn2_cli("backward --in " + w.in.string() + " --out " + w.out.string() + opts).status == 0);
+    const fs::path grads = w.out.parent_path() / "grads";
+    fs::rename(w.out, grads);
+    for (auto& [name, t] : files) {
+      const auto grad = load<double>(grads / ("d" + name + ".npy"));
+      REQUIRE(grad.shape == t.shape);
+      Tensor<double> u(t.shape);
+      for (auto& e : u.data) e = rng.normal();
+      const double h = 1e-6;
+      auto perturbed = files;
+      double analytic = 0, gnorm = 0, unorm = 0;
+      for (auto& [n2, t2] : perturbed)
+        if (n2 == name)
+          for (index_t i = 0; i < t2.numel(); ++i) t2.data[i] += h * u.data[i];
+      for (index_t i = 0; i < u.numel(); ++i)
+        analytic += grad.data[i] * u.data[i], gnorm += grad.data[i] * grad.data[i], unorm += u.data[i] * u.data[i];
+      write_all(perturbed);
+      REQUIRE(gdn2_cli("forward --in " + w.in.string() + " --out " + w.out.string() + opts).status == 0);
+      const double lp = loss_of(w.out, do_, dht);
+      for (auto& [n2, t2] : perturbed)
+        if (n2 == name)
+          for (index_t i = 0; i < t2.numel(); ++i) t2.data[i] -= 2 * h * u.data[i];
+      write_all(perturbed);
+      REQUIRE(gdn2_cli("forward --in " + w.in.string() + " --out " + w.out.string() + opts).status == 0);
+      const double lm = loss_of(w.out, do_, dht);
+      write_all(files);
+      const double err = std::abs((lp - lm) / (2 * h) - analytic) / std::sqrt(gnorm * unorm);
+      log_measure("cli d" + name + (per_value_head ? " (front-end, gates per value head)" : " (front-end)") +
+                      " vs finite differences of gdn2 forward",
+                  err, 1e-6);
+      REQUIRE(err <= 1e-6);
+    }
   }
+}
+
+TEST_CASE("cli: gates per value head — tied variants, and shapes refused with both allowed", "[cli]") {
+  Workdir w("value_heads");
+  const auto x = small_layer(5, 1, 30);  // H = 2, HV = 4, K = 8, V = 6
+  const index_t B = 1, T = 30, H = 2, HV = 4, K = 8, V = 6;
+  save_layer(w.in, x);
+  // kda with beta [B,T,HV] is gdn2 with b = beta·1_K per value head and w = beta·1_V (Eq. 7): the same bits.
+  Tensor<double> beta({B, T, HV}), b({B, T, HV, K}), wg({B, T, HV, V});
+  for (index_t i = 0; i < beta.numel(); ++i) beta.data[i] = 0.013 * double(i % 77);
+  for (index_t i = 0; i < b.numel(); ++i) b.data[i] = beta.data[i / K];
+  for (index_t i = 0; i < wg.numel(); ++i) wg.data[i] = beta.data[i / V];
+  save(w.in, "beta.npy", io::encode_npy(beta));
+  REQUIRE(gdn2_cli("forward --variant kda --in " + w.in.string() + " --out " + w.out.string()).status == 0);
+  const auto o_kda = load<double>(w.out / "o.npy");
+  fs::remove_all(w.out);
+  save(w.in, "b.npy", io::encode_npy(b));
+  save(w.in, "w.npy", io::encode_npy(wg));
+  REQUIRE(gdn2_cli("forward --variant gdn2 --in " + w.in.string() + " --out " + w.out.string()).status == 0);
+  const auto o_gdn2 = load<double>(w.out / "o.npy");
+  fs::remove_all(w.out);
+  std::printf("  [measured] kda beta[B,T,HV] vs gdn2 b[B,T,HV,K]: ratio(o) %.1e, bitwise equal: %s\n",
+              ratio(o_kda, o_gdn2), bitwise_equal(o_kda, o_gdn2) ? "yes" : "no");
+  REQUIRE(bitwise_equal(o_kda, o_gdn2));
+  // The gradient of beta [B,T,HV] comes back as [B,T,HV]; gdn's per-head decay may be [B,T,HV] too.
+  Tensor<double> do_(x.v.shape), g_head({B, T, HV});
+  for (auto& e : do_.data) e = 1.0;
+  for (auto& e : g_head.data) e = -0.1;
+  save(w.in, "do.npy", io::encode_npy(do_));
+  REQUIRE(gdn2_cli("backward --variant kda --in " + w.in.string() + " --out " + w.out.string()).status == 0);
+  REQUIRE(load<double>(w.out / "dbeta.npy").shape == beta.shape);
+  fs::remove_all(w.out);
+  save(w.in, "g.npy", io::encode_npy(g_head));
+  REQUIRE(gdn2_cli("backward --variant gdn --in " + w.in.string() + " --out " + w.out.string()).status == 0);
+  REQUIRE(load<double>(w.out / "dg.npy").shape == g_head.shape);
+  fs::remove_all(w.out);
+  // Neither per key head nor per value head: refused, naming the tensor and both shapes.
+  save(w.in, "g.npy", io::encode_npy(Tensor<double>({B, T, 3, K})));
+  expect_refusal(w, "g:", "expected [1,30,2,8] [B,T,H,K] per key head or [1,30,4,8] [B,T,HV,K] per value head");
+  save(w.in, "g.npy", io::encode_npy(x.g));
+  save(w.in, "b.npy", io::encode_npy(Tensor<double>({B, T, HV, K + 1})));
+  expect_refusal(w, "b:", "expected [1,30,2,8] [B,T,H,K] per key head or [1,30,4,8] [B,T,HV,K] per value head");
+  save(w.in, "beta.npy", io::encode_npy(Tensor<double>({B, T, 3})));
+  expect_refusal(w, "beta:", "expected [1,30,2] [B,T,H] per key head or [1,30,4] [B,T,HV] per value head",
+                 "--variant kda");
+  save(w.in, "g.npy", io::encode_npy(Tensor<double>({B, T, HV, K})));
+  save(w.in, "A_log.npy", io::encode_npy(Tensor<double>({H})));
+  save(w.in, "dt_bias.npy", io::encode_npy(Tensor<double>({HV * K})));
+  expect_refusal(w, "A_log:", "one per head of g ([H] when g is [B,T,H,K], [HV] when g is [B,T,HV,K]; g is [1,30,4,8]), got [2]",
+                 "--decay softplus");
 }
 
 TEST_CASE("cli: backward writes the gradients of the files each variant reads", "[cli]") {
@@ -386,6 +443,7 @@ TEST_CASE("cli: check reports per tensor, exits 1 on a failure, prints JSON; gra
   REQUIRE(gdn2_cli(check + " --tolerance 0.1").status == 0);   // a looser explicit bound accepts it
   REQUIRE(gdn2_cli(check + " --tolerance nope").status == 2);
   REQUIRE(gdn2_cli("gradcheck --directions 1").status == 0);
+  REQUIRE(gdn2_cli("gradcheck --directions 1 --value-head-gates").status == 0);
 }
 
 namespace {

@@ -1,13 +1,13 @@
-// gdn2 tests [cuda] — the CUDA kernels against the float64 reference (NUMERICS.md 1-13, 19). Exits 77 (reported as
+// gdn2 tests [cuda] — the CUDA kernels against the float64 reference (docs/numerics.md 1-13, 19). Exits 77 (reported as
 // skipped by CTest) when no CUDA device can be used, e.g. on a machine without a GPU.
 #define CATCH_CONFIG_RUNNER
 #include <algorithm>  // std::find
 #include <cmath>      // std::isfinite
-#include <cstdlib>    // setenv: the tests pick kernel versions as GDN2_CHUNK_VERSION does
 
 #include "helpers.hpp"
 
-#include "../cuda/src/reference_check.hpp"
+#include "../cuda/bench/reference_check.hpp"
+#include "gdn2/cuda_testing.hpp"
 
 using namespace gdn2;
 using namespace gdn2::test;
@@ -15,7 +15,7 @@ using namespace gdn2::cuda;
 
 namespace {
 
-// NUMERICS.md 19 budgets: float32 storage with fp32 compute ≤ 1e-5; bf16 storage ≤ 5e-3 (outputs).
+// docs/numerics.md 19 budgets: float32 storage with fp32 compute ≤ 1e-5; bf16 storage ≤ 5e-3 (outputs).
 double budget(DType d) { return d == DType::bf16 ? 5e-3 : 1e-5; }
 const char* name(DType d) { return d == DType::bf16 ? "bf16" : "f32"; }
 
@@ -78,7 +78,7 @@ bool same_bits(const Tensor<double>& a, const Tensor<double>& b) { return a.data
 
 }  // namespace
 
-TEST_CASE("cuda: chunk and recurrent kernels on the NUMERICS.md cases", "[cuda]") {
+TEST_CASE("cuda: chunk and recurrent kernels on the docs/numerics.md cases", "[cuda]") {
   const auto mild = [](Rng& r) { return r.uniform(-0.05, 0); };
   for (index_t K : {64, 128}) {
     const std::string k = "K=" + std::to_string(K);
@@ -118,9 +118,9 @@ TEST_CASE("cuda: packed sequences, isolation and prefix causality (bitwise)", "[
     for (index_t row : {index_t(0), index_t(14), index_t(100), index_t(255)})
       for (index_t i = offset_row(row, 0, 2, 64); i < offset_row(row + 1, 0, 2, 64); ++i) REQUIRE(a.o.data[i] == b.o.data[i]);
     // Prefix causality: perturb everything at t >= P; outputs before P must not change by a single bit (both dtypes:
-    // bf16 storage runs the tensor-core products of forward versions 13 and 15). The second future overflows: v = 3e38
+    // bf16 storage runs the state pass's and the output's products on tensor cores). The second future overflows: v = 3e38
     // from P on drives R and the state to inf, which a product must not let back into earlier rows as 0 · inf = NaN
-    // (version 15 runs A_qk R's diagonal blocks on tensor cores, which cannot skip the zeros above the diagonal).
+    // (A_qk R's diagonal blocks run on tensor cores, which cannot skip the zeros above the diagonal).
     auto z = layer(11, 2, 130, 2, 2, 64, 64, gate);
     for (DType dtype : {DType::f32, DType::bf16}) {
       const Outputs base = run_on_device(form, z, dtype);
@@ -157,48 +157,17 @@ TEST_CASE("cuda: packed sequences, isolation and prefix causality (bitwise)", "[
   }
 }
 
-// Sets an environment variable for the life of the object, then puts back what was there: a run of the suite under
-// GDN2_CHUNK_VERSION=N (to check an older rung) keeps N for the test cases after the one that sets versions itself.
-class ScopedEnv {
- public:
-  explicit ScopedEnv(const char* name) : name_(name) {
-    if (const char* old = std::getenv(name)) had_ = true, old_ = old;
-  }
-  ~ScopedEnv() { had_ ? setenv(name_, old_.c_str(), 1) : unsetenv(name_); }
-  void set(const char* value) { setenv(name_, value, 1); }
-  void clear() { unsetenv(name_); }
-
- private:
-  const char* name_;
-  bool had_ = false;
-  std::string old_;
-};
-
-// Forward rungs 10-12 change only the schedule of version 09's arithmetic (which warp computes which sum, how many
-// value columns a block takes, how wide its shared loads are), so they must give the same bits, and so must 13 with
-// float32 storage (its tensor cores are for bf16 only); 14 changes how 13 reduces its sums, not which lanes' parts
-// are added together (warp_reduce_scatter), so it must give 13's bits with either storage; backward rungs 09-13 do the
-// same to rung 08's state pass, products and gates (vector shared loads, L2 prefetches, register caps, batched loads,
-// two products in one launch), and so must 14 with float32 storage (its tensor-core state pass is for bf16 only).
-// Backward 15 (dA = dU Zᵀ + dY Ēᵀ in one accumulation) rounds once where 14 rounded twice: new bits with either
-// storage, checked against the reference by the other cases, which run the default rung. Forward 16 and backward 16-17
-// move the same values with wider loads and stores (16 bytes, cp.async), and backward 18 issues stage 5's loads before
-// its stores, and 19 stage 4's: 15's bits with either storage. Forward 18 (prepare's off-diagonal blocks on tensor
-// cores, bf16 only) has its own bits with bf16 storage and 09's with float32; 19 (the output kernel's blocks in another
-// launch order), 20 (the pass's stores 8 and 16 bytes wide), 21 (the output computed in the pass, the same sums in
-// the same order; float32 storage runs 20), 23 (prepare's exp(g) computed once per row and channel) and 24 (16 value
-// columns per pass block here, where 18 takes 32) 18's. Forward 25 (prepare's Y and U on tensor cores, bf16 only) has
-// its own bits with bf16 storage, checked against the reference by the other cases, and 09's with float32; 26
-// (prepare's diagonal blocks with the branches on which pairs to compute resolved at compile time), 27 (prepare's
-// loads of Z issued earlier) and 29 (the fused forward's Ē and K_tail loop without runtime branches) 25's.
-// cuda/src/chunk_forward_split.cu, chunk_backward.cu.
-TEST_CASE("cuda: forward versions 09-29 and backward versions 08-19 agree bit for bit", "[cuda][backward]") {
+// The shapes at which the state passes take their other slice widths and the prepare kernel its other paths: the
+// 64-column forward and backward passes ((V/64)·HV·N ≥ 132), K = 128 with V = 96 (Z in 32-column slices), packed
+// sequences with V = 64, and a g = −inf reset at K = 128 — against the reference, and the backward's two paths (kept
+// workspace, recomputed forward) bit for bit.
+TEST_CASE("cuda: every state-pass slice width and prepare path against the reference", "[cuda][backward]") {
   const auto gate = [](Rng& r) { return r.uniform(-0.2, 0); };
   std::vector<std::pair<std::string, Layer<double>>> cases = {
       {"K=128 V=128", layer(41, 2, 200, 2, 2, 128, 128, gate)},
       {"K=64 V=128", layer(42, 2, 130, 2, 2, 64, 128, gate)},
       {"K=128 GVA V=96", layer(43, 2, 150, 2, 4, 128, 96, gate)},
-      {"K=128 V=128 64-column pass", layer(46, 5, 130, 16, 16, 128, 128, gate)},  // (V/64)·HV·N ≥ 132 for both passes
+      {"K=128 V=128 64-column pass", layer(46, 5, 130, 16, 16, 128, 128, gate)},
       {"K=64 V=64 packed", layer(44, 1, 256, 2, 2, 64, 64, gate, true, 3)}};
   cases.back().second.cu_seqlens = {0, 15, 100, 256};
   auto reset = layer(45, 2, 200, 2, 2, 128, 128, gate);
@@ -206,68 +175,17 @@ TEST_CASE("cuda: forward versions 09-29 and backward versions 08-19 agree bit fo
     for (index_t h = 0; h < 2; ++h)
       for (index_t d = 0; d < 128; ++d) reset.g.data[offset_bthd(n, 100, h, 200, 2, 128) + d] = -double(INFINITY);
   cases.emplace_back("K=128 reset g=-inf", reset);
-  for (const auto& [what, x] : cases)
-    for (DType dtype : {DType::f32, DType::bf16}) {
-      const std::vector<int> forward_versions = {9, 10, 11, 12, 13, 14, 15, 16, 18, 19, 20, 21, 23, 24, 25, 26, 27, 29};
-      std::vector<Outputs> runs;
-      {
-        ScopedEnv chunk_version("GDN2_CHUNK_VERSION");
-        for (int version : forward_versions) {
-          chunk_version.set(std::to_string(version).c_str());
-          runs.push_back(run_on_device(Form::chunk, x, dtype));
-        }
-      }
-      for (size_t i = 1; i < runs.size(); ++i) {
-        // With bf16 storage 13 puts the pass on tensor cores (TF32): 13 has its own bits, and 14 must have them; 15
-        // puts the output kernel on them too (its own bits again, checked against the reference), and 16 must have
-        // 15's; 18 puts prepare's off-diagonal blocks on them (its own bits), and 19-24 must have 18's; 25 its products
-        // Y and U (its own bits), and 26, 27, 29 must have 25's. With float32 storage all have 9's.
-        const int version = forward_versions[i];
-        const int own = dtype == DType::bf16
-                            ? (version >= 25 ? 25 : version >= 18 ? 18 : version >= 15 ? 15 : version >= 13 ? 13 : 9)
-                            : 9;
-        if (version == own) continue;
-        const size_t against = size_t(std::find(forward_versions.begin(), forward_versions.end(), own) -
-                                      forward_versions.begin());
-        const bool same = runs[i].o.data == runs[against].o.data && runs[i].ht.data == runs[against].ht.data;
-        std::printf("  [measured] %s %s: forward version %d vs %d bitwise equal: %d\n", what.c_str(), name(dtype),
-                    version, own, same);
-        REQUIRE(same);
-      }
-      const auto [dO, dht] = upstream(x, 77);
-      std::vector<Gradients<double>> grads;
-      {
-        ScopedEnv backward_version("GDN2_BACKWARD_VERSION");
-        for (const char* version : {"8", "9", "10", "11", "12", "13", "14", "15", "16", "17", "18", "19"}) {
-          backward_version.set(version);
-          grads.push_back(backward_on_device(x, dO, dht, dtype, true));
-        }
-      }
-      for (size_t i = 1; i < grads.size(); ++i) {
-        // With bf16 storage 14 runs the state pass on tensor cores (TF32): its own bits, checked against the reference;
-        // 15 rounds dA once (its own bits with either storage); 16-19 must have 15's. Runs are in order 8 .. 19.
-        const size_t version = 8 + i, own = version >= 15 ? 15 : dtype == DType::bf16 && version == 14 ? 14 : 8;
-        if (version == own) continue;
-        const size_t against = own - 8;
-        bool same = true;
-        for (auto m : {&Gradients<double>::dq, &Gradients<double>::dk, &Gradients<double>::dv, &Gradients<double>::dg,
-                       &Gradients<double>::db, &Gradients<double>::dw, &Gradients<double>::dh0})
-          same = same && (grads[i].*m).data == (grads[against].*m).data;
-        std::printf("  [measured] %s %s: backward version %02zu vs %02zu bitwise equal: %d\n", what.c_str(),
-                    name(dtype), version, own, same);
-        REQUIRE(same);
-      }
-    }
+  for (const auto& [what, x] : cases) {
+    check_against_reference(what, x);
+    check_backward(what, x, 77);
+  }
 }
 
-// The default forward (29) and backward (19) read their inputs 16 bytes at a time; a caller's tensors that are views at
-// an odd offset are not 16-byte aligned, and then they load 4 bytes at a time (forward 29's kernels with narrow loads,
-// backward 16's stage 4 with 19's order of loads and stores, 18's dv, dw element by element): the same bits. Every
-// input here starts one element past a 16-byte boundary. The default rungs, whatever GDN2_CHUNK_VERSION /
-// GDN2_BACKWARD_VERSION say.
+// The forward and the backward read their inputs 16 bytes at a time; a caller's tensors that are views at an odd
+// offset are not 16-byte aligned, and then they load 4 bytes at a time (chunk_prepare.cu and chunk_backward_intra.cu
+// with narrow loads, stage 5's dv, dw element by element): the same bits. Every input here starts one element past a
+// 16-byte boundary.
 TEST_CASE("cuda: inputs that are not 16-byte aligned give the aligned run's bits", "[cuda]") {
-  ScopedEnv chunk_version("GDN2_CHUNK_VERSION"), backward_version("GDN2_BACKWARD_VERSION");
-  chunk_version.clear(), backward_version.clear();
   const auto x = layer(47, 2, 150, 2, 2, 128, 128, [](Rng& r) { return r.uniform(-0.2, 0); });
   for (DType dtype : {DType::f32, DType::bf16}) {
     const Outputs aligned = run_on_device(Form::chunk, x, dtype);
@@ -295,8 +213,8 @@ TEST_CASE("cuda: inputs that are not 16-byte aligned give the aligned run's bits
     std::printf("  [measured] %s: forward, inputs one element off 16-byte alignment vs aligned, bitwise equal: %d\n",
                 name(dtype), same);
     REQUIRE(same);
-    // The backward (recomputing the forward; backward version 17 reads q, k, b, g 16 bytes at a time) on the same
-    // shifted inputs, against the aligned run.
+    // The backward (recomputing the forward; stage 4 reads q, k, b, g 16 bytes at a time) on the same shifted
+    // inputs, against the aligned run.
     const auto [dO, dht] = upstream(x, 78);
     const Gradients<double> want = backward_on_device(x, dO, dht, dtype);
     DeviceGradients gr = gradients_to_device(d, dO, dht);
@@ -330,29 +248,41 @@ TEST_CASE("cuda: a decode step updates the state in place", "[cuda]") {
 }
 
 // 70 sequences × 2 value heads: 140 blocks of 128 value columns, the slice width at which decode B = 256 runs, where
-// recurrent version 02 reads and writes the state 16 bytes at a time (version 01: 4 bytes). Against the reference, and
-// 02 against 01 bit for bit (the same arithmetic).
-TEST_CASE("cuda: a decode step with 128-column slices, versions 01 and 02", "[cuda]") {
+// recurrent_forward reads and writes the state 16 bytes at a time when h0 and ht are 16-byte aligned, else 4 bytes at
+// a time: against the reference, and the two bit for bit (the same arithmetic), with h0 and ht one float off
+// alignment for the second.
+TEST_CASE("cuda: a decode step with 128-column slices, aligned and misaligned state", "[cuda]") {
   auto x = layer(22, 70, 1, 2, 2, 128, 128, [](Rng& r) { return r.uniform(-0.2, 0); });
   for (DType dtype : {DType::f32, DType::bf16}) {
     const Outputs ref = reference_outputs(x, dtype);
-    std::vector<Outputs> runs;
-    ScopedEnv version("GDN2_RECURRENT_VERSION");
-    for (const char* v : {"1", "2"}) {
-      version.set(v);
-      runs.push_back(run_on_device(Form::recurrent, x, dtype));
-      require_ratio(std::string("decode 128-column slices, version ") + v + " " + name(dtype) + " o", runs.back().o,
-                    ref.o, budget(dtype));
-      require_ratio(std::string("decode 128-column slices, version ") + v + " " + name(dtype) + " ht",
-                    runs.back().ht, ref.ht, budget(dtype) / 5);  // (as check_against_reference)
+    const Outputs aligned = run_on_device(Form::recurrent, x, dtype);
+    DeviceLayer d = to_device(x, dtype);
+    const size_t states = size_t(x.h0.numel());
+    DeviceBuffer h0(states * 4 + 16), ht(states * 4 + 16);
+    float* h0_at = static_cast<float*>(h0.ptr) + 1;
+    float* ht_at = static_cast<float*>(ht.ptr) + 1;
+    REQUIRE(cudaMemcpy(h0_at, d.h0.ptr, states * 4, cudaMemcpyDeviceToDevice) == cudaSuccess);
+    recurrent_forward(d.o.ptr, ht_at, d.q.ptr, d.k.ptr, d.v.ptr, static_cast<const float*>(d.g.ptr), d.b.ptr, d.w.ptr,
+                      h0_at, nullptr, d.p);
+    REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+    Tensor<double> ht_narrow(ref.ht.shape);
+    std::vector<float> host(states);
+    REQUIRE(cudaMemcpy(host.data(), ht_at, states * 4, cudaMemcpyDeviceToHost) == cudaSuccess);
+    for (size_t i = 0; i < states; ++i) ht_narrow.data[i] = host[i];
+    const Outputs narrow{download(d.o, x.v.shape, dtype), ht_narrow};
+    for (const auto* run : {&aligned, &narrow}) {
+      const std::string tag = std::string("decode 128-column slices, ") + (run == &aligned ? "aligned " : "misaligned ") +
+                              name(dtype);
+      require_ratio(tag + " o", run->o, ref.o, budget(dtype));
+      require_ratio(tag + " ht", run->ht, ref.ht, budget(dtype) / 5);  // (as check_against_reference)
     }
-    const bool same = runs[0].o.data == runs[1].o.data && runs[0].ht.data == runs[1].ht.data;
-    std::printf("  [measured] decode %s: recurrent version 02 vs 01 bitwise equal: %d\n", name(dtype), same);
+    const bool same = aligned.o.data == narrow.o.data && aligned.ht.data == narrow.ht.data;
+    std::printf("  [measured] decode %s: 16-byte vs 4-byte state accesses bitwise equal: %d\n", name(dtype), same);
     REQUIRE(same);
   }
 }
 
-TEST_CASE("cuda: chunk backward against the float64 reference backward (NUMERICS.md 4-9, 19)", "[cuda][backward]") {
+TEST_CASE("cuda: chunk backward against the float64 reference backward (docs/numerics.md 4-9, 19)", "[cuda][backward]") {
   const auto mild = [](Rng& r) { return r.uniform(-0.05, 0); };
   for (index_t K : {64, 128}) {
     const std::string k = "K=" + std::to_string(K);
@@ -379,10 +309,10 @@ TEST_CASE("cuda: chunk backward against the float64 reference backward (NUMERICS
   packed.cu_seqlens = {0, 15, 100, 256};
   check_backward("packed [0,15,100,256]", packed);
   // Enough (sequence, value head) pairs for the 64-column state pass ((V / 64) · HV · N ≥ 132), which the benchmark
-  // shapes use (and, with bf16 storage, its tensor-core version): 3 sequences × 22 value heads over 11 key heads.
+  // shapes use (and, with bf16 storage, its tensor-core form): 3 sequences × 22 value heads over 11 key heads.
   check_backward("wide state pass N=3 HV=22", layer(14, 3, 150, 11, 22, 64, 128, mild));
   // The 32-column state pass ((V / 32) · HV · N ≥ 132 > (V / 64) · HV · N; B = 4, H = 16 in the benchmark's terms),
-  // with K = 128: two 16-row tiles of dS per warp in version 14's tensor-core pass.
+  // with K = 128: two 16-row tiles of dS per warp in the tensor-core pass.
   check_backward("32-column state pass K=128 N=3 HV=12", layer(15, 3, 100, 6, 12, 128, 128, mild));
 }
 
@@ -450,9 +380,9 @@ TEST_CASE("cuda: small packed case for compute-sanitizer memcheck", "[cuda][sani
 }
 
 int main(int argc, char** argv) {
-  // Every workspace starts as NaN here (cuda/src/common.cuh, workspace_alloc): a kernel reading what no kernel wrote
-  // then fails the checks instead of passing on values an earlier case left in the memory pool.
-  setenv("GDN2_POISON_WORKSPACE", "1", 0);
+  // Every workspace starts as NaN here (gdn2/cuda_testing.hpp): a kernel reading what no kernel wrote then fails the
+  // checks instead of passing on values an earlier case left in the memory pool.
+  testing::poison_workspaces(true);
   std::string why;
   if (!device_available(&why)) {
     std::printf("SKIPPED: no usable CUDA device (%s)\n", why.c_str());

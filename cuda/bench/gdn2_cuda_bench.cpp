@@ -1,9 +1,9 @@
-// gdn2-cuda-bench — times the CUDA kernels on the PERF.md shapes after checking each against the float64 reference.
+// gdn2-cuda-bench — times the CUDA kernels on the docs/performance.md shapes after checking each against the float64 reference.
 //
 // For each case: random inputs (never zeros), the kernel's outputs compared with the reference (ratio printed; the
 // case is refused if it exceeds the budget), then `--repeats` timed runs with CUDA events, L2 flushed before each,
 // and the median reported with token-heads/s, GB/s, ns per token-head and the ratios to the memory floor
-// (3.0 TB/s measured device copy) and to the peer's figures (PERF.md, flash-linear-attention on an H100).
+// (3.0 TB/s measured device copy) and to the peer's figures (docs/performance.md, flash-linear-attention on an H100).
 // The "train" cases time a training step's kernels, chunk_forward keeping its workspace then chunk_backward using it,
 // after checking every gradient against the float64 reference backward; the backward alone and the memory-saving
 // path (chunk_forward, then chunk_backward recomputing the forward) are reported too.
@@ -16,7 +16,7 @@
 #include <sstream>
 #include <utility>
 
-#include "../src/reference_check.hpp"
+#include "reference_check.hpp"
 
 using namespace gdn2;
 using namespace gdn2::cuda;
@@ -26,15 +26,15 @@ namespace {
 struct Case {
   std::string kind;  // "chunk", "decode" or "train" (forward + backward)
   index_t B, T;
-  double peer_ms;    // PERF.md, 0 = none
+  double peer_ms;    // docs/performance.md, 0 = none
 };
 
 double ratio_max(const Outputs& a, const Outputs& r) { return std::max(ratio(a.o, r.o), ratio(a.ht, r.ht)); }
 
-// A case's random inputs (NUMERICS.md defaults, mild gates, an initial state) and, for training, the upstream
+// A case's random inputs (docs/numerics.md defaults, mild gates, an initial state) and, for training, the upstream
 // gradients dL/do and dL/dht, by (sequence, head) slice on every host thread, each slice from its own generator.
 // random_layer draws every number from one generator in turn, which took 16 s of the B = 8, T = 4096 case's 26 s on
-// one core of the lent H100's host (session 8); the host work is most of what a device lease pays for.
+// one core of an H100 host; the host work is most of what a device run pays for.
 struct CaseInputs {
   Layer<double> x;
   Tensor<double> dO, dht;
@@ -66,7 +66,7 @@ CaseInputs random_case(uint64_t seed, index_t B, index_t T, index_t H, index_t K
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"gdn2-cuda-bench: time the CUDA kernels on the PERF.md shapes (H = 16, K = V = 128), each checked "
+  CLI::App app{"gdn2-cuda-bench: time the CUDA kernels on the docs/performance.md shapes (H = 16, K = V = 128), each checked "
                "against the float64 reference first. Cases: chunk forward (B=1,T=4096; B=8,T=4096; B=2,T=16384; "
                "B=1,T=65536), decode step (B = 1, 16, 64, 256), forward + backward (train: B=1,T=4096; B=8,T=4096)"};
   std::string dtype_name = "bf16", json_path;
@@ -119,7 +119,7 @@ int main(int argc, char** argv) {
     return 77;
   }
   const DType dtype = dtype_name == "bf16" ? DType::bf16 : DType::f32;
-  const double budget = dtype == DType::bf16 ? 5e-3 : 1e-5;  // NUMERICS.md 19
+  const double budget = dtype == DType::bf16 ? 5e-3 : 1e-5;  // docs/numerics.md 19
   const double elem = dtype == DType::bf16 ? 2 : 4;
   cudaDeviceProp prop;
   cudaGetDeviceProperties(&prop, 0);
@@ -216,7 +216,7 @@ int main(int argc, char** argv) {
     const double med = ms[ms.size() / 2], med_backward = backward_ms[backward_ms.size() / 2];
     const double med_recompute = train ? recompute_ms[recompute_ms.size() / 2] : 0;
     const double th = double(c.B * c.T * H);
-    // Bytes: inputs read once, outputs written once (PERF.md): q, k, b (K each) and v, w (V) in the storage dtype,
+    // Bytes: inputs read once, outputs written once (docs/performance.md): q, k, b (K each) and v, w (V) in the storage dtype,
     // g fp32, o in the storage dtype; the fp32 state read and written once per sequence and head.
     const double bytes = th * (elem * (3 * K + 2 * K) + 4 * K + elem * K) + 2.0 * c.B * H * K * K * 4;
     const double floor_ms = bytes / 3.0e12 * 1e3;
@@ -238,7 +238,7 @@ int main(int argc, char** argv) {
     first = false;
   }
   json << "]}\n";
-  std::printf("x floor: time / (bytes / 3.0 TB/s); x peer: time / flash-linear-attention's time (PERF.md), < 1 is faster\n");
+  std::printf("x floor: time / (bytes / 3.0 TB/s); x peer: time / flash-linear-attention's time (docs/performance.md), < 1 is faster\n");
   if (!json_path.empty()) std::ofstream(json_path) << json.str();
   return 0;
 }

@@ -1,23 +1,22 @@
-// gdn2::cuda — the host API: checks what the kernels support, then dispatches to the current version of each stage.
-#include <cstdlib>
+// gdn2::cuda — the host API: checks what the kernels support (an unsupported problem is a gdn2::cuda::Error that says
+// what is supported), then runs the stages (chunk_forward.cu, recurrent_forward.cu, chunk_backward.cu).
+#include <atomic>
 #include <map>
 #include <mutex>
 
 #include "common.cuh"
+#include "gdn2/cuda_testing.hpp"
 
 namespace gdn2::cuda {
 
 namespace detail {
-void chunk_forward_fused_dispatch(void*, float*, const void*, const void*, const void*, const float*, const void*,
-                                  const void*, const float*, const int64_t*, const Problem&, cudaStream_t);
-void chunk_forward_split_dispatch(void*, float*, const void*, const void*, const void*, const float*, const void*,
-                                  const void*, const float*, const int64_t*, const Problem&, cudaStream_t, int version,
-                                  SavedForBackward*);
-void chunk_backward_dispatch(void*, void*, void*, float*, void*, void*, float*, const void*, const void*, const void*,
-                             const float*, const void*, const void*, const float*, const int64_t*, const void*,
-                             const float*, const Problem&, cudaStream_t, const SavedForBackward*);
-void recurrent_forward_dispatch(void*, float*, const void*, const void*, const void*, const float*, const void*,
-                                const void*, const float*, const int64_t*, const Problem&, cudaStream_t);
+void chunk_forward_run(void*, float*, const void*, const void*, const void*, const float*, const void*, const void*,
+                       const float*, const int64_t*, const Problem&, cudaStream_t, SavedForBackward*);
+void chunk_backward_run(void*, void*, void*, float*, void*, void*, float*, const void*, const void*, const void*,
+                        const float*, const void*, const void*, const float*, const int64_t*, const void*, const float*,
+                        const Problem&, cudaStream_t, const SavedForBackward*);
+void recurrent_forward_run(void*, float*, const void*, const void*, const void*, const float*, const void*,
+                           const void*, const float*, const int64_t*, const Problem&, cudaStream_t);
 }  // namespace detail
 
 cudaMemPool_t detail::workspace_pool() {
@@ -40,10 +39,9 @@ cudaMemPool_t detail::workspace_pool() {
   return pool;
 }
 
-bool detail::poison_workspace() {
-  static const bool poison = std::getenv("GDN2_POISON_WORKSPACE") != nullptr;
-  return poison;
-}
+static std::atomic<bool> poison{false};
+bool detail::poison_workspace() { return poison.load(std::memory_order_relaxed); }
+void testing::poison_workspaces(bool on) { poison.store(on, std::memory_order_relaxed); }
 
 void trim_workspace_memory() { GDN2_CUDA_CHECK(cudaMemPoolTrimTo(detail::workspace_pool(), 0)); }
 
@@ -83,21 +81,15 @@ void chunk_forward(void* o, float* ht, const void* q, const void* k, const void*
                    const void* w, const float* h0, const int64_t* cu_seqlens, const Problem& p, cudaStream_t stream,
                    SavedForBackward* saved) {
   check(p, "chunk_forward");
-  if (saved) saved->reset();  // filled again by versions 07-08; left empty otherwise (the backward then recomputes)
-  // The current rung is version 29; GDN2_CHUNK_VERSION=4 .. 27 selects an earlier one (the ladder stays runnable).
-  const char* env = std::getenv("GDN2_CHUNK_VERSION");
-  const int version = env ? std::atoi(env) : 29;
-  if (version == 4)
-    detail::chunk_forward_fused_dispatch(o, ht, q, k, v, g, b, w, h0, cu_seqlens, p, stream);
-  else
-    detail::chunk_forward_split_dispatch(o, ht, q, k, v, g, b, w, h0, cu_seqlens, p, stream, version, saved);
+  if (saved) saved->reset();  // filled again (left empty when there are no tokens: the backward then recomputes)
+  detail::chunk_forward_run(o, ht, q, k, v, g, b, w, h0, cu_seqlens, p, stream, saved);
 }
 
 void recurrent_forward(void* o, float* ht, const void* q, const void* k, const void* v, const float* g, const void* b,
                        const void* w, const float* h0, const int64_t* cu_seqlens, const Problem& p,
                        cudaStream_t stream) {
   check(p, "recurrent_forward");
-  detail::recurrent_forward_dispatch(o, ht, q, k, v, g, b, w, h0, cu_seqlens, p, stream);
+  detail::recurrent_forward_run(o, ht, q, k, v, g, b, w, h0, cu_seqlens, p, stream);
 }
 
 void chunk_backward(void* dq, void* dk, void* dv, float* dg, void* db, void* dw, float* dh0, const void* q,
@@ -112,8 +104,8 @@ void chunk_backward(void* dq, void* dk, void* dv, float* dg, void* db, void* dw,
         s.dtype != p.dtype || s.scale != p.scale)
       throw Error("chunk_backward: the saved workspace was made by chunk_forward for a different problem");
   }
-  detail::chunk_backward_dispatch(dq, dk, dv, dg, db, dw, dh0, q, k, v, g, b, w, h0, cu_seqlens, do_, dht, p, stream,
-                                  saved && !saved->empty() ? saved : nullptr);
+  detail::chunk_backward_run(dq, dk, dv, dg, db, dw, dh0, q, k, v, g, b, w, h0, cu_seqlens, do_, dht, p, stream,
+                             saved && !saved->empty() ? saved : nullptr);
 }
 
 }  // namespace gdn2::cuda

@@ -31,24 +31,20 @@ template <>
 __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
 
 // Asks the L2 cache to fetch the 128-byte line holding ptr; the thread does not wait (a hint: no result, no fault).
-// The sequential passes use it to have the next chunk's operands on chip while they compute this one.
 __device__ __forceinline__ void prefetch_l2(const void* ptr) { asm volatile("prefetch.global.L2 [%0];" ::"l"(ptr)); }
 // The same for bytes (a multiple of 16) from ptr (16-byte aligned), by one bulk prefetch (sm_90).
 __device__ __forceinline__ void prefetch_l2_bulk(const void* ptr, uint32_t bytes) {
   asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(ptr), "r"(bytes));
 }
 
-// Whether every pointer is 16-byte aligned: the kernels that read a caller's tensors 16 bytes at a time (forward
-// version 16, backward version 17) run only then, and otherwise the rung before them (same bits).
+// Whether every pointer is 16-byte aligned (else the kernels read a caller's tensors one element at a time).
 template <typename... P>
 inline bool aligned16(const P*... ptrs) {
   return ((reinterpret_cast<uintptr_t>(ptrs) % 16 == 0) && ...);
 }
 
-// 8 consecutive elements from global memory (16-byte aligned), by 16-byte loads — one for bf16, two for float32 — with
-// the bytes kept as they came: load() issues the loads, floats() converts (exactly, so the values are those of 8
-// scalar loads). Split in two for forward version 27, so that the wait for the data falls where the values are first
-// used, not at the load; load8 does both at once (forward version 16).
+// 8 consecutive elements from global memory (16-byte aligned) by 16-byte loads, the bytes kept as loaded: load()
+// issues the loads, floats() converts (exactly), so the wait for the data falls where the values are first used.
 template <typename T>
 struct Raw8;
 template <>
@@ -76,14 +72,32 @@ struct Raw8<__nv_bfloat16> {
     }
   }
 };
+// The same interface for pointers that are not 16-byte aligned: 8 loads of one element (the same values).
 template <typename T>
+struct Narrow8 {
+  T e[8];
+  __device__ __forceinline__ void load(const T* p) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) e[j] = p[j];
+  }
+  __device__ __forceinline__ void zero() {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) e[j] = from_float<T>(0.f);
+  }
+  __device__ __forceinline__ void floats(float (&x)[8]) const {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) x[j] = to_float(e[j]);
+  }
+};
+template <typename T, bool kWide>
+using Load8 = std::conditional_t<kWide, Raw8<T>, Narrow8<T>>;
+template <bool kWide = true, typename T>
 __device__ __forceinline__ void load8(float (&x)[8], const T* p) {
-  Raw8<T> raw;
+  Load8<T, kWide> raw;
   raw.load(p);
   raw.floats(x);
 }
-// Stores x[0..7] at p (16-byte aligned) in the storage dtype, by 16-byte stores: each value rounded as from_float
-// rounds it, so the bits are those of 8 scalar stores (backward version 18).
+// Stores x[0..7] at p (16-byte aligned) in the storage dtype by 16-byte stores (the bits of 8 scalar stores).
 __device__ __forceinline__ void store8(float* p, const float (&x)[8]) {
   *reinterpret_cast<float4*>(p) = make_float4(x[0], x[1], x[2], x[3]);
   *reinterpret_cast<float4*>(p + 4) = make_float4(x[4], x[5], x[6], x[7]);
@@ -102,11 +116,9 @@ __device__ __forceinline__ void store4(float* p, const float* x) {
   *reinterpret_cast<float4*>(p) = make_float4(x[0], x[1], x[2], x[3]);
 }
 
-// 16 bytes from global to shared memory without passing through registers (cp.async, sm_80+; both addresses 16-byte
-// aligned). valid = false reads nothing and fills the 16 bytes with zeros. The copies a thread issued since its last
-// commit form one group; cp_async_wait<N> returns once at most N of its groups are still in flight, after which its
-// own copies are visible to it (and to the block after a barrier). Used by the forward pass (version 06: the next
-// chunk's tiles copied while it computes) and the backward pass (version 16).
+// 16 bytes from global to shared memory without passing through registers (cp.async; both addresses 16-byte aligned).
+// valid = false fills them with zeros. A thread's copies since its last commit form one group; cp_async_wait<N>
+// returns once at most N of its groups are in flight, its own copies then visible to it (to the block after a barrier).
 __device__ __forceinline__ void cp_async16(float* dst, const float* src, bool valid) {
   const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
   const int bytes = valid ? 16 : 0;
@@ -125,8 +137,7 @@ __device__ __forceinline__ Span sequence_span(const int64_t* cu_seqlens, int64_t
   return {n * T, T};
 }
 
-// Calls launch(std::integral_constant<int, K>{}, T{}) for the problem's key dimension K (64 or 128) and storage
-// dtype T (float or __nv_bfloat16): every kernel is a template on both.
+// Calls launch(integral_constant<int, K>{}, T{}) for the problem's K (64 or 128) and storage dtype T (float, bf16).
 template <typename Launch>
 void dispatch_k_and_dtype(const Problem& p, Launch&& launch) {
   const bool bf16 = p.dtype == DType::bf16;
@@ -134,14 +145,9 @@ void dispatch_k_and_dtype(const Problem& p, Launch&& launch) {
   return bf16 ? launch(std::integral_constant<int, 64>{}, __nv_bfloat16{}) : launch(std::integral_constant<int, 64>{}, float{});
 }
 
-// Workspace memory. The kernels' fp32 workspaces come from a private stream-ordered memory pool of the current device
-// that keeps its memory between calls (as a framework's caching allocator does): mapping gigabytes again on every call
-// cost about 2.7 ms of a 9.4 ms forward at B = 8, T = 4096 (docs/cuda.md). trim_workspace_memory() gives it back.
-// The pool is private, so the process's default pool keeps its own settings.
-// A test aid: with the environment variable GDN2_POISON_WORKSPACE set (test_cuda sets it), every workspace is filled
-// with NaN (all bits 1) when it is allocated, so a kernel that reads a part no kernel wrote gets NaN instead of what an
-// earlier call left in the pool — which can be the right values (forward 21's Q_γ fragments, missing on the 4-byte load
-// path, first passed the misaligned-input test that way). Read once per process (api.cu).
+// The fp32 workspaces come from a private stream-ordered memory pool per device that keeps its memory between calls
+// (mapping gigabytes again on every call would cost milliseconds); trim_workspace_memory() gives it back. With
+// testing::poison_workspaces on, each is filled with NaN when allocated (a read of what no kernel wrote shows).
 cudaMemPool_t workspace_pool();
 bool poison_workspace();
 template <typename T>

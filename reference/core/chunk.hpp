@@ -44,7 +44,8 @@ Mat<Scalar> tail_keys(const Mat<Scalar>& Kc, const Mat<Scalar>& Gc) {
 //   T_rs   = Σ_d b_rd k_rd Γ_rs,d k_sd    for s < r   (ē_rᵀ k̄_s: the erase gate sits on the row side)
 //   Aqk_rs = Σ_d q_rd Γ_rs,d k_sd         for s ≤ r   (q already scaled)
 //
-// Exact sub-chunk factorisation. The chunk is cut into sub-chunks of `sub` tokens. When s lies in an
+// Exact sub-chunk factorisation. The chunk is cut into sub-chunks of `sub` tokens (kSubChunk = 16 by default, the
+// CUDA kernels' sub-chunk: cuda/src/chunk_scores.cuh). When s lies in an
 // earlier sub-chunk than r, split the segment at the pivot p = (first token of r's sub-chunk) − 1:
 //   Γ_rs = exp(Σ_{i=p+1}^{r} g_i) ⊙ exp(Σ_{i=s+1}^{p} g_i)
 //        = prefix decay of r inside its sub-chunk ⊙ decay of s up to the pivot.
@@ -52,9 +53,10 @@ Mat<Scalar> tail_keys(const Mat<Scalar>& Kc, const Mat<Scalar>& Gc) {
 // and g = −inf gives 0. That turns each off-diagonal block into one matrix product,
 //   Aqk[I, <I] = (Q_I ⊙ P_I)(K_<I ⊙ D_<I)ᵀ,   T[I, <I] = (E_I ⊙ P_I)(K_<I ⊙ D_<I)ᵀ.
 // Inside a sub-chunk (the diagonal blocks) Γ_rs is accumulated pairwise, token by token.
+inline constexpr Eigen::Index kSubChunk = 16;
 template <typename Scalar>
 void intra_chunk_scores(Mat<Scalar>& Aqk, Mat<Scalar>& T, const Mat<Scalar>& Qc, const Mat<Scalar>& Kc,
-                        const Mat<Scalar>& Bc, const Mat<Scalar>& Gc, Eigen::Index sub = 8) {
+                        const Mat<Scalar>& Bc, const Mat<Scalar>& Gc, Eigen::Index sub = kSubChunk) {
   const auto L = Qc.rows(), K = Qc.cols();
   Aqk.setZero(L, L);
   T.setZero(L, L);

@@ -1,27 +1,19 @@
-// gdn2::cuda recurrent_forward, versions 01-02 — the token recurrence (paper Eq. 9) with the state on chip.
-//
-// Idea: one block per (sequence, value head, 32·CPL value columns); the fp32 state slice lives in registers for the
-// whole sequence (lane l owns CPL columns of K/4 rows, warp w owns rows [w·K/4, (w+1)·K/4)), so each state element is
-// read once and written once per call. Per token: decay and the two reads r = S̄ᵀe and S̄ᵀq̃ in one pass,
-// o = S̄ᵀq̃ + (q̃·k)(z − r) (= S_tᵀ q̃ without a second pass), then the rank-one write k (z − r)ᵀ.
-// For decoding (T = 1) this streams the state at memory bandwidth.
-// Run: build/cuda/gdn2-cuda-bench --decode. Measured: see docs/cuda.md.
-//
-// Version 02 (kVec; 128-column slices, h0 and ht 16-byte aligned): the state slice read and written by one 16-byte
-// access per row and lane instead of CPL 4-byte accesses a lane — a warp's 4-byte store covered 512 bytes with gaps,
-// so every 32-byte sector was written in four partial pieces, and each row took four load and four store
-// instructions. The same values in the same registers: the same bits. Predicted decode B = 256 0.193 -> 0.186-0.190
-// ms; measured 0.1924/0.1925 -> 0.1901/0.1899 ms (bf16; f32 0.1973 -> 0.1933), B = 16 0.0209 -> 0.0179 ms, B = 64
-// 0.0577 -> 0.0540 ms (01 in the same run). With streaming cache hints (ld/st.global.cs) it was slower at B = 256
-// (0.1955 ms), so there are none. GDN2_RECURRENT_VERSION=1 runs version 01.
-#include <cstdlib>
-
+// gdn2::cuda recurrent_forward — the token recurrence (paper Eq. 8-9) with the state on chip; decoding is T = 1.
+// Per token: S̄ = Diag(α_t) S (α_t = exp(g_t)), the reads r = S̄ᵀe and S̄ᵀq̃ in one pass over the state,
+// o = S̄ᵀq̃ + (q̃·k)(z − r) (= S_tᵀ q̃), then the rank-one write S = S̄ + k (z − r)ᵀ.
+// Launch: 128 threads per (slice of 32·CPL = 128, 64 or 32 value columns, value head, sequence): grid (V/(32·CPL),
+// HV, N). On chip: the float32 state slice in registers for the whole sequence (lane l: CPL columns of K/4 rows),
+// each element read and written once per call; q̃, k, e, α and the cross-warp sums in shared memory. kWideState
+// (128-column slices, h0 and ht 16-byte aligned): a lane's 4 columns of a row by one 16-byte access (the same bits).
+// H100, bf16, decode B = 256, H = 16, K = V = 128: 0.190 ms, 2.87 TB/s (gdn2-cuda-bench --decode).
 #include "common.cuh"
 
 namespace gdn2::cuda::detail {
 
-template <int K, int CPL, typename T, bool kVec = false>
-__global__ void __launch_bounds__(128) recurrent_forward_01(T* o, float* ht, const T* q, const T* k, const T* v,
+namespace {
+
+template <int K, int CPL, typename T, bool kWideState>
+__global__ void __launch_bounds__(128) recurrent_forward_kernel(T* o, float* ht, const T* q, const T* k, const T* v,
                                                             const float* g, const T* b, const T* w, const float* h0,
                                                             const int64_t* cu_seqlens, int64_t T_len, int H, int HV,
                                                             int V, float scale) {
@@ -36,8 +28,8 @@ __global__ void __launch_bounds__(128) recurrent_forward_01(T* o, float* ht, con
 
   float S[ROWS][CPL];
   const int64_t state = ((int64_t(n) * HV + hv) * K) * V;
-  static_assert(!kVec || CPL == 4, "one float4 per row and lane");
-  if constexpr (kVec) {
+  static_assert(!kWideState || CPL == 4, "one float4 per row and lane");
+  if constexpr (kWideState) {
 #pragma unroll
     for (int i = 0; i < ROWS; ++i) {
       const float4 x = h0 ? *reinterpret_cast<const float4*>(h0 + state + int64_t(warp * ROWS + i) * V + col0)
@@ -99,7 +91,7 @@ __global__ void __launch_bounds__(128) recurrent_forward_01(T* o, float* ht, con
     __syncthreads();  // s_q, s_k, s_red are rewritten by the next token
   }
   if (ht) {
-    if constexpr (kVec) {
+    if constexpr (kWideState) {
 #pragma unroll
       for (int i = 0; i < ROWS; ++i)
         *reinterpret_cast<float4*>(ht + state + int64_t(warp * ROWS + i) * V + col0) =
@@ -113,11 +105,11 @@ __global__ void __launch_bounds__(128) recurrent_forward_01(T* o, float* ht, con
   }
 }
 
-template <int K, int CPL, typename T, bool kVec = false>
-void launch_recurrent_01(void* o, float* ht, const void* q, const void* k, const void* v, const float* g, const void* b,
+template <int K, int CPL, typename T, bool kWideState = false>
+void launch_recurrent(void* o, float* ht, const void* q, const void* k, const void* v, const float* g, const void* b,
                          const void* w, const float* h0, const int64_t* cu, const Problem& p, cudaStream_t stream) {
   const dim3 grid(unsigned(p.V / (32 * CPL)), unsigned(p.HV), unsigned(p.N));
-  recurrent_forward_01<K, CPL, T, kVec><<<grid, 128, 0, stream>>>(
+  recurrent_forward_kernel<K, CPL, T, kWideState><<<grid, 128, 0, stream>>>(
       static_cast<T*>(o), ht, static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v), g,
       static_cast<const T*>(b), static_cast<const T*>(w), h0, cu, p.T, int(p.H), int(p.HV), int(p.V), default_scale(p));
   GDN2_CUDA_CHECK_LAUNCH();
@@ -130,17 +122,17 @@ void dispatch_recurrent_cpl(void* o, float* ht, const void* q, const void* k, co
   // Wider slices stream the state with 16-byte accesses; narrower ones give small batches more blocks.
   const int64_t blocks128 = (p.V / 128) * p.HV * p.N;
   if (p.V % 128 == 0 && blocks128 >= 132) {
-    // Version 02: 16-byte state accesses where h0 and ht allow them (GDN2_RECURRENT_VERSION=1: version 01).
-    const char* env = std::getenv("GDN2_RECURRENT_VERSION");
-    if ((!env || std::atoi(env) >= 2) && aligned16(h0, ht))
-      return launch_recurrent_01<K, 4, T, true>(o, ht, q, k, v, g, b, w, h0, cu, p, s);
-    return launch_recurrent_01<K, 4, T>(o, ht, q, k, v, g, b, w, h0, cu, p, s);
+    if (aligned16(h0, ht))  // 16-byte state accesses where h0 and ht allow them
+      return launch_recurrent<K, 4, T, true>(o, ht, q, k, v, g, b, w, h0, cu, p, s);
+    return launch_recurrent<K, 4, T>(o, ht, q, k, v, g, b, w, h0, cu, p, s);
   }
-  if (p.V % 64 == 0 && (p.V / 64) * p.HV * p.N >= 132) return launch_recurrent_01<K, 2, T>(o, ht, q, k, v, g, b, w, h0, cu, p, s);
-  return launch_recurrent_01<K, 1, T>(o, ht, q, k, v, g, b, w, h0, cu, p, s);
+  if (p.V % 64 == 0 && (p.V / 64) * p.HV * p.N >= 132) return launch_recurrent<K, 2, T>(o, ht, q, k, v, g, b, w, h0, cu, p, s);
+  return launch_recurrent<K, 1, T>(o, ht, q, k, v, g, b, w, h0, cu, p, s);
 }
 
-void recurrent_forward_dispatch(void* o, float* ht, const void* q, const void* k, const void* v, const float* g,
+}  // namespace
+
+void recurrent_forward_run(void* o, float* ht, const void* q, const void* k, const void* v, const float* g,
                                 const void* b, const void* w, const float* h0, const int64_t* cu, const Problem& p,
                                 cudaStream_t s) {
   dispatch_k_and_dtype(p, [&](auto K, auto T) {

@@ -208,7 +208,7 @@ inline Gradients<double> reference_gradients(const Layer<double>& x, const Tenso
   return backward(Form::chunk, as_stored(x, dtype), dO, dS, opt);
 }
 
-// NUMERICS.md 19: fp32 compute, gradients ≤ 1e-4; bf16 storage: dq, dk, dv ≤ 1e-2, db, dw, dg ≤ 2e-2 (dh0, fp32 in
+// docs/numerics.md 19: fp32 compute, gradients ≤ 1e-4; bf16 storage: dq, dk, dv ≤ 1e-2, db, dw, dg ≤ 2e-2 (dh0, fp32 in
 // both modes, takes the dq budget).
 struct GradientRatios {
   double dq, dk, dv, dg, db, dw, dh0;

@@ -52,14 +52,19 @@ inline void expect_shape(const std::string& name, const std::vector<index_t>& go
     throw InputError(name + ": shape " + shape_str(got) + ", expected " + shape_str(want) + " (" + why + ")");
 }
 
-// A key-channel gate (g or b): [B,T,H,K] per key head or [B,T,HV,K] per value head. Returns its number of heads.
-inline index_t expect_gate_shape(const std::string& name, const std::vector<index_t>& got, index_t B, index_t T,
-                                 index_t H, index_t HV, index_t K, const std::string& what) {
-  const std::vector<index_t> per_key = {B, T, H, K}, per_value = {B, T, HV, K};
+// A gate given per key head, [B,T,H,...], or per value head, [B,T,HV,...], with `tail` the trailing dimensions
+// ({K} for g and b; {} for a scalar gate per token and head such as beta). Returns its number of heads, H or HV;
+// otherwise throws one line naming the tensor and both allowed shapes.
+inline index_t expect_head_layout(const std::string& name, const std::vector<index_t>& got, index_t B, index_t T,
+                                  index_t H, index_t HV, const std::vector<index_t>& tail, const std::string& what) {
+  std::vector<index_t> per_key = {B, T, H}, per_value = {B, T, HV};
+  per_key.insert(per_key.end(), tail.begin(), tail.end());
+  per_value.insert(per_value.end(), tail.begin(), tail.end());
   if (got == per_key) return H;
   if (got == per_value) return HV;
-  throw InputError(name + ": shape " + shape_str(got) + ", expected " + shape_str(per_key) +
-                   " [B,T,H,K] per key head or " + shape_str(per_value) + " [B,T,HV,K] per value head (" + what + ")");
+  const std::string k = tail.empty() ? "]" : ",K]";
+  throw InputError(name + ": shape " + shape_str(got) + ", expected " + shape_str(per_key) + " [B,T,H" + k +
+                   " per key head or " + shape_str(per_value) + " [B,T,HV" + k + " per value head (" + what + ")");
 }
 
 // Checks every element of x against `ok`; the first failure is reported with its index.
@@ -100,8 +105,8 @@ Dims validate_inputs(const Tensor<Scalar>& q, const Tensor<Scalar>& k, const Ten
                      std::to_string(d.H));
   const std::vector<index_t> key_shape = q.shape, value_shape = {d.B, d.T, d.HV, d.V};
   expect_shape("k", k.shape, key_shape, "same as q");
-  d.HG = detail::expect_gate_shape("g", g.shape, d.B, d.T, d.H, d.HV, d.K, "one log-decay per key channel");
-  d.HB = detail::expect_gate_shape("b", b.shape, d.B, d.T, d.H, d.HV, d.K, "one erase gate per key channel");
+  d.HG = detail::expect_head_layout("g", g.shape, d.B, d.T, d.H, d.HV, {d.K}, "one log-decay per key channel");
+  d.HB = detail::expect_head_layout("b", b.shape, d.B, d.T, d.H, d.HV, {d.K}, "one erase gate per key channel");
   expect_shape("v", v.shape, value_shape, "batch and tokens as q");
   expect_shape("w", w.shape, value_shape, "same as v: one write gate per value channel");
   if (opt.chunk_size < 1) throw InputError("chunk size must be >= 1, got " + std::to_string(opt.chunk_size));

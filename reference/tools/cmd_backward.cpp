@@ -67,6 +67,9 @@ int run_gradcheck(const GradcheckArgs& args) {
   Layer<double> x;
   Tensor<double> do_, dht;
   ForwardOptions fopt;
+  if (!args.layer.in_dir.empty() && args.value_head_gates)
+    throw InputError("--value-head-gates: only for the random inputs (without --in); with --in, g.npy and b.npy "
+                     "choose their layout by their shape");
   if (!args.layer.in_dir.empty()) {
     LayerOptions layer = args.layer;
     layer.precision = "f64";
@@ -76,6 +79,7 @@ int run_gradcheck(const GradcheckArgs& args) {
     fopt = forward_options(layer);
   } else {
     x = random_layer<double>(rng, 2, 70, 2, 4, 8, 6, [](Rng& r) { return r.uniform(-0.5, 0); }, true);
+    if (args.value_head_gates) random_value_head_gates(rng, x, [](Rng& r) { return r.uniform(-0.5, 0); });
     fopt.chunk_size = args.layer.chunk_size;
   }
   const Dims d = validate_inputs(x.q, x.k, x.v, x.g, x.b, x.w, x.h0, x.cu_seqlens, fopt);
@@ -89,9 +93,10 @@ int run_gradcheck(const GradcheckArgs& args) {
   }
   const index_t C = fopt.chunk_size;
   const std::vector<index_t> tokens = {0, 15, 16, C - 1, C, d.T - 1};
-  std::printf("gdn2 gradcheck: B=%ld T=%ld H=%ld HV=%ld K=%ld V=%ld, C=%ld, %d random directions + elements at t in "
-              "{0, 15, 16, C-1, C, T-1}\n",
-              long(d.B), long(d.T), long(d.H), long(d.HV), long(d.K), long(d.V), long(C), args.directions);
+  std::printf("gdn2 gradcheck: B=%ld T=%ld H=%ld HV=%ld K=%ld V=%ld, g per %s head, b per %s head, C=%ld, %d random "
+              "directions + elements at t in {0, 15, 16, C-1, C, T-1}\n",
+              long(d.B), long(d.T), long(d.H), long(d.HV), long(d.K), long(d.V), d.HG == d.H ? "key" : "value",
+              d.HB == d.H ? "key" : "value", long(C), args.directions);
   std::printf("%-10s %-7s %-6s %-22s %-22s %s\n", "form", "tensor", "dirs", "finite diff (<=1e-6)",
               "complex step (<=1e-12)", "verdict");
   bool all = true;

@@ -60,6 +60,7 @@ struct GradcheckArgs {
   LayerOptions layer;  // in_dir may be empty: random inputs
   int directions = 3;
   unsigned seed = 0;
+  bool value_head_gates = false;  // random inputs only: g, b drawn per value head [B,T,HV,K]
 };
 int run_gradcheck(const GradcheckArgs& args);
 

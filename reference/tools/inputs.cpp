@@ -41,13 +41,18 @@ ForwardOptions forward_options(const LayerOptions& opt) {
 std::string variant_files_help() {
   return "Input files in --in DIR (float32 or float64 .npy; layout of flash-linear-attention):\n"
          "  all variants   q.npy, k.npy [B,T,H,K]   v.npy [B,T,HV,V]\n"
-         "  gdn2           g.npy, b.npy [B,T,H,K]   w.npy [B,T,HV,V]\n"
-         "  kda            g.npy [B,T,H,K]          beta.npy [B,T,H]\n"
-         "  gdn            g.npy [B,T,H]            beta.npy [B,T,H]\n"
-         "  deltanet       beta.npy [B,T,H]\n"
-         "  linear         g.npy [B,T,H,K] (optional; absent = no decay)\n"
+         "  gdn2           g.npy, b.npy [B,T,H,K] or [B,T,HV,K]   w.npy [B,T,HV,V]\n"
+         "  kda            g.npy [B,T,H,K] or [B,T,HV,K]   beta.npy [B,T,H] or [B,T,HV]\n"
+         "  gdn            g.npy [B,T,H] or [B,T,HV]       beta.npy [B,T,H] or [B,T,HV]\n"
+         "  deltanet       beta.npy [B,T,H] or [B,T,HV]\n"
+         "  linear         g.npy [B,T,H,K] or [B,T,HV,K] (optional; absent = no decay)\n"
          "  optional       h0.npy [N,HV,K,V] initial states, cu_seqlens.npy [N+1] int32/int64 (B = 1)\n"
-         "  --decay softplus reads A_log.npy [H] and dt_bias.npy [H*K]; --decay bounded reads dt_bias.npy\n";
+         "  --decay softplus reads A_log.npy [H] and dt_bias.npy [H*K] ([HV], [HV*K] for a g.npy per value head);\n"
+         "  --decay bounded reads dt_bias.npy\n"
+         "Grouped value heads (HV a multiple of H): value heads h*HV/H ... (h+1)*HV/H - 1 share key head h, i.e. value\n"
+         "head j reads q, k of key head j / (HV/H). Each gate is given per key head ([B,T,H,...]: value head j reads\n"
+         "key head j / (HV/H)'s gate) or per value head ([B,T,HV,...]: its own, as fla's fused_recurrent_gdn2 takes\n"
+         "g and b), each independently; the gradients dg, db, dbeta come back in the layout given.\n";
 }
 
 const std::vector<std::string>& input_names() {
@@ -96,8 +101,7 @@ LayerInputs<Scalar> load_layer_inputs(const LayerOptions& opt, const InputSource
     if (variant == Variant::gdn || variant == Variant::deltanet)
       throw InputError("--decay " + opt.decay + " needs a per-channel g.npy (variants gdn2, kda, linear)");
     if (g_in.empty()) throw InputError("g.npy: missing (--decay " + opt.decay + " reads decay logits from it)");
-    if (g_in.shape != x.q.shape)
-      throw InputError("g.npy: shape " + shape_str(g_in.shape) + ", expected " + shape_str(x.q.shape) + " (decay logits)");
+    detail::expect_head_layout("g.npy", g_in.shape, B, T, H, HV, {K}, "decay logits");
     in.g_logits = g_in;
     in.dt_bias = load(src, opt, "dt_bias", true);
     if (opt.decay == "softplus") {

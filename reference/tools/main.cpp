@@ -19,6 +19,10 @@ int main(int argc, char** argv) {
       "reference itself), 4 the outputs could not be written (disk full, permissions, --out held by another run).",
       "gdn2"};
   app.require_subcommand(1);
+  // Usage errors as one line, like every other error.
+  app.failure_message([](const CLI::App*, const CLI::Error& e) {
+    return "gdn2: error: " + std::string(e.what()) + " (see --help)\n";
+  });
   app.set_help_all_flag("--help-all", "Print help for every command");
 
   ForwardArgs fwd;
@@ -73,7 +77,10 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(integer_in(1, 1000));
   gradcheck->add_option("--seed", gc.seed, "Seed of the random inputs and directions")->capture_default_str();
-  gradcheck->footer("Without --in: random inputs B=2 T=70 H=2 HV=4 K=8 V=6 with an initial state.\n" + variant_files_help());
+  gradcheck->add_flag("--value-head-gates", gc.value_head_gates,
+                      "Random inputs with g and b drawn per value head, [B,T,HV,K] (distinct within each group)");
+  gradcheck->footer("Without --in: random inputs B=2 T=70 H=2 HV=4 K=8 V=6 with an initial state (value heads 0-1 share "
+                    "key head 0, 2-3 key head 1).\n" + variant_files_help());
 
   DemoArgs demo;
   auto* demo_cmd = app.add_subcommand("demo", "Show the layer on a built-in example: chunk form = recurrence, tied-gate "

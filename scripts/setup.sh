@@ -7,8 +7,10 @@ build=${1:-$root/build}
 packages=(build-essential cmake ninja-build pkg-config libeigen3-dev catch2 libcli11-dev nlohmann-json3-dev
           python3-numpy clang libclang-rt-14-dev
           libimgui-dev libglfw3-dev libstb-dev libgl1-mesa-dri xvfb xauth
-          python3-matplotlib jupyter-nbconvert python3-nbformat python3-ipykernel)
-# Optional: PyTorch for the autograd comparison (tests/independent/gdn2_torch.py; skipped without it).
+          python3-matplotlib jupyter-nbconvert python3-nbformat python3-ipykernel
+          pybind11-dev python3-dev python3-pytest)
+# Optional: PyTorch for the autograd comparison (tests/independent/gdn2_torch.py) and gdn2.torch's CPU tests
+# (python/tests/test_torch_cpu.py); skipped without it.
 [ "${GDN2_WITH_TORCH:-0}" = 1 ] && packages+=(python3-torch)
 missing=()
 for p in "${packages[@]}"; do
@@ -23,5 +25,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 echo "==> building in $build"
-cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGDN2_BUILD_VIEWER=ON >/dev/null
+cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGDN2_BUILD_VIEWER=ON \
+  -DPython3_EXECUTABLE=/usr/bin/python3 >/dev/null  # the Python package is built for the system interpreter
 cmake --build "$build" -j "$(nproc)"

@@ -203,36 +203,42 @@ TEST_CASE("11. gradients of a prefix-only loss vanish exactly beyond the prefix"
 }
 
 TEST_CASE("15. tied gates: d beta = sum db + sum dw (Eq. 48), checked by complex step", "[backward]") {
-  const index_t B = 1, T = 40, H = 2, HV = 4, K = 6, V = 5;
-  Rng rng(48);
-  const auto x = random_layer<double>(rng, B, T, H, HV, K, V, [](Rng& r) { return r.uniform(-0.3, 0); }, true);
-  const auto up = random_upstream(rng, x);
-  Tensor<double> beta({B, T, H});
-  for (auto& e : beta.data) e = rng.uniform();
-  Layer<double> tied = x;
-  tie_gates(Variant::kda, tied.g, tied.b, tied.w, x.g, beta, B, T, H, K, HV, V);
-  ForwardOptions opt;
-  opt.chunk_size = 16;
-  const auto gr = backward(Form::chunk, tied, up.do_, up.dht, opt);
-  Tensor<double> dg_in, dbeta;
-  tie_gates_backward(Variant::kda, dg_in, dbeta, gr.dg, gr.db, gr.dw);
-  // Complex step along a random direction u of β: b = β·1, w = β·1 built directly in complex arithmetic.
-  Tensor<double> u({B, T, H});
-  for (auto& e : u.data) e = rng.normal();
-  using cd = std::complex<double>;
-  Layer<cd> xc{cast<cd>(tied.q), cast<cd>(tied.k), cast<cd>(tied.v), cast<cd>(tied.g), cast<cd>(tied.b), cast<cd>(tied.w), cast<cd>(tied.h0)};
-  const double eps = 1e-20;
-  for (index_t i = 0; i < xc.b.numel(); ++i) xc.b.data[i] += cd(0, eps * u.data[i / K]);
-  for (index_t i = 0; i < xc.w.numel(); ++i) {
-    const index_t bt = i / (HV * V), hv = (i / V) % HV;
-    xc.w.data[i] += cd(0, eps * u.data[bt * H + hv / (HV / H)]);
+  // beta per key head [B,T,H] (value head hv takes key head hv / (HV/H)'s β) and per value head [B,T,HV].
+  for (const bool per_value_head : {false, true}) {
+    const index_t B = 1, T = 40, H = 2, HV = 4, K = 6, V = 5, HBeta = per_value_head ? HV : H;
+    Rng rng(48);
+    const auto x = random_layer<double>(rng, B, T, H, HV, K, V, [](Rng& r) { return r.uniform(-0.3, 0); }, true);
+    const auto up = random_upstream(rng, x);
+    Tensor<double> beta({B, T, HBeta});
+    for (auto& e : beta.data) e = rng.uniform();
+    Layer<double> tied = x;
+    tie_gates(Variant::kda, tied.g, tied.b, tied.w, x.g, beta, B, T, H, K, HV, V);
+    REQUIRE(tied.b.shape == std::vector<index_t>{B, T, HBeta, K});
+    ForwardOptions opt;
+    opt.chunk_size = 16;
+    const auto gr = backward(Form::chunk, tied, up.do_, up.dht, opt);
+    Tensor<double> dg_in, dbeta;
+    tie_gates_backward(Variant::kda, dg_in, dbeta, gr.dg, gr.db, gr.dw);
+    REQUIRE(dbeta.shape == beta.shape);
+    // Complex step along a random direction u of β: b = β·1, w = β·1 built directly in complex arithmetic.
+    Tensor<double> u({B, T, HBeta});
+    for (auto& e : u.data) e = rng.normal();
+    using cd = std::complex<double>;
+    Layer<cd> xc{cast<cd>(tied.q), cast<cd>(tied.k), cast<cd>(tied.v), cast<cd>(tied.g), cast<cd>(tied.b), cast<cd>(tied.w), cast<cd>(tied.h0)};
+    const double eps = 1e-20;
+    for (index_t i = 0; i < xc.b.numel(); ++i) xc.b.data[i] += cd(0, eps * u.data[i / K]);
+    for (index_t i = 0; i < xc.w.numel(); ++i) {
+      const index_t bt = i / (HV * V), hv = (i / V) % HV;
+      xc.w.data[i] += cd(0, eps * u.data[bt * HBeta + hv / (HV / HBeta)]);
+    }
+    const double cs = std::imag(layer_loss(Form::chunk, xc, cast<cd>(up.do_), cast<cd>(up.dht), opt)) / eps;
+    double analytic = 0, norm = 0;
+    for (index_t i = 0; i < u.numel(); ++i) analytic += dbeta.data[i] * u.data[i], norm += dbeta.data[i] * dbeta.data[i];
+    const double err = std::abs(cs - analytic) / std::sqrt(norm * double(u.numel()));
+    log_measure(std::string("d beta (Eq. 48) vs complex step, beta per ") + (per_value_head ? "value" : "key") + " head",
+                err, 1e-12);
+    REQUIRE(err <= 1e-12);
   }
-  const double cs = std::imag(layer_loss(Form::chunk, xc, cast<cd>(up.do_), cast<cd>(up.dht), opt)) / eps;
-  double analytic = 0, norm = 0;
-  for (index_t i = 0; i < u.numel(); ++i) analytic += dbeta.data[i] * u.data[i], norm += dbeta.data[i] * dbeta.data[i];
-  const double err = std::abs(cs - analytic) / std::sqrt(norm * double(u.numel()));
-  log_measure("d beta (Eq. 48) vs complex step", err, 1e-12);
-  REQUIRE(err <= 1e-12);
 }
 
 TEST_CASE("front-end VJPs agree with finite differences", "[backward]") {

@@ -2,12 +2,16 @@
 // tensor, and nothing half-written (docs/numerics.md 20).
 #include "helpers.hpp"
 
+#include <sys/stat.h>
 #include <sys/wait.h>
 
+#include <chrono>
 #include <filesystem>
 #include <set>
 #include <fstream>
 #include <sstream>
+
+#include <nlohmann/json.hpp>
 
 #include "io/npy.hpp"
 
@@ -135,7 +139,8 @@ TEST_CASE("cli: --help explains every option and bad usage exits 2", "[cli]") {
     return out;
   }();
   for (const char* opt : {"--in", "--out", "--form", "--precision", "--chunk-size", "--scale", "--variant", "--l2norm-qk",
-                          "--gate-logits", "--negative-eigen", "--decay", "cu_seqlens.npy", "beta.npy"})
+                          "--gate-logits", "--negative-eigen", "--decay", "cu_seqlens.npy", "beta.npy",
+                          "value heads h*HV/H ... (h+1)*HV/H - 1 share key head h", "[B,T,HV,K]"})
     REQUIRE(help.find(opt) != std::string::npos);
   REQUIRE(gdn2_cli("forward --in /nonexistent").status == 2);  // --out missing
   REQUIRE(gdn2_cli("forward --in /x --out /y --form sideways").status == 2);
@@ -261,55 +266,111 @@ double loss_of(const fs::path& out, const Tensor<double>& do_, const Tensor<doub
 
 TEST_CASE("cli: backward through the front-end matches finite differences of forward", "[cli]") {
   // Every file gdn2 backward writes is the gradient of that file's content: logits, unnormalised q/k, A_log, dt_bias.
-  Workdir w("frontend");
-  Rng rng(3);
-  const index_t B = 1, T = 40, H = 2, HV = 2, K = 6, V = 5;
-  std::vector<std::pair<std::string, Tensor<double>>> files = {
-      {"q", Tensor<double>({B, T, H, K})}, {"k", Tensor<double>({B, T, H, K})}, {"v", Tensor<double>({B, T, HV, V})},
-      {"g", Tensor<double>({B, T, H, K})}, {"b", Tensor<double>({B, T, H, K})}, {"w", Tensor<double>({B, T, HV, V})},
-      {"A_log", Tensor<double>({H})},      {"dt_bias", Tensor<double>({H * K})}, {"h0", Tensor<double>({B, HV, K, V})}};
-  for (auto& [name, t] : files)
-    for (auto& e : t.data) e = rng.normal();
-  Tensor<double> do_({B, T, HV, V}), dht({B, HV, K, V});
-  for (auto& e : do_.data) e = rng.normal();
-  for (auto& e : dht.data) e = rng.normal();
-  auto write_all = [&](const std::vector<std::pair<std::string, Tensor<double>>>& fs_) {
-    for (const auto& [name, t] : fs_) save(w.in, name + ".npy", io::encode_npy(t));
-  };
-  write_all(files);
-  save(w.in, "do.npy", io::encode_npy(do_));
-  save(w.in, "dht.npy", io::encode_npy(dht));
-  const std::string opts = " --l2norm-qk --gate-logits --negative-eigen --decay softplus --chunk-size 16";
-  REQUIRE(gdn2_cli("backward --in " + w.in.string() + " --out " + w.out.string() + opts).status == 0);
-  const fs::path grads = w.out.parent_path() / "grads";
-  fs::rename(w.out, grads);
-  for (auto& [name, t] : files) {
-    const auto grad = load<double>(grads / ("d" + name + ".npy"));
-    REQUIRE(grad.shape == t.shape);
-    Tensor<double> u(t.shape);
-    for (auto& e : u.data) e = rng.normal();
-    const double h = 1e-6;
-    auto perturbed = files;
-    double analytic = 0, gnorm = 0, unorm = 0;
-    for (auto& [n2, t2] : perturbed)
-      if (n2 == name)
-        for (index_t i = 0; i < t2.numel(); ++i) t2.data[i] += h * u.data[i];
-    for (index_t i = 0; i < u.numel(); ++i)
-      analytic += grad.data[i] * u.data[i], gnorm += grad.data[i] * grad.data[i], unorm += u.data[i] * u.data[i];
-    write_all(perturbed);
-    REQUIRE(gdn2_cli("forward --in " + w.in.string() + " --out " + w.out.string() + opts).status == 0);
-    const double lp = loss_of(w.out, do_, dht);
-    for (auto& [n2, t2] : perturbed)
-      if (n2 == name)
-        for (index_t i = 0; i < t2.numel(); ++i) t2.data[i] -= 2 * h * u.data[i];
-    write_all(perturbed);
-    REQUIRE(gdn2_cli("forward --in " + w.in.string() + " --out " + w.out.string() + opts).status == 0);
-    const double lm = loss_of(w.out, do_, dht);
+  // Gates per key head (HV = H), and per value head as fla's fused_recurrent_gdn2 takes them: g, b [B,T,HV,K] with
+  // A_log [HV], dt_bias [HV*K] (HV = 2H).
+  for (const bool per_value_head : {false, true}) {
+    Workdir w("frontend");
+    Rng rng(3);
+    const index_t B = 1, T = 40, H = 2, HV = per_value_head ? 4 : 2, K = 6, V = 5, HG = per_value_head ? HV : H;
+    std::vector<std::pair<std::string, Tensor<double>>> files = {
+        {"q", Tensor<double>({B, T, H, K})}, {"k", Tensor<double>({B, T, H, K})}, {"v", Tensor<double>({B, T, HV, V})},
+        {"g", Tensor<double>({B, T, HG, K})}, {"b", Tensor<double>({B, T, HG, K})}, {"w", Tensor<double>({B, T, HV, V})},
+        {"A_log", Tensor<double>({HG})},      {"dt_bias", Tensor<double>({HG * K})}, {"h0", Tensor<double>({B, HV, K, V})}};
+    for (auto& [name, t] : files)
+      for (auto& e : t.data) e = rng.normal();
+    Tensor<double> do_({B, T, HV, V}), dht({B, HV, K, V});
+    for (auto& e : do_.data) e = rng.normal();
+    for (auto& e : dht.data) e = rng.normal();
+    auto write_all = [&](const std::vector<std::pair<std::string, Tensor<double>>>& fs_) {
+      for (const auto& [name, t] : fs_) save(w.in, name + ".npy", io::encode_npy(t));
+    };
     write_all(files);
-    const double err = std::abs((lp - lm) / (2 * h) - analytic) / std::sqrt(gnorm * unorm);
-    log_measure("cli d" + name + " (front-end) vs finite differences of gdn2 forward", err, 1e-6);
-    REQUIRE(err <= 1e-6);
+    save(w.in, "do.npy", io::encode_npy(do_));
+    save(w.in, "dht.npy", io::encode_npy(dht));
+    const std::string opts = " --l2norm-qk --gate-logits --negative-eigen --decay softplus --chunk-size 16";
+    REQUIRE(gdn2_cli("backward --in " + w.in.string() + " --out " + w.out.string() + opts).status == 0);
+    const fs::path grads = w.out.parent_path() / "grads";
+    fs::rename(w.out, grads);
+    for (auto& [name, t] : files) {
+      const auto grad = load<double>(grads / ("d" + name + ".npy"));
+      REQUIRE(grad.shape == t.shape);
+      Tensor<double> u(t.shape);
+      for (auto& e : u.data) e = rng.normal();
+      const double h = 1e-6;
+      auto perturbed = files;
+      double analytic = 0, gnorm = 0, unorm = 0;
+      for (auto& [n2, t2] : perturbed)
+        if (n2 == name)
+          for (index_t i = 0; i < t2.numel(); ++i) t2.data[i] += h * u.data[i];
+      for (index_t i = 0; i < u.numel(); ++i)
+        analytic += grad.data[i] * u.data[i], gnorm += grad.data[i] * grad.data[i], unorm += u.data[i] * u.data[i];
+      write_all(perturbed);
+      REQUIRE(gdn2_cli("forward --in " + w.in.string() + " --out " + w.out.string() + opts).status == 0);
+      const double lp = loss_of(w.out, do_, dht);
+      for (auto& [n2, t2] : perturbed)
+        if (n2 == name)
+          for (index_t i = 0; i < t2.numel(); ++i) t2.data[i] -= 2 * h * u.data[i];
+      write_all(perturbed);
+      REQUIRE(gdn2_cli("forward --in " + w.in.string() + " --out " + w.out.string() + opts).status == 0);
+      const double lm = loss_of(w.out, do_, dht);
+      write_all(files);
+      const double err = std::abs((lp - lm) / (2 * h) - analytic) / std::sqrt(gnorm * unorm);
+      log_measure("cli d" + name + (per_value_head ? " (front-end, gates per value head)" : " (front-end)") +
+                      " vs finite differences of gdn2 forward",
+                  err, 1e-6);
+      REQUIRE(err <= 1e-6);
+    }
   }
+}
+
+TEST_CASE("cli: gates per value head — tied variants, and shapes refused with both allowed", "[cli]") {
+  Workdir w("value_heads");
+  const auto x = small_layer(5, 1, 30);  // H = 2, HV = 4, K = 8, V = 6
+  const index_t B = 1, T = 30, H = 2, HV = 4, K = 8, V = 6;
+  save_layer(w.in, x);
+  // kda with beta [B,T,HV] is gdn2 with b = beta·1_K per value head and w = beta·1_V (Eq. 7): the same bits.
+  Tensor<double> beta({B, T, HV}), b({B, T, HV, K}), wg({B, T, HV, V});
+  for (index_t i = 0; i < beta.numel(); ++i) beta.data[i] = 0.013 * double(i % 77);
+  for (index_t i = 0; i < b.numel(); ++i) b.data[i] = beta.data[i / K];
+  for (index_t i = 0; i < wg.numel(); ++i) wg.data[i] = beta.data[i / V];
+  save(w.in, "beta.npy", io::encode_npy(beta));
+  REQUIRE(gdn2_cli("forward --variant kda --in " + w.in.string() + " --out " + w.out.string()).status == 0);
+  const auto o_kda = load<double>(w.out / "o.npy");
+  fs::remove_all(w.out);
+  save(w.in, "b.npy", io::encode_npy(b));
+  save(w.in, "w.npy", io::encode_npy(wg));
+  REQUIRE(gdn2_cli("forward --variant gdn2 --in " + w.in.string() + " --out " + w.out.string()).status == 0);
+  const auto o_gdn2 = load<double>(w.out / "o.npy");
+  fs::remove_all(w.out);
+  std::printf("  [measured] kda beta[B,T,HV] vs gdn2 b[B,T,HV,K]: ratio(o) %.1e, bitwise equal: %s\n",
+              ratio(o_kda, o_gdn2), bitwise_equal(o_kda, o_gdn2) ? "yes" : "no");
+  REQUIRE(bitwise_equal(o_kda, o_gdn2));
+  // The gradient of beta [B,T,HV] comes back as [B,T,HV]; gdn's per-head decay may be [B,T,HV] too.
+  Tensor<double> do_(x.v.shape), g_head({B, T, HV});
+  for (auto& e : do_.data) e = 1.0;
+  for (auto& e : g_head.data) e = -0.1;
+  save(w.in, "do.npy", io::encode_npy(do_));
+  REQUIRE(gdn2_cli("backward --variant kda --in " + w.in.string() + " --out " + w.out.string()).status == 0);
+  REQUIRE(load<double>(w.out / "dbeta.npy").shape == beta.shape);
+  fs::remove_all(w.out);
+  save(w.in, "g.npy", io::encode_npy(g_head));
+  REQUIRE(gdn2_cli("backward --variant gdn --in " + w.in.string() + " --out " + w.out.string()).status == 0);
+  REQUIRE(load<double>(w.out / "dg.npy").shape == g_head.shape);
+  fs::remove_all(w.out);
+  // Neither per key head nor per value head: refused, naming the tensor and both shapes.
+  save(w.in, "g.npy", io::encode_npy(Tensor<double>({B, T, 3, K})));
+  expect_refusal(w, "g:", "expected [1,30,2,8] [B,T,H,K] per key head or [1,30,4,8] [B,T,HV,K] per value head");
+  save(w.in, "g.npy", io::encode_npy(x.g));
+  save(w.in, "b.npy", io::encode_npy(Tensor<double>({B, T, HV, K + 1})));
+  expect_refusal(w, "b:", "expected [1,30,2,8] [B,T,H,K] per key head or [1,30,4,8] [B,T,HV,K] per value head");
+  save(w.in, "beta.npy", io::encode_npy(Tensor<double>({B, T, 3})));
+  expect_refusal(w, "beta:", "expected [1,30,2] [B,T,H] per key head or [1,30,4] [B,T,HV] per value head",
+                 "--variant kda");
+  save(w.in, "g.npy", io::encode_npy(Tensor<double>({B, T, HV, K})));
+  save(w.in, "A_log.npy", io::encode_npy(Tensor<double>({H})));
+  save(w.in, "dt_bias.npy", io::encode_npy(Tensor<double>({HV * K})));
+  expect_refusal(w, "A_log:", "one per head of g ([H] when g is [B,T,H,K], [HV] when g is [B,T,HV,K]; g is [1,30,4,8]), got [2]",
+                 "--decay softplus");
 }
 
 TEST_CASE("cli: backward writes the gradients of the files each variant reads", "[cli]") {
@@ -374,11 +435,15 @@ TEST_CASE("cli: check reports per tensor, exits 1 on a failure, prints JSON; gra
   char buf[4096];
   while (size_t n = fread(buf, 1, sizeof buf, p)) json.append(buf, n);
   pclose(p);
-  REQUIRE(json.rfind("{\"passed\": false", 0) == 0);
-  REQUIRE(json.find("{\"name\": \"dw\", \"dtype\": \"f4\"") != std::string::npos);
+  const auto j = nlohmann::json::parse(json);
+  REQUIRE(j.at("passed") == false);
+  bool dw_failed = false;
+  for (const auto& t : j.at("tensors")) dw_failed |= t.at("name") == "dw" && t.at("dtype") == "f4" && t.at("verdict") == "FAIL";
+  REQUIRE(dw_failed);
   REQUIRE(gdn2_cli(check + " --tolerance 0.1").status == 0);   // a looser explicit bound accepts it
   REQUIRE(gdn2_cli(check + " --tolerance nope").status == 2);
   REQUIRE(gdn2_cli("gradcheck --directions 1").status == 0);
+  REQUIRE(gdn2_cli("gradcheck --directions 1 --value-head-gates").status == 0);
 }
 
 namespace {
@@ -441,4 +506,410 @@ TEST_CASE("task, train, eval and trace work end to end and refuse bad input", "[
   r = gdn2_cli("eval --checkpoint " + (w.out / "nothing").string());
   CHECK(r.status == 2);
   CHECK_THAT(r.err, Catch::Contains("cannot open"));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// gdn2 check: expectations, non-finite values, the local criterion, reference overflow, JSON in every outcome.
+
+namespace {
+
+struct Run {
+  int status;
+  std::string out, err;
+  double seconds;
+};
+
+// Runs `gdn2 ARGS` (optionally behind a shell prefix such as "ulimit -f 1;" or "timeout 20"), capturing stdout and
+// stderr.
+Run gdn2_run(const std::string& args, const std::string& shell_prefix = "") {
+  const std::string tag = std::to_string(::getpid());
+  const fs::path out = fs::temp_directory_path() / ("gdn2_run_out_" + tag), err = fs::temp_directory_path() / ("gdn2_run_err_" + tag);
+  const std::string cmd = "/bin/bash -c '" + shell_prefix + " " + std::string(GDN2_BIN) + " " + args + "' >" + out.string() +
+                          " 2>" + err.string();
+  const auto t0 = std::chrono::steady_clock::now();
+  const int raw = std::system(cmd.c_str());
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  auto slurp = [](const fs::path& p) {
+    std::ifstream in(p);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    fs::remove(p);
+    return ss.str();
+  };
+  return {WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, slurp(out), slurp(err), s};
+}
+
+// A candidate directory holding the f32 forward and backward of the inputs in `w.in` (with do.npy).
+void candidate(Workdir& w, const Layer<double>& x) {
+  save_layer(w.in, x);
+  Tensor<double> do_(x.v.shape);
+  Rng rng(9);
+  for (auto& e : do_.data) e = rng.normal();
+  save(w.in, "do.npy", io::encode_npy(do_));
+  REQUIRE(gdn2_cli("forward --precision f32 --in " + w.in.string() + " --out " + w.out.string()).status == 0);
+  REQUIRE(gdn2_cli("backward --precision f32 --in " + w.in.string() + " --out " + w.out.string()).status == 0);
+}
+
+}  // namespace
+
+TEST_CASE("check: a missing tensor fails, unknown files are ignored, impossible ones reported", "[cli][check]") {
+  Workdir w("expect");
+  const auto x = small_layer(5, 1, 80);
+  candidate(w, x);
+  const std::string check = "check --in " + w.in.string() + " --candidate " + w.out.string();
+  Run r = gdn2_run(check);
+  CAPTURE(r.out, r.err);
+  REQUIRE(r.status == 0);
+  // db saved under another name: db is missing (FAIL), the other file is listed as ignored.
+  fs::rename(w.out / "db.npy", w.out / "db_grad.npy");
+  r = gdn2_run(check);
+  std::printf("  [measured] db renamed: exit=%d\n%s", r.status, r.out.c_str());
+  REQUIRE(r.status == 1);
+  REQUIRE(r.out.find("missing") != std::string::npos);
+  REQUIRE(r.out.find("db_grad") != std::string::npos);
+  REQUIRE(r.out.find("ignored") != std::string::npos);
+  // Naming the subset compares just that.
+  r = gdn2_run(check + " --only o,ht,dq,dk,dv,dg,dw");
+  CAPTURE(r.out);
+  REQUIRE(r.status == 0);
+  fs::rename(w.out / "db_grad.npy", w.out / "db.npy");
+  // dbeta for variant gdn2 (which has no beta): the reference cannot produce it; reported and failed, not skipped.
+  save(w.out, "dbeta.npy", io::encode_npy(Tensor<double>({1, 80, 2})));
+  r = gdn2_run(check);
+  REQUIRE(r.status == 1);
+  REQUIRE(r.out.find("not-produced") != std::string::npos);
+  fs::remove(w.out / "dbeta.npy");
+  // Stray unrelated files (even one starting with 'd' and not a valid .npy) do not turn a good candidate into exit 2.
+  save(w.out, "debug.npy", "not numpy at all");
+  save(w.out, "README.txt", "notes");
+  fs::remove(w.in / "do.npy");
+  for (const char* f : {"dq", "dk", "dv", "dg", "db", "dw", "dh0"}) fs::remove(w.out / (std::string(f) + ".npy"));
+  r = gdn2_run(check);
+  CAPTURE(r.out, r.err);
+  REQUIRE(r.status == 0);
+  REQUIRE(r.out.find("debug") != std::string::npos);
+}
+
+TEST_CASE("check: non-finite values are counted and located; JSON is valid with full precision", "[cli][check]") {
+  Workdir w("nonfinite");
+  const auto x = small_layer(6, 1, 80);
+  candidate(w, x);
+  const std::string check = "check --json --in " + w.in.string() + " --candidate " + w.out.string();
+  Run r = gdn2_run(check);
+  REQUIRE(r.status == 0);
+  auto j = nlohmann::json::parse(r.out);
+  for (const auto& t : j.at("tensors")) {
+    CAPTURE(t.dump());
+    REQUIRE(t.at("worst_index").is_array());
+    REQUIRE(t.at("ratio").is_number());
+    REQUIRE(t.at("ratio").get<double>() > 0);  // a float32 result differs from float64: not printed as 0.000000
+    REQUIRE(t.at("bound_reason").get<std::string>().find("auto: f4") == 0);
+  }
+  auto o = load<float>(w.out / "o.npy");
+  o.data[offset_bthd(0, 50, 2, 80, 4, 6) + 3] = NAN;
+  o.data[offset_bthd(0, 60, 0, 80, 4, 6) + 1] = INFINITY;
+  save(w.out, "o.npy", io::encode_npy(o));
+  r = gdn2_run(check);
+  CAPTURE(r.out);
+  REQUIRE(r.status == 1);
+  j = nlohmann::json::parse(r.out);
+  const auto& t = j.at("tensors").at(0);
+  REQUIRE(t.at("name") == "o");
+  REQUIRE(t.at("non_finite") == 2);
+  REQUIRE(t.at("first_non_finite") == nlohmann::json::array({0, 50, 2, 3}));
+  REQUIRE(t.at("worst_index") == nlohmann::json::array({0, 50, 2, 3}));
+  REQUIRE(t.at("ratio").is_null());
+  r = gdn2_run(check + " --tolerance 1e-8");
+  j = nlohmann::json::parse(r.out);
+  REQUIRE(j.at("tensors").at(1).at("bound").get<double>() == 1e-8);
+  REQUIRE(r.out.find("\"bound\": 1e-08") != std::string::npos);
+  // Errors are JSON too, with the exit status unchanged.
+  for (const std::string& bad : {check + " --tolerance nope", "check --json --in " + w.in.string(),
+                                 "check --json --in /nonexistent --candidate " + w.out.string()}) {
+    r = gdn2_run(bad);
+    CAPTURE(bad, r.out, r.err);
+    REQUIRE(r.status == 2);
+    j = nlohmann::json::parse(r.out);
+    REQUIRE(j.at("passed") == false);
+    REQUIRE(j.at("exit_status") == 2);
+    REQUIRE(j.at("error").is_string());
+  }
+}
+
+TEST_CASE("check: one bad chunk of one head fails the local criterion; the table shows the bound used", "[cli][check]") {
+  Workdir w("local");
+  const auto x = small_layer(7, 4, 2048);  // 4 sequences x 32 chunks x 2 heads: one block is 1/256 of db
+  candidate(w, x);
+  const std::string check = "check --in " + w.in.string() + " --candidate " + w.out.string();
+  auto db = load<float>(w.out / "db.npy");
+  for (index_t t = 128; t < 192; ++t)
+    for (index_t d = 0; d < 8; ++d) db.data[offset_bthd(0, t, 1, 2048, 2, 8) + d] *= 1.001f;  // 0.1% in one block
+  save(w.out, "db.npy", io::encode_npy(db));
+  Run r = gdn2_run(check + " --json");
+  auto j = nlohmann::json::parse(r.out);
+  for (const auto& t : j.at("tensors"))
+    if (t.at("name") == "db") {
+      log_measure("db 0.1% off in one chunk of one head: global ratio", t.at("ratio").get<double>(), 1e-4);
+      log_measure("db 0.1% off in one chunk of one head: local ratio", t.at("local_ratio").get<double>(), 1e-4);
+      REQUIRE(t.at("ratio").get<double>() < 1e-4);
+      REQUIRE(t.at("verdict") == "FAIL");
+      REQUIRE(t.at("worst_block").at("chunk") == 2);
+      REQUIRE(t.at("worst_block").at("head") == 1);
+    }
+  REQUIRE(r.status == 1);
+  // Mixed dtypes: each row says which bound it used and why.
+  const auto xo = load<float>(w.out / "o.npy");
+  save(w.out, "o.npy", io::encode_npy(cast<double>(xo)));  // a float64 file of float32 values: held to 1e-10
+  r = gdn2_run(check);
+  std::printf("%s", r.out.c_str());
+  REQUIRE(r.out.find("auto: f8") != std::string::npos);
+  REQUIRE(r.out.find("auto: f4 output") != std::string::npos);
+  REQUIRE(r.out.find("auto: f4 gradient") != std::string::npos);
+}
+
+TEST_CASE("check: when the float64 reference overflows, exit 3 (as forward), not a FAIL", "[cli][check]") {
+  // The non-normal growth case of test 10 (b up to 2), long enough to leave float64's range.
+  const index_t T = 16384;
+  Layer<double> x{Tensor<double>({1, T, 1, 2}), Tensor<double>({1, T, 1, 2}), Tensor<double>({1, T, 1, 1}),
+                  Tensor<double>({1, T, 1, 2}), Tensor<double>({1, T, 1, 2}), Tensor<double>({1, T, 1, 1}), {}};
+  const double th[2] = {2.52, 1.99}, bb[2][2] = {{0.24, 1.87}, {1.88, 0.026}};
+  for (index_t t = 0; t < T; ++t) {
+    x.k.data[2 * t] = x.q.data[2 * t] = std::cos(th[t % 2]);
+    x.k.data[2 * t + 1] = x.q.data[2 * t + 1] = std::sin(th[t % 2]);
+    x.b.data[2 * t] = bb[t % 2][0];
+    x.b.data[2 * t + 1] = bb[t % 2][1];
+    x.v.data[t] = t == 0;
+    x.w.data[t] = 1;
+  }
+  Workdir w("refoverflow");
+  save_layer(w.in, x);
+  fs::create_directories(w.out);
+  save(w.out, "o.npy", io::encode_npy(Tensor<float>({1, T, 1, 1})));
+  save(w.out, "ht.npy", io::encode_npy(Tensor<float>({1, 1, 2, 1})));
+  const Run r = gdn2_run("check --negative-eigen --in " + w.in.string() + " --candidate " + w.out.string());
+  std::printf("  [measured] reference overflow: exit=%d: %s", r.status, r.err.c_str());
+  REQUIRE(r.status == 3);
+  REQUIRE(r.err.find("float64 reference") != std::string::npos);
+  const Run j = gdn2_run("check --json --negative-eigen --in " + w.in.string() + " --candidate " + w.out.string());
+  REQUIRE(j.status == 3);
+  REQUIRE(nlohmann::json::parse(j.out).at("exit_status") == 3);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// .npy reading: the header before the body, only regular files, no 0-d arrays or empty cu_seqlens, fast reads.
+
+TEST_CASE("npy: FIFOs, devices and directories are refused by name without blocking", "[cli][io]") {
+  Workdir w("special");
+  save_layer(w.in, small_layer());
+  const std::string fwd = "forward --in " + w.in.string() + " --out " + w.out.string();
+  fs::remove(w.in / "q.npy");
+  REQUIRE(::mkfifo((w.in / "q.npy").c_str(), 0600) == 0);
+  Run r = gdn2_run(fwd, "timeout 20");  // before the fix: blocks forever opening the FIFO (timeout's 124)
+  std::printf("  [measured] q.npy a FIFO: exit=%d in %.2f s: %s", r.status, r.seconds, r.err.c_str());
+  REQUIRE(r.status == 2);
+  REQUIRE_THAT(r.err, Catch::StartsWith("gdn2: error: q.npy") && Catch::Contains("FIFO"));
+  fs::remove(w.in / "q.npy");
+  fs::create_directories(w.in / "q.npy");
+  r = gdn2_run(fwd, "timeout 20");
+  std::printf("  [measured] q.npy a directory: exit=%d: %s", r.status, r.err.c_str());
+  REQUIRE(r.status == 2);
+  REQUIRE_THAT(r.err, Catch::StartsWith("gdn2: error: q.npy") && Catch::Contains("is a directory"));
+  fs::remove(w.in / "q.npy");
+  fs::create_symlink("/dev/zero", w.in / "q.npy");
+  r = gdn2_run(fwd, "timeout 20");
+  std::printf("  [measured] q.npy -> /dev/zero: exit=%d: %s", r.status, r.err.c_str());
+  REQUIRE(r.status == 2);
+  REQUIRE_THAT(r.err, Catch::StartsWith("gdn2: error: q.npy") && Catch::Contains("device"));
+  REQUIRE_FALSE(fs::exists(w.out));
+}
+
+TEST_CASE("npy: 0-d arrays and an empty cu_seqlens are refused", "[cli][io]") {
+  Workdir w("zerod");
+  save_layer(w.in, small_layer(3, 1, 40));
+  const std::string fwd = "forward --in " + w.in.string() + " --out " + w.out.string();
+  save(w.in, "g.npy", io::encode_npy(Tensor<double>(std::vector<index_t>{})));  // before: ran as if g were absent
+  Run r = gdn2_run(fwd);
+  std::printf("  [measured] 0-d g.npy: exit=%d: %s", r.status, r.err.c_str());
+  REQUIRE(r.status == 2);
+  REQUIRE_THAT(r.err, Catch::StartsWith("gdn2: error: g.npy") && Catch::Contains("0-d"));
+  save_layer(w.in, small_layer(3, 1, 40));
+  std::string cu = io::encode_npy(Tensor<double>({0}));
+  cu.replace(cu.find("<f8"), 3, "<i8");
+  save(w.in, "cu_seqlens.npy", cu);
+  r = gdn2_run(fwd);
+  std::printf("  [measured] empty cu_seqlens.npy: exit=%d: %s", r.status, r.err.c_str());
+  REQUIRE(r.status == 2);
+  REQUIRE_THAT(r.err, Catch::StartsWith("gdn2: error: cu_seqlens.npy"));
+  REQUIRE_FALSE(fs::exists(w.out));
+}
+
+TEST_CASE("npy: the header is validated before the body is read; an allocation too large names the tensor", "[cli][io]") {
+  Workdir w("bighead");
+  save_layer(w.in, small_layer());
+  const std::string fwd = "forward --in " + w.in.string() + " --out " + w.out.string();
+  // A 2 GiB file (sparse: no disk used) with a bad magic: refused after reading its first bytes.
+  {
+    std::ofstream f(w.in / "q.npy", std::ios::binary);
+    f << "not numpy";
+  }
+  fs::resize_file(w.in / "q.npy", index_t(2) << 30);
+  Run r = gdn2_run(fwd);
+  std::printf("  [measured] 2 GiB q.npy with a bad magic: exit=%d in %.2f s: %s", r.status, r.seconds, r.err.c_str());
+  REQUIRE(r.status == 2);
+  REQUIRE_THAT(r.err, Catch::Contains("q.npy") && Catch::Contains("magic"));
+  REQUIRE(r.seconds < 1.0);
+  // A valid header for 4 TiB of float64 (sparse file): refused by size before allocating, naming the tensor.
+  const index_t big = index_t(1) << 39;
+  std::string dict = "{'descr': '<f8', 'fortran_order': False, 'shape': (" + std::to_string(big) + ",), }";
+  dict.append((64 - (10 + dict.size() + 1) % 64) % 64, ' ');
+  dict += '\n';
+  const std::string header = std::string("\x93NUMPY\x01\x00", 8) + char(dict.size() & 0xff) + char(dict.size() >> 8) + dict;
+  {
+    std::ofstream f(w.in / "v.npy", std::ios::binary);
+    f << header;
+  }
+  fs::resize_file(w.in / "v.npy", header.size() + big * 8);
+  save(w.in, "q.npy", io::encode_npy(small_layer().q));
+  r = gdn2_run(fwd);
+  std::printf("  [measured] v.npy declaring 4 TiB: exit=%d in %.2f s: %s", r.status, r.seconds, r.err.c_str());
+  REQUIRE(r.status == 2);
+  REQUIRE_THAT(r.err, Catch::StartsWith("gdn2: error: v.npy") && Catch::Contains("GiB"));
+  REQUIRE(r.seconds < 5.0);
+}
+
+TEST_CASE("npy: --verbose says where the time goes", "[cli][io]") {
+  Workdir w("verbose");
+  save_layer(w.in, small_layer());
+  const Run r = gdn2_run("forward --verbose --in " + w.in.string() + " --out " + w.out.string());
+  std::printf("%s", r.err.c_str());
+  REQUIRE(r.status == 0);
+  for (const char* f : {"read q.npy", "read w.npy", "MB/s", "forward (chunk form)", "writing"})
+    REQUIRE_THAT(r.err, Catch::Contains(f));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Outputs all or none; write failures have their own exit status and a true message.
+
+TEST_CASE("outputs: a failed write changes nothing, creates no --out, exits 4 with the system's reason", "[cli][io]") {
+  Workdir w("writefail");
+  const auto x = small_layer();
+  save_layer(w.in, x);
+  // The file size limit makes the write fail with EFBIG (SIGXFSZ ignored): before, exit 2, an empty --out left.
+  Run r = gdn2_run("forward --in " + w.in.string() + " --out " + w.out.string(), "trap \"\" XFSZ; ulimit -f 1;");
+  std::printf("  [measured] write over the file size limit: exit=%d: %s", r.status, r.err.c_str());
+  REQUIRE(r.status == 4);
+  REQUIRE_THAT(r.err, Catch::Contains("File too large"));
+  REQUIRE(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+  REQUIRE_FALSE(fs::exists(w.out));
+  for (const auto& e : fs::directory_iterator(w.out.parent_path())) REQUIRE(e.path().filename() == "in");
+  // An --out holding a directory where ht.npy goes: refused before anything (before: o.npy replaced, then failed).
+  REQUIRE(gdn2_cli("forward --in " + w.in.string() + " --out " + w.out.string()).status == 0);
+  const std::string old_o = [&] {
+    std::ifstream f(w.out / "o.npy", std::ios::binary);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+  }();
+  fs::remove(w.out / "ht.npy");
+  fs::create_directories(w.out / "ht.npy" / "x");
+  save_layer(w.in, small_layer(8));
+  r = gdn2_run("forward --in " + w.in.string() + " --out " + w.out.string());
+  std::printf("  [measured] ht.npy a directory in --out: exit=%d: %s", r.status, r.err.c_str());
+  REQUIRE(r.status == 2);
+  REQUIRE_THAT(r.err, Catch::Contains("--out"));
+  std::ifstream f(w.out / "o.npy", std::ios::binary);
+  std::stringstream now;
+  now << f.rdbuf();
+  REQUIRE(now.str() == old_o);
+  // An --out that is a file.
+  r = gdn2_run("forward --in " + w.in.string() + " --out " + (w.in / "q.npy").string());
+  REQUIRE(r.status == 2);
+  REQUIRE_THAT(r.err, Catch::Contains("not a directory"));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// train / eval: options and --out checked before training; checkpoints refused when their config or weights are bad.
+
+TEST_CASE("train checks --out and every option before training; eval refuses bad checkpoints naming the file", "[cli][model]") {
+  Workdir w("trainchk");
+  const std::string tiny = "train --steps 20 --batch 4 --d-model 8 --head-k 4 --head-v 4 --mlp 0 --eval-every 1 --eval-examples 4 "
+                           "--final-examples 8 ";
+  save(w.in, "file", "x");
+  Run r = gdn2_run(tiny + "--out " + (w.in / "file").string());
+  std::printf("  [measured] train --out FILE: exit=%d in %.2f s, %zu bytes of training output: %s", r.status, r.seconds,
+              r.out.size(), r.err.c_str());
+  REQUIRE(r.status == 2);
+  REQUIRE(r.out.empty());  // no evaluation line: refused before the first step
+  REQUIRE_THAT(r.err, Catch::Contains("--out"));
+  for (const std::string bad : {"--lr inf", "--lr nan", "--weight-decay nan", "--final-examples -5", "--lr -1"}) {
+    r = gdn2_run(tiny + bad + " --out " + (w.out / "never").string());
+    CAPTURE(bad, r.err);
+    REQUIRE(r.status == 2);
+    REQUIRE(r.out.empty());
+    REQUIRE(r.err.size() < 200);
+    REQUIRE_FALSE(fs::exists(w.out / "never"));
+  }
+  const std::string ck = (w.out / "ck").string();
+  r = gdn2_run(tiny + "--out " + ck);
+  REQUIRE(r.status == 0);
+  auto edit = [&](const std::string& from, const std::string& to) {
+    std::ifstream in(fs::path(ck) / "config.json");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    std::string s = ss.str();
+    const auto at = s.find(from);
+    REQUIRE(at != std::string::npos);
+    s.replace(at, from.size(), to);
+    std::ofstream(fs::path(ck) / "config.json") << s;
+  };
+  const std::string eval = "eval --examples 4 --checkpoint " + ck;
+  REQUIRE(gdn2_run(eval).status == 0);
+  for (const auto& [bad, why] : std::vector<std::pair<std::string, std::string>>{
+           {"\"d_model\": 64.9", "integer"}, {"\"d_model\": 4294967304", "out of range"}, {"\"d_model\": \"8\"", "integer"},
+           {"\"d_model\": 100000", "d-model"}}) {
+    edit("\"d_model\": 8", bad);
+    r = gdn2_run(eval);
+    std::printf("  [measured] config.json %s: exit=%d: %s", bad.c_str(), r.status, r.err.c_str());
+    CHECK(r.status == 2);
+    CHECK_THAT(r.err, Catch::Contains("config.json") && Catch::Contains(why));
+    edit(bad, "\"d_model\": 8");
+  }
+  auto E = load<float>(fs::path(ck) / "E.npy");
+  E.data[3] = NAN;
+  save(ck, "E.npy", io::encode_npy(E));
+  r = gdn2_run(eval);
+  std::printf("  [measured] NaN weight: exit=%d: %s", r.status, r.err.c_str());
+  REQUIRE(r.status == 2);
+  REQUIRE_THAT(r.err, Catch::Contains("E.npy") && Catch::Contains("non-finite"));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Options: one short line per numeric error; nan/inf refused at parse time; absurd sizes refused before allocating.
+
+TEST_CASE("options: numeric errors are one short line, refused before any input is read", "[cli]") {
+  // --in does not exist: a refusal naming the option proves it came first, at parse time.
+  for (const std::string bad :
+       {"forward --in /nonexistent --out /tmp/x --scale nan", "forward --in /nonexistent --out /tmp/x --scale inf",
+        "forward --in /nonexistent --out /tmp/x --chunk-size -5", "forward --in /nonexistent --out /tmp/x --chunk-size 1e400",
+        "forward --in /nonexistent --out /tmp/x --lower-bound inf", "forward --in /nonexistent --out /tmp/x --threads -1",
+        "bench --T 100000000000", "trace --random 1000000000000 --out /tmp/x", "gradcheck --directions 0",
+        "check --in /nonexistent --candidate /tmp/x --chunk-size 0"}) {
+    const Run r = gdn2_run(bad);
+    std::printf("  [measured] %s: exit=%d: %s", bad.c_str(), r.status, r.err.c_str());
+    CAPTURE(bad, r.err);
+    CHECK(r.status == 2);
+    CHECK(r.err.size() < 200);
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    CHECK(r.err.find("nonexistent") == std::string::npos);
+  }
+}
+
+TEST_CASE("trace --example N generates that one example", "[cli][model]") {
+  // The same example as before (example N of the held-out stream), whatever N: a large index costs no more.
+  const std::string ck = std::string(GDN2_SOURCE_DIR) + "/notebooks_data/checkpoints/mqar-tiny-gdn2";
+  Workdir w("example");
+  const Run r = gdn2_run("trace --checkpoint " + ck + " --example 2000000000 --out " + w.out.string(), "timeout 60");
+  std::printf("  [measured] trace --example 2e9: exit=%d in %.2f s\n", r.status, r.seconds);
+  REQUIRE(r.status == 0);
+  REQUIRE(r.seconds < 10);
 }

@@ -1,8 +1,11 @@
 // gdn2 reference — the backward over whole tensors (layout and options as forward.hpp).
 //
-// Key-side gradients (dq, dk, dg, db) of a key head sum over the value heads of its group (grouped value heads);
-// work is split over (sequence, key head) pairs so each task owns the memory it writes, and the group's value
-// heads are summed in a fixed order: results are bitwise independent of the thread count.
+// Key-side gradients (dq, dk) of a key head sum over the value heads of its group (grouped value heads); so do dg
+// and db when the gate is given per key head, while a gate given per value head gets each value head's own
+// gradient (dg and db always have the gate's shape). Work is split over (sequence, key head) pairs so each task owns
+// the memory it writes, and the group's value heads are summed in a fixed order: results are bitwise independent of
+// the thread count, and per-value-head gradients summed over a group (in head order, from zero) give the bits of the
+// per-key-head ones.
 #pragma once
 
 #include "chunk_backward.hpp"
@@ -36,15 +39,19 @@ Gradients<Scalar> backward(Form form, const Tensor<Scalar>& q, const Tensor<Scal
                        Tensor<Scalar>(g.shape, "dg"), Tensor<Scalar>(b.shape, "db"), Tensor<Scalar>(w.shape, "dw"),
                        Tensor<Scalar>({d.N, d.HV, d.K, d.V}, "dh0")};
   const index_t group = d.HV / d.H;
+  const bool g_per_value = d.HG != d.H, b_per_value = d.HB != d.H;  // (with HV = H both layouts are the same)
   detail::parallel_for_heads(d.N, d.H, opt.num_threads, [&](index_t n, index_t h) {
     const SequenceSpan span = sequence_span(d, cu_seqlens, n);
     const index_t L = span.length;
     const Mat<Scalar> Q = scale * detail::gather_head(q, span.row0, L, h);
     const Mat<Scalar> Kk = detail::gather_head(k, span.row0, L, h);
-    const Mat<Scalar> G = detail::gather_head(g, span.row0, L, h);
-    const Mat<Scalar> Bg = detail::gather_head(b, span.row0, L, h);
+    Mat<Scalar> G, Bg;
+    if (!g_per_value) G = detail::gather_head(g, span.row0, L, h);
+    if (!b_per_value) Bg = detail::gather_head(b, span.row0, L, h);
     Mat<Scalar> dQsum = Mat<Scalar>::Zero(L, d.K), dKsum = dQsum, dGsum = dQsum, dBsum = dQsum;
     for (index_t hv = h * group; hv < (h + 1) * group; ++hv) {
+      if (g_per_value) G = detail::gather_head(g, span.row0, L, hv);
+      if (b_per_value) Bg = detail::gather_head(b, span.row0, L, hv);
       const Mat<Scalar> Vv = detail::gather_head(v, span.row0, L, hv);
       const Mat<Scalar> W = detail::gather_head(w, span.row0, L, hv);
       const Mat<Scalar> dO = do_.empty() ? Mat<Scalar>::Zero(L, d.V) : detail::gather_head(do_, span.row0, L, hv);
@@ -58,14 +65,22 @@ Gradients<Scalar> backward(Form form, const Tensor<Scalar>& q, const Tensor<Scal
       else
         chunk_backward_head(dQ, dK, dV, dG, dB, dW, dS, Q, Kk, Vv, G, Bg, W, S0, dO, opt.chunk_size);
       dQsum += dQ, dKsum += dK, dGsum += dG, dBsum += dB;
+      if (g_per_value) {  // this value head's own gate: its gradient alone (summed from zero, as the group sum is)
+        detail::scatter_head(gr.dg, dGsum, span.row0, hv);
+        dGsum.setZero();
+      }
+      if (b_per_value) {
+        detail::scatter_head(gr.db, dBsum, span.row0, hv);
+        dBsum.setZero();
+      }
       detail::scatter_head(gr.dv, dV, span.row0, hv);
       detail::scatter_head(gr.dw, dW, span.row0, hv);
       Eigen::Map<Mat<Scalar>>(gr.dh0.ptr() + state, d.K, d.V) = dS;
     }
     detail::scatter_head(gr.dq, Mat<Scalar>(scale * dQsum), span.row0, h);  // q̃ = scale·q
     detail::scatter_head(gr.dk, dKsum, span.row0, h);
-    detail::scatter_head(gr.dg, dGsum, span.row0, h);
-    detail::scatter_head(gr.db, dBsum, span.row0, h);
+    if (!g_per_value) detail::scatter_head(gr.dg, dGsum, span.row0, h);
+    if (!b_per_value) detail::scatter_head(gr.db, dBsum, span.row0, h);
   });
   return gr;
 }

@@ -1,8 +1,10 @@
 // gdn2 reference — the forward over whole tensors: sequences × value heads, each an independent head
 // problem solved by recurrent_forward_head (REF) or chunk_forward_head (the WY form).
 //
-// Layout (flash-linear-attention compatible): q, k, g, b: [B,T,H,K]; v, w: [B,T,HV,V];
-// h0, ht: [N,HV,K,V]; o: [B,T,HV,V]. Value head hv reads key head hv / (HV/H) (grouped value heads).
+// Layout (flash-linear-attention compatible): q, k: [B,T,H,K]; v, w: [B,T,HV,V];
+// h0, ht: [N,HV,K,V]; o: [B,T,HV,V]. Value head hv reads key head hv / (HV/H) (grouped value heads), so value heads
+// [h·HV/H, (h+1)·HV/H) share key head h. The gates g and b are each given per key head, [B,T,H,K] (value head hv
+// reads key head hv / (HV/H) as for q and k), or per value head, [B,T,HV,K] (value head hv reads its own).
 // With cu_seqlens ([N+1]) the N sequences are packed along T of a B = 1 batch.
 #pragma once
 
@@ -91,14 +93,13 @@ void forward_unchecked(Form form, Tensor<Scalar>& o, Tensor<Scalar>& ht, const T
   const Scalar scale = static_cast<Scalar>(default_scale(d, opt));
   o = Tensor<Scalar>({d.B, d.T, d.HV, d.V}, "o");
   ht = Tensor<Scalar>({d.N, d.HV, d.K, d.V}, "ht");
-  const index_t group = d.HV / d.H;  // value heads per key head
   parallel_for_heads(d.N, d.HV, opt.num_threads, [&](index_t n, index_t hv) {
-    const index_t h = hv / group;
+    const index_t h = head_for_value_head(hv, d.H, d.HV);
     const SequenceSpan span = sequence_span(d, cu_seqlens, n);
     const Mat<Scalar> Q = scale * gather_head(q, span.row0, span.length, h);
     const Mat<Scalar> Kk = gather_head(k, span.row0, span.length, h);
-    const Mat<Scalar> G = gather_head(g, span.row0, span.length, h);
-    const Mat<Scalar> Bg = gather_head(b, span.row0, span.length, h);
+    const Mat<Scalar> G = gather_head(g, span.row0, span.length, head_for_value_head(hv, g.shape[2], d.HV));
+    const Mat<Scalar> Bg = gather_head(b, span.row0, span.length, head_for_value_head(hv, b.shape[2], d.HV));
     const Mat<Scalar> Vv = gather_head(v, span.row0, span.length, hv);
     const Mat<Scalar> W = gather_head(w, span.row0, span.length, hv);
     Mat<Scalar> S = Mat<Scalar>::Zero(d.K, d.V);

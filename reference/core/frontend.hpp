@@ -7,6 +7,7 @@
 
 #include "options.hpp"
 #include "tensor.hpp"
+#include "validate.hpp"
 
 namespace gdn2 {
 
@@ -43,62 +44,77 @@ void sigmoid_gate(Tensor<Scalar>& x, Scalar upper = Scalar(1)) {
   for (auto& v : x.data) v = upper * sigmoid(v);
 }
 
+// The activation parameters follow the heads of the decay logits: one per key head when x is [B,T,H,K], one per
+// value head when x is [B,T,HV,K] (flash-linear-attention's fused_recurrent_gdn2: A_log [HV], dt_bias [HV*K]).
+inline void expect_decay_parameters(const std::vector<index_t>& x_shape, const std::vector<index_t>& A_log_shape,
+                                    const std::vector<index_t>& dt_bias_shape, bool with_A_log) {
+  const index_t H = x_shape[2], K = x_shape[3];
+  const std::string g_is = "; g is " + shape_str(x_shape) + "), got ";
+  if (with_A_log && checked_numel(A_log_shape, "A_log") != H)
+    throw InputError("A_log: expected " + std::to_string(H) + " values, one per head of g ([H] when g is [B,T,H,K], "
+                     "[HV] when g is [B,T,HV,K]" + g_is + shape_str(A_log_shape));
+  if (checked_numel(dt_bias_shape, "dt_bias") != H * K)
+    throw InputError("dt_bias: expected " + std::to_string(H * K) + " values, one per head of g and key channel ([H*K] "
+                     "when g is [B,T,H,K], [HV*K] when g is [B,T,HV,K]" + g_is + shape_str(dt_bias_shape));
+}
+
 // Log-decay from logits (Eq. 12 / Eq. 86): g = −exp(A_log[h]) · softplus(x + dt_bias[h, d]).
-// x: [B,T,H,K]; A_log: [H]; dt_bias: [H*K] (one per key channel) — the flash-linear-attention layout.
+// x: [B,T,H,K] with A_log [H], dt_bias [H*K] (one per key channel), or x: [B,T,HV,K] with A_log [HV],
+// dt_bias [HV*K] — the flash-linear-attention layouts.
 template <typename Scalar>
 void softplus_decay(Tensor<Scalar>& x, const Tensor<Scalar>& A_log, const Tensor<Scalar>& dt_bias) {
   const index_t H = x.shape[2], K = x.shape[3];
-  if (A_log.numel() != H) throw InputError("A_log: expected " + std::to_string(H) + " values (one per key head), got " + shape_str(A_log.shape));
-  if (dt_bias.numel() != H * K) throw InputError("dt_bias: expected H*K = " + std::to_string(H * K) + " values, got " + shape_str(dt_bias.shape));
+  expect_decay_parameters(x.shape, A_log.shape, dt_bias.shape, true);
   for (index_t i = 0; i < x.numel(); ++i) {
     const index_t hk = i % (H * K), h = hk / K;
     x.data[i] = -std::exp(A_log.data[h]) * softplus(x.data[i] + dt_bias.data[hk]);
   }
 }
 
-// The bounded variant: g = lower_bound · σ(x + dt_bias), lower_bound < 0, so g ∈ (lower_bound, 0).
+// The bounded variant: g = lower_bound · σ(x + dt_bias), lower_bound < 0, so g ∈ (lower_bound, 0). dt_bias as above.
 template <typename Scalar>
 void bounded_decay(Tensor<Scalar>& x, const Tensor<Scalar>& dt_bias, double lower_bound) {
   const index_t H = x.shape[2], K = x.shape[3];
   if (!(lower_bound < 0)) throw InputError("lower bound of the decay must be negative, got " + std::to_string(lower_bound));
-  if (dt_bias.numel() != H * K) throw InputError("dt_bias: expected H*K = " + std::to_string(H * K) + " values, got " + shape_str(dt_bias.shape));
+  expect_decay_parameters(x.shape, {}, dt_bias.shape, false);
   for (index_t i = 0; i < x.numel(); ++i) x.data[i] = Scalar(lower_bound) * sigmoid(x.data[i] + dt_bias.data[i % (H * K)]);
 }
 
 // Tied gates → the full Gated DeltaNet-2 gates (Appendix A.5): the variants are not separate algorithms.
-//   beta: [B,T,H] (kda, gdn, deltanet);  g_in: [B,T,H,K] (gdn2, kda, linear) or [B,T,H] (gdn); absent for deltanet.
-// Output: g, b: [B,T,H,K]; w: [B,T,HV,V]. Value head hv takes β of key head hv / (HV/H).
+//   beta: [B,T,H] or [B,T,HV] (kda, gdn, deltanet);  g_in: [B,T,H,K] or [B,T,HV,K] (gdn2, kda, linear),
+//   [B,T,H] or [B,T,HV] (gdn); absent for deltanet.
+// Output: g: g_in's heads; b: beta's heads (H for gdn2's own b, checked by validate_inputs, and for linear);
+// w: [B,T,HV,V], value head hv taking β of head hv / (HV/heads of beta) — its key head's, or its own.
 template <typename Scalar>
 void tie_gates(Variant variant, Tensor<Scalar>& g, Tensor<Scalar>& b, Tensor<Scalar>& w, const Tensor<Scalar>& g_in,
                const Tensor<Scalar>& beta, index_t B, index_t T, index_t H, index_t K, index_t HV, index_t V) {
   const bool scalar_beta = variant == Variant::kda || variant == Variant::gdn || variant == Variant::deltanet;
   if (H <= 0 || HV <= 0 || HV % H != 0)
     throw InputError("v: value heads HV = " + std::to_string(HV) + " is not a positive multiple of key heads H = " + std::to_string(H));
+  index_t HBeta = H;  // heads of beta
   if (scalar_beta) {
-    if (beta.shape != std::vector<index_t>{B, T, H})
-      throw InputError(std::string("beta: shape ") + shape_str(beta.shape) + ", expected " + shape_str({B, T, H}) +
-                       " (one scalar gate per token and key head for variant " + variant_name(variant) + ")");
+    HBeta = detail::expect_head_layout("beta", beta.shape, B, T, H, HV, {},
+                                       std::string("one scalar gate per token and head for variant ") + variant_name(variant));
     for (index_t i = 0; i < beta.numel(); ++i)
       if (!(beta.data[i] >= 0 && beta.data[i] <= 1))
         throw InputError("beta: value " + std::to_string(static_cast<double>(beta.data[i])) + " at " +
-                         shape_str({i / (T * H), i / H % T, i % H}) + " (β must lie in [0, 1])");
+                         shape_str({i / (T * HBeta), i / HBeta % T, i % HBeta}) + " (β must lie in [0, 1])");
   }
   g = Tensor<Scalar>({B, T, H, K});
   if (variant == Variant::gdn) {
-    if (g_in.shape != std::vector<index_t>{B, T, H})
-      throw InputError("g: shape " + shape_str(g_in.shape) + ", expected " + shape_str({B, T, H}) + " (one decay per head for variant gdn)");
+    const index_t HG = detail::expect_head_layout("g", g_in.shape, B, T, H, HV, {}, "one decay per head for variant gdn");
+    g = Tensor<Scalar>({B, T, HG, K});
     for (index_t i = 0; i < g.numel(); ++i) g.data[i] = g_in.data[i / K];
   } else if (variant != Variant::deltanet && !g_in.empty()) {
     g = g_in;  // shape checked by validate_inputs
   }
   if (variant == Variant::gdn2) return;  // b and w were given
-  b = Tensor<Scalar>({B, T, H, K});
+  b = Tensor<Scalar>({B, T, HBeta, K});
   w = Tensor<Scalar>({B, T, HV, V});
-  const index_t group = HV / H;
   for (index_t i = 0; i < b.numel(); ++i) b.data[i] = scalar_beta ? beta.data[i / K] : Scalar(0);
   for (index_t i = 0; i < w.numel(); ++i) {
     const index_t bt = i / (HV * V), hv = (i / V) % HV;
-    w.data[i] = scalar_beta ? beta.data[bt * H + hv / group] : Scalar(1);
+    w.data[i] = scalar_beta ? beta.data[bt * HBeta + head_for_value_head(hv, HBeta, HV)] : Scalar(1);
   }
 }
 
@@ -155,29 +171,30 @@ void bounded_decay_backward(Tensor<Scalar>& dg, Tensor<Scalar>& ddt_bias, const 
   }
 }
 
-// Backward of tie_gates: the gradients of the tied inputs from those of the full gates.
-//   dβ[b,t,h] = Σ_d db[b,t,h,d] + Σ_{hv in h's group} Σ_d dw[b,t,hv,d]     (Eq. 48, summed over the value-head group)
+// Backward of tie_gates: the gradients of the tied inputs from those of the full gates (each in its input's layout:
+// db has beta's heads, dg has g's).
+//   dβ[b,t,h] = Σ_d db[b,t,h,d] + Σ_{hv reading β head h} Σ_d dw[b,t,hv,d]   (Eq. 48; per key head: h's group)
 //   gdn: dg_head[b,t,h] = Σ_d dg[b,t,h,d];  deltanet: no g.
 // dbeta and dg_in are resized here (left empty where the variant has no such input).
 template <typename Scalar>
 void tie_gates_backward(Variant variant, Tensor<Scalar>& dg_in, Tensor<Scalar>& dbeta, const Tensor<Scalar>& dg,
                         const Tensor<Scalar>& db, const Tensor<Scalar>& dw) {
-  const index_t B = dg.shape[0], T = dg.shape[1], H = dg.shape[2], K = dg.shape[3], HV = dw.shape[2], V = dw.shape[3];
+  const index_t B = dg.shape[0], T = dg.shape[1], HG = dg.shape[2], K = dg.shape[3], HV = dw.shape[2], V = dw.shape[3];
   dg_in = {};
   dbeta = {};
   if (variant == Variant::gdn) {
-    dg_in = Tensor<Scalar>({B, T, H});
+    dg_in = Tensor<Scalar>({B, T, HG});
     for (index_t i = 0; i < dg.numel(); ++i) dg_in.data[i / K] += dg.data[i];
   } else if (variant != Variant::deltanet) {
     dg_in = dg;
   }
   if (variant == Variant::kda || variant == Variant::gdn || variant == Variant::deltanet) {
-    dbeta = Tensor<Scalar>({B, T, H});
+    const index_t HBeta = db.shape[2];
+    dbeta = Tensor<Scalar>({B, T, HBeta});
     for (index_t i = 0; i < db.numel(); ++i) dbeta.data[i / K] += db.data[i];
-    const index_t group = HV / H;
     for (index_t i = 0; i < dw.numel(); ++i) {
       const index_t bt = i / (HV * V), hv = (i / V) % HV;
-      dbeta.data[bt * H + hv / group] += dw.data[i];
+      dbeta.data[bt * HBeta + head_for_value_head(hv, HBeta, HV)] += dw.data[i];
     }
   }
 }

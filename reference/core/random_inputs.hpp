@@ -51,6 +51,17 @@ Layer<Scalar> random_layer(Rng& rng, index_t B, index_t T, index_t H, index_t HV
   return x;
 }
 
+// Replaces g and b of x by gates drawn per value head, [B,T,HV,K] (g from `gate`, b ~ U(0, 1)): every value head
+// of a group gets its own gates, as flash-linear-attention's fused_recurrent_gdn2 takes them.
+template <typename Scalar, typename GateFn>
+void random_value_head_gates(Rng& rng, Layer<Scalar>& x, GateFn gate) {
+  const std::vector<index_t> shape = {x.q.shape[0], x.q.shape[1], x.v.shape[2], x.q.shape[3]};
+  x.g = Tensor<Scalar>(shape, "g");
+  x.b = Tensor<Scalar>(shape, "b");
+  for (auto& e : x.b.data) e = static_cast<Scalar>(rng.uniform());
+  for (auto& e : x.g.data) e = static_cast<Scalar>(gate(rng));
+}
+
 // Normwise relative error ‖x − ref‖₂ / ‖ref‖₂, the "ratio" of docs/numerics.md (and of flash-linear-attention).
 template <typename A, typename Bt>
 double ratio(const Tensor<A>& x, const Tensor<Bt>& ref) {

@@ -12,10 +12,18 @@
 namespace gdn2 {
 
 // B batch, T tokens, H key heads, HV value heads, K key dim, V value dim, N sequences.
+// HG, HB: the heads of g and of b, each H (one gate per key head, shared by its value heads) or HV (one gate per
+// value head, flash-linear-attention's fused_recurrent_gdn2 layout); chosen independently.
 struct Dims {
   index_t B = 0, T = 0, H = 0, HV = 0, K = 0, V = 0, N = 0;
+  index_t HG = 0, HB = 0;
   bool varlen = false;  // N sequences packed into B = 1 by cu_seqlens
 };
+
+// Grouped value heads: value head hv belongs to key head hv / (HV/H), so value heads [h·HV/H, (h+1)·HV/H) share
+// key head h. A gate given with `heads` heads (H or HV) is read by value head hv at head hv / (HV/heads): the key
+// head for per-key-head gates, hv itself for per-value-head gates.
+inline index_t head_for_value_head(index_t hv, index_t heads, index_t HV) { return hv / (HV / heads); }
 
 // Where sequence n lives: rows [row0, row0 + length) of the flattened [B*T] token axis.
 struct SequenceSpan {
@@ -44,6 +52,21 @@ inline void expect_shape(const std::string& name, const std::vector<index_t>& go
     throw InputError(name + ": shape " + shape_str(got) + ", expected " + shape_str(want) + " (" + why + ")");
 }
 
+// A gate given per key head, [B,T,H,...], or per value head, [B,T,HV,...], with `tail` the trailing dimensions
+// ({K} for g and b; {} for a scalar gate per token and head such as beta). Returns its number of heads, H or HV;
+// otherwise throws one line naming the tensor and both allowed shapes.
+inline index_t expect_head_layout(const std::string& name, const std::vector<index_t>& got, index_t B, index_t T,
+                                  index_t H, index_t HV, const std::vector<index_t>& tail, const std::string& what) {
+  std::vector<index_t> per_key = {B, T, H}, per_value = {B, T, HV};
+  per_key.insert(per_key.end(), tail.begin(), tail.end());
+  per_value.insert(per_value.end(), tail.begin(), tail.end());
+  if (got == per_key) return H;
+  if (got == per_value) return HV;
+  const std::string k = tail.empty() ? "]" : ",K]";
+  throw InputError(name + ": shape " + shape_str(got) + ", expected " + shape_str(per_key) + " [B,T,H" + k +
+                   " per key head or " + shape_str(per_value) + " [B,T,HV" + k + " per value head (" + what + ")");
+}
+
 // Checks every element of x against `ok`; the first failure is reported with its index.
 template <typename Scalar, typename Pred>
 void expect_elements(const std::string& name, const Tensor<Scalar>& x, Pred ok, const std::string& rule) {
@@ -60,7 +83,8 @@ void expect_elements(const std::string& name, const Tensor<Scalar>& x, Pred ok, 
 }  // namespace detail
 
 // Validates the inputs of the forward (and backward) and returns their dimensions.
-// q, k, g, b: [B,T,H,K]; v, w: [B,T,HV,V]; h0: [N,HV,K,V] or absent; cu_seqlens: [N+1] or absent.
+// q, k: [B,T,H,K]; g, b: each [B,T,H,K] or [B,T,HV,K]; v, w: [B,T,HV,V]; h0: [N,HV,K,V] or absent;
+// cu_seqlens: [N+1] or absent.
 template <typename Scalar>
 Dims validate_inputs(const Tensor<Scalar>& q, const Tensor<Scalar>& k, const Tensor<Scalar>& v,
                      const Tensor<Scalar>& g, const Tensor<Scalar>& b, const Tensor<Scalar>& w,
@@ -81,8 +105,8 @@ Dims validate_inputs(const Tensor<Scalar>& q, const Tensor<Scalar>& k, const Ten
                      std::to_string(d.H));
   const std::vector<index_t> key_shape = q.shape, value_shape = {d.B, d.T, d.HV, d.V};
   expect_shape("k", k.shape, key_shape, "same as q");
-  expect_shape("g", g.shape, key_shape, "same as q: one log-decay per key channel");
-  expect_shape("b", b.shape, key_shape, "same as q: one erase gate per key channel");
+  d.HG = detail::expect_head_layout("g", g.shape, d.B, d.T, d.H, d.HV, {d.K}, "one log-decay per key channel");
+  d.HB = detail::expect_head_layout("b", b.shape, d.B, d.T, d.H, d.HV, {d.K}, "one erase gate per key channel");
   expect_shape("v", v.shape, value_shape, "batch and tokens as q");
   expect_shape("w", w.shape, value_shape, "same as v: one write gate per value channel");
   if (opt.chunk_size < 1) throw InputError("chunk size must be >= 1, got " + std::to_string(opt.chunk_size));

@@ -1,6 +1,20 @@
 // gdn2 reference — .npy reader and writer (see npy.hpp for the contract).
 #include "io/npy.hpp"
 
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#ifndef RENAME_EXCHANGE
+#define RENAME_EXCHANGE (1 << 1)  // linux/fs.h
+#endif
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -76,7 +90,29 @@ size_t itemsize(const std::string& dtype) { return dtype[1] == '4' ? 4 : 8; }
 
 }  // namespace
 
-NpyArray parse_npy(const unsigned char* data, size_t size, const std::string& name) {
+namespace {
+
+// The header of a .npy file: its dtype and shape, where the data starts and how many bytes it has.
+struct Header {
+  std::string dtype;
+  std::vector<index_t> shape;
+  size_t data_start = 0, data_bytes = 0;
+};
+
+// Length of the fixed prefix (magic, version, header length) of a file whose first bytes are `data`, or 0 if the
+// magic or the version is wrong (refused by parse_header).
+size_t prefix_length(const unsigned char* data, size_t size) {
+  static const unsigned char magic[] = {0x93, 'N', 'U', 'M', 'P', 'Y'};
+  if (size < 8 || std::memcmp(data, magic, 6) != 0 || data[6] < 1 || data[6] > 3) return 0;
+  return data[6] == 1 ? 10 : 12;
+}
+
+// NumPy writes headers of a few hundred bytes; a longer one is refused before it is read.
+constexpr size_t kMaxHeader = size_t(1) << 20;
+
+// Validates magic, version, header dict and the data length against `file_size`. `data` holds at least the prefix
+// and the header (`size` bytes of the file's start).
+Header parse_header(const unsigned char* data, size_t size, size_t file_size, const std::string& name) {
   static const unsigned char magic[] = {0x93, 'N', 'U', 'M', 'P', 'Y'};
   if (size < 10 || std::memcmp(data, magic, 6) != 0) fail(name, "missing the \\x93NUMPY magic");
   const int major = data[6];
@@ -90,6 +126,7 @@ NpyArray parse_npy(const unsigned char* data, size_t size, const std::string& na
     header_len = data[8] | (size_t(data[9]) << 8) | (size_t(data[10]) << 16) | (size_t(data[11]) << 24);
     header_start = 12;
   }
+  if (header_len > kMaxHeader) fail(name, "header length " + std::to_string(header_len) + " bytes (more than 1 MiB)");
   if (header_len > size - header_start) fail(name, "truncated header");
   std::string header(reinterpret_cast<const char*>(data + header_start), header_len);
   while (!header.empty() && (header.back() == '\n' || header.back() == ' ' || header.back() == '\0')) header.pop_back();
@@ -97,14 +134,14 @@ NpyArray parse_npy(const unsigned char* data, size_t size, const std::string& na
   HeaderParser p{header, name};
   std::string descr;
   bool fortran = false, have_descr = false, have_order = false, have_shape = false;
-  NpyArray a;
+  Header h;
   p.expect('{');
   while (!p.take('}')) {
     const std::string key = p.quoted();
     p.expect(':');
     if (key == "descr") descr = p.quoted(), have_descr = true;
     else if (key == "fortran_order") fortran = p.boolean(), have_order = true;
-    else if (key == "shape") a.shape = p.tuple(), have_shape = true;
+    else if (key == "shape") h.shape = p.tuple(), have_shape = true;
     else fail(name, "header: unexpected key '" + key + "'");
     if (!p.take(',')) {
       p.expect('}');
@@ -117,44 +154,159 @@ NpyArray parse_npy(const unsigned char* data, size_t size, const std::string& na
   if (fortran) fail(name, "fortran_order=True is not supported; save np.ascontiguousarray(x) instead");
   if (descr.size() != 3 || (descr[0] != '<' && descr[0] != '|' && descr[0] != '='))
     fail(name, "dtype '" + descr + "' is not little-endian float32/float64/int32/int64");
-  a.dtype = descr.substr(1);
-  if (a.dtype != "f4" && a.dtype != "f8" && a.dtype != "i4" && a.dtype != "i8")
+  h.dtype = descr.substr(1);
+  if (h.dtype != "f4" && h.dtype != "f8" && h.dtype != "i4" && h.dtype != "i8")
     fail(name, "dtype '" + descr + "' is not supported (float32, float64, int32, int64)");
 
-  const index_t numel = checked_numel(a.shape, name);
-  const size_t data_start = header_start + header_len;
-  const size_t available = size - data_start;
-  if (static_cast<uint64_t>(numel) > available / itemsize(a.dtype) ||
-      static_cast<size_t>(numel) * itemsize(a.dtype) != available) {
+  const index_t numel = checked_numel(h.shape, name);
+  h.data_start = header_start + header_len;
+  const size_t available = file_size - h.data_start;
+  if (static_cast<uint64_t>(numel) > available / itemsize(h.dtype) ||
+      static_cast<size_t>(numel) * itemsize(h.dtype) != available) {
     std::ostringstream msg;
-    msg << "shape " << shape_str(a.shape) << " of dtype " << descr << " needs " << numel << " elements, but the file holds "
-        << available << " data bytes" << (static_cast<uint64_t>(numel) * itemsize(a.dtype) > available ? " (truncated)" : "");
+    msg << "shape " << shape_str(h.shape) << " of dtype " << descr << " needs " << numel << " elements, but the file holds "
+        << available << " data bytes" << (static_cast<uint64_t>(numel) * itemsize(h.dtype) > available ? " (truncated)" : "");
     fail(name, msg.str());
   }
-  a.bytes.assign(data + data_start, data + size);
+  h.data_bytes = available;
+  return h;
+}
+
+// Allocates the data bytes of `name`, naming it when the memory is not there.
+void allocate(std::vector<unsigned char>& bytes, size_t n, const std::string& name) {
+  check_allocation(static_cast<index_t>(n), 1, name);
+  try {
+    bytes.resize(n);
+  } catch (const std::bad_alloc&) {
+    throw InputError(name + ": out of memory allocating " + std::to_string(n) + " bytes for its data");
+  }
+}
+
+// Reads exactly n bytes (fewer only at end of file); returns the count. Large reads: the kernel gets the whole
+// request at once, so a file loads at disk (or page-cache) speed.
+size_t read_full(int fd, unsigned char* out, size_t n, const std::string& name) {
+  size_t done = 0;
+  while (done < n) {
+    const size_t want = std::min<size_t>(n - done, size_t(1) << 30);
+    const ssize_t got = ::read(fd, out + done, want);
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      throw InputError(name + ": read failed: " + std::strerror(errno));
+    }
+    if (got == 0) break;
+    done += static_cast<size_t>(got);
+  }
+  return done;
+}
+
+struct Fd {
+  int fd;
+  ~Fd() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+}  // namespace
+
+NpyArray parse_npy(const unsigned char* data, size_t size, const std::string& name) {
+  const Header h = parse_header(data, size, size, name);
+  NpyArray a{h.dtype, h.shape, {}};
+  allocate(a.bytes, h.data_bytes, name);
+  if (h.data_bytes) std::memcpy(a.bytes.data(), data + h.data_start, h.data_bytes);
   return a;
 }
 
-NpyArray read_npy(const std::string& path, const std::string& name) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw InputError(name + ": cannot open " + path);
-  std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  return parse_npy(bytes.data(), bytes.size(), name);
+NpyArray read_npy(const std::string& path, const std::string& name, ReadTimes* times) {
+  const auto start = std::chrono::steady_clock::now();
+  // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below like any non-regular file.
+  Fd f{::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC)};
+  if (f.fd < 0) throw InputError(name + ": cannot open " + path + ": " + std::strerror(errno));
+  struct stat st {};
+  if (::fstat(f.fd, &st) != 0) throw InputError(name + ": cannot stat " + path + ": " + std::strerror(errno));
+  if (S_ISDIR(st.st_mode)) throw InputError(name + ": " + path + " is a directory, not a .npy file");
+  if (!S_ISREG(st.st_mode))
+    throw InputError(name + ": " + path + " is not a regular file (" +
+                     (S_ISFIFO(st.st_mode) ? "a FIFO" : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device" : "a socket or special file") +
+                     "); gdn2 reads .npy files only");
+  const int flags = ::fcntl(f.fd, F_GETFL);
+  if (flags >= 0) ::fcntl(f.fd, F_SETFL, flags & ~O_NONBLOCK);
+  const size_t file_size = static_cast<size_t>(st.st_size);
+#ifdef POSIX_FADV_SEQUENTIAL
+  ::posix_fadvise(f.fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+#endif
+  // The header first (at most 64 KiB in version 1, and whatever version 2/3 declare, bounded by the file size).
+  std::vector<unsigned char> head(std::min<size_t>(file_size, 12));
+  if (read_full(f.fd, head.data(), head.size(), name) != head.size()) fail(name, "truncated header");
+  const size_t prefix = prefix_length(head.data(), head.size());
+  if (prefix && prefix <= head.size()) {
+    const size_t header_len = prefix == 10 ? (head[8] | (size_t(head[9]) << 8))
+                                           : (head[8] | (size_t(head[9]) << 8) | (size_t(head[10]) << 16) | (size_t(head[11]) << 24));
+    const size_t want = std::min(file_size, prefix + std::min(header_len, kMaxHeader + 1));
+    const size_t have = head.size();
+    head.resize(std::max(want, have));
+    if (want > have && read_full(f.fd, head.data() + have, want - have, name) != want - have) fail(name, "truncated header");
+  }
+  const Header h = parse_header(head.data(), head.size(), file_size, name);
+  NpyArray a{h.dtype, h.shape, {}};
+  allocate(a.bytes, h.data_bytes, name);
+  // Bytes of the data that were already read with the header (only when the header read overshot).
+  const size_t already = head.size() > h.data_start ? head.size() - h.data_start : 0;
+  if (already) std::memcpy(a.bytes.data(), head.data() + h.data_start, already);
+  if (read_full(f.fd, a.bytes.data() + already, h.data_bytes - already, name) != h.data_bytes - already)
+    fail(name, "the file became shorter while it was read");
+  if (times)
+    times->files.push_back({name, file_size, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()});
+  return a;
+}
+
+NamedArrays read_npy_dir(const std::string& dir, const std::vector<std::string>& names, ReadTimes* times) {
+  namespace fs = std::filesystem;
+  NamedArrays out;
+  for (const auto& n : names) {
+    const fs::path p = fs::path(dir) / (n + ".npy");
+    std::error_code ec;
+    const auto st = fs::symlink_status(p, ec);
+    if (ec || !fs::exists(st)) continue;
+    out.emplace(n, read_npy(p.string(), n + ".npy", times));
+  }
+  return out;
 }
 
 template <typename Scalar>
 Tensor<Scalar> to_tensor(const NpyArray& a, const std::string& name) {
   if (a.dtype != "f4" && a.dtype != "f8") throw InputError(name + ": dtype must be float32 or float64, got " + a.dtype);
-  Tensor<Scalar> x(a.shape);
-  for (index_t i = 0; i < x.numel(); ++i) {
-    if (a.dtype == "f4") {
-      float f;
-      std::memcpy(&f, a.bytes.data() + 4 * i, 4);
-      x.data[i] = static_cast<Scalar>(f);
+  if (a.shape.empty()) throw InputError(name + ": a 0-d array (shape ()); every tensor of the layer has at least one axis");
+  Tensor<Scalar> x;
+  x.shape = a.shape;
+  const index_t n = checked_numel(a.shape, name);
+  check_allocation(n, sizeof(Scalar), name);
+  try {
+    x.data.resize(n);
+  } catch (const std::bad_alloc&) {
+    throw InputError(name + ": out of memory allocating " + std::to_string(n) + " values");
+  }
+  if (a.bytes.size() != static_cast<size_t>(n) * itemsize(a.dtype)) throw InputError(name + ": data size does not match its shape");
+  if (a.dtype == "f4") {
+    if constexpr (std::is_same_v<Scalar, float>) {
+      std::memcpy(x.data.data(), a.bytes.data(), a.bytes.size());
     } else {
-      double f;
-      std::memcpy(&f, a.bytes.data() + 8 * i, 8);
-      x.data[i] = static_cast<Scalar>(f);
+      const unsigned char* src = a.bytes.data();
+      for (index_t i = 0; i < n; ++i) {
+        float f;
+        std::memcpy(&f, src + 4 * i, 4);
+        x.data[i] = static_cast<Scalar>(f);
+      }
+    }
+  } else {
+    if constexpr (std::is_same_v<Scalar, double>) {
+      std::memcpy(x.data.data(), a.bytes.data(), a.bytes.size());
+    } else {
+      const unsigned char* src = a.bytes.data();
+      for (index_t i = 0; i < n; ++i) {
+        double f;
+        std::memcpy(&f, src + 8 * i, 8);
+        x.data[i] = static_cast<Scalar>(f);
+      }
     }
   }
   return x;
@@ -165,6 +317,8 @@ template Tensor<double> to_tensor<double>(const NpyArray&, const std::string&);
 std::vector<index_t> to_index_vector(const NpyArray& a, const std::string& name) {
   if (a.dtype != "i4" && a.dtype != "i8") throw InputError(name + ": dtype must be int32 or int64, got " + a.dtype);
   if (a.shape.size() != 1) throw InputError(name + ": expected a 1-D array, got shape " + shape_str(a.shape));
+  if (a.shape[0] < 2)
+    throw InputError(name + ": " + std::to_string(a.shape[0]) + " entries; needs at least 2 ([0, ..., T]: N + 1 offsets)");
   std::vector<index_t> out(a.shape[0]);
   for (index_t i = 0; i < a.shape[0]; ++i) {
     if (a.dtype == "i4") {
@@ -205,33 +359,149 @@ template std::string encode_npy<float>(const Tensor<float>&);
 template std::string encode_npy<double>(const Tensor<double>&);
 template std::string encode_npy<std::int32_t>(const Tensor<std::int32_t>&);
 
-void write_files_atomically(const std::string& dir, const std::vector<std::pair<std::string, std::string>>& files) {
-  namespace fs = std::filesystem;
+namespace {
+
+[[noreturn]] void write_fail(const std::string& what, int err) {
+  throw WriteError(what + ": " + std::strerror(err));
+}
+
+// Holds SIGINT, SIGTERM, SIGHUP and SIGQUIT back for its lifetime; a signal that arrived meanwhile is delivered
+// (with its default action: the process ends) when the previous mask is restored.
+struct HoldSignals {
+  sigset_t old;
+  HoldSignals() {
+    sigset_t set;
+    sigemptyset(&set);
+    for (int s : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) sigaddset(&set, s);
+    pthread_sigmask(SIG_BLOCK, &set, &old);
+  }
+  ~HoldSignals() { pthread_sigmask(SIG_SETMASK, &old, nullptr); }
+};
+
+void write_all(int fd, const std::string& bytes, const std::string& path) {
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, std::min<size_t>(bytes.size() - done, size_t(1) << 30));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      write_fail("cannot write " + path, errno);
+    }
+    done += static_cast<size_t>(n);
+  }
+}
+
+// Removes a temporary directory of ours and its (flat) contents; errors are ignored (best effort on a path
+// that is already failing).
+void remove_flat_dir(const std::string& path) {
   std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) throw std::runtime_error("cannot create output directory " + dir + ": " + ec.message());
-  std::vector<std::string> temps;
-  auto cleanup = [&] {
-    for (const auto& t : temps) fs::remove(t, ec);
-  };
+  for (const auto& e : std::filesystem::directory_iterator(path, ec)) ::unlink(e.path().c_str());
+  ::rmdir(path.c_str());
+}
+
+bool pid_alive(long pid) { return pid > 0 && (::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM); }
+
+}  // namespace
+
+void check_output_dir(const std::string& dir, const std::string& option) {
+  namespace fs = std::filesystem;
+  if (dir.empty()) throw InputError(option + ": an empty path");
+  std::error_code ec;
+  const auto st = fs::status(dir, ec);
+  if (!fs::exists(st)) {
+    // The nearest existing ancestor must be a directory.
+    fs::path p = fs::absolute(dir, ec).parent_path();
+    while (!p.empty() && !fs::exists(p, ec) && p != p.root_path()) p = p.parent_path();
+    if (!p.empty() && fs::exists(p, ec) && !fs::is_directory(p, ec))
+      throw InputError(option + ": " + dir + " cannot be created: " + p.string() + " is not a directory");
+    return;
+  }
+  if (!fs::is_directory(st)) throw InputError(option + ": " + dir + " exists and is not a directory");
+  for (const auto& e : fs::directory_iterator(dir, ec))
+    if (e.is_directory(ec))
+      throw InputError(option + ": " + dir + " holds a subdirectory (" + e.path().filename().string() +
+                       "/); gdn2 replaces its output directory as a whole, so give it a directory of its own");
+}
+
+void write_files_atomically(const std::string& dir_arg, const std::vector<std::pair<std::string, std::string>>& files) {
+  namespace fs = std::filesystem;
+  check_output_dir(dir_arg, "output directory");
+  std::error_code ec;
+  fs::path dir = fs::absolute(dir_arg, ec).lexically_normal();
+  if (!dir.has_filename()) dir = dir.parent_path();  // "out/" → "out"
+  const fs::path parent = dir.parent_path();
+  const std::string base = dir.filename().string();
+  if (base.empty() || base == "." || base == "..") throw InputError("output directory " + dir_arg + ": give it a name of its own");
+
+  HoldSignals hold;
+  if (!fs::exists(parent, ec)) {
+    fs::create_directories(parent, ec);
+    if (ec) write_fail("cannot create " + parent.string(), ec.value());
+  }
+  Fd lock{::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
+  if (lock.fd < 0) write_fail("cannot open " + parent.string(), errno);
+  if (::flock(lock.fd, LOCK_EX | LOCK_NB) != 0) {
+    if (errno != EWOULDBLOCK) write_fail("cannot lock " + parent.string(), errno);
+    std::fprintf(stderr, "gdn2: waiting for another gdn2 writing into %s\n", parent.c_str());
+    while (::flock(lock.fd, LOCK_EX) != 0)
+      if (errno != EINTR) write_fail("cannot lock " + parent.string(), errno);
+  }
+  // Temporaries of writers that were killed (SIGKILL cannot be held back).
+  const std::string prefix = "." + base + ".gdn2-tmp-";
+  for (const auto& e : fs::directory_iterator(parent, ec)) {
+    const std::string f = e.path().filename().string();
+    if (f.rfind(prefix, 0) == 0 && !pid_alive(std::atol(f.c_str() + prefix.size()))) remove_flat_dir(e.path().string());
+  }
+  const fs::path tmp = parent / (prefix + std::to_string(::getpid()));
+  remove_flat_dir(tmp.string());
+  if (::mkdir(tmp.c_str(), 0777) != 0) write_fail("cannot create " + tmp.string(), errno);
+  struct Cleanup {
+    std::string path;
+    bool armed = true;
+    ~Cleanup() {
+      if (armed) remove_flat_dir(path);
+    }
+  } cleanup{tmp.string()};
+
   for (const auto& [file, bytes] : files) {
-    const std::string tmp = (fs::path(dir) / ("." + file + ".partial")).string();
-    temps.push_back(tmp);
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    out.close();
-    if (!out) {
-      cleanup();
-      throw std::runtime_error("cannot write " + tmp + " (disk full or no permission?)");
-    }
+    const std::string path = (tmp / file).string();
+    Fd out{::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666)};
+    if (out.fd < 0) write_fail("cannot create " + (dir / file).string(), errno);
+    write_all(out.fd, bytes, (dir / file).string());
+    if (::fsync(out.fd) != 0) write_fail("cannot write " + (dir / file).string(), errno);
   }
-  for (size_t i = 0; i < files.size(); ++i) {
-    fs::rename(temps[i], fs::path(dir) / files[i].first, ec);
-    if (ec) {
-      cleanup();
-      throw std::runtime_error("cannot rename " + temps[i] + ": " + ec.message());
+  if (fs::exists(dir, ec)) {
+    // Keep the files of the old directory that this write does not replace (e.g. o.npy beside new gradients).
+    std::vector<std::string> mine;
+    for (const auto& f : files) mine.push_back(f.first);
+    for (const auto& e : fs::directory_iterator(dir, ec)) {
+      const std::string f = e.path().filename().string();
+      if (std::find(mine.begin(), mine.end(), f) != mine.end()) continue;
+      if (e.is_directory(ec)) throw InputError("output directory " + dir.string() + " holds a subdirectory (" + f + "/)");
+      if (::link(e.path().c_str(), (tmp / f).c_str()) != 0) {
+        std::error_code cec;  // no hard links on this file system: copy
+        fs::copy(e.path(), tmp / f, fs::copy_options::copy_symlinks, cec);
+        if (cec) write_fail("cannot keep " + e.path().string(), cec.value());
+      }
     }
+    if (::syscall(SYS_renameat2, AT_FDCWD, tmp.c_str(), AT_FDCWD, dir.c_str(), RENAME_EXCHANGE) != 0) {
+      if (errno != EINVAL && errno != ENOSYS) write_fail("cannot replace " + dir.string() + " by the new outputs", errno);
+      // No RENAME_EXCHANGE on this file system: move the old directory aside, then the new one in (a reader may
+      // briefly find no directory, never a mix of two runs).
+      const fs::path old = parent / (prefix + std::to_string(::getpid()) + "-old");
+      if (::rename(dir.c_str(), old.c_str()) != 0) write_fail("cannot move " + dir.string() + " aside", errno);
+      if (::rename(tmp.c_str(), dir.c_str()) != 0) {
+        const int err = errno;
+        ::rename(old.c_str(), dir.c_str());
+        write_fail("cannot rename the new outputs to " + dir.string(), err);
+      }
+      cleanup.path = old.string();
+    }
+    // cleanup.path now names the old directory: removed on return.
+  } else {
+    if (::rename(tmp.c_str(), dir.c_str()) != 0) write_fail("cannot rename the new outputs to " + dir.string(), errno);
+    cleanup.armed = false;
   }
+  ::fsync(lock.fd);
 }
 
 }  // namespace gdn2::io

@@ -7,6 +7,8 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -22,22 +24,60 @@ struct NpyArray {
   std::vector<unsigned char> bytes;  // raw little-endian data, numel * itemsize
 };
 
+// name (without ".npy") → array: a directory of tensors, or the same arrays handed in from memory (Python).
+using NamedArrays = std::map<std::string, NpyArray>;
+
+// Where the time of reading went (gdn2 --verbose): per file, its size and the wall time of open + header + body.
+struct ReadTimes {
+  struct File {
+    std::string name;
+    size_t bytes = 0;
+    double seconds = 0;
+  };
+  std::vector<File> files;
+};
+
 // Parses a whole .npy file held in memory; `name` is used in error messages.
 NpyArray parse_npy(const unsigned char* data, size_t size, const std::string& name);
-NpyArray read_npy(const std::string& path, const std::string& name);
+// Reads one file: refuses anything but a regular file (a FIFO, device or directory) without blocking, validates
+// the header against the file's size before the body is allocated or read, then reads the body in large reads.
+// An allocation that fails names the tensor. `times`, if given, gets one entry.
+NpyArray read_npy(const std::string& path, const std::string& name, ReadTimes* times = nullptr);
+// Reads dir/NAME.npy for every NAME in `names` that exists there (absent files are absent from the map).
+NamedArrays read_npy_dir(const std::string& dir, const std::vector<std::string>& names, ReadTimes* times = nullptr);
 
-// Converts a float32/float64 array to the working precision; integer arrays are refused.
+// Converts a float32/float64 array to the working precision; integer arrays and 0-d arrays (no tensor of the
+// layer is a scalar; an empty shape would read as "absent") are refused.
 template <typename Scalar>
 Tensor<Scalar> to_tensor(const NpyArray& a, const std::string& name);
-// A 1-D int32/int64 array (cu_seqlens).
+// A 1-D int32/int64 array of at least 2 entries (cu_seqlens: [0, ..., T]).
 std::vector<index_t> to_index_vector(const NpyArray& a, const std::string& name);
 
 // Encodes a tensor as a version 1.0 .npy file (float32 for float, float64 for double, int32 for int32_t).
 template <typename Scalar>
 std::string encode_npy(const Tensor<Scalar>& x);
 
-// Writes every (file name, bytes) pair into `dir` (created if missing) so that either all files appear
-// or none do: each is written to a temporary name first and renamed only after all writes succeeded.
+// A file could not be written (disk full, permissions, a rename that failed): the message names the file and the
+// system's reason, captured when the call failed. The command line's exit status 4.
+struct WriteError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Refuses, before any work, an output directory that write_files_atomically could not replace as a whole: a path
+// that exists and is not a directory, or a directory that holds subdirectories (gdn2 writes into a directory of
+// its own). `option` names it in the message ("--out"). Throws InputError.
+void check_output_dir(const std::string& dir, const std::string& option);
+
+// Writes every (file name, bytes) pair into `dir` so that a reader sees either all of the new files or none of
+// them, never a mix of two runs:
+//   1. an exclusive lock (flock) on dir's parent directory: a concurrent writer into the same place waits;
+//   2. a sibling temporary directory receives the new files (and hard links to the files of `dir` that are not
+//      replaced, so outputs of other commands written there earlier stay);
+//   3. one rename makes it `dir` (renameat2 RENAME_EXCHANGE when `dir` exists; the old one is then removed).
+// SIGINT, SIGTERM, SIGHUP and SIGQUIT are held back while this runs and delivered after it, so an interrupted run
+// leaves either the old directory or the new one, and no temporary files; the temporaries of a killed writer
+// (SIGKILL) are removed by the next writer. On failure `dir` is left as it was (not created when it did not exist)
+// and a WriteError names the file and the reason. `dir`'s missing parents are created.
 void write_files_atomically(const std::string& dir, const std::vector<std::pair<std::string, std::string>>& files);
 
 }  // namespace gdn2::io

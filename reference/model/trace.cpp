@@ -16,7 +16,7 @@ Trace trace_layer(const Layer<double>& x, int n, int hv, double scale) {
   if (n < 0 || n >= d.N || hv < 0 || hv >= d.HV)
     throw InputError("trace: sequence " + std::to_string(n) + " / head " + std::to_string(hv) + " does not exist");
   const SequenceSpan span = sequence_span(d, x.cu_seqlens, n);
-  const index_t h = hv / (d.HV / d.H), L = span.length;
+  const index_t h = head_for_value_head(hv, d.H, d.HV), L = span.length;
   Trace tr;
   tr.K = static_cast<int>(d.K);
   tr.V = static_cast<int>(d.V);
@@ -24,8 +24,8 @@ Trace trace_layer(const Layer<double>& x, int n, int hv, double scale) {
   tr.scale = scale;
   tr.q = detail::gather_head(x.q, span.row0, L, h);
   tr.k = detail::gather_head(x.k, span.row0, L, h);
-  tr.g = detail::gather_head(x.g, span.row0, L, h);
-  tr.b = detail::gather_head(x.b, span.row0, L, h);
+  tr.g = detail::gather_head(x.g, span.row0, L, head_for_value_head(hv, d.HG, d.HV));
+  tr.b = detail::gather_head(x.b, span.row0, L, head_for_value_head(hv, d.HB, d.HV));
   tr.v = detail::gather_head(x.v, span.row0, L, hv);
   tr.w = detail::gather_head(x.w, span.row0, L, hv);
   tr.alpha = tr.e = Matrix(L, d.K);
@@ -113,7 +113,7 @@ Trace retrace(const Trace& meta, const Layer<double>& x) {
 tasks::Example heldout_example(const Checkpoint& ck, int index) {
   if (index < 0) throw InputError("example index must be >= 0");
   // A stream apart from the evaluation's own (heldout_seed), so the shown examples are not the scored ones.
-  return tasks::make_batch(ck.task, heldout_seed(ck.train.seed) + 7919, index + 1)[index];
+  return tasks::example_at(ck.task, heldout_seed(ck.train.seed) + 7919, index);
 }
 
 UpdateParts update_parts(const Trace& tr, int t) {

@@ -5,7 +5,9 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
+#include <type_traits>
 
 #include "io/npy.hpp"
 
@@ -114,13 +116,34 @@ json to_json(const TrainConfig& c) {
           {"eval_examples", c.eval_examples}};
 }
 
+// Reads one field exactly: an integer field must hold an integer that fits its type (64.9 and 2^32 + 64 are
+// refused, not truncated or wrapped), a real field a finite number, a string field a string.
 template <typename T>
 void read(const json& j, const char* key, T& out, const std::string& file) {
   if (!j.contains(key)) return;  // absent: keep the default
-  try {
-    out = j.at(key).get<T>();
-  } catch (const json::exception& e) {
-    throw InputError(file + ": field '" + key + "' has the wrong type (" + e.what() + ")");
+  const json& v = j.at(key);
+  auto wrong = [&](const std::string& what) {
+    throw InputError(file + ": field '" + key + "' " + what + " (got " + v.dump() + ")");
+  };
+  if constexpr (std::is_integral_v<T>) {
+    if (!v.is_number_integer()) wrong("must be an integer");
+    if (v.is_number_unsigned()) {
+      const auto u = v.get<std::uint64_t>();
+      if (u > static_cast<std::uint64_t>(std::numeric_limits<T>::max())) wrong("is out of range");
+    } else {
+      const auto i = v.get<std::int64_t>();
+      if (i < static_cast<std::int64_t>(std::numeric_limits<T>::min()) ||
+          (std::is_signed_v<T> && i > static_cast<std::int64_t>(std::numeric_limits<T>::max())))
+        wrong("is out of range");
+    }
+    out = v.get<T>();
+  } else if constexpr (std::is_floating_point_v<T>) {
+    if (!v.is_number()) wrong("must be a number");
+    out = v.get<T>();
+    if (!std::isfinite(out)) wrong("must be finite");
+  } else {
+    if (!v.is_string()) wrong("must be a string");
+    out = v.get<T>();
   }
 }
 
@@ -168,7 +191,11 @@ Checkpoint load_checkpoint(const std::string& dir) {
   read(m, "blocks", ck.model.blocks, file);
   read(m, "mlp", ck.model.mlp, file);
   read(m, "conv", ck.model.conv, file);
-  validate(ck.model);
+  try {
+    validate(ck.model);
+  } catch (const InputError& e) {
+    throw InputError(file + ": model " + e.what());
+  }
   if (j.contains("task")) {
     const json& t = j.at("task");
     std::string task = "mqar";
@@ -181,6 +208,11 @@ Checkpoint load_checkpoint(const std::string& dir) {
     read(t, "rebinds", ck.task.rebinds, file);
     read(t, "filler_vocab", ck.task.filler_vocab, file);
     read(t, "queries", ck.task.queries, file);
+    try {
+      tasks::validate(ck.task);
+    } catch (const InputError& e) {
+      throw InputError(file + ": task " + e.what());
+    }
   }
   if (j.contains("train")) {
     const json& t = j.at("train");
@@ -205,6 +237,9 @@ Checkpoint load_checkpoint(const std::string& dir) {
     if (t.shape != std::vector<index_t>{shape.rows(), shape.cols()})
       throw InputError(path + ": shape " + shape_str(t.shape) + ", expected " + shape_str({shape.rows(), shape.cols()}) +
                        " for this model configuration");
+    for (index_t i = 0; i < t.numel(); ++i)
+      if (!std::isfinite(t.data[i]))
+        throw InputError(path + ": non-finite weight " + std::to_string(t.data[i]) + " at " + index_str(t.shape, i));
     ck.params[name] = Eigen::Map<const Matrix>(t.ptr(), shape.rows(), shape.cols());
   }
   return ck;

@@ -183,16 +183,26 @@ Example make_example(const TaskConfig& c, Rng& rng) {
   return ex;
 }
 
+namespace {
+// One generator per example, seeded from (seed, index): example i never depends on how many came before.
+Example example_from(const TaskConfig& cfg, std::uint64_t seed, std::uint64_t index) {
+  Rng rng(seed * 0x9E3779B97F4A7C15ull + index * 0xBF58476D1CE4E5B9ull + 1);
+  return make_example(cfg, rng);
+}
+}  // namespace
+
 std::vector<Example> make_batch(const TaskConfig& cfg, std::uint64_t seed, int count) {
   validate(cfg);
   std::vector<Example> out;
   out.reserve(count);
-  // One generator per example, seeded from (seed, index): example i never depends on how many came before.
-  for (int i = 0; i < count; ++i) {
-    Rng rng(seed * 0x9E3779B97F4A7C15ull + static_cast<std::uint64_t>(i) * 0xBF58476D1CE4E5B9ull + 1);
-    out.push_back(make_example(cfg, rng));
-  }
+  for (int i = 0; i < count; ++i) out.push_back(example_from(cfg, seed, static_cast<std::uint64_t>(i)));
   return out;
+}
+
+Example example_at(const TaskConfig& cfg, std::uint64_t seed, int index) {
+  validate(cfg);
+  if (index < 0) throw InputError("example index must be >= 0, got " + std::to_string(index));
+  return example_from(cfg, seed, static_cast<std::uint64_t>(index));
 }
 
 int bucket_of(int distance) {

@@ -51,6 +51,8 @@ Example make_example(const TaskConfig& cfg, Rng& rng);
 
 // A whole batch; example i of seed s is always the same sequence.
 std::vector<Example> make_batch(const TaskConfig& cfg, std::uint64_t seed, int count);
+// Example `index` of make_batch(cfg, seed, index + 1), generated alone.
+Example example_at(const TaskConfig& cfg, std::uint64_t seed, int index);
 
 // Distance query position − position of the value it asks for; bucket boundaries 1, 2, 4, 8, ... (bucket_of).
 int bucket_of(int distance);

@@ -4,6 +4,7 @@
 
 #include "io/npy.hpp"
 #include "tools/commands.hpp"
+#include "tools/validators.hpp"
 
 namespace gdn2::tools {
 
@@ -18,8 +19,9 @@ void add_layer_options(CLI::App& cmd, LayerOptions& opt, bool in_required, bool 
         ->check(CLI::IsMember({"f64", "f32"}));
   cmd.add_option("--chunk-size", opt.chunk_size, "Chunk size C of the chunk form (any C >= 1 gives the same result)")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
-  cmd.add_option("--scale", opt.scale, "Query scale in o_t = S_t^T (scale q_t) [default: K^-0.5]");
+      ->check(integer_in(1, 1 << 20));
+  cmd.add_option("--scale", opt.scale, "Query scale in o_t = S_t^T (scale q_t) [default: K^-0.5]")
+      ->check(finite_in(-INFINITY, INFINITY, true, true));
   cmd.add_option("--variant", opt.variant,
                  "Tied gates: gdn2 (channel-wise erase b and write w), kda (b = w = beta*1), gdn (kda with one "
                  "decay per head), deltanet (gdn with g = 0), linear (no erase, w = 1)")
@@ -33,10 +35,25 @@ void add_layer_options(CLI::App& cmd, LayerOptions& opt, bool in_required, bool 
                  "g = lower_bound sigmoid(x + dt_bias)")
       ->capture_default_str()
       ->check(CLI::IsMember({"none", "softplus", "bounded"}));
-  cmd.add_option("--lower-bound", opt.lower_bound, "Lower bound of g for --decay bounded")->capture_default_str();
+  cmd.add_option("--lower-bound", opt.lower_bound, "Lower bound of g for --decay bounded")
+      ->capture_default_str()
+      ->check(finite_in(-1e6, 0, false, true));
   cmd.add_option("--threads", opt.threads, "Threads over (sequence, value head) pairs; 0 = all cores (results do not "
                                            "depend on it)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(integer_in(0, 4096));
+}
+
+void print_read_times(const io::ReadTimes& times) {
+  double total = 0;
+  size_t bytes = 0;
+  for (const auto& f : times.files) {
+    std::fprintf(stderr, "gdn2: read %-16s %10.1f MB %8.3f s  %8.0f MB/s\n", f.name.c_str(), f.bytes / 1e6, f.seconds,
+                 f.seconds > 0 ? f.bytes / 1e6 / f.seconds : 0.0);
+    total += f.seconds;
+    bytes += f.bytes;
+  }
+  std::fprintf(stderr, "gdn2: read %zu file(s), %.1f MB in %.3f s\n", times.files.size(), bytes / 1e6, total);
 }
 
 namespace {
@@ -51,9 +68,14 @@ index_t first_non_finite(const Tensor<Scalar>& x) {
 
 template <typename Scalar>
 int forward_in(const ForwardArgs& args) {
-  const LayerInputs<Scalar> in = load_layer_inputs<Scalar>(args.layer);
+  io::check_output_dir(args.out_dir, "--out");
+  io::ReadTimes times;
+  const LayerInputs<Scalar> in = load_layer_inputs<Scalar>(args.layer, read_input_dir(args.layer.in_dir, &times));
+  if (args.verbose) print_read_times(times);
+  Stopwatch sw;
   Tensor<Scalar> o, ht;
   forward(parse_form(args.layer.form), o, ht, in.layer, forward_options(args.layer));
+  if (args.verbose) std::fprintf(stderr, "gdn2: forward (%s form): %.3f s\n", args.layer.form.c_str(), sw.lap());
   for (const auto& [name, x] : {std::pair<const char*, const Tensor<Scalar>*>{"o", &o}, {"ht", &ht}}) {
     if (const index_t i = first_non_finite(*x); i >= 0) {
       std::fprintf(stderr,
@@ -64,6 +86,7 @@ int forward_in(const ForwardArgs& args) {
     }
   }
   io::write_files_atomically(args.out_dir, {{"o.npy", io::encode_npy(o)}, {"ht.npy", io::encode_npy(ht)}});
+  if (args.verbose) std::fprintf(stderr, "gdn2: writing %s: %.3f s\n", args.out_dir.c_str(), sw.lap());
   return kOk;
 }
 

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "io/npy.hpp"
 #include "model/trace.hpp"
 #include "model/train.hpp"
 #include "tasks/scenarios.hpp"
@@ -98,6 +99,7 @@ int run_task(const TaskCmdArgs& args) {
 }
 
 int run_train(const TrainArgs& args) {
+  io::check_output_dir(args.out_dir, "--out");  // before minutes of training, not after
   const tasks::TaskConfig tc = task_config(args.task);
   model::ModelConfig mc = model_config(args.model);
   mc.vocab = tc.vocab;
@@ -158,6 +160,7 @@ int run_eval(const EvalArgs& args) {
 }
 
 int run_trace(const TraceArgs& args) {
+  io::check_output_dir(args.out_dir, "--out");
   model::Trace tr;
   if (args.random_T > 0) return run_random_trace(args.out_dir, args.random_T, args.K, args.V, 0);
   if (!args.scenario.empty()) {

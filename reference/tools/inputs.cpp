@@ -11,17 +11,14 @@ namespace fs = std::filesystem;
 
 namespace {
 
-bool exists(const LayerOptions& opt, const std::string& name) { return fs::exists(fs::path(opt.in_dir) / (name + ".npy")); }
-
 template <typename Scalar>
-Tensor<Scalar> load(const LayerOptions& opt, const std::string& name, bool required) {
-  const std::string file = name + ".npy";
-  if (!exists(opt, name)) {
+Tensor<Scalar> load(const InputSource<Scalar>& src, const LayerOptions& opt, const std::string& name, bool required) {
+  if (!src.has(name)) {
     if (required)
-      throw InputError(file + ": missing from " + opt.in_dir + " (variant " + opt.variant + " needs it; see --help)");
+      throw InputError(name + ".npy: missing from " + src.where + " (variant " + opt.variant + " needs it; see --help)");
     return {};
   }
-  return io::to_tensor<Scalar>(io::read_npy((fs::path(opt.in_dir) / file).string(), file), file);
+  return src.tensor(name);
 }
 
 }  // namespace
@@ -44,42 +41,71 @@ ForwardOptions forward_options(const LayerOptions& opt) {
 std::string variant_files_help() {
   return "Input files in --in DIR (float32 or float64 .npy; layout of flash-linear-attention):\n"
          "  all variants   q.npy, k.npy [B,T,H,K]   v.npy [B,T,HV,V]\n"
-         "  gdn2           g.npy, b.npy [B,T,H,K]   w.npy [B,T,HV,V]\n"
-         "  kda            g.npy [B,T,H,K]          beta.npy [B,T,H]\n"
-         "  gdn            g.npy [B,T,H]            beta.npy [B,T,H]\n"
-         "  deltanet       beta.npy [B,T,H]\n"
-         "  linear         g.npy [B,T,H,K] (optional; absent = no decay)\n"
+         "  gdn2           g.npy, b.npy [B,T,H,K] or [B,T,HV,K]   w.npy [B,T,HV,V]\n"
+         "  kda            g.npy [B,T,H,K] or [B,T,HV,K]   beta.npy [B,T,H] or [B,T,HV]\n"
+         "  gdn            g.npy [B,T,H] or [B,T,HV]       beta.npy [B,T,H] or [B,T,HV]\n"
+         "  deltanet       beta.npy [B,T,H] or [B,T,HV]\n"
+         "  linear         g.npy [B,T,H,K] or [B,T,HV,K] (optional; absent = no decay)\n"
          "  optional       h0.npy [N,HV,K,V] initial states, cu_seqlens.npy [N+1] int32/int64 (B = 1)\n"
-         "  --decay softplus reads A_log.npy [H] and dt_bias.npy [H*K]; --decay bounded reads dt_bias.npy\n";
+         "  --decay softplus reads A_log.npy [H] and dt_bias.npy [H*K] ([HV], [HV*K] for a g.npy per value head);\n"
+         "  --decay bounded reads dt_bias.npy\n"
+         "Grouped value heads (HV a multiple of H): value heads h*HV/H ... (h+1)*HV/H - 1 share key head h, i.e. value\n"
+         "head j reads q, k of key head j / (HV/H). Each gate is given per key head ([B,T,H,...]: value head j reads\n"
+         "key head j / (HV/H)'s gate) or per value head ([B,T,HV,...]: its own, as fla's fused_recurrent_gdn2 takes\n"
+         "g and b), each independently; the gradients dg, db, dbeta come back in the layout given.\n";
+}
+
+const std::vector<std::string>& input_names() {
+  static const std::vector<std::string> names = {"q", "k", "v", "g", "b", "w", "beta", "h0", "cu_seqlens",
+                                                 "A_log", "dt_bias", "do", "dht"};
+  return names;
+}
+
+io::NamedArrays read_input_dir(const std::string& dir, io::ReadTimes* times) {
+  if (!fs::is_directory(dir)) throw InputError("--in: " + dir + " is not a directory");
+  return io::read_npy_dir(dir, input_names(), times);
 }
 
 template <typename Scalar>
 LayerInputs<Scalar> load_layer_inputs(const LayerOptions& opt) {
-  if (!fs::is_directory(opt.in_dir)) throw InputError("--in: " + opt.in_dir + " is not a directory");
+  return load_layer_inputs<Scalar>(opt, read_input_dir(opt.in_dir));
+}
+
+template <typename Scalar>
+LayerInputs<Scalar> load_layer_inputs(const LayerOptions& opt, const io::NamedArrays& arrays) {
+  InputSource<Scalar> src;
+  src.where = opt.in_dir;
+  src.has = [&](const std::string& name) { return arrays.count(name) != 0; };
+  src.tensor = [&](const std::string& name) { return io::to_tensor<Scalar>(arrays.at(name), name + ".npy"); };
+  src.indices = [&](const std::string& name) { return io::to_index_vector(arrays.at(name), name + ".npy"); };
+  return load_layer_inputs(opt, src);
+}
+
+template <typename Scalar>
+LayerInputs<Scalar> load_layer_inputs(const LayerOptions& opt, const InputSource<Scalar>& src) {
   const Variant variant = parse_variant(opt.variant);
   parse_form(opt.form);
   LayerInputs<Scalar> in;
   Layer<Scalar>& x = in.layer;
-  x.q = load<Scalar>(opt, "q", true);
-  x.k = load<Scalar>(opt, "k", true);
-  x.v = load<Scalar>(opt, "v", true);
+  x.q = load(src, opt, "q", true);
+  x.k = load(src, opt, "k", true);
+  x.v = load(src, opt, "v", true);
   if (x.q.shape.size() != 4) throw InputError("q.npy: expected 4 dimensions [B,T,H,K], got " + shape_str(x.q.shape));
   if (x.v.shape.size() != 4) throw InputError("v.npy: expected 4 dimensions [B,T,HV,V], got " + shape_str(x.v.shape));
   const index_t B = x.q.dim(0), T = x.q.dim(1), H = x.q.dim(2), K = x.q.dim(3), HV = x.v.dim(2), V = x.v.dim(3);
 
   const bool needs_g = variant == Variant::gdn2 || variant == Variant::kda || variant == Variant::gdn;
-  Tensor<Scalar> g_in = variant == Variant::deltanet ? Tensor<Scalar>{} : load<Scalar>(opt, "g", needs_g);
+  Tensor<Scalar> g_in = variant == Variant::deltanet ? Tensor<Scalar>{} : load(src, opt, "g", needs_g);
   in.g_read = !g_in.empty();
   if (opt.decay != "none") {
     if (variant == Variant::gdn || variant == Variant::deltanet)
       throw InputError("--decay " + opt.decay + " needs a per-channel g.npy (variants gdn2, kda, linear)");
     if (g_in.empty()) throw InputError("g.npy: missing (--decay " + opt.decay + " reads decay logits from it)");
-    if (g_in.shape != x.q.shape)
-      throw InputError("g.npy: shape " + shape_str(g_in.shape) + ", expected " + shape_str(x.q.shape) + " (decay logits)");
+    detail::expect_head_layout("g.npy", g_in.shape, B, T, H, HV, {K}, "decay logits");
     in.g_logits = g_in;
-    in.dt_bias = load<Scalar>(opt, "dt_bias", true);
+    in.dt_bias = load(src, opt, "dt_bias", true);
     if (opt.decay == "softplus") {
-      in.A_log = load<Scalar>(opt, "A_log", true);
+      in.A_log = load(src, opt, "A_log", true);
       softplus_decay(g_in, in.A_log, in.dt_bias);
     } else if (opt.decay == "bounded") {
       bounded_decay(g_in, in.dt_bias, opt.lower_bound);
@@ -89,12 +115,12 @@ LayerInputs<Scalar> load_layer_inputs(const LayerOptions& opt) {
   }
 
   if (variant == Variant::kda || variant == Variant::gdn || variant == Variant::deltanet) {
-    in.beta = load<Scalar>(opt, "beta", true);
+    in.beta = load(src, opt, "beta", true);
     if (opt.gate_logits) sigmoid_gate(in.beta);
   }
   if (variant == Variant::gdn2) {
-    x.b = load<Scalar>(opt, "b", true);
-    x.w = load<Scalar>(opt, "w", true);
+    x.b = load(src, opt, "b", true);
+    x.w = load(src, opt, "w", true);
     if (opt.gate_logits) {
       sigmoid_gate(x.b, Scalar(opt.negative_eigen ? 2 : 1));
       sigmoid_gate(x.w);
@@ -102,10 +128,8 @@ LayerInputs<Scalar> load_layer_inputs(const LayerOptions& opt) {
   }
   if (variant == Variant::linear && g_in.empty()) g_in = Tensor<Scalar>({B, T, H, K});  // no decay: g = 0
   tie_gates(variant, x.g, x.b, x.w, g_in, in.beta, B, T, H, K, HV, V);
-  x.h0 = load<Scalar>(opt, "h0", false);
-  if (exists(opt, "cu_seqlens"))
-    x.cu_seqlens = io::to_index_vector(io::read_npy((fs::path(opt.in_dir) / "cu_seqlens.npy").string(), "cu_seqlens.npy"),
-                                       "cu_seqlens.npy");
+  x.h0 = load(src, opt, "h0", false);
+  if (src.has("cu_seqlens")) x.cu_seqlens = src.indices("cu_seqlens");
   if (opt.l2norm_qk) {
     in.raw_q = x.q;
     in.raw_k = x.k;
@@ -117,6 +141,10 @@ LayerInputs<Scalar> load_layer_inputs(const LayerOptions& opt) {
 }
 template LayerInputs<float> load_layer_inputs<float>(const LayerOptions&);
 template LayerInputs<double> load_layer_inputs<double>(const LayerOptions&);
+template LayerInputs<float> load_layer_inputs<float>(const LayerOptions&, const io::NamedArrays&);
+template LayerInputs<double> load_layer_inputs<double>(const LayerOptions&, const io::NamedArrays&);
+template LayerInputs<float> load_layer_inputs<float>(const LayerOptions&, const InputSource<float>&);
+template LayerInputs<double> load_layer_inputs<double>(const LayerOptions&, const InputSource<double>&);
 
 template <typename Scalar>
 std::vector<std::pair<std::string, Tensor<Scalar>>> file_gradients(const LayerOptions& opt, const LayerInputs<Scalar>& in,

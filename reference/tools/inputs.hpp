@@ -1,12 +1,14 @@
 // gdn2 command line — loading a directory of .npy inputs into reference tensors (shared by every command).
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "core/backward.hpp"
 #include "core/frontend.hpp"
+#include "io/npy.hpp"
 
 namespace gdn2::tools {
 
@@ -37,10 +39,34 @@ struct LayerInputs {
   bool g_read = false;                    // g.npy was read (linear: optional)
 };
 
-// Reads q, k, v and the variant's gates (+ h0, cu_seqlens, A_log, dt_bias when present or needed) from
-// opt.in_dir, applies the front-end and the gate tying, and validates the result. Throws InputError.
+// Where the named inputs (q, k, v, g, b, w, beta, h0, cu_seqlens, A_log, dt_bias) come from: the files NAME.npy of a
+// directory (the command line) or arrays in memory (the Python bindings). Messages name a tensor as its file,
+// NAME.npy, in both, so that Python raises exactly the command line's message.
+template <typename Scalar>
+struct InputSource {
+  std::string where;                                                     // "DIR" in "q.npy: missing from DIR"
+  std::function<bool(const std::string& name)> has;                      // is NAME given?
+  std::function<Tensor<Scalar>(const std::string& name)> tensor;         // NAME converted to Scalar (NAME is given)
+  std::function<std::vector<index_t>(const std::string& name)> indices;  // NAME as a 1-D integer array (cu_seqlens)
+};
+
+// Reads q, k, v and the variant's gates (+ h0, cu_seqlens, A_log, dt_bias when present or needed) from `source`,
+// applies the front-end and the gate tying, and validates the result. Throws InputError.
+template <typename Scalar>
+LayerInputs<Scalar> load_layer_inputs(const LayerOptions& opt, const InputSource<Scalar>& source);
+// The same from the directory opt.in_dir.
 template <typename Scalar>
 LayerInputs<Scalar> load_layer_inputs(const LayerOptions& opt);
+// The same from arrays already in memory (name without ".npy" → array; what read_input_dir returns). opt.in_dir
+// only names the place in messages.
+template <typename Scalar>
+LayerInputs<Scalar> load_layer_inputs(const LayerOptions& opt, const io::NamedArrays& arrays);
+
+// The names an input directory may hold: q, k, v, g, b, w, beta, h0, cu_seqlens, A_log, dt_bias, do, dht.
+const std::vector<std::string>& input_names();
+// Reads every file of input_names() present in `dir` (a missing one is simply absent from the map); `times`, if
+// given, receives the time spent per file (--verbose). Throws InputError when dir is not a directory.
+io::NamedArrays read_input_dir(const std::string& dir, io::ReadTimes* times = nullptr);
 
 // The gradients of the files that were read, named as files: dq, dk, dv, dh0 (when h0.npy was read), and per
 // variant dg, db, dw or dbeta; with --decay also dA_log / ddt_bias. With a front-end the gradient is the one of the

@@ -1,0 +1,314 @@
+// gdn2._gdn2 — the reference (and, when built, the CUDA host API) for Python. Thin: converts NumPy arrays to the
+// reference's tensors (one copy, converting float32 <-> float64 on the way when the working precision differs),
+// calls the same library functions as the `gdn2` command line (tools/inputs.hpp: loading, front-end, gate tying,
+// validation), and hands the results back as NumPy arrays without copying them. Bad input raises ValueError with the
+// command line's one-line message.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstring>
+#include <map>
+
+#include "check/check.hpp"
+#include "core/random_inputs.hpp"
+#include "tools/inputs.hpp"
+
+namespace py = pybind11;
+
+namespace gdn2::python {
+
+#ifdef GDN2_PYTHON_CUDA
+void bind_cuda(py::module_& m);  // cuda_ops.cpp
+#endif
+
+namespace {
+
+// "f4", "f8", "i4", "i8", ...: the dtype codes of the .npy header, as the command line names them.
+std::string dtype_code(const py::array& a) { return std::string(1, a.dtype().kind()) + std::to_string(a.itemsize()); }
+
+std::vector<index_t> shape_of(const py::array& a) { return std::vector<index_t>(a.shape(), a.shape() + a.ndim()); }
+
+void require_c_contiguous(const py::array& a, const std::string& name) {
+  if (!(a.flags() & py::array::c_style))
+    throw InputError(name + ": the array is not C-contiguous (numpy.ascontiguousarray makes a copy that is)");
+}
+
+// The one copy: a float32 or float64 array into a Tensor<Scalar>.
+template <typename Scalar>
+Tensor<Scalar> to_tensor(const py::array& a, const std::string& name) {
+  const std::string code = dtype_code(a);
+  if (code != "f4" && code != "f8") throw InputError(name + ": dtype must be float32 or float64, got " + code);
+  require_c_contiguous(a, name);
+  Tensor<Scalar> x(shape_of(a), name);
+  if (code == "f4") {
+    const float* p = static_cast<const float*>(a.data());
+    if constexpr (std::is_same_v<Scalar, float>) std::memcpy(x.ptr(), p, sizeof(float) * x.numel());
+    else for (index_t i = 0; i < x.numel(); ++i) x.data[i] = static_cast<Scalar>(p[i]);
+  } else {
+    const double* p = static_cast<const double*>(a.data());
+    if constexpr (std::is_same_v<Scalar, double>) std::memcpy(x.ptr(), p, sizeof(double) * x.numel());
+    else for (index_t i = 0; i < x.numel(); ++i) x.data[i] = static_cast<Scalar>(p[i]);
+  }
+  return x;
+}
+
+std::vector<index_t> to_indices(const py::array& a, const std::string& name) {
+  const std::string code = dtype_code(a);
+  if (code != "i4" && code != "i8") throw InputError(name + ": dtype must be int32 or int64, got " + code);
+  if (a.ndim() != 1) throw InputError(name + ": expected a 1-D array, got shape " + shape_str(shape_of(a)));
+  require_c_contiguous(a, name);
+  std::vector<index_t> out(a.shape(0));
+  for (index_t i = 0; i < a.shape(0); ++i)
+    out[i] = code == "i4" ? static_cast<const int32_t*>(a.data())[i] : static_cast<const int64_t*>(a.data())[i];
+  return out;
+}
+
+// A tensor handed to NumPy without a copy: the array owns the tensor's vector through a capsule.
+template <typename Scalar>
+py::array to_numpy(Tensor<Scalar>&& x) {
+  auto* data = new std::vector<Scalar>(std::move(x.data));
+  py::capsule owner(data, [](void* p) { delete static_cast<std::vector<Scalar>*>(p); });
+  return py::array_t<Scalar>(x.shape, data->data(), owner);
+}
+
+// The arguments of forward/backward: arrays by their file names (q, k, v, g, b, w, beta, h0, cu_seqlens, A_log,
+// dt_bias, do, dht), None meaning absent, converted to the working precision before the GIL is released.
+template <typename Scalar>
+struct Converted {
+  std::map<std::string, Tensor<Scalar>> tensors;
+  std::map<std::string, std::vector<index_t>> indices;
+
+  explicit Converted(const py::dict& arrays) {
+    for (auto [key, value] : arrays) {
+      const std::string name = py::cast<std::string>(key);
+      if (value.is_none()) continue;
+      if (!py::isinstance<py::array>(value))
+        throw InputError(name + ".npy: expected a NumPy array, got " + std::string(py::str(value.attr("__class__").attr("__name__"))));
+      const py::array a = py::reinterpret_borrow<py::array>(value);
+      if (name == "cu_seqlens")
+        indices[name] = to_indices(a, name + ".npy");
+      else
+        tensors[name] = to_tensor<Scalar>(a, name + ".npy");
+    }
+  }
+
+  tools::InputSource<Scalar> source() {
+    tools::InputSource<Scalar> src;
+    src.where = "the arguments";
+    src.has = [this](const std::string& n) { return tensors.count(n) > 0 || indices.count(n) > 0; };
+    src.tensor = [this](const std::string& n) { return std::move(tensors.at(n)); };  // each name is read once
+    src.indices = [this](const std::string& n) { return indices.at(n); };
+    return src;
+  }
+
+  Tensor<Scalar> take(const std::string& n) {
+    auto it = tensors.find(n);
+    return it == tensors.end() ? Tensor<Scalar>{} : std::move(it->second);
+  }
+};
+
+tools::LayerOptions layer_options(const std::string& form, const std::string& precision, const std::string& variant,
+                                  index_t chunk_size, std::optional<double> scale, bool l2norm_qk, bool gate_logits,
+                                  bool negative_eigen, const std::string& decay, double lower_bound, int threads) {
+  tools::LayerOptions opt;
+  opt.form = form, opt.precision = precision, opt.variant = variant, opt.chunk_size = chunk_size, opt.scale = scale;
+  opt.l2norm_qk = l2norm_qk, opt.gate_logits = gate_logits, opt.negative_eigen = negative_eigen;
+  opt.decay = decay, opt.lower_bound = lower_bound, opt.threads = threads;
+  // The checks the command line's option parser makes (the chunk size is checked with the inputs).
+  tools::parse_form(form);
+  if (precision != "f64" && precision != "f32")
+    throw InputError("unknown precision '" + precision + "' (expected f64 or f32)");
+  parse_variant(variant);
+  if (decay != "none" && decay != "softplus" && decay != "bounded")
+    throw InputError("unknown --decay '" + decay + "' (expected none, softplus or bounded)");
+  return opt;
+}
+
+template <typename Scalar>
+py::tuple forward_in(const py::dict& arrays, const tools::LayerOptions& opt) {
+  Converted<Scalar> in(arrays);
+  Tensor<Scalar> o, ht;
+  {
+    py::gil_scoped_release release;
+    const tools::LayerInputs<Scalar> x = tools::load_layer_inputs(opt, in.source());
+    forward(tools::parse_form(opt.form), o, ht, x.layer, tools::forward_options(opt));
+  }
+  return py::make_tuple(to_numpy(std::move(o)), to_numpy(std::move(ht)));
+}
+
+template <typename Scalar>
+py::dict backward_in(const py::dict& arrays, const tools::LayerOptions& opt) {
+  Converted<Scalar> in(arrays);
+  const Tensor<Scalar> do_ = in.take("do"), dht = in.take("dht");
+  std::vector<std::pair<std::string, Tensor<Scalar>>> grads;
+  {
+    py::gil_scoped_release release;
+    const tools::LayerInputs<Scalar> x = tools::load_layer_inputs(opt, in.source());
+    grads = tools::file_gradients(opt, x,
+                                  backward(tools::parse_form(opt.form), x.layer, do_, dht, tools::forward_options(opt)));
+  }
+  py::dict out;
+  for (auto& [name, t] : grads) out[py::str(name)] = to_numpy(std::move(t));
+  return out;
+}
+
+// An array as the check reads it (the raw bytes of a .npy file's body): float32/float64/int32/int64, C order.
+io::NpyArray to_npy_array(const py::handle& value, const std::string& name) {
+  if (!py::isinstance<py::array>(value))
+    throw InputError(name + ".npy: expected a NumPy array, got " + std::string(py::str(value.attr("__class__").attr("__name__"))));
+  const py::array a = py::reinterpret_borrow<py::array>(value);
+  const std::string code = dtype_code(a);
+  if (code != "f4" && code != "f8" && code != "i4" && code != "i8")
+    throw InputError(name + ".npy: dtype must be float32, float64, int32 or int64, got " + code);
+  require_c_contiguous(a, name + ".npy");
+  io::NpyArray x;
+  x.dtype = code;
+  x.shape = shape_of(a);
+  const auto* p = static_cast<const unsigned char*>(a.data());
+  x.bytes.assign(p, p + a.nbytes());
+  return x;
+}
+
+check::Arrays to_arrays(const py::dict& d) {
+  check::Arrays out;
+  for (auto [key, value] : d)
+    if (!value.is_none()) out[py::cast<std::string>(key)] = to_npy_array(value, py::cast<std::string>(key));
+  return out;
+}
+
+// Inputs drawn as the reference's tests draw them (core/random_inputs.hpp): unit-norm q, k; v ~ N(0,1);
+// b, w ~ U(0,1); g ~ U(g_low, 0); h0 ~ N(0, 1/4); and upstream gradients do, dht ~ N(0,1). Deterministic by seed.
+py::dict random_inputs(index_t B, index_t T, index_t H, index_t HV, index_t K, index_t V, double g_low, bool h0,
+                       std::uint64_t seed) {
+  Rng rng(seed);
+  Layer<double> x = random_layer<double>(rng, B, T, H, HV, K, V, [&](Rng& r) { return r.uniform(g_low, 0); }, h0);
+  Tensor<double> do_({B, T, HV, V}, "do"), dht({B, HV, K, V}, "dht");
+  for (auto& e : do_.data) e = rng.normal();
+  for (auto& e : dht.data) e = rng.normal();
+  py::dict out;
+  out["q"] = to_numpy(std::move(x.q)), out["k"] = to_numpy(std::move(x.k)), out["v"] = to_numpy(std::move(x.v));
+  out["g"] = to_numpy(std::move(x.g)), out["b"] = to_numpy(std::move(x.b)), out["w"] = to_numpy(std::move(x.w));
+  if (h0) out["h0"] = to_numpy(std::move(x.h0));
+  out["do"] = to_numpy(std::move(do_)), out["dht"] = to_numpy(std::move(dht));
+  return out;
+}
+
+void bind_check(py::module_& m) {
+  using check::Block;
+  using check::Report;
+  using check::Row;
+  py::class_<Block>(m, "Block", "One (sequence, chunk of C tokens, head) block of the local criterion")
+      .def_readonly("sequence", &Block::sequence)
+      .def_readonly("chunk", &Block::chunk)
+      .def_readonly("head", &Block::head)
+      .def_readonly("t0", &Block::t0)
+      .def_readonly("t1", &Block::t1);
+  py::class_<Row>(m, "Row", "One tensor of a check report (reference/check/check.hpp says what each field means)")
+      .def_readonly("name", &Row::name)
+      .def_property_readonly("verdict", [](const Row& r) { return std::string(check::verdict_name(r.verdict)); })
+      .def_property_readonly("passed", [](const Row& r) { return check::verdict_passes(r.verdict); })
+      .def_readonly("dtype", &Row::dtype)
+      .def_readonly("shape", &Row::shape)
+      .def_readonly("ref_shape", &Row::ref_shape)
+      .def_readonly("ratio", &Row::ratio)
+      .def_readonly("max_abs_error", &Row::max_abs_error)
+      .def_readonly("worst_index", &Row::worst_index)
+      .def_readonly("non_finite", &Row::non_finite)
+      .def_readonly("first_non_finite", &Row::first_non_finite)
+      .def_readonly("worst_block", &Row::worst_block)
+      .def_readonly("local_ratio", &Row::local_ratio)
+      .def_readonly("bound", &Row::bound)
+      .def_readonly("bound_reason", &Row::bound_reason)
+      .def_readonly("note", &Row::note)
+      .def("__repr__", [](const Row& r) {
+        return "<gdn2 check row " + r.name + ": " + check::verdict_name(r.verdict) + ", ratio " + std::to_string(r.ratio) + ">";
+      });
+  py::class_<Report>(m, "Report", "The verdict of gdn2.check: .passed, .rows, printable as the CLI's table")
+      .def_readonly("passed", &Report::passed)
+      .def_readonly("form", &Report::form)
+      .def_readonly("chunk_size", &Report::chunk_size)
+      .def_readonly("gradients", &Report::gradients)
+      .def_readonly("rows", &Report::rows)
+      .def_property_readonly("table", [](const Report& r) { return check::to_table(r, "candidate"); })
+      .def_property_readonly("json", [](const Report& r) { return check::to_json(r); })
+      .def("__str__", [](const Report& r) { return check::to_table(r, "candidate"); })
+      .def("__bool__", [](const Report& r) { return r.passed; });
+
+  m.def(
+      "check",
+      [](const py::dict& inputs, const py::dict& candidate, const std::string& tolerance,
+         const std::vector<std::string>& only, const std::string& form, const std::string& variant, index_t chunk_size,
+         std::optional<double> scale, bool l2norm_qk, bool gate_logits, bool negative_eigen, const std::string& decay,
+         double lower_bound, int threads) {
+        check::Options opt;
+        opt.layer = layer_options(form, "f64", variant, chunk_size, scale, l2norm_qk, gate_logits, negative_eigen, decay,
+                                  lower_bound, threads);
+        opt.layer.in_dir = "the inputs";
+        opt.tolerance = tolerance;
+        opt.only = only;
+        const check::Arrays in = to_arrays(inputs), cand = to_arrays(candidate);
+        py::gil_scoped_release release;
+        return check::run(in, cand, opt);
+      },
+      "gdn2 check on arrays in memory", py::arg("inputs"), py::arg("candidate"), py::arg("tolerance"), py::arg("only"),
+      py::arg("form"), py::arg("variant"), py::arg("chunk_size"), py::arg("scale"), py::arg("l2norm_qk"),
+      py::arg("gate_logits"), py::arg("negative_eigen"), py::arg("decay"), py::arg("lower_bound"), py::arg("threads"));
+  m.def("random_inputs", &random_inputs, py::arg("B"), py::arg("T"), py::arg("H"), py::arg("HV"), py::arg("K"),
+        py::arg("V"), py::arg("g_low"), py::arg("h0"), py::arg("seed"));
+}
+
+}  // namespace
+
+}  // namespace gdn2::python
+
+PYBIND11_MODULE(_gdn2, m) {
+  using namespace gdn2;
+  using namespace gdn2::python;
+  m.doc() = "gdn2's C++ core: the float64 reference of Gated DeltaNet-2 (and its CUDA kernels when built). Use the "
+            "gdn2 package's functions, not these.";
+  // Module-local, so it is tried before the global translators other extensions (PyTorch's) register.
+  py::register_local_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const InputError& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    } catch (const check::ReferenceOverflow& e) {  // `gdn2 check` exit 3: the float64 reference itself overflowed
+      PyErr_SetString(PyExc_OverflowError, e.what());
+    }
+  });
+
+  auto options = [](auto&& fn) {
+    return [fn](const py::dict& arrays, const std::string& form, const std::string& precision,
+                const std::string& variant, index_t chunk_size, std::optional<double> scale, bool l2norm_qk,
+                bool gate_logits, bool negative_eigen, const std::string& decay, double lower_bound, int threads) {
+      const tools::LayerOptions opt = layer_options(form, precision, variant, chunk_size, scale, l2norm_qk, gate_logits,
+                                                    negative_eigen, decay, lower_bound, threads);
+      return fn(arrays, opt);
+    };
+  };
+  const auto args = std::make_tuple(py::arg("arrays"), py::arg("form"), py::arg("precision"), py::arg("variant"),
+                                    py::arg("chunk_size"), py::arg("scale"), py::arg("l2norm_qk"), py::arg("gate_logits"),
+                                    py::arg("negative_eigen"), py::arg("decay"), py::arg("lower_bound"),
+                                    py::arg("threads"));
+  auto def = [&](const char* name, auto fn, const char* doc) {
+    std::apply([&](auto... a) { m.def(name, options(fn), doc, a...); }, args);
+  };
+  def("forward",
+      [](const py::dict& arrays, const tools::LayerOptions& opt) {
+        return opt.precision == "f32" ? forward_in<float>(arrays, opt) : forward_in<double>(arrays, opt);
+      },
+      "(o, ht) of `gdn2 forward` for arrays named as its input files");
+  def("backward",
+      [](const py::dict& arrays, const tools::LayerOptions& opt) {
+        return opt.precision == "f32" ? backward_in<float>(arrays, opt) : backward_in<double>(arrays, opt);
+      },
+      "{name: gradient} of `gdn2 backward` for arrays named as its input files (with do, dht)");
+  bind_check(m);
+#ifdef GDN2_PYTHON_CUDA
+  bind_cuda(m);
+  m.attr("has_cuda") = true;
+#else
+  m.attr("has_cuda") = false;
+#endif
+}

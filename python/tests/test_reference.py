@@ -1,0 +1,194 @@
+"""gdn2.forward / gdn2.backward against the gdn2 command line: the same bits, and the same refusals."""
+
+import subprocess
+
+import numpy as np
+import pytest
+
+import gdn2
+from conftest import random_inputs
+
+FWD = ("q", "k", "v", "g", "b", "w", "h0", "beta", "cu_seqlens", "A_log", "dt_bias")
+PY_NAME = {"h0": "initial_state"}
+
+
+def save(directory, arrays):
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, a in arrays.items():
+        np.save(directory / f"{name}.npy", a)
+
+
+def run_cli(cli, command, in_dir, out_dir, flags):
+    return subprocess.run([cli, command, "--in", str(in_dir), "--out", str(out_dir), *flags],
+                          capture_output=True, text=True)
+
+
+def call(fn, x, **options):
+    kwargs = {PY_NAME.get(n, n): a for n, a in x.items() if n in FWD}
+    if fn is gdn2.backward:
+        kwargs["do"], kwargs["dht"] = x.get("do"), x.get("dht")
+    return fn(**kwargs, **options)
+
+
+# (name, inputs, python options, CLI flags)
+CASES = [
+    ("chunk-f64", dict(), dict(), []),
+    ("chunk-f32", dict(), dict(precision="f32"), ["--precision", "f32"]),
+    ("recurrent-f64", dict(), dict(form="recurrent"), ["--form", "recurrent"]),
+    ("chunk16-scale", dict(), dict(chunk_size=16, scale=0.3), ["--chunk-size", "16", "--scale", "0.3"]),
+    ("float32-files-f64", dict(dtype=np.float32), dict(), []),
+    ("no-h0", dict(h0=False), dict(), []),
+    ("gates-per-value-head", dict(value_head_gates=True), dict(), []),
+    ("gates-per-value-head-recurrent-f32", dict(value_head_gates=True), dict(form="recurrent", precision="f32"),
+     ["--form", "recurrent", "--precision", "f32"]),
+]
+
+
+def _assert_same(py, cli_dir, names):
+    for name in names:
+        ref = np.load(cli_dir / f"{name}.npy")
+        got = py[name]
+        print(f"{name}: dtype {got.dtype} vs {ref.dtype}, max |diff| = {np.max(np.abs(got - ref)) if got.size else 0}")
+        assert got.dtype == ref.dtype and got.shape == ref.shape
+        assert np.array_equal(got, ref), f"{name} differs from the command line's"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_forward_and_backward_equal_the_cli_bit_for_bit(tmp_path, cli, case):
+    _, make, options, flags = case
+    x = random_inputs(seed=1, **make)
+    save(tmp_path / "in", x)
+    r = run_cli(cli, "forward", tmp_path / "in", tmp_path / "fwd", flags)
+    assert r.returncode == 0, r.stderr
+    o, ht = call(gdn2.forward, x, **options)
+    _assert_same({"o": o, "ht": ht}, tmp_path / "fwd", ["o", "ht"])
+
+    r = run_cli(cli, "backward", tmp_path / "in", tmp_path / "bwd", flags)
+    assert r.returncode == 0, r.stderr
+    grads = call(gdn2.backward, x, **options)
+    files = sorted(p.stem for p in (tmp_path / "bwd").glob("*.npy"))
+    print("gradients:", sorted(grads), "files:", files)
+    assert sorted(grads) == files
+    _assert_same(grads, tmp_path / "bwd", files)
+
+
+def test_variants_and_front_end_equal_the_cli(tmp_path, cli):
+    """kda with beta logits, l2-normalised q/k, softplus decay, packed sequences: every option of the CLI."""
+    rng = np.random.default_rng(7)
+    B, T, H, HV, K, V = 1, 50, 2, 2, 8, 8
+    x = random_inputs(seed=7, B=B, T=T, H=H, HV=HV, K=K, V=V, h0=False)
+    del x["b"], x["w"]
+    x["beta"] = rng.standard_normal((B, T, H))
+    x["g"] = rng.standard_normal((B, T, H, K))  # decay logits
+    x["A_log"] = rng.standard_normal(H) * 0.3
+    x["dt_bias"] = rng.standard_normal(H * K) * 0.3
+    x["cu_seqlens"] = np.array([0, 17, 17, 50], dtype=np.int64)
+    x["h0"] = rng.standard_normal((3, HV, K, V))
+    x["dht"] = rng.standard_normal((3, HV, K, V))
+    save(tmp_path / "in", x)
+    flags = ["--variant", "kda", "--gate-logits", "--l2norm-qk", "--decay", "softplus"]
+    options = dict(variant="kda", gate_logits=True, l2norm_qk=True, decay="softplus")
+    r = run_cli(cli, "forward", tmp_path / "in", tmp_path / "fwd", flags)
+    assert r.returncode == 0, r.stderr
+    o, ht = call(gdn2.forward, x, **options)
+    _assert_same({"o": o, "ht": ht}, tmp_path / "fwd", ["o", "ht"])
+    r = run_cli(cli, "backward", tmp_path / "in", tmp_path / "bwd", flags)
+    assert r.returncode == 0, r.stderr
+    grads = call(gdn2.backward, x, **options)
+    files = sorted(p.stem for p in (tmp_path / "bwd").glob("*.npy"))
+    print("gradients:", sorted(grads))
+    assert sorted(grads) == files and "dA_log" in files and "dbeta" in files
+    _assert_same(grads, tmp_path / "bwd", files)
+
+
+def _bad(name, edit):
+    return pytest.param(edit, id=name)
+
+
+def _set(name, index, value):
+    def edit(x):
+        x[name] = x[name].copy()
+        x[name][index] = value
+    return edit
+
+
+def _replace(name, fn):
+    def edit(x):
+        x[name] = np.ascontiguousarray(fn(x[name]))
+    return edit
+
+
+def _drop(name):
+    def edit(x):
+        del x[name]
+    return edit
+
+
+BAD = [
+    _bad("q-nan", _set("q", (0, 3, 1, 2), np.nan)),
+    _bad("k-inf", _set("k", (1, 0, 0, 0), np.inf)),
+    _bad("v-nan", _set("v", (0, 5, 3, 1), np.nan)),
+    _bad("h0-inf", _set("h0", (1, 2, 3, 4), -np.inf)),
+    _bad("g-positive", _set("g", (0, 1, 1, 1), 0.25)),
+    _bad("g-nan", _set("g", (0, 1, 1, 1), np.nan)),
+    _bad("b-above-1", _set("b", (1, 69, 0, 7), 1.5)),
+    _bad("b-negative", _set("b", (1, 2, 0, 3), -0.1)),
+    _bad("w-above-1", _set("w", (0, 0, 0, 0), 1.01)),
+    _bad("k-shape", _replace("k", lambda a: a[:, :-1])),
+    _bad("g-shape", _replace("g", lambda a: a[..., :-1])),
+    _bad("w-shape", _replace("w", lambda a: a[:, :, :2])),
+    _bad("v-heads-not-multiple", _replace("v", lambda a: a[:, :, :3])),
+    _bad("h0-shape", _replace("h0", lambda a: a[:1])),
+    _bad("q-3d", _replace("q", lambda a: a[0])),
+    _bad("b-missing", _drop("b")),
+    _bad("q-int", _replace("q", lambda a: a.astype(np.int32))),
+]
+
+
+@pytest.mark.parametrize("edit", BAD)
+def test_every_validation_error_is_a_value_error_with_the_cli_message(tmp_path, cli, edit):
+    x = random_inputs(seed=3)
+    edit(x)
+    save(tmp_path / "in", x)
+    r = run_cli(cli, "forward", tmp_path / "in", tmp_path / "out", [])
+    print("CLI:", r.returncode, r.stderr.strip())
+    assert r.returncode == 2 and not (tmp_path / "out").exists()
+    message = r.stderr.strip().removeprefix("gdn2: error: ")
+    with pytest.raises(ValueError) as e:
+        call(gdn2.forward, x)
+    print("Python:", e.value)
+    if "missing from" in message:  # the CLI names the directory, Python "the arguments"
+        message = message.replace(str(tmp_path / "in"), "the arguments")
+    assert str(e.value) == message
+    with pytest.raises(ValueError) as e:
+        call(gdn2.backward, x)
+    assert str(e.value) == message
+
+
+def test_bad_options_and_arrays_raise_value_error():
+    x = random_inputs(seed=4)
+    for options, words in [(dict(form="diagonal"), "unknown form"), (dict(precision="f16"), "unknown precision"),
+                           (dict(variant="mamba"), "unknown variant"), (dict(chunk_size=0), "chunk size"),
+                           (dict(decay="relu"), "unknown --decay")]:
+        with pytest.raises(ValueError, match=words) as e:
+            call(gdn2.forward, x, **options)
+        print(options, "->", e.value)
+    x["q"] = np.asfortranarray(x["q"])
+    with pytest.raises(ValueError, match="q.npy: the array is not C-contiguous"):
+        call(gdn2.forward, x)
+    x = random_inputs(seed=4)
+    x["cu_seqlens"] = np.array([0.0, 70.0])
+    with pytest.raises(ValueError, match="cu_seqlens.npy: dtype must be int32 or int64, got f8"):
+        call(gdn2.forward, x)
+
+
+def test_results_are_numpy_arrays_that_own_their_memory():
+    x = random_inputs(seed=5)
+    o, ht = call(gdn2.forward, x)
+    print(type(o), o.dtype, o.shape, o.flags["C_CONTIGUOUS"])
+    assert isinstance(o, np.ndarray) and o.shape == (2, 70, 4, 6) and ht.shape == (2, 4, 8, 6)
+    o2, _ = call(gdn2.forward, x)
+    del o2
+    assert np.all(np.isfinite(o))
+    o_none, ht_none = gdn2.forward(x["q"], x["k"], x["v"], x["g"], x["b"], x["w"], output_final_state=False)
+    assert ht_none is None and np.array_equal(o_none, call(gdn2.forward, {n: a for n, a in x.items() if n != "h0"})[0])

@@ -1,0 +1,97 @@
+"""gdn2.check and gdn2.testing.assert_matches_reference: the command line's verdict on arrays in memory."""
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+
+import gdn2
+import gdn2.testing
+
+NAMES = ("q", "k", "v", "g", "b", "w")
+
+
+def candidate_of(inputs, precision="f32", **options):
+    """A correct implementation: the reference itself run in float32 (as a user's float32 kernel would be)."""
+    args = [inputs[n] for n in NAMES]
+    o, ht = gdn2.forward(*args, initial_state=inputs.get("h0"), precision=precision, **options)
+    grads = gdn2.backward(*args, do=inputs["do"], dht=inputs["dht"], initial_state=inputs.get("h0"),
+                          precision=precision, **options)
+    return {"o": o, "ht": ht, **grads}
+
+
+def test_a_correct_float32_candidate_passes():
+    inputs = gdn2.random_inputs(B=2, T=150, H=2, HV=4, K=8, V=8, seed=1)
+    report = gdn2.check(inputs, candidate_of(inputs))
+    print(report)
+    assert report.passed and bool(report)
+    assert sorted(r.name for r in report.rows) == sorted(["o", "ht", "dq", "dk", "dv", "dh0", "db", "dw", "dg"])
+    assert all(r.verdict == "ok" and r.ratio <= r.bound for r in report.rows)
+
+
+def test_a_planted_one_percent_error_in_one_chunk_of_db_is_caught():
+    inputs = gdn2.random_inputs(B=2, T=300, H=2, HV=2, K=8, V=8, seed=2)
+    cand = candidate_of(inputs)
+    chunk = 2
+    db = cand["db"].copy()
+    db[1, chunk * 64:(chunk + 1) * 64, 0] *= 1.01  # 1% in one chunk of 64 tokens, one head, one sequence
+    cand["db"] = db
+    report = gdn2.check(inputs, cand)
+    print(report.table)
+    row = {r.name: r for r in report.rows}["db"]
+    print("db: ratio", row.ratio, "local", row.local_ratio, "block", row.worst_block.sequence, row.worst_block.chunk,
+          row.worst_block.head)
+    assert not report.passed and row.verdict == "FAIL"
+    assert (row.worst_block.sequence, row.worst_block.chunk, row.worst_block.head) == (1, chunk, 0)
+    assert all(r.verdict == "ok" for r in report.rows if r.name != "db")
+    with pytest.raises(AssertionError, match="db .*FAIL"):
+        gdn2.testing.assert_matches_reference(inputs, cand)
+
+
+def test_missing_tensors_fail_unless_only_names_the_subset():
+    inputs = gdn2.random_inputs(seed=3)
+    cand = candidate_of(inputs)
+    del cand["dq"]
+    report = gdn2.check(inputs, cand)
+    print(report.table)
+    assert not report.passed and {r.name: r.verdict for r in report.rows}["dq"] == "missing"
+    report = gdn2.check(inputs, {"o": cand["o"], "ht": cand["ht"]}, only=["o", "ht"])
+    print(report.table)
+    assert report.passed and [r.name for r in report.rows] == ["o", "ht"]
+
+
+def test_report_equals_the_cli_json(tmp_path, cli):
+    inputs = gdn2.random_inputs(B=1, T=90, H=2, HV=2, K=8, V=8, seed=4)
+    cand = candidate_of(inputs)
+    cand["dw"] = cand["dw"] * np.float32(1.001)
+    for d, arrays in (("in", inputs), ("cand", cand)):
+        (tmp_path / d).mkdir()
+        for n, a in arrays.items():
+            np.save(tmp_path / d / f"{n}.npy", a)
+    r = subprocess.run([cli, "check", "--in", str(tmp_path / "in"), "--candidate", str(tmp_path / "cand"), "--json"],
+                       capture_output=True, text=True)
+    print("CLI exit", r.returncode)
+    report = gdn2.check(inputs, cand)
+    print(report.json)
+    assert r.returncode == 1 and not report.passed
+    assert json.loads(r.stdout) == json.loads(report.json)
+
+
+def test_bad_inputs_raise_value_error():
+    inputs = gdn2.random_inputs(seed=5)
+    inputs["b"] = inputs["b"] + 1
+    with pytest.raises(ValueError, match="erase gate must lie in") as e:
+        gdn2.check(inputs, {"o": np.zeros(1)})
+    print(e.value)
+    with pytest.raises(ValueError, match="tolerance"):
+        gdn2.check(gdn2.random_inputs(seed=5), {"o": np.zeros(1)}, tolerance="loose")
+
+
+def test_the_five_line_example_of_the_docs():
+    def my_gdn2(inputs):  # a user's implementation (here: the reference in float32)
+        return candidate_of(inputs)
+
+    # -- the docs' example, as written --
+    inputs = gdn2.random_inputs(seed=0)
+    gdn2.testing.assert_matches_reference(inputs, my_gdn2(inputs))

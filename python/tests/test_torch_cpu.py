@@ -1,0 +1,117 @@
+"""gdn2.torch on CPU tensors: fla's call signature, the reference underneath, autograd wired right, refusals clear.
+Skipped without PyTorch (GDN2_WITH_TORCH=1 scripts/setup.sh installs Debian's CPU build)."""
+
+import numpy as np
+import pytest
+
+import gdn2
+from conftest import random_inputs
+
+torch = pytest.importorskip("torch")
+from gdn2.torch import chunk_gdn2, fused_recurrent_gdn2  # noqa: E402
+
+
+def tensors(seed=0, dtype=torch.float64, **shape):
+    x = random_inputs(seed=seed, **shape)
+    return {n: torch.from_numpy(a).to(dtype) for n, a in x.items()}
+
+
+def test_forward_is_the_reference():
+    x = tensors(seed=1)
+    o, ht = chunk_gdn2(x["q"], x["k"], x["v"], x["g"], x["b"], x["w"], initial_state=x["h0"], output_final_state=True)
+    o_ref, ht_ref = gdn2.forward(*(x[n].numpy() for n in "qkvgbw"), initial_state=x["h0"].numpy())
+    print("max |o - ref|", (o - torch.from_numpy(o_ref)).abs().max().item())
+    assert torch.equal(o, torch.from_numpy(o_ref)) and torch.equal(ht, torch.from_numpy(ht_ref))
+    o_rec, _ = fused_recurrent_gdn2(x["q"], x["k"], x["v"], x["g"], x["b"], x["w"], initial_state=x["h0"])
+    o_rec_ref, _ = gdn2.forward(*(x[n].numpy() for n in "qkvgbw"), initial_state=x["h0"].numpy(), form="recurrent")
+    assert torch.equal(o_rec, torch.from_numpy(o_rec_ref))
+    o32, none = chunk_gdn2(*(x[n].float() for n in "qkvgbw"))
+    print("float32 output dtype", o32.dtype)
+    assert none is None and o32.dtype == torch.float32
+
+
+def test_gradients_are_the_reference_backward():
+    x = tensors(seed=2)
+    leaves = {n: x[n].clone().requires_grad_() for n in ("q", "k", "v", "g", "b", "w", "h0")}
+    o, ht = chunk_gdn2(*(leaves[n] for n in "qkvgbw"), initial_state=leaves["h0"], output_final_state=True)
+    ((o * x["do"]).sum() + (ht * x["dht"]).sum()).backward()
+    ref = gdn2.backward(*(x[n].numpy() for n in "qkvgbw"), do=x["do"].numpy(), dht=x["dht"].numpy(),
+                        initial_state=x["h0"].numpy())
+    for n in ("q", "k", "v", "g", "b", "w", "h0"):
+        g_ref = torch.from_numpy(ref["d" + n])
+        print(f"d{n}: max |torch - reference| = {(leaves[n].grad - g_ref).abs().max().item():.3e}")
+        assert torch.equal(leaves[n].grad, g_ref)
+
+
+def test_gates_per_value_head():
+    """g, b [B,T,HV,K] as fla's fused_recurrent_gdn2 takes them: the reference's values and gradients."""
+    x = tensors(seed=7, value_head_gates=True)
+    leaves = {n: x[n].clone().requires_grad_() for n in ("q", "k", "v", "g", "b", "w")}
+    o, ht = fused_recurrent_gdn2(*(leaves[n] for n in "qkvgbw"), output_final_state=True)
+    ((o * x["do"]).sum() + (ht * x["dht"]).sum()).backward()
+    args = [x[n].numpy() for n in "qkvgbw"]
+    o_ref, _ = gdn2.forward(*args, form="recurrent")
+    ref = gdn2.backward(*args, do=x["do"].numpy(), dht=x["dht"].numpy(), form="recurrent")
+    print("g", tuple(x["g"].shape), "dg", tuple(leaves["g"].grad.shape))
+    assert torch.equal(o, torch.from_numpy(o_ref))
+    assert torch.equal(leaves["g"].grad, torch.from_numpy(ref["dg"]))
+    assert torch.equal(leaves["b"].grad, torch.from_numpy(ref["db"]))
+
+
+def test_autograd_gradcheck_float64():
+    """torch.autograd.gradcheck: finite differences of the op against its backward, both forms, with every input."""
+    x = tensors(seed=3, B=1, T=9, H=1, HV=2, K=3, V=2)
+    args = [x[n].clone().requires_grad_() for n in ("q", "k", "v", "g", "b", "w", "h0")]
+    for op in (chunk_gdn2, fused_recurrent_gdn2):
+        def f(q, k, v, g, b, w, h0):
+            return op(q, k, v, g, b, w, initial_state=h0, output_final_state=True)
+        ok = torch.autograd.gradcheck(f, args, eps=1e-6, atol=1e-7, rtol=1e-5)
+        print(op.__name__, "gradcheck", ok)
+        assert ok
+
+
+def test_gate_in_kernel_and_l2norm_on_cpu_gradcheck():
+    x = tensors(seed=4, B=1, T=7, H=2, HV=2, K=3, V=2, h0=False)
+    rng = np.random.default_rng(4)
+    logits = torch.from_numpy(rng.standard_normal((1, 7, 2, 3))).requires_grad_()
+    A_log = torch.from_numpy(rng.standard_normal(2) * 0.3).requires_grad_()
+    dt_bias = torch.from_numpy(rng.standard_normal(6) * 0.3).requires_grad_()
+    q, k = x["q"].clone().requires_grad_(), x["k"].clone().requires_grad_()
+
+    def f(q, k, logits, A_log, dt_bias):
+        return chunk_gdn2(q, k, x["v"], logits, x["b"], x["w"], use_gate_in_kernel=True, use_qk_l2norm_in_kernel=True,
+                          A_log=A_log, dt_bias=dt_bias, output_final_state=True)
+    ok = torch.autograd.gradcheck(f, (q, k, logits, A_log, dt_bias), eps=1e-6, atol=1e-7, rtol=1e-5)
+    print("gate-in-kernel + l2norm gradcheck", ok)
+    assert ok
+
+
+def test_state_v_first_and_varlen():
+    x = tensors(seed=5, B=1, T=40, H=2, HV=2, K=4, V=3, h0=False)
+    cu = torch.tensor([0, 13, 40])
+    h0 = torch.from_numpy(np.random.default_rng(5).standard_normal((2, 2, 4, 3)))
+    o, ht = chunk_gdn2(*(x[n] for n in "qkvgbw"), initial_state=h0, output_final_state=True, cu_seqlens=cu)
+    o_t, ht_t = chunk_gdn2(*(x[n] for n in "qkvgbw"), initial_state=h0.transpose(-1, -2).contiguous(),
+                           output_final_state=True, cu_seqlens=cu, state_v_first=True)
+    print("ht", tuple(ht.shape), "state_v_first ht", tuple(ht_t.shape))
+    assert torch.equal(o, o_t) and torch.equal(ht, ht_t.transpose(-1, -2))
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda x: chunk_gdn2(*(x[n].half() for n in "qkvgbw")), "float16 is not supported"),
+    (lambda x: chunk_gdn2(*(x[n].bfloat16() for n in "qkvgbw")), "float32 or float64"),
+    (lambda x: chunk_gdn2(*(x[n] for n in "qkvgbw"), safe_gate=True), "safe_gate"),
+    (lambda x: chunk_gdn2(*(x[n] for n in "qkvgbw"), chunk_size=32), "chunk_size must be 64"),
+    (lambda x: chunk_gdn2(*(x[n] for n in "qkvgbw"), return_intermediate_states=True), "return_intermediate_states"),
+    (lambda x: chunk_gdn2(*(x[n] for n in "qkvgbw"), use_gate_in_kernel=True), "needs A_log"),
+    (lambda x: chunk_gdn2(*(x[n] for n in "qkvgbw"), use_gate_in_kernel=True, lower_bound=-5.0), "lower_bound"),
+    (lambda x: chunk_gdn2(*(x[n] for n in "qkvgbw"), cu_seqlens=torch.tensor([0, 70, 140])), "batch size 1"),
+    (lambda x: chunk_gdn2(*(x[n] for n in "qkvgbw"), bogus=1), "unknown arguments: bogus"),
+    (lambda x: chunk_gdn2(*(x[n] for n in "qkvgb"), x["w"] + 1), "w: value"),
+    (lambda x: fused_recurrent_gdn2(x["q"], x["k"], x["v"], x["g"].abs(), x["b"], x["w"]), "g: value"),
+])
+def test_unsupported_options_are_refused_clearly(call, words):
+    x = tensors(seed=6)
+    with pytest.raises(ValueError, match=words) as e:
+        call(x)
+    print(e.value)

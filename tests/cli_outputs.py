@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""gdn2 outputs are all or none: interrupted runs (SIGINT, SIGTERM) and concurrent runs into one --out never leave
+o.npy from one run beside ht.npy from another, and leave no temporary files behind.
+
+Usage: cli_outputs.py --gdn2 build/reference/gdn2 [--trials N]
+Standard library only (the .npy inputs are written by hand). Exit 0 when every trial is consistent, 1 otherwise.
+"""
+import argparse
+import os
+import random
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def write_npy(path, shape, values):
+    header = "{'descr': '<f8', 'fortran_order': False, 'shape': (%s), }" % (
+        ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else ""))
+    header += " " * ((64 - (10 + len(header) + 1) % 64) % 64) + "\n"
+    with open(path, "wb") as f:
+        f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode())
+        f.write(struct.pack("<%dd" % len(values), *values))
+
+
+def make_inputs(d, seed, B, T, H, K, V):
+    rng = random.Random(seed)
+    n_k, n_v = B * T * H * K, B * T * H * V
+    unit = lambda n: [rng.gauss(0, 1) / K ** 0.5 for _ in range(n)]
+    os.makedirs(d)
+    write_npy(f"{d}/q.npy", (B, T, H, K), unit(n_k))
+    write_npy(f"{d}/k.npy", (B, T, H, K), unit(n_k))
+    write_npy(f"{d}/v.npy", (B, T, H, V), [rng.gauss(0, 1) for _ in range(n_v)])
+    write_npy(f"{d}/g.npy", (B, T, H, K), [-rng.uniform(0, 0.1) for _ in range(n_k)])
+    write_npy(f"{d}/b.npy", (B, T, H, K), [rng.uniform(0, 1) for _ in range(n_k)])
+    write_npy(f"{d}/w.npy", (B, T, H, V), [rng.uniform(0, 1) for _ in range(n_v)])
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--gdn2", required=True)
+    ap.add_argument("--trials", type=int, default=16)
+    args = ap.parse_args()
+    root = tempfile.mkdtemp(prefix="gdn2_outputs_")
+    failures = []
+    try:
+        # Two input sets whose outputs differ; the reference outputs of each, run alone.
+        dims = (1, 512, 2, 64, 64)
+        for name, seed in (("A", 1), ("B", 2)):
+            make_inputs(f"{root}/in{name}", seed, *dims)
+        ref = {}
+        durations = []
+        for name in "AB":
+            t0 = time.monotonic()
+            subprocess.run([args.gdn2, "forward", "--threads", "1", "--in", f"{root}/in{name}", "--out", f"{root}/ref{name}"], check=True)
+            durations.append(time.monotonic() - t0)
+            ref[name] = (read(f"{root}/ref{name}/o.npy"), read(f"{root}/ref{name}/ht.npy"))
+        duration = max(durations)
+        print(f"[measured] one forward run: {duration:.3f} s")
+        work = f"{root}/work"
+        os.makedirs(work)
+        out = f"{work}/out"
+
+        def state():
+            """Which run the files of --out come from: 'A', 'B', 'none', or 'MIXED ...'."""
+            if not os.path.exists(out):
+                return "none"
+            o = read(f"{out}/o.npy") if os.path.exists(f"{out}/o.npy") else None
+            ht = read(f"{out}/ht.npy") if os.path.exists(f"{out}/ht.npy") else None
+            for name in "AB":
+                if (o, ht) == ref[name]:
+                    return name
+            return "MIXED o=%s ht=%s" % (next((n for n in "AB" if ref[n][0] == o), o and "?"),
+                                         next((n for n in "AB" if ref[n][1] == ht), ht and "?"))
+
+        def leftovers():
+            extra = [f for f in os.listdir(work) if f != "out"]
+            if os.path.exists(out):
+                extra += [f"out/{f}" for f in os.listdir(out) if f not in ("o.npy", "ht.npy")]
+            return extra
+
+        # 1. Interrupted runs: start writing B over A's outputs and interrupt it at a random moment of its run.
+        rng = random.Random(22)
+        outcomes = {}
+        for trial in range(args.trials):
+            shutil.rmtree(out, ignore_errors=True)
+            shutil.copytree(f"{root}/refA", out)
+            p = subprocess.Popen([args.gdn2, "forward", "--threads", "1", "--in", f"{root}/inB", "--out", out],
+                                 stderr=subprocess.DEVNULL)
+            time.sleep(rng.uniform(0.5, 1.1) * duration)
+            sig = signal.SIGINT if trial % 2 == 0 else signal.SIGTERM
+            p.send_signal(sig)
+            p.wait()
+            s, left = state(), leftovers()
+            outcomes[s] = outcomes.get(s, 0) + 1
+            if s not in ("A", "B") or left:
+                failures.append(f"interrupt trial {trial} ({sig.name}): outputs {s}, left behind {left}")
+        print(f"[measured] {args.trials} interrupted runs: outputs {outcomes}")
+
+        # 2. Concurrent writers into one --out: the result is one run's pair, never a mix.
+        outcomes = {}
+        for trial in range(args.trials):
+            shutil.rmtree(out, ignore_errors=True)
+            procs = [subprocess.Popen([args.gdn2, "forward", "--threads", "1", "--in", f"{root}/in{n}", "--out", out],
+                                      stderr=subprocess.DEVNULL) for n in "AB"]
+            codes = [p.wait() for p in procs]
+            s, left = state(), leftovers()
+            outcomes[s] = outcomes.get(s, 0) + 1
+            if s not in ("A", "B") or left or codes != [0, 0]:
+                failures.append(f"concurrent trial {trial}: exit {codes}, outputs {s}, left behind {left}")
+        print(f"[measured] {args.trials} concurrent pairs: outputs {outcomes}")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    for f in failures:
+        print("FAIL:", f)
+    print("cli_outputs: %s" % ("PASSED" if not failures else f"FAILED ({len(failures)})"))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's first command: set up (install, build), print the built-in demonstration, then open the viewer
-# on the shipped MQAR checkpoint. Without a display the viewer writes gdn2-viewer.png instead (under xvfb-run).
+# on its guided tour, which ends on the shipped MQAR checkpoint. Without a display the viewer writes gdn2-viewer.png instead (under xvfb-run).
 # Options are passed to the viewer, e.g. scripts/run.sh --scenario soft-update --compare
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)

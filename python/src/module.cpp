@@ -29,27 +29,20 @@ std::string dtype_code(const py::array& a) { return std::string(1, a.dtype().kin
 
 std::vector<index_t> shape_of(const py::array& a) { return std::vector<index_t>(a.shape(), a.shape() + a.ndim()); }
 
-void require_c_contiguous(const py::array& a, const std::string& name) {
-  if (!(a.flags() & py::array::c_style))
-    throw InputError(name + ": the array is not C-contiguous (numpy.ascontiguousarray makes a copy that is)");
+// numpy.copyto(dst, a): one pass over a, in any memory order (C, Fortran, a transposed or sliced view), converting
+// the dtype on the way where dst's differs. dst is a NumPy view of memory the caller owns.
+void copy_into(void* dst, const py::dtype& dtype, const py::array& a) {
+  py::array view(dtype, shape_of(a), dst, py::capsule(dst, [](void*) {}));  // a view: the capsule owns nothing
+  py::module_::import("numpy").attr("copyto")(view, a, py::arg("casting") = "same_kind");
 }
 
-// The one copy: a float32 or float64 array into a Tensor<Scalar>.
+// The one copy: a float32 or float64 array, in any memory order, into a Tensor<Scalar>.
 template <typename Scalar>
 Tensor<Scalar> to_tensor(const py::array& a, const std::string& name) {
   const std::string code = dtype_code(a);
   if (code != "f4" && code != "f8") throw InputError(name + ": dtype must be float32 or float64, got " + code);
-  require_c_contiguous(a, name);
   Tensor<Scalar> x(shape_of(a), name);
-  if (code == "f4") {
-    const float* p = static_cast<const float*>(a.data());
-    if constexpr (std::is_same_v<Scalar, float>) std::memcpy(x.ptr(), p, sizeof(float) * x.numel());
-    else for (index_t i = 0; i < x.numel(); ++i) x.data[i] = static_cast<Scalar>(p[i]);
-  } else {
-    const double* p = static_cast<const double*>(a.data());
-    if constexpr (std::is_same_v<Scalar, double>) std::memcpy(x.ptr(), p, sizeof(double) * x.numel());
-    else for (index_t i = 0; i < x.numel(); ++i) x.data[i] = static_cast<Scalar>(p[i]);
-  }
+  if (x.numel() > 0) copy_into(x.ptr(), py::dtype::of<Scalar>(), a);
   return x;
 }
 
@@ -57,11 +50,9 @@ std::vector<index_t> to_indices(const py::array& a, const std::string& name) {
   const std::string code = dtype_code(a);
   if (code != "i4" && code != "i8") throw InputError(name + ": dtype must be int32 or int64, got " + code);
   if (a.ndim() != 1) throw InputError(name + ": expected a 1-D array, got shape " + shape_str(shape_of(a)));
-  require_c_contiguous(a, name);
-  std::vector<index_t> out(a.shape(0));
-  for (index_t i = 0; i < a.shape(0); ++i)
-    out[i] = code == "i4" ? static_cast<const int32_t*>(a.data())[i] : static_cast<const int64_t*>(a.data())[i];
-  return out;
+  std::vector<int64_t> values(a.shape(0));
+  if (!values.empty()) copy_into(values.data(), py::dtype::of<int64_t>(), a);
+  return std::vector<index_t>(values.begin(), values.end());
 }
 
 // A tensor handed to NumPy without a copy: the array owns the tensor's vector through a capsule.
@@ -161,12 +152,11 @@ io::NpyArray to_npy_array(const py::handle& value, const std::string& name) {
   const std::string code = dtype_code(a);
   if (code != "f4" && code != "f8" && code != "i4" && code != "i8")
     throw InputError(name + ".npy: dtype must be float32, float64, int32 or int64, got " + code);
-  require_c_contiguous(a, name + ".npy");
   io::NpyArray x;
   x.dtype = code;
   x.shape = shape_of(a);
-  const auto* p = static_cast<const unsigned char*>(a.data());
-  x.bytes.assign(p, p + a.nbytes());
+  x.bytes.resize(a.nbytes());
+  if (!x.bytes.empty()) copy_into(x.bytes.data(), a.dtype(), a);  // the body in C order, as a .npy file holds it
   return x;
 }
 

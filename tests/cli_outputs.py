@@ -117,6 +117,23 @@ def main():
             if s not in ("A", "B") or left or codes != [0, 0]:
                 failures.append(f"concurrent trial {trial}: exit {codes}, outputs {s}, left behind {left}")
         print(f"[measured] {args.trials} concurrent pairs: outputs {outcomes}")
+
+        # 3. A symbolic link as --out is refused (exit 2) and what it points to is untouched, also when a killed
+        #    writer's leftover temporary is itself a link to that directory (the sweep never follows a link).
+        target, link = f"{root}/target", f"{root}/link"
+        os.makedirs(target)
+        with open(f"{target}/keep.txt", "w") as f:
+            f.write("keep")
+        os.symlink(target, link)
+        os.symlink(target, f"{root}/.link2.gdn2-tmp-999999999")  # a dead writer's leftover for --out link2, as a link
+        code = subprocess.run([args.gdn2, "forward", "--in", f"{root}/inA", "--out", link],
+                              stderr=subprocess.PIPE, text=True)
+        print(f"[measured] --out a symbolic link: exit {code.returncode}: {code.stderr.strip()}")
+        subprocess.run([args.gdn2, "forward", "--in", f"{root}/inA", "--out", f"{root}/link2"], check=True)
+        kept = sorted(os.listdir(target))
+        print(f"[measured] the link's target afterwards: {kept}; link still a link: {os.path.islink(link)}")
+        if code.returncode != 2 or kept != ["keep.txt"] or not os.path.islink(link):
+            failures.append(f"symbolic link --out: exit {code.returncode}, target holds {kept}")
     finally:
         shutil.rmtree(root, ignore_errors=True)
     for f in failures:

@@ -394,6 +394,11 @@ void write_all(int fd, const std::string& bytes, const std::string& path) {
 // that is already failing).
 void remove_flat_dir(const std::string& path) {
   std::error_code ec;
+  const auto st = std::filesystem::symlink_status(path, ec);
+  if (!std::filesystem::is_directory(st)) {  // a link (never followed) or a stray file: remove that entry alone
+    if (std::filesystem::exists(st) || std::filesystem::is_symlink(st)) ::unlink(path.c_str());
+    return;
+  }
   for (const auto& e : std::filesystem::directory_iterator(path, ec)) ::unlink(e.path().c_str());
   ::rmdir(path.c_str());
 }
@@ -406,6 +411,9 @@ void check_output_dir(const std::string& dir, const std::string& option) {
   namespace fs = std::filesystem;
   if (dir.empty()) throw InputError(option + ": an empty path");
   std::error_code ec;
+  if (fs::is_symlink(fs::symlink_status(dir, ec)))
+    throw InputError(option + ": " + dir + " is a symbolic link; give the directory it points to (gdn2 replaces its " +
+                     "output directory as a whole, and would replace the link)");
   const auto st = fs::status(dir, ec);
   if (!fs::exists(st)) {
     // The nearest existing ancestor must be a directory.

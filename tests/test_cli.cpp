@@ -226,11 +226,11 @@ TEST_CASE("20. cli: every bad input is refused before anything is written", "[cl
   cu_case({0, 40}, "B = 1", x);
 }
 
-TEST_CASE("10. cli: float32 overflow exits 3 and writes nothing", "[cli]") {
-  // The non-normal growth case of test 10 (b up to 2), long enough to leave float32's range.
-  const index_t T = 1024;
+// The non-normal growth case of test 10 (b up to 2): two alternating unit keys whose update has an eigenvalue above 1,
+// so the state grows geometrically with T (past float32's range by T = 1024, float64's by T = 16384).
+Layer<double> growth_layer(index_t T) {
   Layer<double> x{Tensor<double>({1, T, 1, 2}), Tensor<double>({1, T, 1, 2}), Tensor<double>({1, T, 1, 1}),
-                        Tensor<double>({1, T, 1, 2}), Tensor<double>({1, T, 1, 2}), Tensor<double>({1, T, 1, 1}), {}};
+                  Tensor<double>({1, T, 1, 2}), Tensor<double>({1, T, 1, 2}), Tensor<double>({1, T, 1, 1}), {}};
   const double th[2] = {2.52, 1.99}, bb[2][2] = {{0.24, 1.87}, {1.88, 0.026}};
   for (index_t t = 0; t < T; ++t) {
     x.k.data[2 * t] = x.q.data[2 * t] = std::cos(th[t % 2]);
@@ -240,6 +240,13 @@ TEST_CASE("10. cli: float32 overflow exits 3 and writes nothing", "[cli]") {
     x.v.data[t] = t == 0;
     x.w.data[t] = 1;
   }
+  return x;
+}
+
+TEST_CASE("10. cli: float32 overflow exits 3 and writes nothing", "[cli]") {
+  // The non-normal growth case of test 10 (b up to 2), long enough to leave float32's range.
+  const index_t T = 1024;
+  const Layer<double> x = growth_layer(T);
   Workdir w("overflow");
   save_layer(w.in, x);
   const Result ok = gdn2_cli("forward --negative-eigen --in " + w.in.string() + " --out " + w.out.string());
@@ -670,17 +677,7 @@ TEST_CASE("check: one bad chunk of one head fails the local criterion; the table
 TEST_CASE("check: when the float64 reference overflows, exit 3 (as forward), not a FAIL", "[cli][check]") {
   // The non-normal growth case of test 10 (b up to 2), long enough to leave float64's range.
   const index_t T = 16384;
-  Layer<double> x{Tensor<double>({1, T, 1, 2}), Tensor<double>({1, T, 1, 2}), Tensor<double>({1, T, 1, 1}),
-                  Tensor<double>({1, T, 1, 2}), Tensor<double>({1, T, 1, 2}), Tensor<double>({1, T, 1, 1}), {}};
-  const double th[2] = {2.52, 1.99}, bb[2][2] = {{0.24, 1.87}, {1.88, 0.026}};
-  for (index_t t = 0; t < T; ++t) {
-    x.k.data[2 * t] = x.q.data[2 * t] = std::cos(th[t % 2]);
-    x.k.data[2 * t + 1] = x.q.data[2 * t + 1] = std::sin(th[t % 2]);
-    x.b.data[2 * t] = bb[t % 2][0];
-    x.b.data[2 * t + 1] = bb[t % 2][1];
-    x.v.data[t] = t == 0;
-    x.w.data[t] = 1;
-  }
+  const Layer<double> x = growth_layer(T);
   Workdir w("refoverflow");
   save_layer(w.in, x);
   fs::create_directories(w.out);

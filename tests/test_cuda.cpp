@@ -76,6 +76,41 @@ void check_backward(const std::string& what, const Layer<double>& x, unsigned se
 
 bool same_bits(const Tensor<double>& a, const Tensor<double>& b) { return a.data == b.data; }
 
+// The layer with its gates g and b drawn per value head, [B,T,HV,K] (Problem::HG = HV): g from `gate`, b ~ U(0, 1).
+template <typename Gate>
+Layer<double> gates_per_value_head(Layer<double> x, unsigned seed, Gate gate) {
+  Rng rng(seed);
+  random_value_head_gates(rng, x, gate);
+  return x;
+}
+
+// [B,T,H,K] → [B,T,HV,K]: value head hv gets a copy of its key head hv / (HV/H)'s row.
+Tensor<double> repeat_per_value_head(const Tensor<double>& x, index_t HV) {
+  const index_t B = x.shape[0], T = x.shape[1], H = x.shape[2], K = x.shape[3];
+  Tensor<double> y({B, T, HV, K});
+  for (index_t bt = 0; bt < B * T; ++bt)
+    for (index_t hv = 0; hv < HV; ++hv)
+      for (index_t d = 0; d < K; ++d)
+        y.data[offset_row(bt, hv, HV, K) + d] = x.data[offset_row(bt, hv / (HV / H), H, K) + d];
+  return y;
+}
+
+// [B,T,HV,K] → [B,T,H,K]: each key head's sum over its value heads in head order from zero, in float32 (the order and
+// precision in which chunk_backward sums dg, db for gates per key head).
+Tensor<double> sum_over_groups_f32(const Tensor<double>& y, index_t H) {
+  const index_t B = y.shape[0], T = y.shape[1], HV = y.shape[2], K = y.shape[3];
+  Tensor<double> x({B, T, H, K});
+  for (index_t bt = 0; bt < B * T; ++bt)
+    for (index_t h = 0; h < H; ++h)
+      for (index_t d = 0; d < K; ++d) {
+        float sum = 0;
+        for (index_t hv = h * (HV / H); hv < (h + 1) * (HV / H); ++hv)
+          sum += float(y.data[offset_row(bt, hv, HV, K) + d]);
+        x.data[offset_row(bt, h, H, K) + d] = sum;
+      }
+  return x;
+}
+
 }  // namespace
 
 TEST_CASE("cuda: chunk and recurrent kernels on the docs/numerics.md cases", "[cuda]") {
@@ -367,6 +402,61 @@ TEST_CASE("cuda: chunk backward against the float64 reference backward (docs/num
   // The 32-column state pass ((V / 32) · HV · N ≥ 132 > (V / 64) · HV · N; B = 4, H = 16 in the benchmark's terms),
   // with K = 128: two 16-row tiles of dS per warp in the tensor-core pass.
   check_backward("32-column state pass K=128 N=3 HV=12", layer(15, 3, 100, 6, 12, 128, 128, mild));
+}
+
+// Gates per value head, [B,T,HV,K] (flash-linear-attention's fused_recurrent_gdn2 layout, Problem::HG = HV): each
+// value head reads its own g and b, and dg, db come back per value head. HV = 2H against the float64 reference with the
+// budgets above: forward (chunk and recurrent) and backward (dq … dh0, dg and db per value head; kept = recomputed
+// bitwise), at K = 64 and 128, and packed sequences with a g = −inf reset in one value head of a group only.
+TEST_CASE("cuda: gates per value head (HG = HV = 2H) against the float64 reference", "[cuda][backward]") {
+  const auto mild = [](Rng& r) { return r.uniform(-0.05, 0); };
+  for (index_t K : {64, 128}) {
+    const std::string k = "K=" + std::to_string(K) + " HV=2H gates per value head";
+    const auto x = gates_per_value_head(layer(4, 2, 150, 2, 4, K, 96, mild), 51, mild);
+    REQUIRE(x.g.shape == std::vector<index_t>{2, 150, 4, K});
+    check_against_reference(k, x);
+    check_against_reference(k, x, Form::recurrent);
+    check_backward(k, x);
+  }
+  const auto gate = [](Rng& r) { return r.uniform(-0.2, 0); };
+  auto packed = gates_per_value_head(layer(13, 1, 256, 2, 4, 64, 64, gate, true, 3), 52, gate);
+  packed.cu_seqlens = {0, 15, 100, 256};
+  for (index_t d = 0; d < 64; ++d) packed.g.data[offset_row(120, 1, 4, 64) + d] = -double(INFINITY);  // value head 1
+  check_against_reference("packed [0,15,100,256] gates per value head, reset in one", packed);
+  check_against_reference("packed [0,15,100,256] gates per value head, reset in one", packed, Form::recurrent);
+  check_backward("packed [0,15,100,256] gates per value head, reset in one", packed);
+}
+
+// Gates per value head that copy their key head's give the per-key-head layout's bits: the forward's outputs (chunk,
+// recurrent; f32, bf16), and the backward's dq, dk, dv, dw, dh0; dg (float32) and, with float32 storage, db summed
+// over each group in head order equal the per-key-head dg, db bit for bit (bf16 db is rounded per value head before
+// any sum).
+TEST_CASE("cuda: gates per value head copied from the key heads give the per-key-head bits", "[cuda][backward]") {
+  const auto x = layer(4, 2, 150, 2, 4, 64, 96, [](Rng& r) { return r.uniform(-0.2, 0); });
+  auto y = x;
+  y.g = repeat_per_value_head(x.g, 4), y.b = repeat_per_value_head(x.b, 4);
+  const auto [dO, dht] = upstream(x, 79);
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    for (Form form : {Form::chunk, Form::recurrent}) {
+      const Outputs a = run_on_device(form, x, dtype), c = run_on_device(form, y, dtype);
+      const bool same = same_bits(a.o, c.o) && same_bits(a.ht, c.ht);
+      std::printf("  [measured] %s %s: o, ht with copied per-value-head gates bitwise equal: %d\n",
+                  form == Form::chunk ? "chunk" : "recurrent", name(dtype), same);
+      REQUIRE(same);
+    }
+    const Gradients<double> a = backward_on_device(x, dO, dht, dtype), c = backward_on_device(y, dO, dht, dtype);
+    REQUIRE(c.dg.shape == y.g.shape);
+    REQUIRE(c.db.shape == y.b.shape);
+    const bool same = same_bits(a.dq, c.dq) && same_bits(a.dk, c.dk) && same_bits(a.dv, c.dv) &&
+                      same_bits(a.dw, c.dw) && same_bits(a.dh0, c.dh0);
+    const bool same_dg = same_bits(a.dg, sum_over_groups_f32(c.dg, 2));
+    const bool same_db = dtype == DType::bf16 || same_bits(a.db, sum_over_groups_f32(c.db, 2));
+    std::printf("  [measured] backward %s: dq dk dv dw dh0 bitwise equal: %d; group sums of dg: %d, of db: %s\n",
+                name(dtype), same, same_dg, dtype == DType::bf16 ? "(not compared)" : same_db ? "1" : "0");
+    REQUIRE(same);
+    REQUIRE(same_dg);
+    REQUIRE(same_db);
+  }
 }
 
 TEST_CASE("cuda: backward determinism, varlen isolation and prefix-only loss (bitwise)", "[cuda][backward]") {

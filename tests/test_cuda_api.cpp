@@ -62,6 +62,18 @@ TEST_CASE("cuda api: unsupported problems are refused with a message naming them
   hv3.HV = 3;
   CHECK(backward_error(hv3).find("HV must be a positive multiple of H") != std::string::npos);
 
+  // The gates g, b per key head (HG = H, or 0) or per value head (HG = HV = 4); nothing in between.
+  Problem hg3 = supported();
+  hg3.HG = 3;
+  const std::string hg = error_of([&] {
+    gdn2::cuda::recurrent_forward(any, anyf, any, any, any, anyf, any, any, nullptr, nullptr, hg3);
+  });
+  INFO(hg);
+  CHECK(hg.find("recurrent_forward: HG = 3: g and b are taken per key head (HG = H) or per value head (HG = HV)") !=
+        std::string::npos);
+  hg3.HG = 1;
+  CHECK(backward_error(hg3).find("chunk_backward: HG = 1:") != std::string::npos);
+
   CHECK(backward_error(supported(), nullptr).find("every gradient pointer is required") != std::string::npos);
 }
 
@@ -71,8 +83,11 @@ TEST_CASE("cuda api: a kept forward workspace is refused for another problem", "
   saved.problem_ = supported();
   Problem longer = supported();
   longer.T = 131;
-  const std::string e = backward_error(longer, any, &saved);
+  Problem value_head_gates = supported();  // the same sizes, the gates per value head instead of per key head
+  value_head_gates.HG = value_head_gates.HV;
+  const std::string e = backward_error(longer, any, &saved), e_gates = backward_error(value_head_gates, any, &saved);
   saved.workspace_ = nullptr;  // nothing to free
   INFO(e);
   CHECK(e.find("the saved workspace was made by chunk_forward for a different problem") != std::string::npos);
+  CHECK(e_gates.find("the saved workspace was made by chunk_forward for a different problem") != std::string::npos);
 }

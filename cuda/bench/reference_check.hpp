@@ -101,6 +101,8 @@ inline DeviceLayer to_device(const Layer<double>& x, DType dtype) {
   DeviceLayer d;
   d.p.B = x.q.shape[0], d.p.T = x.q.shape[1], d.p.H = x.q.shape[2], d.p.K = x.q.shape[3];
   d.p.HV = x.v.shape[2], d.p.V = x.v.shape[3];
+  d.p.HG = x.g.shape[2];  // H or HV: g and b per key head or per value head (the library checks which)
+  if (x.b.shape[2] != d.p.HG) throw Error("g and b must have the same head layout for the CUDA kernels");
   d.p.N = x.cu_seqlens.empty() ? d.p.B : index_t(x.cu_seqlens.size()) - 1;
   d.p.dtype = dtype;
   d.q = upload(x.q, dtype), d.k = upload(x.k, dtype), d.v = upload(x.v, dtype);
@@ -159,8 +161,10 @@ inline DeviceGradients gradients_to_device(const DeviceLayer& d, const Tensor<do
   DeviceGradients r;
   const size_t e = d.p.dtype == DType::bf16 ? 2 : 4;
   const size_t key = size_t(d.p.B * d.p.T * d.p.H * d.p.K), value = size_t(d.p.B * d.p.T * d.p.HV * d.p.V);
+  const size_t gate = size_t(d.p.B * d.p.T * (d.p.HG ? d.p.HG : d.p.H) * d.p.K);  // HG = 0 means H
   r.do_ = upload(do_, d.p.dtype), r.dht = upload(dht, DType::f32);
-  r.dq = DeviceBuffer(key * e), r.dk = DeviceBuffer(key * e), r.db = DeviceBuffer(key * e), r.dg = DeviceBuffer(key * 4);
+  r.dq = DeviceBuffer(key * e), r.dk = DeviceBuffer(key * e);
+  r.db = DeviceBuffer(gate * e), r.dg = DeviceBuffer(gate * 4);
   r.dv = DeviceBuffer(value * e), r.dw = DeviceBuffer(value * e);
   r.dh0 = DeviceBuffer(size_t(d.p.N * d.p.HV * d.p.K * d.p.V) * 4);
   return r;

@@ -71,6 +71,8 @@ void check(const Problem& p, const char* what) {
   if (p.K != 64 && p.K != 128) fail("K = " + std::to_string(p.K) + " is not supported (64 or 128)");
   if (p.V <= 0 || p.V % 32 != 0) fail("V = " + std::to_string(p.V) + " must be a positive multiple of 32");
   if (p.H <= 0 || p.HV <= 0 || p.HV % p.H != 0) fail("HV must be a positive multiple of H");
+  if (p.HG != 0 && p.HG != p.H && p.HG != p.HV)
+    fail("HG = " + std::to_string(p.HG) + ": g and b are taken per key head (HG = H) or per value head (HG = HV)");
   if (p.N <= 0 || p.T < 0) fail("N must be positive and T non-negative");
   if (p.N > 65535 || p.HV > 65535) fail("N and HV must be at most 65535 (grid limits)");
 }
@@ -101,7 +103,7 @@ void chunk_backward(void* dq, void* dk, void* dv, float* dg, void* db, void* dw,
   if (saved && !saved->empty()) {
     const Problem& s = saved->problem_;
     if (s.B != p.B || s.T != p.T || s.H != p.H || s.HV != p.HV || s.K != p.K || s.V != p.V || s.N != p.N ||
-        s.dtype != p.dtype || s.scale != p.scale)
+        s.dtype != p.dtype || s.scale != p.scale || detail::gate_heads(s) != detail::gate_heads(p))
       throw Error("chunk_backward: the saved workspace was made by chunk_forward for a different problem");
   }
   detail::chunk_backward_run(dq, dk, dv, dg, db, dw, dh0, q, k, v, g, b, w, h0, cu_seqlens, do_, dht, p, stream,

@@ -15,8 +15,9 @@ struct BackwardWorkspace {
   float* dSn;                              // dL/dS at the end of each chunk
 };
 
-// Where stage 5 writes the key-side gradients when every key head has one value head (HV = H): straight into the
-// outputs, in their dtype (dq scaled), and stage 6 is skipped. dq == nullptr: into the workspace.
+// Where stage 5 writes the key-side gradients with nothing to sum: dq, dk when every key head has one value head
+// (HV = H), dg, db when the gates are per value head (HG = HV): straight into the outputs, in their dtype (dq scaled).
+// A null pointer: into the workspace, for stage 6's sums.
 struct HeadOutputs {
   void *dq = nullptr, *dk = nullptr, *db = nullptr;
   float* dg = nullptr;
@@ -39,7 +40,8 @@ void chunk_backward_intra(const BackwardWorkspace& bw, const void* q, const void
 void chunk_backward_gates(void* dv, void* dw, const Workspace& ws, const BackwardWorkspace& bw, const void* k,
                           const float* g, const void* b, const void* v, const void* w, const int64_t* cu,
                           const Problem& p, const HeadOutputs& outputs, cudaStream_t stream);
-// Stage 6 (chunk_backward_gates.cu): the key-side gradients summed over each key head's value heads, in a fixed order.
+// Stage 6 (chunk_backward_gates.cu): the key-side gradients summed over each key head's value heads, in a fixed order
+// (dg == nullptr: dq and dk only).
 void backward_reduce_heads(void* dq, void* dk, float* dg, void* db, const BackwardWorkspace& bw, int64_t rows,
                            const Problem& p, cudaStream_t stream);
 

@@ -3,7 +3,8 @@
 //   0. the forward's workspace (Y, A_qk, Q_γ, K_tail, γ_C, A, Ē, S_n, R per chunk): kept by chunk_forward, or
 //      recomputed by the forward's own kernels (the paper's memory-saving path);
 //   1. dO, Z;  2. the state VJP, last chunk first;  3. the products;  4. through T and A_qk;  5. tail keys, gates, dg's
-//   scans, dv, dw;  6. the sums over each key head's value heads (fixed order: deterministic, no atomics anywhere).
+//   scans, dv, dw;  6. the sums over each key head's value heads (fixed order: deterministic, no atomics anywhere) of
+//   dq, dk and, for gates per key head, dg, db.
 // Every decay is exp() of a direct sum of g ≤ 0, as in the forward: no γ⁻¹, exact at g = −inf.
 // H100, bf16, B = 8, T = 4096, H = 16, K = V = 128: forward with kept workspace + backward 12.7 ms, backward alone
 // 9.9 ms (gdn2-cuda-bench --train --batch 8).
@@ -30,11 +31,7 @@ void chunk_backward_run(void* dq, void* dk, void* dv, float* dg, void* db, void*
   const Workspace ws = carve_forward_workspace(saved ? static_cast<float*>(saved->workspace_) : base, rows, p.N, HV, K,
                                                V, WorkspaceUse::kForBackward);
   float* next = base + forward_floats;
-  auto take = [&](int64_t floats) {
-    float* at = next;
-    next += floats;
-    return at;
-  };
+  auto take = [&](int64_t floats) { return std::exchange(next, next + floats); };  // the next `floats` floats
   BackwardWorkspace bw{};
   bw.dO = take(rows * HV * V), bw.Z = take(rows * HV * V), bw.dR = take(rows * HV * V), bw.dZ = take(rows * HV * V);
   bw.dAqk = take(rows * HV * C), bw.dA = take(rows * HV * C), bw.M1 = take(rows * HV * C), bw.dT = take(rows * HV * C);
@@ -48,11 +45,11 @@ void chunk_backward_run(void* dq, void* dk, void* dv, float* dg, void* db, void*
   chunk_backward_state_pass(dh0, dht, ws, bw, cu, p, stream);                     // 2
   chunk_backward_products(ws, bw, cu, p, stream);                                 // 3
   chunk_backward_intra(bw, q, k, g, b, cu, p, stream);                            // 4
-  const bool direct = HV == p.H;                                                  // 5
-  HeadOutputs outputs;
-  if (direct) outputs = HeadOutputs{dq, dk, db, dg, default_scale(p)};
+  const bool direct = HV == p.H, gates_direct = gate_heads(p) == HV;              // 5
+  const HeadOutputs outputs{direct ? dq : nullptr, direct ? dk : nullptr, gates_direct ? db : nullptr,
+                            gates_direct ? dg : nullptr, default_scale(p)};
   chunk_backward_gates(dv, dw, ws, bw, k, g, b, v, w, cu, p, outputs, stream);
-  if (!direct) backward_reduce_heads(dq, dk, dg, db, bw, rows, p, stream);        // 6
+  if (!direct) backward_reduce_heads(dq, dk, outputs.dg ? nullptr : dg, db, bw, rows, p, stream);  // 6
   GDN2_CUDA_CHECK(cudaFreeAsync(base, stream));
 }
 

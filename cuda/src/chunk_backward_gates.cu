@@ -1,7 +1,8 @@
 // gdn2::cuda chunk_backward stages 1, 5, 6 — 1. dO in fp32 and Z = W ⊙ V (Eq. 20); 5. per (sub-chunk, channel) the tail
 // keys, gates and dg's reverse cumulative sum (Eq. 71-76, 80-82), dv = dZ ⊙ w, dw = dZ ⊙ v (Eq. 73); 6. the sums over
-// each key head's value heads, in a fixed order (skipped when HV = H: stage 5 writes them). Decays by the sub-chunk
-// factorisation; dg's two scans (Eq. 71-72, 82) in two levels: sub-chunk totals, then each task's rows.
+// each key head's value heads, in a fixed order, of what stage 5 does not write itself (dq, dk when HV > H; dg, db when
+// the gates are per key head). Decays by the sub-chunk factorisation; dg's two scans (Eq. 71-72, 82) in two levels:
+// sub-chunk totals, then each task's rows.
 // Launch (stage 5): 4·K threads, one per (sub-chunk, channel), per (chunk, value head, sequence): grid (⌈T/64⌉, HV, N).
 // On chip: the sub-chunk sums, the row sums of dS_C ⊙ S_n (Eq. 60) and the sub-chunk totals in shared memory; a task's
 // 16 rows in registers, each group of four rows' loads issued before its stores. Stages 1, 6: grid-stride loops.
@@ -29,26 +30,27 @@ __global__ void __launch_bounds__(NT, 1) chunk_backward_gates_kernel(T* dv, T* d
                                                                  const T* __restrict__ k, const float* __restrict__ g,
                                                                  const T* __restrict__ b, const T* __restrict__ v,
                                                                  const T* __restrict__ w, const int64_t* cu_seqlens,
-                                                                 int64_t T_len, int H, int HV, int V, HeadOutputs outputs,
-                                                                 bool vec8) {
+                                                                 int64_t T_len, int H, int HV, int HG, int V,
+                                                                 HeadOutputs outputs, bool vec8) {
   constexpr int S = kSub;
   __shared__ float s_bs[kNumSub][K];                 // sub-chunk sums of g
   __shared__ float s_rowsum[K];                      // Σ_j dS_C ⊙ S_n (Eq. 60)
   __shared__ float s_tot_gc[kNumSub][K], s_tot_tt[kNumSub][K];  // sub-chunk totals of dG_r and of the tail terms
-  const int tid = threadIdx.x, hv = blockIdx.y, n = blockIdx.z, h = hv / (HV / H);
+  const int tid = threadIdx.x, hv = blockIdx.y, n = blockIdx.z, h = hv / (HV / H), hg = gate_head(HG, HV, hv, h);
   const Span span = sequence_span(cu_seqlens, n, T_len);
   const int64_t c = blockIdx.x, c0 = c * C;
   if (c0 >= span.length) return;
   const int L = int(span.length - c0 < C ? span.length - c0 : C);
   const int64_t row0 = span.row0 + c0, slot = chunk_slot(span.row0, n, c);
-  auto in = [&](int r, int d) { return ((row0 + r) * H + h) * K + d; };
+  auto in = [&](int r, int d) { return ((row0 + r) * H + h) * K + d; };     // q, k, dq, dk
+  auto gin = [&](int r, int d) { return ((row0 + r) * HG + hg) * K + d; };  // g, b, dg, db
   auto at = [&](int r, int d) { return ((row0 + r) * HV + hv) * K + d; };
   // Sub-chunk sums of g, and the row sums of dS_C ⊙ S_n (a warp per channel, lanes along the row).
   for (int task = tid; task < kNumSub * K; task += NT) {
     const int M = task / K, d = task % K;
     float run = 0;
 #pragma unroll
-    for (int r = M * S; r < (M + 1) * S; ++r) run += r < L ? g[in(r, d)] : 0.f;
+    for (int r = M * S; r < (M + 1) * S; ++r) run += r < L ? g[gin(r, d)] : 0.f;
     s_bs[M][d] = run;
   }
   {
@@ -98,7 +100,7 @@ __global__ void __launch_bounds__(NT, 1) chunk_backward_gates_kernel(T* dv, T* d
     const float pre = expf(before), suf = expf(after);
     float gs[S];
 #pragma unroll
-    for (int r = 0; r < S; ++r) gs[r] = o + r < L ? g[in(o + r, d)] : 0.f;
+    for (int r = 0; r < S; ++r) gs[r] = o + r < L ? g[gin(o + r, d)] : 0.f;
     float a[S];  // exp(Σ_{i>r, i in M} g_i)
     {
       float run = 0;
@@ -118,11 +120,11 @@ __global__ void __launch_bounds__(NT, 1) chunk_backward_gates_kernel(T* dv, T* d
       for (int u = 0; u < G4; ++u) {
         const int row = o + r0 + u;
         const bool live = row < L;
-        const int64_t x = at(live ? row : 0, d), y = in(live ? row : 0, d);
+        const int64_t x = at(live ? row : 0, d), y = in(live ? row : 0, d), yg = gin(live ? row : 0, d);
         dkt[u] = live ? bw.dKtail[x] : 0.f, dqg[u] = live ? bw.dQg[x] : 0.f, debar[u] = live ? bw.dEbar[x] : 0.f;
         de0[u] = live ? bw.dE[x] : 0.f, ebar[u] = live ? ws.Ebar[x] : 0.f, qg[u] = live ? ws.Qg[x] : 0.f;
         kt[u] = live ? ws.Kt[x] : 0.f;
-        kv[u] = live ? to_float(k[y]) : 0.f, bv[u] = live ? to_float(b[y]) : 0.f;
+        kv[u] = live ? to_float(k[y]) : 0.f, bv[u] = live ? to_float(b[yg]) : 0.f;
         dq0[u] = live ? bw.dQ[x] : 0.f, dk0[u] = live ? bw.dK[x] : 0.f;
       }
 #pragma unroll
@@ -136,15 +138,12 @@ __global__ void __launch_bounds__(NT, 1) chunk_backward_gates_kernel(T* dv, T* d
           const float de = de0[u] + debar[u] * gamma;                          // Eq. 74-75 via E = B ⊙ K
           const float dq = dq0[u] + dqg[u] * gamma;                            // Eq. 80
           const float dk = dk0[u] + de * bv[u] + dkt[u] * tail;                // Eq. 75, 72
-          if (outputs.dq) {  // one value head per key head: these are the gradients (stage 6 is skipped)
-            const int64_t y = in(row, d);
-            static_cast<T*>(outputs.dq)[y] = from_float<T>(outputs.scale * dq);
-            static_cast<T*>(outputs.dk)[y] = from_float<T>(dk);
-            static_cast<T*>(outputs.db)[y] = from_float<T>(de * kv[u]);          // Eq. 74
-          } else {
-            bw.dQ[x] = dq, bw.dK[x] = dk;
-            bw.dE[x] = de * kv[u];                                             // db, Eq. 74
-          }
+          if (outputs.dq) {  // one value head per key head: these are the gradients (no sum in stage 6)
+            static_cast<T*>(outputs.dq)[in(row, d)] = from_float<T>(outputs.scale * dq);
+            static_cast<T*>(outputs.dk)[in(row, d)] = from_float<T>(dk);
+          } else bw.dQ[x] = dq, bw.dK[x] = dk;
+          if (outputs.db) static_cast<T*>(outputs.db)[gin(row, d)] = from_float<T>(de * kv[u]);  // Eq. 74
+          else bw.dE[x] = de * kv[u];                                                          // db, Eq. 74
           gc = debar[u] * ebar[u] + dqg[u] * qg[u];                            // dG_r, Eq. 76, 81 (· γ)
           if (row == L - 1) gc += s_rowsum[d] * expf(total);                  // Eq. 60 (γ_L)
           tt = dkt[u] * kt[u];                                                 // Eq. 71
@@ -177,7 +176,7 @@ __global__ void __launch_bounds__(NT, 1) chunk_backward_gates_kernel(T* dv, T* d
     for (int r = 0; r < S; ++r) {
       if (o + r < L) {
         const float dg = dg0[r] + add[r] + prefix;
-        if (outputs.dq) outputs.dg[in(o + r, d)] = dg;
+        if (outputs.dg) outputs.dg[gin(o + r, d)] = dg;
         else bw.dG[at(o + r, d)] = dg;
       }
       prefix += tt_keep[r];
@@ -229,12 +228,12 @@ __global__ void backward_reduce_heads_kernel(T* dq, T* dk, float* dg, T* db, Bac
     float sq = 0, sk = 0, sg = 0, sb = 0;
     for (int hv = h * group; hv < (h + 1) * group; ++hv) {
       const int64_t o = (row * HV + hv) * K + d;
-      sq += bw.dQ[o], sk += bw.dK[o], sg += bw.dG[o], sb += bw.dE[o];
+      sq += bw.dQ[o], sk += bw.dK[o];
+      if (dg) sg += bw.dG[o], sb += bw.dE[o];  // (dg, db per key head)
     }
     dq[i] = from_float<T>(scale * sq);  // q̃ = scale · q
     dk[i] = from_float<T>(sk);
-    dg[i] = sg;
-    db[i] = from_float<T>(sb);
+    if (dg) dg[i] = sg, db[i] = from_float<T>(sb);
   }
 }
 
@@ -262,7 +261,8 @@ void chunk_backward_gates(void* dv, void* dw, const Workspace& ws, const Backwar
     using T = decltype(T_);
     chunk_backward_gates_kernel<K, T><<<dim3(max_chunks, unsigned(p.HV), unsigned(p.N)), kNumSub * K, 0, stream>>>(
         static_cast<T*>(dv), static_cast<T*>(dw), ws, bw, static_cast<const T*>(k), g, static_cast<const T*>(b),
-        static_cast<const T*>(v), static_cast<const T*>(w), cu, p.T, int(p.H), int(p.HV), int(p.V), outputs, vec8);
+        static_cast<const T*>(v), static_cast<const T*>(w), cu, p.T, int(p.H), int(p.HV), int(gate_heads(p)),
+        int(p.V), outputs, vec8);
     GDN2_CUDA_CHECK_LAUNCH();
   });
 }

@@ -28,7 +28,7 @@ constexpr size_t intra_smem_floats() {
 template <int K, typename T, bool kWide>
 __global__ void __launch_bounds__(kIntraThreads, 1) chunk_backward_intra_kernel(
     BackwardWorkspace bw, const T* __restrict__ q, const T* __restrict__ k, const float* __restrict__ g,
-    const T* __restrict__ b, const int64_t* cu_seqlens, int64_t T_len, int H, int HV, float scale) {
+    const T* __restrict__ b, const int64_t* cu_seqlens, int64_t T_len, int H, int HV, int HG, float scale) {
   constexpr int NT = kIntraThreads, KP = K + 4, S = kSub;
   extern __shared__ __align__(16) float smem[];
   float* s_q = smem;                      // [C][KP] q̃
@@ -52,7 +52,7 @@ __global__ void __launch_bounds__(kIntraThreads, 1) chunk_backward_intra_kernel(
     static_assert((C * C / 4) % NT == 0, "whole rounds");
     ChunkInputs8<K, NT, kWide> tiles;
     float da[kPerC][4], dt[kPerC][4];
-    tiles.load(q, k, b, g, row0, H, h, L, tid);
+    tiles.load(q, k, b, g, row0, H, h, HG, gate_head(HG, HV, hv, h), L, tid);
 #pragma unroll
     for (int u = 0; u < kPerC; ++u) {
       const int i = u * NT + tid, r = i / (C / 4), s4 = (i % (C / 4)) * 4;
@@ -266,7 +266,7 @@ void chunk_backward_intra(const BackwardWorkspace& bw, const void* q, const void
       GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
       kernel<<<dim3(max_chunks, unsigned(p.HV), unsigned(p.N)), kIntraThreads, bytes, stream>>>(
           bw, static_cast<const T*>(q), static_cast<const T*>(k), g, static_cast<const T*>(b), cu, p.T, int(p.H),
-          int(p.HV), scale);
+          int(p.HV), int(gate_heads(p)), scale);
       GDN2_CUDA_CHECK_LAUNCH();
     };
     if (aligned16(q, k, g, b)) run(std::true_type{});

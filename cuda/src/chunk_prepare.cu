@@ -31,7 +31,7 @@ template <int K, typename T, bool kWide>
 __global__ void __launch_bounds__(kPrepareThreads, 1) chunk_prepare_kernel(
     Workspace ws, const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
     const float* __restrict__ g, const T* __restrict__ b, const T* __restrict__ w, const int64_t* cu_seqlens,
-    int64_t T_len, int H, int HV, int V, float scale) {
+    int64_t T_len, int H, int HV, int HG, int V, float scale) {
   constexpr int C = kChunk, KP = K + 4, AS = kChunk + 4, NT = kPrepareThreads;
   constexpr bool kBf16 = std::is_same_v<T, __nv_bfloat16>;
   extern __shared__ __align__(16) float smem[];
@@ -61,7 +61,7 @@ __global__ void __launch_bounds__(kPrepareThreads, 1) chunk_prepare_kernel(
   // 1. Load q̃, k, e, g and exp(g); rows ≥ L are zero (and g = 0).
   {
     ChunkInputs8<K, NT, kWide> tiles;
-    tiles.load(q, k, b, g, row0, H, h, L, tid);
+    tiles.load(q, k, b, g, row0, H, h, HG, gate_head(HG, HV, hv, h), L, tid);
     tiles.template store<KP>(s_q, s_k, s_e, s_g, scale, tid, s_x);
   }
   __syncthreads();
@@ -259,7 +259,7 @@ void chunk_prepare(const Workspace& ws, const void* q, const void* k, const void
       GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
       kernel<<<dim3(max_chunks, unsigned(p.HV), unsigned(p.N)), kPrepareThreads, bytes, stream>>>(
           ws, static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v), g, static_cast<const T*>(b),
-          static_cast<const T*>(w), cu, p.T, int(p.H), int(p.HV), int(p.V), scale);
+          static_cast<const T*>(w), cu, p.T, int(p.H), int(p.HV), int(gate_heads(p)), int(p.V), scale);
       GDN2_CUDA_CHECK_LAUNCH();
     };
     if (aligned16(q, k, v, g, b, w)) run(std::true_type{});

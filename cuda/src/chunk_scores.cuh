@@ -9,10 +9,10 @@
 
 namespace gdn2::cuda::detail {
 
-// A chunk's q̃ = scale·q, k, e = b ⊙ k and g (rows ≥ L zero) into [C][K] tiles with rows KP floats apart (KP a multiple of
-// 4): thread tid takes 8 consecutive channels of kPer rows, loads them with one 16-byte load per tensor (two for
-// float32; kWide = false: 8 one-element loads, for inputs not 16-byte aligned, the same values) and stores them 4 at
-// a time. load() issues every load before store() writes any, so a kernel can issue more loads in between.
+// A chunk's q̃ = scale·q, k (key head h), e = b ⊙ k, g (gate head hg) into [C][K] tiles, rows ≥ L zero, rows KP floats
+// apart (KP a multiple of 4): thread tid takes 8 consecutive channels of kPer rows, loads them with one 16-byte load
+// per tensor (two for float32; kWide = false: 8 one-element loads, for inputs not 16-byte aligned, the same values) and
+// stores them 4 at a time. load() issues every load before store() writes any, so a kernel can issue more in between.
 template <int K, int NT, bool kWide = true>
 struct ChunkInputs8 {
   static constexpr int kPer = kChunk * K / 8 / NT;
@@ -20,14 +20,14 @@ struct ChunkInputs8 {
   float q[kPer][8], k[kPer][8], b[kPer][8], g[kPer][8];
   template <typename T>
   __device__ __forceinline__ void load(const T* q_in, const T* k_in, const T* b_in, const float* g_in, int64_t row0,
-                                       int H, int h, int L, int tid) {
+                                       int H, int h, int HG, int hg, int L, int tid) {
 #pragma unroll
     for (int u = 0; u < kPer; ++u) {
       const int i = u * NT + tid, r = i / (K / 8), d = (i % (K / 8)) * 8;
       if (r < L) {
-        const int64_t at = ((row0 + r) * H + h) * K + d;
-        load8<kWide>(q[u], q_in + at), load8<kWide>(k[u], k_in + at), load8<kWide>(b[u], b_in + at);
-        load8<kWide>(g[u], g_in + at);
+        const int64_t at = ((row0 + r) * H + h) * K + d, at_g = ((row0 + r) * HG + hg) * K + d;
+        load8<kWide>(q[u], q_in + at), load8<kWide>(k[u], k_in + at), load8<kWide>(b[u], b_in + at_g);
+        load8<kWide>(g[u], g_in + at_g);
       } else {
 #pragma unroll
         for (int j = 0; j < 8; ++j) q[u][j] = k[u][j] = b[u][j] = g[u][j] = 0.f;

@@ -159,5 +159,9 @@ inline T* workspace_alloc(size_t count, cudaStream_t stream) {
 }
 
 inline float default_scale(const Problem& p) { return p.scale != 0 ? p.scale : 1.0f / std::sqrt(float(p.K)); }
+// The heads of the gates g and b: H (per key head; Problem::HG = 0 means H) or HV (per value head). Value head hv of
+// key head h reads gate head hv when they are per value head (HG = HV), else h.
+inline int64_t gate_heads(const Problem& p) { return p.HG ? p.HG : p.H; }
+__device__ __forceinline__ int gate_head(int HG, int HV, int hv, int h) { return HG == HV ? hv : h; }
 
 }  // namespace gdn2::cuda::detail

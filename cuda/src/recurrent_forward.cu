@@ -16,11 +16,11 @@ template <int K, int CPL, typename T, bool kWideState>
 __global__ void __launch_bounds__(128) recurrent_forward_kernel(T* o, float* ht, const T* q, const T* k, const T* v,
                                                             const float* g, const T* b, const T* w, const float* h0,
                                                             const int64_t* cu_seqlens, int64_t T_len, int H, int HV,
-                                                            int V, float scale) {
+                                                            int HG, int V, float scale) {
   constexpr int WARPS = 4, ROWS = K / WARPS, VS = 32 * CPL;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int col0 = blockIdx.x * VS + lane * CPL;  // first value column of this lane
-  const int hv = blockIdx.y, n = blockIdx.z, h = hv / (HV / H);
+  const int hv = blockIdx.y, n = blockIdx.z, h = hv / (HV / H), hg = gate_head(HG, HV, hv, h);
   const Span span = sequence_span(cu_seqlens, n, T_len);
   __shared__ float s_q[K], s_k[K], s_e[K], s_alpha[K];
   __shared__ float s_red[2][WARPS][VS];
@@ -45,13 +45,13 @@ __global__ void __launch_bounds__(128) recurrent_forward_kernel(T* o, float* ht,
 
   for (int64_t t = 0; t < span.length; ++t) {
     const int64_t row = span.row0 + t;
-    const int64_t key = (row * H + h) * K, val = (row * HV + hv) * V;
+    const int64_t key = (row * H + h) * K, val = (row * HV + hv) * V, gate = (row * HG + hg) * K;
     for (int d = threadIdx.x; d < K; d += blockDim.x) {
       const float kd = to_float(k[key + d]);
       s_q[d] = scale * to_float(q[key + d]);
       s_k[d] = kd;
-      s_e[d] = to_float(b[key + d]) * kd;  // e_t = b_t ⊙ k_t (Eq. 8)
-      s_alpha[d] = expf(g[key + d]);       // α_t = exp(g_t), exactly 0 for g = −inf
+      s_e[d] = to_float(b[gate + d]) * kd;  // e_t = b_t ⊙ k_t (Eq. 8)
+      s_alpha[d] = expf(g[gate + d]);       // α_t = exp(g_t), exactly 0 for g = −inf
     }
     __syncthreads();
     if (warp == 0) {
@@ -111,7 +111,8 @@ void launch_recurrent(void* o, float* ht, const void* q, const void* k, const vo
   const dim3 grid(unsigned(p.V / (32 * CPL)), unsigned(p.HV), unsigned(p.N));
   recurrent_forward_kernel<K, CPL, T, kWideState><<<grid, 128, 0, stream>>>(
       static_cast<T*>(o), ht, static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v), g,
-      static_cast<const T*>(b), static_cast<const T*>(w), h0, cu, p.T, int(p.H), int(p.HV), int(p.V), default_scale(p));
+      static_cast<const T*>(b), static_cast<const T*>(w), h0, cu, p.T, int(p.H), int(p.HV), int(gate_heads(p)),
+      int(p.V), default_scale(p));
   GDN2_CUDA_CHECK_LAUNCH();
 }
 

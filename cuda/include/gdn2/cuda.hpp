@@ -2,8 +2,11 @@
 //
 // Mirrors the reference (reference/core/forward.hpp): same names, same argument order (outputs first, then inputs,
 // then sizes), same layout as flash-linear-attention:
-//   q, k, b: [B,T,H,K] (dtype)   g: [B,T,H,K] float32 (natural-log decay, computed in fp32 as the paper's D.1 asks)
-//   v, w:    [B,T,HV,V] (dtype)  o: [B,T,HV,V] (dtype)    h0, ht: [N,HV,K,V] float32
+//   q, k: [B,T,H,K] (dtype)    v, w: [B,T,HV,V] (dtype)    o: [B,T,HV,V] (dtype)    h0, ht: [N,HV,K,V] float32
+//   b: [B,T,HG,K] (dtype)       g: [B,T,HG,K] float32 (natural-log decay, computed in fp32 as the paper's D.1 asks)
+// The gates g and b are both given per key head (HG = H: value heads h·HV/H … (h+1)·HV/H − 1 share key head h's
+// gates, as they share its q and k) or both per value head (HG = HV: each value head its own, flash-linear-attention's
+// fused_recurrent_gdn2 layout).
 // dtype is float32 or bfloat16 (storage); every accumulation and the state are float32. All pointers are device
 // pointers; cu_seqlens (int64, N+1 entries, B = 1) may be null. h0 may be null (zero initial state); ht may be null.
 // Dimension letters: B batch, T tokens, H key heads, HV value heads, K key dim, V value dim, N sequences.
@@ -23,6 +26,7 @@ enum class DType { f32, bf16 };
 struct Problem {
   int64_t B = 1, T = 0, H = 1, HV = 1, K = 128, V = 128;
   int64_t N = 0;        // sequences: B, or the number of cu_seqlens entries − 1
+  int64_t HG = 0;       // heads of the gates g and b: H (per key head; 0 means H) or HV (per value head)
   float scale = 0;      // 0 → K^-0.5
   DType dtype = DType::f32;
 };
@@ -84,11 +88,13 @@ void recurrent_forward(void* o, float* ht, const void* q, const void* k, const v
 
 // The gate-aware chunkwise backward (paper Appendix B, Eq. 49-84), mirroring the reference's backward (same outputs
 // in the same order, then the forward's inputs, then the upstream gradients):
-//   dq, dk, db: [B,T,H,K] (dtype)   dg: [B,T,H,K] float32   dv, dw: [B,T,HV,V] (dtype)   dh0: [N,HV,K,V] float32
+//   dq, dk: [B,T,H,K] (dtype)   db: [B,T,HG,K] (dtype)   dg: [B,T,HG,K] float32   dv, dw: [B,T,HV,V] (dtype)
+//   dh0: [N,HV,K,V] float32
 //   do_: [B,T,HV,V] (dtype) = dL/do, may be null (zero);  dht: [N,HV,K,V] float32 = dL/dht, may be null (zero).
 // With saved (from chunk_forward on the same inputs and problem) the forward's workspace is reused; without it the
-// forward is recomputed inside (only the inputs are needed). Deterministic: no atomics, value heads summed in a fixed
-// order; both paths give the same bits. Supports what chunk_forward supports.
+// forward is recomputed inside (only the inputs are needed). dg and db come in the gates' layout: per key head the
+// sums over the key head's value heads, per value head each value head's own. Deterministic: no atomics, value heads
+// summed in a fixed order; both paths give the same bits. Supports what chunk_forward supports.
 void chunk_backward(void* dq, void* dk, void* dv, float* dg, void* db, void* dw, float* dh0, const void* q,
                     const void* k, const void* v, const float* g, const void* b, const void* w, const float* h0,
                     const int64_t* cu_seqlens, const void* do_, const float* dht, const Problem& p,

@@ -19,8 +19,10 @@ bfloat16 CPU tensors; use_qk_l2norm_in_kernel and use_gate_in_kernel on CUDA (no
 the call; on CPU both run the reference's front-end: l2 normalisation, and g = -exp(A_log) softplus(g + dt_bias) of
 Eq. 12); lower_bound with use_gate_in_kernel; safe_gate, chunk sizes other than 64, return_intermediate_states.
 disable_recompute and cu_seqlens_cpu are accepted and have no effect. state_v_first stores the states as [N,HV,V,K].
-The gates g and b are per key head [B,T,H,K] (value head hv reads key head hv // (HV // H)) or, on CPU, per value
-head [B,T,HV,K] as fla's fused_recurrent_gdn2 takes them.
+The gates g and b are each per key head [B,T,H,K] (value head hv reads key head hv // (HV // H)) or per value head
+[B,T,HV,K] as fla's fused_recurrent_gdn2 takes them; their gradients come back in the layout given. The CUDA kernels
+take both gates in one layout: given one per key head and the other per value head, the first is repeated over its
+key head's value heads (repeat_interleave; autograd sums its gradient back over them).
 """
 
 import torch as _torch
@@ -58,12 +60,13 @@ def _cpu_arrays(q, k, v, g, b, w, h0, cu_seqlens, A_log, dt_bias):
             "h0": _numpy(h0), "cu_seqlens": _numpy(cu_seqlens), "A_log": _numpy(A_log), "dt_bias": _numpy(dt_bias)}
 
 
-def _sizes(q, v, cu_seqlens, scale):
+def _sizes(q, v, g, cu_seqlens, scale):
     B, T, H, K = q.shape
     HV, V = v.shape[2], v.shape[3]
     N = B if cu_seqlens is None else cu_seqlens.numel() - 1
     dtype = "bf16" if q.dtype == _torch.bfloat16 else "f32"
-    return dict(B=B, T=T, H=H, HV=HV, K=K, V=V, N=N, scale=0.0 if scale is None else scale, dtype=dtype,  # 0: K^-0.5
+    return dict(B=B, T=T, H=H, HV=HV, K=K, V=V, N=N, HG=g.shape[2],  # HG: g, b per key head (H) or value head (HV)
+                scale=0.0 if scale is None else scale, dtype=dtype,  # 0: K^-0.5
                 stream=_torch.cuda.current_stream(q.device).cuda_stream, device=q.device.index or 0)
 
 
@@ -85,7 +88,7 @@ class _GDN2(_torch.autograd.Function):
             q, k, v, g, b, w = (x.contiguous() for x in (q, k, v, g, b, w))
             h0 = None if h0 is None else h0.contiguous()
             cu = None if cu_seqlens is None else cu_seqlens.to(device=q.device, dtype=_torch.int64).contiguous()
-            sizes = _sizes(q, v, cu, scale)
+            sizes = _sizes(q, v, g, cu, scale)
             o = _torch.empty_like(v)
             ht = _torch.empty(sizes["N"], sizes["HV"], sizes["K"], sizes["V"], dtype=_torch.float32, device=q.device)
             args = [o.data_ptr(), ht.data_ptr(), q.data_ptr(), k.data_ptr(), v.data_ptr(), g.data_ptr(), b.data_ptr(),
@@ -107,7 +110,7 @@ class _GDN2(_torch.autograd.Function):
     def backward(ctx, do, dht):
         if ctx.saved_tensors[0].is_cuda:
             q, k, v, g, b, w, h0, cu = ctx.saved_tensors
-            sizes = _sizes(q, v, cu, ctx.scale)
+            sizes = _sizes(q, v, g, cu, ctx.scale)
             dq, dk, db = _torch.empty_like(q), _torch.empty_like(k), _torch.empty_like(b)
             dv, dw = _torch.empty_like(v), _torch.empty_like(w)
             dg = _torch.empty_like(g)
@@ -165,10 +168,11 @@ def _gdn2_op(form, q, k, v, g, b, w, scale, initial_state, output_final_state, u
             _refuse(x is not None and tuple(x.shape) != want, f"{name}: shape {tuple(x.shape) if x is not None else ()}"
                                                               f", expected {want}")
         for name, x in (("g", g), ("b", b)):
-            _refuse(tuple(x.shape) == (B, T, HV, K) and HV != H,
-                    f"{name}: gates per value head [B,T,HV,K] are not supported by gdn2's CUDA kernels yet (the "
-                    f"reference, on CPU tensors, takes them); give one per key head [B,T,H,K]")
-            _refuse(tuple(x.shape) != (B, T, H, K), f"{name}: shape {tuple(x.shape)}, expected {(B, T, H, K)}")
+            _refuse(tuple(x.shape) not in ((B, T, H, K), (B, T, HV, K)),
+                    f"{name}: shape {tuple(x.shape)}, expected {(B, T, H, K)} (per key head) or {(B, T, HV, K)} (per "
+                    f"value head)")
+        if g.shape[2] != b.shape[2]:  # one per key head, one per value head: the kernels take both in one layout
+            g, b = (x.repeat_interleave(HV // H, dim=2) if x.shape[2] == H else x for x in (g, b))
         _refuse(any(x.device != q.device for x in (k, v, g, b, w)) or
                 (initial_state is not None and initial_state.device != q.device),
                 "every tensor must be on q's device")
@@ -196,10 +200,10 @@ def chunk_gdn2(q, k, v, g, b, w, scale=None, initial_state=None, output_final_st
                state_v_first=False, **kwargs):
     """Chunkwise GDN-2 (paper Eq. 18-25) with fla.ops.gdn2.chunk_gdn2's signature: returns (o, final_state or None).
 
-    q, k, g, b [B,T,H,K]; v, w [B,T,HV,V]; initial_state [N,HV,K,V] float32 ([N,HV,V,K] with state_v_first);
-    cu_seqlens int [N+1] (B = 1). kwargs: A_log, dt_bias (use_gate_in_kernel, CPU only), chunk_size (64 only),
-    negative_eigen=True lets b lie in [0, 2] on CPU (the CUDA kernels accept it as given). See the module's
-    docstring for what is refused.
+    q, k [B,T,H,K]; g, b each [B,T,H,K] or [B,T,HV,K]; v, w [B,T,HV,V]; initial_state [N,HV,K,V] float32
+    ([N,HV,V,K] with state_v_first); cu_seqlens int [N+1] (B = 1). kwargs: A_log, dt_bias (use_gate_in_kernel, CPU
+    only), chunk_size (64 only), negative_eigen=True lets b lie in [0, 2] on CPU (the CUDA kernels accept it as
+    given). See the module's docstring for what is refused.
     """
     _refuse(safe_gate, "safe_gate is not supported by gdn2 (its chunk form is exact for every g in [-inf, 0])")
     _refuse(return_intermediate_states, "return_intermediate_states is not supported by gdn2")

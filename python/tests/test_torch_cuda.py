@@ -21,10 +21,12 @@ BOUND = {"bf16": {"o": 5e-3, "ht": 5e-3, "dq": 1e-2, "dk": 1e-2, "dv": 1e-2, "dh
          "f32": {"o": 1e-5, "ht": 1e-5, **{n: 1e-4 for n in ("dq", "dk", "dv", "dh0", "dg", "db", "dw")}}}
 DTYPE = {"bf16": torch.bfloat16, "f32": torch.float32}
 
-# (id, shape, packed sequences)
+# (id, shape, packed sequences); value_head_gates: g, b [B,T,HV,K] (fla's fused_recurrent_gdn2 layout)
 CASES = [
     ("B2-T200-H2-K64", dict(B=2, T=200, H=2, HV=2, K=64, V=64), None),
     ("B1-T300-H2-HV4-K128-V64", dict(B=1, T=300, H=2, HV=4, K=128, V=64), None),
+    ("B1-T300-H2-HV4-K128-V64-gates-per-value-head", dict(B=1, T=300, H=2, HV=4, K=128, V=64, value_head_gates=True),
+     None),
     ("varlen-K128", dict(B=1, T=333, H=2, HV=2, K=128, V=128), [0, 1, 64, 200, 333]),
     ("T1-decode", dict(B=3, T=1, H=2, HV=2, K=128, V=128), None),
 ]
@@ -73,6 +75,51 @@ def test_values_and_gradients_within_budget(op, case, precision):
     assert not failures, failures
 
 
+@pytest.mark.parametrize("per_value_head", ["g", "b"])
+def test_one_gate_per_key_head_one_per_value_head(per_value_head):
+    """g per value head and b per key head (or the other way round): the kernels take both in one layout, so the
+    wrapper repeats the per-key-head gate over its value heads; values and gradients (each in its gate's layout) against
+    the float64 reference, which takes the mixed layouts as they are."""
+    shape = dict(B=2, T=130, H=2, HV=4, K=64, V=64)
+    x = random_inputs(seed=13, g_low=-0.3, value_head_gates=True, **shape)
+    other = "b" if per_value_head == "g" else "g"
+    key_head = random_inputs(seed=14, g_low=-0.3, value_head_gates=False, **shape)
+    x[other] = key_head[other]
+    for n in ("q", "k"):
+        x[n] = x[n] / np.linalg.norm(x[n], axis=-1, keepdims=True)
+    t = {n: torch.from_numpy(a).to("cuda", torch.float32) for n, a in x.items()}
+    leaves = {n: t[n].clone().requires_grad_() for n in ("q", "k", "v", "g", "b", "w", "h0")}
+    o, ht = chunk_gdn2(*(leaves[n] for n in "qkvgbw"), initial_state=leaves["h0"], output_final_state=True)
+    ((o * t["do"]).sum() + (ht * t["dht"]).sum()).backward()
+    torch.cuda.synchronize()
+    stored = {n: v.double().cpu().numpy() for n, v in t.items()}
+    args = [stored[n] for n in "qkvgbw"]
+    o_ref, ht_ref = gdn2.forward(*args, initial_state=stored["h0"])
+    grads = gdn2.backward(*args, do=stored["do"], dht=stored["dht"], initial_state=stored["h0"])
+    got = {"o": o.detach(), "ht": ht.detach(), **{"d" + n: leaves[n].grad for n in ("q", "k", "v", "g", "b", "w", "h0")}}
+    ref = {"o": o_ref, "ht": ht_ref, **grads}
+    assert tuple(leaves["g"].grad.shape) == tuple(x["g"].shape) and tuple(leaves["b"].grad.shape) == tuple(x["b"].shape)
+    failures = []
+    for name, bound in BOUND["f32"].items():
+        r = ratio(got[name].double().cpu().numpy(), ref[name])
+        print(f"{per_value_head} per value head, {other} per key head, f32 {name}: ratio {r:.2e} (bound {bound:.0e})")
+        if not r <= bound:
+            failures.append(f"{name} {r:.2e} > {bound:.0e}")
+    assert not failures, failures
+
+
+def test_gates_per_value_head_copied_from_key_heads_give_the_same_outputs():
+    """Gates per value head that copy their key head's give the per-key-head call's outputs bit for bit."""
+    x = {n: torch.from_numpy(a).to("cuda", torch.bfloat16 if n in "qkvbw" else torch.float32)
+         for n, a in random_inputs(seed=15, B=1, T=100, H=2, HV=4, K=64, V=64).items()}
+    for op in (chunk_gdn2, fused_recurrent_gdn2):
+        o, ht = op(*(x[n] for n in "qkvgbw"), initial_state=x["h0"], output_final_state=True)
+        g, b = (x[n].repeat_interleave(2, dim=2) for n in "gb")
+        o2, ht2 = op(x["q"], x["k"], x["v"], g, b, x["w"], initial_state=x["h0"], output_final_state=True)
+        print(op.__name__, "o equal:", torch.equal(o, o2), "ht equal:", torch.equal(ht, ht2))
+        assert torch.equal(o, o2) and torch.equal(ht, ht2)
+
+
 def test_refusals_on_cuda():
     x = {n: torch.randn(1, 64, 2, 64, device="cuda", dtype=torch.bfloat16) for n in "qkvw"}
     x["g"] = -torch.rand(1, 64, 2, 64, device="cuda")
@@ -82,6 +129,9 @@ def test_refusals_on_cuda():
         with pytest.raises(ValueError, match=words) as e:
             chunk_gdn2(*(x[n] for n in "qkvgbw"), **kwargs)
         print(e.value)
+    with pytest.raises(ValueError, match="per key head.*per value head") as e:
+        chunk_gdn2(*(x[n] for n in "qkv"), x["g"][:, :, :1], x["b"], x["w"])  # g with one head of H = 2
+    print(e.value)
     with pytest.raises(ValueError, match="float16"):
         chunk_gdn2(*(x[n].half() for n in "qkvgbw"))
     with pytest.raises(RuntimeError, match="K = 32 is not supported") as e:

@@ -11,40 +11,31 @@ import sys
 BEGIN, END = "<!-- BENCH:BEGIN", "<!-- BENCH:END -->"  # the BEGIN comment may name this script; any wording
 
 
-def peer_columns(c, digits):
-    """The peer's time and our time as a multiple of it, or dashes where docs/performance.md has no peer figure."""
-    if not c["peer_ms"]:
-        return "—", "—"
-    return f"{c['peer_ms']:.{digits}f} ms", f"{c['ms'] / c['peer_ms']:.2f}"
-
-
 def train_table(runs):
     rows = ["| device | dtype | B | T | forward + backward, kept workspace (ms) | backward alone (ms) | "
-            "forward + backward, recomputing (ms) | kept workspace (GB) | peer | × peer | worst gradient ratio |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+            "forward + backward, recomputing (ms) | kept workspace (GB) | worst gradient ratio |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for run in runs:
         for c in run["cases"]:
             if c["op"] != "train":
                 continue
-            peer, vs_peer = peer_columns(c, 1)
             rows.append(f"| {run['device']} | {run['dtype']} | {c['B']} | {c['T']} | {c['ms']:.3f} | "
-                        f"{c['backward_ms']:.3f} | {c['recompute_ms']:.3f} | {c['saved_bytes'] / 1e9:.2f} | {peer} | "
-                        f"{vs_peer} | {c['ratio_vs_reference']:.1e} |")
+                        f"{c['backward_ms']:.3f} | {c['recompute_ms']:.3f} | {c['saved_bytes'] / 1e9:.2f} | "
+                        f"{c['ratio_vs_reference']:.1e} |")
     return "\n".join(rows) if len(rows) > 2 else ""
 
 
 def table(paths):
     runs = [json.loads(pathlib.Path(path).read_text()) for path in paths]
-    rows = ["| device | dtype | op | B | T | ms | ns per token-head | GB/s | × memory floor | peer | × peer | ratio vs reference |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| device | dtype | op | B | T | ms | ns per token-head | GB/s | × memory floor | ratio vs reference |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for run in runs:
         for c in run["cases"]:
             if c["op"] == "train":
                 continue
-            peer, vs_peer = peer_columns(c, 3)
             rows.append(f"| {run['device']} | {run['dtype']} | {c['op']} | {c['B']} | {c['T']} | {c['ms']:.4f} | "
-                        f"{c['ns_per_token_head']:.2f} | {c['GBps']:.0f} | {c['ms'] / c['floor_ms']:.1f} | {peer} | "
-                        f"{vs_peer} | {c['ratio_vs_reference']:.1e} |")
+                        f"{c['ns_per_token_head']:.2f} | {c['GBps']:.0f} | {c['ms'] / c['floor_ms']:.1f} | "
+                        f"{c['ratio_vs_reference']:.1e} |")
     train = train_table(runs)
     return "\n".join(rows) + ("\n\nForward + backward (a training step's kernels; ratio: the worst of the seven gradients):\n\n" +
                               train if train else "")

@@ -1,7 +1,8 @@
 // cuda/ladder/common.cuh — what every rung of the ladder shares, so that each rung's file holds only its kernels:
 // the problem (shapes, layout, storage), seeded inputs made by a hash that the host can recompute element by element,
 // a float64 token recurrence (paper Eq. 9) as the reference, the check, the timing and the one line each program
-// prints. As in llm.c's dev/cuda, each rung is one standalone program: `main` calls ladder_main with its forward.
+// prints, and the device helpers more than one rung could use (the TF32 mma.sync, 16-byte loads and stores, cp.async).
+// As in llm.c's dev/cuda, each rung is one standalone program: `main` calls ladder_main with its forward.
 //
 // Layout (flash-linear-attention): q, k, b, g [B][T][H][K]; v, w, o [B][T][H][V]; the final state ht [B][H][K][V].
 // Storage: q, k, v, b, w and o in bfloat16 (kept here as their 16 bits), g, ht and every accumulation in float32.
@@ -237,4 +238,31 @@ __device__ inline void warp_mma(float (&c)[4], const float* X, int xr, int xc, c
                            tf32(X[(m0 + g) * xr + (k0 + t + 4) * xc]), tf32(X[(m0 + g + 8) * xr + (k0 + t + 4) * xc])};
     mma_tf32(c, a, tf32(Y[(k0 + t) * yr + (n0 + g) * yc]), tf32(Y[(k0 + t + 4) * yr + (n0 + g) * yc]));
   }
+}
+__device__ inline float round_tf32(float x) { return __uint_as_float(tf32(x)); }
+__device__ inline uint32_t bits(float x) { return __float_as_uint(x); }  // an operand already rounded to TF32
+
+// ---- 16-byte memory access (addresses 16-byte aligned) ----
+__device__ inline void store4(float* p, const float* x) {
+  *reinterpret_cast<float4*>(p) = make_float4(x[0], x[1], x[2], x[3]);
+}
+__device__ inline uint4 ld16(const uint16_t* p) { return *reinterpret_cast<const uint4*>(p); }
+__device__ inline void bf16x8(float (&x)[8], uint4 u) {  // 8 bf16 loaded as 16 bytes (ld16), to float
+  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+  for (int i = 0; i < 4; ++i) x[2 * i] = bf16_float(w[i] & 0xFFFFu), x[2 * i + 1] = bf16_float(w[i] >> 16);
+}
+__device__ inline void ld8(float (&x)[8], const float* p) {  // 8 floats by two 16-byte loads
+  const float4 a = *reinterpret_cast<const float4*>(p), b = *reinterpret_cast<const float4*>(p + 4);
+  x[0] = a.x, x[1] = a.y, x[2] = a.z, x[3] = a.w, x[4] = b.x, x[5] = b.y, x[6] = b.z, x[7] = b.w;
+}
+// 16 bytes global → shared without passing through registers (cp.async): a thread's copies since its last commit
+// form a group; cp_async_wait<N> returns once at most N of its groups are in flight (for the block: after a barrier).
+__device__ inline void cp_async16(float* dst, const float* src) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(unsigned(__cvta_generic_to_shared(dst))), "l"(src));
+}
+__device__ inline void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N>
+__device__ inline void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
+__device__ inline void prefetch_l2(const void* p, uint32_t bytes) {  // asks L2 for bytes from p (sm_90 bulk), no wait
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes));
 }

@@ -83,6 +83,15 @@ TEST_CASE("check: missing fails unless --only; unknown names ignored; impossible
   CHECK_FALSE(report.passed);
   CHECK(row(report, "db").verdict == check::Verdict::missing);
   CHECK(row(report, "db_saved_as").verdict == check::Verdict::ignored);
+  // Nothing was compared for the missing db, so no bound was applied: its row shows "-" (and JSON null) in that
+  // column, not the float32 bound it would have had.
+  const std::string table = check::to_table(report, "db missing");
+  const size_t at = table.find("\ndb ") + 1;
+  const std::string db_line = table.substr(at, table.find('\n', at) - at);
+  std::printf("  [measured] the missing db's row: %s\n", db_line.c_str());
+  CHECK(db_line.find("e-") == std::string::npos);
+  CHECK(row(report, "db").bound_reason.empty());
+  CHECK_THAT(check::to_json(report), Catch::Contains("\"bound\": null, \"bound_reason\": \"\", \"note\": \"expected db.npy"));
   CHECK(row(report, "dw").verdict == check::Verdict::ok);
 
   check::Options only;

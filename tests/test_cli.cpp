@@ -2,11 +2,17 @@
 // tensor, and nothing half-written (docs/numerics.md 20).
 #include "helpers.hpp"
 
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <chrono>
+#include <map>
+#include <thread>
 #include <filesystem>
+#include <functional>
 #include <set>
 #include <fstream>
 #include <sstream>
@@ -687,6 +693,12 @@ TEST_CASE("check: when the float64 reference overflows, exit 3 (as forward), not
   std::printf("  [measured] reference overflow: exit=%d: %s", r.status, r.err.c_str());
   REQUIRE(r.status == 3);
   REQUIRE(r.err.find("float64 reference") != std::string::npos);
+  // forward in float64 on the same inputs: exit 3, and no advice to rerun in the precision it already used.
+  const Run f = gdn2_run("forward --negative-eigen --in " + w.in.string() + " --out " + (w.out.parent_path() / "f64").string());
+  std::printf("  [measured] float64 forward overflow: exit=%d: %s", f.status, f.err.c_str());
+  REQUIRE(f.status == 3);
+  REQUIRE_THAT(f.err, Catch::Contains("float64") && Catch::Contains("widest precision"));
+  REQUIRE(f.err.find("--precision f64") == std::string::npos);
   const Run j = gdn2_run("check --json --negative-eigen --in " + w.in.string() + " --candidate " + w.out.string());
   REQUIRE(j.status == 3);
   REQUIRE(nlohmann::json::parse(j.out).at("exit_status") == 3);
@@ -799,6 +811,15 @@ TEST_CASE("outputs: a failed write changes nothing, creates no --out, exits 4 wi
   REQUIRE(std::count(r.err.begin(), r.err.end(), '\n') == 1);
   REQUIRE_FALSE(fs::exists(w.out));
   for (const auto& e : fs::directory_iterator(w.out.parent_path())) REQUIRE(e.path().filename() == "in");
+  // --out under parents that do not exist yet: the failed run removes the directories it created (before: new1/new2
+  // stayed), and only those.
+  r = gdn2_run("forward --in " + w.in.string() + " --out " + (w.out.parent_path() / "new1/new2/out").string(),
+               "trap \"\" XFSZ; ulimit -f 1;");
+  std::printf("  [measured] failed write under new parents: exit=%d, new1 left: %d\n", r.status,
+              int(fs::exists(w.out.parent_path() / "new1")));
+  REQUIRE(r.status == 4);
+  REQUIRE_FALSE(fs::exists(w.out.parent_path() / "new1"));
+  REQUIRE(fs::exists(w.in / "q.npy"));
   // An --out holding a directory where ht.npy goes: refused before anything (before: o.npy replaced, then failed).
   REQUIRE(gdn2_cli("forward --in " + w.in.string() + " --out " + w.out.string()).status == 0);
   const std::string old_o = [&] {
@@ -871,6 +892,45 @@ TEST_CASE("train checks --out and every option before training; eval refuses bad
     CHECK_THAT(r.err, Catch::Contains("config.json") && Catch::Contains(why));
     edit(bad, "\"d_model\": 8");
   }
+  // The shape of config.json itself: each refusal is one line naming the file and the key, no library exception text.
+  const std::string original = [&] {
+    std::ifstream in(fs::path(ck) / "config.json");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }();
+  const nlohmann::json cfg = nlohmann::json::parse(original);
+  auto with = [&](const std::function<void(nlohmann::json&)>& change) {
+    nlohmann::json j = cfg;
+    change(j);
+    return j.dump(2);
+  };
+  std::string duplicated = original;
+  duplicated.replace(duplicated.find("\"d_model\": 8"), 12, "\"d_model\": 8, \"d_model\": 16");
+  for (const auto& [text, expect] : std::vector<std::pair<std::string, std::vector<std::string>>>{
+           {with([](nlohmann::json& j) { j.erase("model"); }), {"'model'", "missing"}},
+           {"[]", {"top level", "object"}},
+           {"{", {"not valid JSON", "byte"}},
+           {with([](nlohmann::json& j) { j["model"] = 5; }), {"'model'", "object"}},
+           {with([](nlohmann::json& j) { j["model"]["variant"] = "bogus"; }), {"model.variant", "bogus"}},
+           {with([](nlohmann::json& j) { j["task"]["task"] = "bogus"; }), {"task.task", "bogus"}},
+           {with([](nlohmann::json& j) { j["parameters"].push_back("W_bogus"); }), {"'parameters'", "W_bogus"}},
+           {with([](nlohmann::json& j) { j["parameters"].erase(0); }), {"'parameters'", "does not name"}},
+           {with([](nlohmann::json& j) { j["parameters"] = "E"; }), {"'parameters'", "list"}},
+           {duplicated, {"'d_model'", "twice"}},
+           {with([](nlohmann::json& j) { j["task"]["vocab"] = 128; }), {"task.vocab is 128", "model.vocab is 64"}}}) {
+    std::ofstream(fs::path(ck) / "config.json") << text;
+    r = gdn2_run(eval);
+    std::printf("  [measured] config.json %s: exit=%d: %s", expect[0].c_str(), r.status, r.err.c_str());
+    CAPTURE(text.substr(0, 200), r.err);
+    CHECK(r.status == 2);
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    CHECK_THAT(r.err, Catch::Contains("config.json"));
+    for (const std::string& e : expect) CHECK_THAT(r.err, Catch::Contains(e));
+    CHECK(r.err.find("json.exception") == std::string::npos);
+  }
+  std::ofstream(fs::path(ck) / "config.json") << original;
+  REQUIRE(gdn2_run(eval).status == 0);
   auto E = load<float>(fs::path(ck) / "E.npy");
   E.data[3] = NAN;
   save(ck, "E.npy", io::encode_npy(E));
@@ -899,6 +959,120 @@ TEST_CASE("options: numeric errors are one short line, refused before any input 
     CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
     CHECK(r.err.find("nonexistent") == std::string::npos);
   }
+}
+
+TEST_CASE("options: absurd task and model sizes are refused before allocating, with the bound named", "[cli][model]") {
+  // Under a 2 GiB address-space limit, so that an allocation attempted before the refusal shows as "out of memory"
+  // (before: --length 2000000000 was accepted and allocated until it failed) instead of exhausting the machine.
+  // Seeds: -1 is refused, not wrapped to 2^64 - 1 (before: task --seed -1 printed seed 18446744073709551615).
+  Workdir w("sizes");
+  const std::string out = " --out " + w.out.string();
+  for (const auto& [bad, bound] : std::vector<std::pair<std::string, std::string>>{
+           {"task --length 2000000000", "1000000"},
+           {"train --length 2000000000" + out, "1000000"},
+           {"task --vocab 2000000000", "1000000"},
+           {"task --task mk-niah --filler-vocab 2000000000", "1000000"},
+           {"task --pairs 2000000000", "1000000"},
+           {"train --d-model 1000000" + out, "4096"},
+           {"task --count 100000 --length 1000000 --pairs 2", "67108864"},
+           {"train --batch 100000 --length 100000" + out, "67108864"},
+           {"task --seed -1", "18446744073709551615"},
+           {"task --seed 18446744073709551616", "18446744073709551615"},
+           {"train --seed -1" + out, "18446744073709551615"},
+           {"gradcheck --seed -1", "4294967295"},
+           {"demo --seed 4294967296", "4294967295"}}) {
+    const Run r = gdn2_run(bad, "ulimit -v 2000000;");
+    std::printf("  [measured] %s: exit=%d in %.2f s: %s", bad.c_str(), r.status, r.seconds, r.err.c_str());
+    CAPTURE(bad, r.err);
+    CHECK(r.status == 2);
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    CHECK_THAT(r.err, Catch::Contains(bound));
+    CHECK(r.err.find("out of memory") == std::string::npos);
+    CHECK(r.seconds < 5);
+    CHECK_FALSE(fs::exists(w.out));
+  }
+}
+
+TEST_CASE("train stops at SIGINT: exit 130, says so, and the last complete checkpoint stays", "[cli][model]") {
+  Workdir w("sigint");
+  const std::string ck = (w.out / "ck").string();
+  const std::vector<std::string> tiny = {"train", "--batch", "4", "--d-model", "8", "--head-k", "4", "--head-v", "4", "--mlp", "0",
+                                         "--eval-every", "1", "--eval-examples", "4", "--final-examples", "8", "--out", ck};
+  std::string args;
+  for (const auto& a : tiny) args += a + " ";
+  REQUIRE(gdn2_run(args + "--steps 2").status == 0);
+  auto files = [&] {
+    std::map<std::string, std::string> m;
+    for (const auto& e : fs::directory_iterator(w.out)) {
+      if (!e.is_directory()) continue;
+      for (const auto& f : fs::directory_iterator(e.path())) {
+        std::ifstream in(f.path(), std::ios::binary);
+        std::stringstream ss;
+        ss << in.rdbuf();
+        m[e.path().filename().string() + "/" + f.path().filename().string()] = ss.str();
+      }
+    }
+    return m;
+  };
+  const auto before = files();
+  // A long run into the same --out, interrupted once its first step is logged; first with SIGINT inherited as ignored
+  // (a background job of a shell script: before, it kept training), then with the default disposition (before: killed
+  // by the signal, exit status none, nothing said).
+  for (const bool inherit_ignored : {true, false}) {
+    int out_pipe[2];
+    REQUIRE(::pipe(out_pipe) == 0);
+    const fs::path err = w.out.parent_path() / "err.txt";
+    std::vector<std::string> argv_s = tiny;
+    argv_s.insert(argv_s.end(), {"--steps", "1000000", "--seed", "7"});
+    std::vector<char*> argv{const_cast<char*>(GDN2_BIN)};
+    for (auto& a : argv_s) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      ::dup2(out_pipe[1], 1);
+      const int e = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      ::dup2(e, 2);
+      ::close(out_pipe[0]);
+      ::signal(SIGINT, inherit_ignored ? SIG_IGN : SIG_DFL);
+      ::execv(GDN2_BIN, argv.data());
+      ::_exit(127);
+    }
+    ::close(out_pipe[1]);
+    FILE* out = ::fdopen(out_pipe[0], "r");
+    char line[4096];
+    const bool logged = std::fgets(line, sizeof line, out) != nullptr;
+    ::kill(pid, SIGINT);
+    const auto t0 = std::chrono::steady_clock::now();
+    int status = 0;
+    double waited = 0;
+    while (::waitpid(pid, &status, WNOHANG) == 0) {
+      waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (waited > 10) {
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, &status, 0);
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    std::fclose(out);
+    std::ifstream ein(err);
+    std::stringstream es;
+    es << ein.rdbuf();
+    const std::string message = es.str();
+    const int code = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+    std::printf("  [measured] SIGINT%s: exit=%d after %.2f s: %s", inherit_ignored ? " (inherited as ignored)" : "", code,
+                waited, message.substr(message.find('\n') + 1).c_str());
+    CAPTURE(inherit_ignored, message);
+    REQUIRE(logged);
+    CHECK(code == 130);
+    CHECK(waited < 10);
+    CHECK_THAT(message, Catch::Contains("interrupted by SIGINT") && Catch::Contains("no checkpoint written"));
+    CHECK(files() == before);  // the last complete checkpoint, untouched; no temporaries beside it
+    int entries = 0;
+    for (const auto& e : fs::directory_iterator(w.out)) entries += 1 + 0 * int(e.is_directory());
+    CHECK(entries == 1);
+  }
+  REQUIRE(gdn2_run("eval --examples 4 --checkpoint " + ck).status == 0);
 }
 
 TEST_CASE("trace --example N generates that one example", "[cli][model]") {

@@ -3,10 +3,15 @@
 
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <functional>
+#include <sstream>
 #include <limits>
 
 #include "viewer_state.hpp"
@@ -391,6 +396,53 @@ TEST_CASE("a trace with an empty value_names is refused on load with a clear err
   std::filesystem::remove_all(dir);
 }
 
+TEST_CASE("a trace whose K is not an integer or whose tokens are out of range is refused on load", "[viewer]") {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("gdn2-test-viewer-bad-trace-" + std::to_string(::getpid()));
+  const model::Trace tr = model_state().main.trace;
+  auto refusal = [&](const std::function<void()>& spoil) {
+    fs::remove_all(dir);
+    model::save_trace(dir.string(), tr);
+    spoil();
+    std::string error;
+    try {
+      model::load_trace(dir.string());
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    return error;
+  };
+  // "K": 8.5 in trace.json (before: read as 8)
+  std::string error = refusal([&] {
+    std::ifstream in(dir / "trace.json");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    std::string text = ss.str();
+    const auto at = text.find("\"K\": " + std::to_string(tr.K));
+    REQUIRE(at != std::string::npos);
+    text.replace(at, 5 + std::to_string(tr.K).size(), "\"K\": " + std::to_string(tr.K) + ".5");
+    std::ofstream(dir / "trace.json") << text;
+  });
+  std::printf("[viewer] trace.json K = %d.5: %s\n", tr.K, error.c_str());
+  CHECK_THAT(error, Catch::Contains("'K'") && Catch::Contains("integer"));
+  // a token id beyond int (before: truncated to int) and a negative one below -1
+  for (const std::int64_t bad : {std::int64_t(1) << 40, std::int64_t(-5)}) {
+    error = refusal([&] {
+      std::vector<index_t> tokens(tr.tokens.begin(), tr.tokens.end());
+      tokens[1] = bad;
+      // an int64 .npy written by hand: header, then the values
+      std::string header = "{'descr': '<i8', 'fortran_order': False, 'shape': (" + std::to_string(tokens.size()) + ",), }";
+      header += std::string((64 - (10 + header.size() + 1) % 64) % 64, ' ') + "\n";
+      std::string bytes = std::string("\x93NUMPY\x01\x00", 8) + char(header.size() & 0xff) + char(header.size() >> 8) + header;
+      bytes.append(reinterpret_cast<const char*>(tokens.data()), tokens.size() * sizeof(index_t));
+      std::ofstream(dir / "tokens.npy", std::ios::binary) << bytes;
+    });
+    std::printf("[viewer] token %lld at position 1: %s\n", static_cast<long long>(bad), error.c_str());
+    CHECK_THAT(error, Catch::Contains("tokens.npy") && Catch::Contains("at token 1"));
+  }
+  fs::remove_all(dir);
+}
+
 TEST_CASE("export and screenshot paths go to the user directory; a failed write leaves nothing", "[viewer]") {
   const std::string p = output_path("viewer-export");
   INFO(p << " (user dir " << user_output_dir() << ")");
@@ -424,4 +476,51 @@ TEST_CASE("export and screenshot paths go to the user directory; a failed write 
   write_file_checked(path, "ok");
   CHECK(std::filesystem::file_size(path) == 2u);
   std::filesystem::remove(path);
+}
+
+TEST_CASE("a screenshot path that is a FIFO, link or directory is refused, never replaced", "[viewer]") {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("gdn2-test-viewer-targets-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir / "a-directory");
+  std::ofstream(dir / "target.txt") << "keep";
+  fs::create_symlink(dir / "target.txt", dir / "link.png");
+  REQUIRE(::mkfifo((dir / "fifo.png").c_str(), 0600) == 0);
+  for (const std::string name : {"link.png", "fifo.png", "a-directory"}) {
+    std::string error;
+    try {
+      write_file_checked((dir / name).string(), "PNG");
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    std::printf("[viewer] screenshot to %s: %s\n", name.c_str(), error.empty() ? "written (not refused)" : error.c_str());
+    CHECK_THAT(error, Catch::Contains("regular file"));
+  }
+  CHECK(fs::is_symlink(fs::symlink_status(dir / "link.png")));
+  CHECK(fs::is_fifo(fs::symlink_status(dir / "fifo.png")));
+  CHECK(fs::is_directory(dir / "a-directory"));
+  std::ifstream kept(dir / "target.txt");
+  std::string text;
+  kept >> text;
+  CHECK(text == "keep");
+  // A write that fails removes the parent directories it created, and only those.
+  rlimit old{};
+  getrlimit(RLIMIT_FSIZE, &old);
+  rlimit small = old;
+  small.rlim_cur = 100;
+  signal(SIGXFSZ, SIG_IGN);
+  setrlimit(RLIMIT_FSIZE, &small);
+  std::string error;
+  try {
+    write_file_checked((dir / "new1/new2/shot.png").string(), std::string(100000, 'x'));
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  setrlimit(RLIMIT_FSIZE, &old);
+  signal(SIGXFSZ, SIG_DFL);
+  std::printf("[viewer] failed write under new directories: %s; new1 left: %d\n", error.c_str(), int(fs::exists(dir / "new1")));
+  CHECK_THAT(error, Catch::Contains("File too large"));
+  CHECK_FALSE(fs::exists(dir / "new1"));
+  CHECK(fs::exists(dir));
+  fs::remove_all(dir);
 }

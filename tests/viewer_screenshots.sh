@@ -2,7 +2,8 @@
 # Headless viewer run: screenshots at two tokens from the repository root must exist, be at least 800x600, not be
 # blank, and differ; the viewer must exit 0 (it exits 1 on an OpenGL error). A screenshot that cannot be written
 # (no such directory; a full disk, as a file size limit) exits 2 and leaves no file. A negative --bench-frames is
-# refused at once (exit 2). Exit 77 (skipped) where no X server can be started (no xvfb-run).
+# refused at once (exit 2), and so is a --screenshot path that is a FIFO or a symbolic link. Exit 77 (skipped) where
+# no X server can be started (no xvfb-run).
 set -euo pipefail
 viewer=$1
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -14,6 +15,22 @@ rc=$?
 set -e
 echo "--bench-frames -5: exit $rc ($(head -c 200 "$out/neg.log" | tr '\n' ' '))"
 [ "$rc" = 2 ] || { echo "FAIL: --bench-frames -5 must be refused with exit 2"; exit 1; }
+# A --screenshot path that is a FIFO or a symbolic link is refused (exit 2) before any rendering, and left as it was
+# (before: replaced by a PNG).
+mkfifo "$out/fifo.png"
+echo keep > "$out/target.txt"
+ln -s "$out/target.txt" "$out/link.png"
+for shot in fifo.png link.png; do
+  set +e
+  timeout 60 "$viewer" --headless --no-tour --screenshot "$out/$shot" > "$out/$shot.log" 2>&1
+  rc=$?
+  set -e
+  echo "--screenshot $shot: exit $rc ($(grep gdn2-viewer "$out/$shot.log" | tail -1))"
+  [ "$rc" = 2 ] && grep -q "regular file" "$out/$shot.log" || { echo "FAIL: --screenshot $shot must be refused with exit 2"; exit 1; }
+done
+[ -p "$out/fifo.png" ] && [ -L "$out/link.png" ] && [ "$(cat "$out/target.txt")" = keep ] ||
+  { echo "FAIL: a refused --screenshot target was changed"; exit 1; }
+rm -f "$out/fifo.png" "$out/link.png" "$out/target.txt" "$out"/*.png.log
 command -v xvfb-run > /dev/null || { echo "SKIP: xvfb-run not installed"; exit 77; }
 cd "$root"
 for case in missing-dir full-disk; do

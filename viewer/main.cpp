@@ -114,6 +114,14 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "gdn2-viewer: error: %s (see --help)\n", e.what());  // bad input: one line, exit 2
     return 2;
   }
+  if (!opt.screenshot.empty()) {  // before any rendering: a link, FIFO or device is refused, never replaced
+    try {
+      check_output_file(opt.screenshot);
+    } catch (const OutputRefused& e) {
+      std::fprintf(stderr, "gdn2-viewer: error: --screenshot %s\n", e.what());
+      return 2;
+    }
+  }
   int width = 1600, height = 900;
   if (std::sscanf(opt.size.c_str(), "%dx%d", &width, &height) != 2 || width < 640 || height < 480 || width > 8192 || height > 8192) {
     std::fprintf(stderr, "gdn2-viewer: --size must be WxH, at least 640x480\n");

@@ -4,11 +4,15 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
 #include <system_error>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace gdn2::viewer {
@@ -416,25 +420,67 @@ std::string output_path(const std::string& typed) {
   return (p.is_absolute() ? p : std::filesystem::path(user_output_dir()) / p).lexically_normal().string();
 }
 
+void check_output_file(const std::string& path) {
+  struct stat st;
+  if (::lstat(path.c_str(), &st) != 0) return;  // absent: it will be created
+  if (S_ISREG(st.st_mode)) return;              // a regular file: replaced as a whole
+  const char* what = S_ISLNK(st.st_mode) ? "a symbolic link" : S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a FIFO"
+                     : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device" : S_ISSOCK(st.st_mode) ? "a socket" : "not a regular file";
+  throw OutputRefused(path + " is " + what + "; the viewer writes a regular file (replacing it), so give the path of one");
+}
+
 void write_file_checked(const std::string& path, const std::string& bytes) {
-  const std::filesystem::path target(path);
+  namespace fs = std::filesystem;
+  check_output_file(path);
+  const fs::path target(path);
   std::error_code ec;
-  if (target.has_parent_path()) std::filesystem::create_directories(target.parent_path(), ec);
-  const std::string tmp = path + ".partial" + std::to_string(::getpid());
-  bool ok = false;
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (out) {
-      out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-      out.flush();
-      ok = static_cast<bool>(out);
-      out.close();
-      ok = ok && !out.fail();
+  // The missing parent directories this call creates, outermost first: removed again (when empty) on failure.
+  std::vector<fs::path> created;
+  if (target.has_parent_path()) {
+    std::vector<fs::path> missing;
+    for (fs::path p = target.parent_path(); !p.empty() && !fs::exists(fs::symlink_status(p, ec)); p = p.parent_path())
+      missing.insert(missing.begin(), p);
+    for (const fs::path& p : missing) {
+      if (::mkdir(p.c_str(), 0777) != 0 && errno != EEXIST) break;  // reported by the open below
+      created.push_back(p);
     }
   }
-  if (ok && std::rename(tmp.c_str(), path.c_str()) == 0) return;
-  std::filesystem::remove(tmp, ec);
-  throw std::runtime_error("cannot write " + path + (ok ? " (rename failed)" : " (no such directory, no permission, or the disk is full)"));
+  const std::string tmp = path + ".partial" + std::to_string(::getpid());
+  std::string failure;  // what failed, with the system's reason
+  auto fail_with = [&](const std::string& what) {
+    failure = what + ": " + std::strerror(errno);
+    return false;
+  };
+  bool ok = false;
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+  if (fd < 0) {
+    fail_with("cannot write " + path);
+  } else {
+    ok = true;
+    for (size_t done = 0; ok && done < bytes.size();) {
+      const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) ok = fail_with("cannot write " + path);
+      else done += static_cast<size_t>(n);
+    }
+    if (ok && ::fsync(fd) != 0) ok = fail_with("cannot write " + path);
+    if (::close(fd) != 0 && ok) ok = fail_with("cannot write " + path);
+    // Checked again just before the rename, which would replace a link, FIFO or device that appeared meanwhile.
+    if (ok) {
+      try {
+        check_output_file(path);
+      } catch (const OutputRefused& e) {
+        ::unlink(tmp.c_str());
+        for (auto it = created.rbegin(); it != created.rend(); ++it) ::rmdir(it->c_str());
+        throw;
+      }
+    }
+    if (ok && ::rename(tmp.c_str(), path.c_str()) != 0) ok = fail_with("cannot rename the new file to " + path);
+  }
+  if (ok) return;
+  ::unlink(tmp.c_str());
+  for (auto it = created.rbegin(); it != created.rend(); ++it) ::rmdir(it->c_str());  // never a non-empty one
+  throw std::runtime_error(failure);
 }
 
 }  // namespace gdn2::viewer

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -154,8 +155,17 @@ std::string role_name(int role);
 // working directory (which is often the repository).
 std::string user_output_dir();
 std::string output_path(const std::string& typed);
-// Writes `bytes` to `path` through a temporary file renamed into place: on any failure (full disk, no such
-// directory) it throws std::runtime_error naming the path and leaves neither the file nor the temporary behind.
+// A path the viewer will not write: it exists and is not a regular file (a symbolic link, FIFO, device, socket or
+// directory), which a rename would replace. The command line's exit status 2.
+struct OutputRefused : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+// Throws OutputRefused when `path` exists and is not a regular file; an absent path or a regular file passes.
+void check_output_file(const std::string& path);
+// Writes `bytes` to `path` through a temporary file (written, fsynced) renamed into place. A `path` that is not a
+// regular file is refused (OutputRefused) before anything is written. On any failure (full disk, no such directory)
+// it throws std::runtime_error naming the path and the system's reason, and leaves neither the file, the temporary
+// nor the parent directories it created behind.
 void write_file_checked(const std::string& path, const std::string& bytes);
 
 }  // namespace gdn2::viewer

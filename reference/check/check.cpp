@@ -312,8 +312,7 @@ Report run(const Arrays& inputs, const Arrays& candidate, const Options& opt) {
       r.name = name;
       r.verdict = Verdict::missing;
       r.ref_shape = ref.shape;
-      r.ratio = r.max_abs_error = r.local_ratio = INFINITY;
-      r.bound = bound_for(opt.tolerance, name, "f4", &r.bound_reason);
+      r.ratio = r.max_abs_error = r.local_ratio = INFINITY;  // no bound: nothing was compared (shown as "-")
       r.note = "expected " + name + ".npy " + shape_str(ref.shape) + (opt.only.empty() ? " (or name a subset with --only)" : "");
       report.rows.push_back(std::move(r));
       continue;
@@ -428,7 +427,7 @@ std::string to_json(const Report& rep) {
          ", \"first_non_finite\": " + json_index(r.first_non_finite) + ", \"local_ratio\": " + json_number(r.local_ratio) +
          ", \"worst_block\": {\"sequence\": " + std::to_string(b.sequence) + ", \"chunk\": " + std::to_string(b.chunk) +
          ", \"head\": " + std::to_string(b.head) + ", \"t0\": " + std::to_string(b.t0) + ", \"t1\": " + std::to_string(b.t1) +
-         "}, \"bound\": " + json_number(r.bound) + ", \"bound_reason\": " + json_string(r.bound_reason) +
+         "}, \"bound\": " + (r.bound > 0 ? json_number(r.bound) : "null") + ", \"bound_reason\": " + json_string(r.bound_reason) +
          ", \"note\": " + json_string(r.note) + "}";
   }
   return s + "]}\n";

@@ -441,17 +441,40 @@ void write_files_atomically(const std::string& dir_arg, const std::vector<std::p
   if (base.empty() || base == "." || base == "..") throw InputError("output directory " + dir_arg + ": give it a name of its own");
 
   HoldSignals hold;
-  if (!fs::exists(parent, ec)) {
-    fs::create_directories(parent, ec);
-    if (ec) write_fail("cannot create " + parent.string(), ec.value());
-  }
-  Fd lock{::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
-  if (lock.fd < 0) write_fail("cannot open " + parent.string(), errno);
-  if (::flock(lock.fd, LOCK_EX | LOCK_NB) != 0) {
-    if (errno != EWOULDBLOCK) write_fail("cannot lock " + parent.string(), errno);
-    std::fprintf(stderr, "gdn2: waiting for another gdn2 writing into %s\n", parent.c_str());
-    while (::flock(lock.fd, LOCK_EX) != 0)
-      if (errno != EINTR) write_fail("cannot lock " + parent.string(), errno);
+  // The missing parents this run creates, outermost first: removed again (when still empty) if the write fails, so
+  // that a failed run leaves the file system as it found it.
+  struct CreatedParents {
+    std::vector<fs::path> dirs;
+    bool armed = true;
+    ~CreatedParents() {
+      if (armed)
+        for (auto it = dirs.rbegin(); it != dirs.rend(); ++it) ::rmdir(it->c_str());  // never a non-empty one
+    }
+  } created;
+  Fd lock{-1};
+  for (;;) {
+    if (!fs::exists(parent, ec)) {
+      std::vector<fs::path> missing;  // outermost first
+      for (fs::path p = parent; !p.empty() && !fs::exists(fs::symlink_status(p, ec)); p = p.parent_path())
+        missing.insert(missing.begin(), p);
+      for (const fs::path& p : missing) {
+        if (::mkdir(p.c_str(), 0777) == 0) created.dirs.push_back(p);
+        else if (errno != EEXIST) write_fail("cannot create " + p.string(), errno);
+      }
+    }
+    lock.fd = ::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (lock.fd < 0) write_fail("cannot open " + parent.string(), errno);
+    if (::flock(lock.fd, LOCK_EX | LOCK_NB) != 0) {
+      if (errno != EWOULDBLOCK) write_fail("cannot lock " + parent.string(), errno);
+      std::fprintf(stderr, "gdn2: waiting for another gdn2 writing into %s\n", parent.c_str());
+      while (::flock(lock.fd, LOCK_EX) != 0)
+        if (errno != EINTR) write_fail("cannot lock " + parent.string(), errno);
+    }
+    // The run we waited for may have failed and removed the parent it had created: then create it again.
+    struct stat st;
+    if (::fstat(lock.fd, &st) == 0 && st.st_nlink > 0) break;
+    ::close(lock.fd);
+    lock.fd = -1;
   }
   // Temporaries of writers that were killed (SIGKILL cannot be held back).
   const std::string prefix = "." + base + ".gdn2-tmp-";
@@ -509,6 +532,7 @@ void write_files_atomically(const std::string& dir_arg, const std::vector<std::p
     if (::rename(tmp.c_str(), dir.c_str()) != 0) write_fail("cannot rename the new outputs to " + dir.string(), errno);
     cleanup.armed = false;
   }
+  created.armed = false;
   ::fsync(lock.fd);
 }
 

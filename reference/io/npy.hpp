@@ -77,7 +77,8 @@ void check_output_dir(const std::string& dir, const std::string& option);
 // SIGINT, SIGTERM, SIGHUP and SIGQUIT are held back while this runs and delivered after it, so an interrupted run
 // leaves either the old directory or the new one, and no temporary files; the temporaries of a killed writer
 // (SIGKILL) are removed by the next writer. On failure `dir` is left as it was (not created when it did not exist)
-// and a WriteError names the file and the reason. `dir`'s missing parents are created.
+// and a WriteError names the file and the reason. `dir`'s missing parents are created, and removed again (those this
+// call created, when still empty) if the write fails.
 void write_files_atomically(const std::string& dir, const std::vector<std::pair<std::string, std::string>>& files);
 
 }  // namespace gdn2::io

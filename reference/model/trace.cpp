@@ -212,11 +212,26 @@ Matrix read_matrix(const std::string& dir, const std::string& name, index_t rows
   return Eigen::Map<const Matrix>(t.ptr(), rows, cols);
 }
 
-std::vector<int> read_ints(const std::string& dir, const std::string& name, int T) {
+// T integers, each in [lo, hi] (an int64 entry is refused rather than truncated to int).
+std::vector<int> read_ints(const std::string& dir, const std::string& name, int T, index_t lo, index_t hi) {
   const std::string path = (std::filesystem::path(dir) / (name + ".npy")).string();
   const std::vector<index_t> v = io::to_index_vector(io::read_npy(path, path), path);
   if (static_cast<int>(v.size()) != T) throw InputError(path + ": " + std::to_string(v.size()) + " entries, expected T = " + std::to_string(T));
+  for (size_t t = 0; t < v.size(); ++t)
+    if (v[t] < lo || v[t] > hi)
+      throw InputError(path + ": " + std::to_string(v[t]) + " at token " + std::to_string(t) + " (expected " +
+                       std::to_string(lo) + " .. " + std::to_string(hi) + ")");
   return std::vector<int>(v.begin(), v.end());
+}
+
+// K, V and T of trace.json: integers in [1, hi] (8.5 is refused, not truncated to 8).
+int read_size(const json& j, const char* key, int hi, const std::string& file) {
+  if (!j.contains(key)) throw InputError(file + ": key '" + std::string(key) + "' is missing");
+  const json& v = j.at(key);
+  if (!v.is_number_integer() || v.get<std::int64_t>() < 1 || v.get<std::int64_t>() > hi)
+    throw InputError(file + ": key '" + std::string(key) + "' must be an integer in 1 .. " + std::to_string(hi) + " (got " +
+                     v.dump().substr(0, 40) + ")");
+  return v.get<int>();
 }
 
 }  // namespace
@@ -257,12 +272,10 @@ Trace load_trace(const std::string& dir) {
     tr.story = j.value("story", "");
     tr.kind = j.value("kind", "");
     tr.variant = j.value("variant", "gdn2");
-    tr.K = j.at("K").get<int>();
-    tr.V = j.at("V").get<int>();
-    tr.T = j.at("T").get<int>();
+    tr.K = read_size(j, "K", 4096, file);
+    tr.V = read_size(j, "V", 4096, file);
+    tr.T = read_size(j, "T", 1000000, file);
     tr.scale = j.value("scale", 1.0);
-    if (tr.K < 1 || tr.V < 1 || tr.T < 1 || tr.K > 4096 || tr.V > 4096 || tr.T > 1000000)
-      throw InputError(file + ": K, V, T out of range");
     tr.labels = j.at("labels").get<std::vector<std::string>>();
     tr.value_names = j.value("value_names", std::vector<std::string>{});
     if (static_cast<int>(tr.labels.size()) != tr.T) throw InputError(file + ": labels has " + std::to_string(tr.labels.size()) + " entries, expected T");
@@ -272,17 +285,13 @@ Trace load_trace(const std::string& dir) {
       *m = read_matrix(dir, name, tr.T, cols);
     const Matrix S = read_matrix(dir, "S", index_t(tr.T + 1) * tr.K, tr.V);
     for (int t = 0; t <= tr.T; ++t) tr.S.push_back(S.middleRows(index_t(t) * tr.K, tr.K));
-    tr.tokens = read_ints(dir, "tokens", tr.T);
-    tr.roles = read_ints(dir, "roles", tr.T);
-    tr.targets = read_ints(dir, "targets", tr.T);
-    tr.source = read_ints(dir, "source", tr.T);
-    tr.predicted = read_ints(dir, "predicted", tr.T);
-    for (int t = 0; t < tr.T; ++t) {
-      if (tr.source[t] < -1 || tr.source[t] >= tr.T)
-        throw InputError(file + ": source index " + std::to_string(tr.source[t]) + " at token " + std::to_string(t) + " outside the sequence");
-      if (tr.roles[t] < -1 || tr.roles[t] > 3)
-        throw InputError(file + ": role " + std::to_string(tr.roles[t]) + " at token " + std::to_string(t) + " (expected -1..3)");
-    }
+    // Token ids of the model's vocabulary (tasks allow at most 1000000); -1 marks "none" (scenario traces have no
+    // tokens; non-query positions no target or prediction).
+    tr.tokens = read_ints(dir, "tokens", tr.T, -1, 999999);
+    tr.roles = read_ints(dir, "roles", tr.T, -1, 3);
+    tr.targets = read_ints(dir, "targets", tr.T, -1, 999999);
+    tr.source = read_ints(dir, "source", tr.T, -1, tr.T - 1);
+    tr.predicted = read_ints(dir, "predicted", tr.T, -1, 999999);
     if (tr.kind == "scenario" && tr.value_names.empty())
       throw InputError(file + ": value_names is empty (a scenario trace names its candidate values A, B, ...)");
     if (!tr.value_names.empty()) tr.values = read_matrix(dir, "values", static_cast<index_t>(tr.value_names.size()), tr.V);

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <type_traits>
 
@@ -47,8 +48,8 @@ Evaluation evaluate(const ModelConfig& mc, const Params& p, const tasks::TaskCon
   return ev;
 }
 
-void train(const ModelConfig& mc, Params& p, const tasks::TaskConfig& tc, const TrainConfig& cfg,
-           const std::function<void(const StepLog&)>& on_step) {
+int train(const ModelConfig& mc, Params& p, const tasks::TaskConfig& tc, const TrainConfig& cfg,
+          const std::function<void(const StepLog&)>& on_step, const std::function<bool()>& stop) {
   validate(mc);
   tasks::validate(tc);
   if (cfg.steps < 1 || cfg.batch < 1) throw InputError("steps and batch must be positive");
@@ -60,6 +61,7 @@ void train(const ModelConfig& mc, Params& p, const tasks::TaskConfig& tc, const 
   }
   const auto t0 = std::chrono::steady_clock::now();
   for (int step = 1; step <= cfg.steps; ++step) {
+    if (stop && stop()) return step - 1;
     // Example i of step s is example (s−1)·batch + i of the training stream: a fresh batch every step.
     std::vector<tasks::Example> batch;
     for (int i = 0; i < cfg.batch; ++i) {
@@ -94,6 +96,7 @@ void train(const ModelConfig& mc, Params& p, const tasks::TaskConfig& tc, const 
     log.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (on_step) on_step(log);
   }
+  return cfg.steps;
 }
 
 // [SECTION] checkpoints -------------------------------------------------------------------------------------------
@@ -118,12 +121,13 @@ json to_json(const TrainConfig& c) {
 
 // Reads one field exactly: an integer field must hold an integer that fits its type (64.9 and 2^32 + 64 are
 // refused, not truncated or wrapped), a real field a finite number, a string field a string.
+// `section` names the enclosing object in messages ("model" gives field 'model.d_model').
 template <typename T>
-void read(const json& j, const char* key, T& out, const std::string& file) {
+void read(const json& j, const char* section, const char* key, T& out, const std::string& file) {
   if (!j.contains(key)) return;  // absent: keep the default
   const json& v = j.at(key);
   auto wrong = [&](const std::string& what) {
-    throw InputError(file + ": field '" + key + "' " + what + " (got " + v.dump() + ")");
+    throw InputError(file + ": field '" + section + "." + key + "' " + what + " (got " + v.dump().substr(0, 40) + ")");
   };
   if constexpr (std::is_integral_v<T>) {
     if (!v.is_number_integer()) wrong("must be an integer");
@@ -145,6 +149,42 @@ void read(const json& j, const char* key, T& out, const std::string& file) {
     if (!v.is_string()) wrong("must be a string");
     out = v.get<T>();
   }
+}
+
+// Parses config.json strictly: a duplicate key in any object is refused (nlohmann keeps the last one silently),
+// and a syntax error is reported by its byte offset, without the library's exception text.
+json parse_config(std::istream& in, const std::string& file) {
+  std::vector<std::set<std::string>> keys;  // the keys seen so far in each open object
+  std::string duplicate;
+  json::parser_callback_t cb = [&](int, json::parse_event_t event, json& parsed) {
+    if (event == json::parse_event_t::object_start) keys.emplace_back();
+    else if (event == json::parse_event_t::object_end && !keys.empty()) keys.pop_back();
+    else if (event == json::parse_event_t::key && !keys.empty() && !keys.back().insert(parsed.get<std::string>()).second &&
+             duplicate.empty())
+      duplicate = parsed.get<std::string>();
+    return true;
+  };
+  json j;
+  try {
+    j = json::parse(in, cb);
+  } catch (const json::parse_error& e) {
+    throw InputError(file + ": not valid JSON (syntax error at byte " + std::to_string(e.byte) + ")");
+  }
+  if (!duplicate.empty()) throw InputError(file + ": key '" + duplicate + "' appears twice in one object");
+  if (!j.is_object()) throw InputError(file + ": the top level must be an object {...}, got " + std::string(j.type_name()));
+  return j;
+}
+
+// The object under `key`: required ones must be there; each must be an object {...}.
+const json* section(const json& j, const char* key, bool required, const std::string& file) {
+  if (!j.contains(key)) {
+    if (required) throw InputError(file + ": key '" + std::string(key) + "' is missing (the model configuration)");
+    return nullptr;
+  }
+  const json& v = j.at(key);
+  if (!v.is_object())
+    throw InputError(file + ": key '" + std::string(key) + "' must be an object {...}, got " + std::string(v.type_name()));
+  return &v;
 }
 
 }  // namespace
@@ -171,66 +211,83 @@ Checkpoint load_checkpoint(const std::string& dir) {
   const std::string file = (std::filesystem::path(dir) / "config.json").string();
   std::ifstream in(file);
   if (!in) throw InputError(file + ": cannot open (is '" + dir + "' a checkpoint directory written by gdn2 train?)");
-  json j;
-  try {
-    j = json::parse(in);
-  } catch (const json::exception& e) {
-    throw InputError(file + ": not valid JSON (" + e.what() + ")");
-  }
-  if (j.value("format", "") != "gdn2-checkpoint-1") throw InputError(file + ": format is not gdn2-checkpoint-1");
+  const json j = parse_config(in, file);
+  if (!j.contains("format") || j.at("format") != "gdn2-checkpoint-1")
+    throw InputError(file + ": key 'format' is not \"gdn2-checkpoint-1\"");
   Checkpoint ck;
-  const json& m = j.at("model");
-  std::string variant = "gdn2";
-  read(m, "variant", variant, file);
-  ck.model.variant = parse_variant(variant);
-  read(m, "vocab", ck.model.vocab, file);
-  read(m, "d_model", ck.model.d_model, file);
-  read(m, "heads", ck.model.heads, file);
-  read(m, "head_k", ck.model.head_k, file);
-  read(m, "head_v", ck.model.head_v, file);
-  read(m, "blocks", ck.model.blocks, file);
-  read(m, "mlp", ck.model.mlp, file);
-  read(m, "conv", ck.model.conv, file);
-  try {
-    validate(ck.model);
-  } catch (const InputError& e) {
-    throw InputError(file + ": model " + e.what());
-  }
-  if (j.contains("task")) {
-    const json& t = j.at("task");
-    std::string task = "mqar";
-    read(t, "task", task, file);
-    ck.task.kind = tasks::parse_task(task);
-    read(t, "vocab", ck.task.vocab, file);
-    read(t, "length", ck.task.length, file);
-    read(t, "pairs", ck.task.pairs, file);
-    read(t, "power_a", ck.task.power_a, file);
-    read(t, "rebinds", ck.task.rebinds, file);
-    read(t, "filler_vocab", ck.task.filler_vocab, file);
-    read(t, "queries", ck.task.queries, file);
+  // A value that is read but refused by its own parser or validator: name the file and the key.
+  auto in_key = [&](const std::string& key, const auto& f) {
     try {
-      tasks::validate(ck.task);
+      f();
     } catch (const InputError& e) {
-      throw InputError(file + ": task " + e.what());
+      if (std::string(e.what()).rfind(file, 0) == 0) throw;  // already names the file and the field
+      throw InputError(file + ": " + key + ": " + e.what());
     }
+  };
+  const json& m = *section(j, "model", true, file);
+  std::string variant = "gdn2";
+  read(m, "model", "variant", variant, file);
+  in_key("model.variant", [&] { ck.model.variant = parse_variant(variant); });
+  read(m, "model", "vocab", ck.model.vocab, file);
+  read(m, "model", "d_model", ck.model.d_model, file);
+  read(m, "model", "heads", ck.model.heads, file);
+  read(m, "model", "head_k", ck.model.head_k, file);
+  read(m, "model", "head_v", ck.model.head_v, file);
+  read(m, "model", "blocks", ck.model.blocks, file);
+  read(m, "model", "mlp", ck.model.mlp, file);
+  read(m, "model", "conv", ck.model.conv, file);
+  in_key("model", [&] { validate(ck.model); });
+  if (const json* t = section(j, "task", false, file)) {
+    std::string task = "mqar";
+    read(*t, "task", "task", task, file);
+    in_key("task.task", [&] { ck.task.kind = tasks::parse_task(task); });
+    read(*t, "task", "vocab", ck.task.vocab, file);
+    read(*t, "task", "length", ck.task.length, file);
+    read(*t, "task", "pairs", ck.task.pairs, file);
+    read(*t, "task", "power_a", ck.task.power_a, file);
+    read(*t, "task", "rebinds", ck.task.rebinds, file);
+    read(*t, "task", "filler_vocab", ck.task.filler_vocab, file);
+    read(*t, "task", "queries", ck.task.queries, file);
+    in_key("task", [&] { tasks::validate(ck.task); });
+  } else {  // no task recorded: the default task over the model's vocabulary
+    ck.task.vocab = ck.model.vocab;
+    in_key("task", [&] { tasks::validate(ck.task); });
   }
-  if (j.contains("train")) {
-    const json& t = j.at("train");
-    read(t, "steps", ck.train.steps, file);
-    read(t, "batch", ck.train.batch, file);
-    read(t, "lr", ck.train.lr, file);
-    read(t, "warmup", ck.train.warmup, file);
-    read(t, "weight_decay", ck.train.weight_decay, file);
-    read(t, "beta1", ck.train.beta1, file);
-    read(t, "beta2", ck.train.beta2, file);
-    read(t, "clip", ck.train.clip, file);
-    read(t, "seed", ck.train.seed, file);
-    read(t, "eval_every", ck.train.eval_every, file);
-    read(t, "eval_examples", ck.train.eval_examples, file);
+  // The model embeds and predicts tokens 0 .. model.vocab - 1; a task of another vocabulary would index past E.
+  if (ck.task.vocab != ck.model.vocab)
+    throw InputError(file + ": task.vocab is " + std::to_string(ck.task.vocab) + " but model.vocab is " +
+                     std::to_string(ck.model.vocab) + "; they must be equal");
+  if (const json* t = section(j, "train", false, file)) {
+    read(*t, "train", "steps", ck.train.steps, file);
+    read(*t, "train", "batch", ck.train.batch, file);
+    read(*t, "train", "lr", ck.train.lr, file);
+    read(*t, "train", "warmup", ck.train.warmup, file);
+    read(*t, "train", "weight_decay", ck.train.weight_decay, file);
+    read(*t, "train", "beta1", ck.train.beta1, file);
+    read(*t, "train", "beta2", ck.train.beta2, file);
+    read(*t, "train", "clip", ck.train.clip, file);
+    read(*t, "train", "seed", ck.train.seed, file);
+    read(*t, "train", "eval_every", ck.train.eval_every, file);
+    read(*t, "train", "eval_examples", ck.train.eval_examples, file);
   }
   if (j.contains("metrics")) ck.metrics_json = j.at("metrics").dump();
-  // The parameter set is defined by the configuration: every expected file must be there with its shape.
+  // The parameter set is defined by the configuration: every expected file must be there with its shape, and the
+  // list "parameters" (written by save_checkpoint) must name exactly that set.
   const Params expected = init_params(ck.model, 0);
+  if (j.contains("parameters")) {
+    const json& list = j.at("parameters");
+    if (!list.is_array()) throw InputError(file + ": key 'parameters' must be a list of names, got " + std::string(list.type_name()));
+    std::set<std::string> listed;
+    for (const json& name : list) {
+      if (!name.is_string()) throw InputError(file + ": key 'parameters' holds " + name.dump().substr(0, 40) + ", not a name");
+      const std::string n = name.get<std::string>();
+      if (!expected.count(n))
+        throw InputError(file + ": key 'parameters' names '" + n.substr(0, 40) + "', not a parameter of this model configuration");
+      if (!listed.insert(n).second) throw InputError(file + ": key 'parameters' names '" + n + "' twice");
+    }
+    for (const auto& [name, value] : expected)
+      if (!listed.count(name)) throw InputError(file + ": key 'parameters' does not name '" + name + "', a parameter of this model");
+  }
   for (const auto& [name, shape] : expected) {
     const std::string path = (std::filesystem::path(dir) / (name + ".npy")).string();
     const Tensor<double> t = io::to_tensor<double>(io::read_npy(path, name + ".npy"), name + ".npy");

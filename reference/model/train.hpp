@@ -42,8 +42,10 @@ struct StepLog {
 };
 
 // Trains in place. `on_step` is called after every step (the CLI draws its progress bar and JSON lines there).
-void train(const ModelConfig& mc, Params& p, const tasks::TaskConfig& tc, const TrainConfig& cfg,
-           const std::function<void(const StepLog&)>& on_step);
+// `stop`, if given, is asked before every step; when it says true, training ends there (the CLI's SIGINT). Returns
+// the number of steps completed (cfg.steps unless stopped).
+int train(const ModelConfig& mc, Params& p, const tasks::TaskConfig& tc, const TrainConfig& cfg,
+          const std::function<void(const StepLog&)>& on_step, const std::function<bool()>& stop = {});
 
 // A checkpoint directory: config.json (model, task and training configuration, final metrics) and one float32
 // .npy per parameter. Written atomically (all files or none).

@@ -76,9 +76,12 @@ void put(Example& ex, int pos, int token, Role role) {
 
 void validate(const TaskConfig& c) {
   auto fail = [](const std::string& m) { throw InputError(m); };
-  if (c.vocab < 8 || c.vocab > 1000000) fail("vocab: " + std::to_string(c.vocab) + " (expected 8 .. 1000000)");
-  if (c.length < 4) fail("length: " + std::to_string(c.length) + " (expected at least 4)");
-  if (c.pairs < 1) fail("pairs: " + std::to_string(c.pairs) + " (expected at least 1)");
+  if (c.vocab < 8 || c.vocab > kMaxVocab) fail("vocab: " + std::to_string(c.vocab) + " (expected 8 .. " + std::to_string(kMaxVocab) + ")");
+  if (c.length < 4 || c.length > kMaxLength)
+    fail("length: " + std::to_string(c.length) + " (expected 4 .. " + std::to_string(kMaxLength) + ")");
+  if (c.pairs < 1 || c.pairs > c.length) fail("pairs: " + std::to_string(c.pairs) + " (expected 1 .. length)");
+  if (c.filler_vocab > kMaxVocab)
+    fail("filler-vocab: " + std::to_string(c.filler_vocab) + " (expected at most " + std::to_string(kMaxVocab) + ")");
   if (!(c.power_a > 0 && c.power_a <= 1)) fail("power-a: " + std::to_string(c.power_a) + " (expected 0 < a <= 1)");
   const int keys = c.vocab / 2 - first_key(c), values = c.vocab - c.vocab / 2;
   const int P = needles(c);
@@ -106,6 +109,12 @@ void validate(const TaskConfig& c) {
       if (values < P) fail("vocab " + std::to_string(c.vocab) + " has fewer value tokens than needles");
       break;
   }
+}
+
+void check_tokens(const TaskConfig& c, long long sequences, const std::string& what) {
+  if (sequences * c.length > kMaxTokens)
+    throw InputError(what + " sequences of " + std::to_string(c.length) + " tokens: " + std::to_string(sequences * c.length) +
+                     " tokens at once, over the bound of " + std::to_string(kMaxTokens));
 }
 
 Example make_example(const TaskConfig& c, Rng& rng) {

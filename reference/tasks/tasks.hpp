@@ -36,8 +36,18 @@ struct TaskConfig {
   int queries = 1;                 // = 1         // needle tasks: needles asked about at the end
 };
 
-// Throws InputError when the sequence cannot hold what the configuration asks for.
+// Bounds on the sizes of a task, so that an absurd one is refused before anything is allocated: a vocabulary (and
+// its haystack words) of at most kMaxVocab tokens, sequences of at most kMaxLength tokens, and at most kMaxTokens
+// tokens generated at once (sequences x length; 4 ints each: 1 GiB).
+constexpr int kMaxVocab = 1000000;
+constexpr int kMaxLength = 1000000;
+constexpr long long kMaxTokens = 1LL << 26;
+
+// Throws InputError when the sequence cannot hold what the configuration asks for, or a size is over its bound.
 void validate(const TaskConfig& cfg);
+// Throws InputError when `sequences` sequences of cfg.length tokens exceed kMaxTokens; `what` names the count
+// ("--count 100000").
+void check_tokens(const TaskConfig& cfg, long long sequences, const std::string& what);
 
 struct Example {
   std::vector<int> tokens;   // [length]

@@ -42,8 +42,10 @@ int backward_in(const BackwardArgs& args) {
   for (auto& [name, t] : file_gradients(args.layer, in, std::move(grad))) {
     for (index_t i = 0; i < t.numel(); ++i)
       if (!std::isfinite(t.data[i])) {
-        std::fprintf(stderr, "gdn2: error: %s: non-finite value at %s: float32 overflowed; nothing was written. Rerun "
-                             "with --precision f64.\n", name.c_str(), index_str(t.shape, i).c_str());
+        std::fprintf(stderr, "gdn2: error: %s: non-finite value at %s: %s; nothing was written. %s\n", name.c_str(),
+                     index_str(t.shape, i).c_str(), sizeof(Scalar) == 4 ? "float32 overflowed" : "float64 overflowed",
+                     sizeof(Scalar) == 4 ? "Rerun with --precision f64."
+                                         : "float64 is the widest precision: these inputs have no finite gradient.");
         return kOverflow;
       }
     files.emplace_back(name + ".npy", io::encode_npy(t));

@@ -78,10 +78,13 @@ int forward_in(const ForwardArgs& args) {
   if (args.verbose) std::fprintf(stderr, "gdn2: forward (%s form): %.3f s\n", args.layer.form.c_str(), sw.lap());
   for (const auto& [name, x] : {std::pair<const char*, const Tensor<Scalar>*>{"o", &o}, {"ht", &ht}}) {
     if (const index_t i = first_non_finite(*x); i >= 0) {
+      // Only a float32 run has a wider precision to retry in; in float64 these inputs have no finite output.
       std::fprintf(stderr,
                    "gdn2: error: %s: non-finite value at %s: the state overflowed %s (the update is not normal, so "
-                   "the state can grow even with g <= 0, b <= 1); nothing was written. Rerun with --precision f64.\n",
-                   name, index_str(x->shape, i).c_str(), sizeof(Scalar) == 4 ? "float32" : "float64");
+                   "the state can grow even with g <= 0, b <= 1); nothing was written. %s\n",
+                   name, index_str(x->shape, i).c_str(), sizeof(Scalar) == 4 ? "float32" : "float64",
+                   sizeof(Scalar) == 4 ? "Rerun with --precision f64."
+                                       : "float64 is the widest precision: these inputs have no finite output.");
       return kOverflow;
     }
   }

@@ -1,7 +1,10 @@
 // gdn2 command line — task, train, eval, trace: the recall tasks and the tiny model.
+#include <signal.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "io/npy.hpp"
@@ -9,6 +12,7 @@
 #include "model/train.hpp"
 #include "tasks/scenarios.hpp"
 #include "tools/model_commands.hpp"
+#include "tools/validators.hpp"
 
 namespace gdn2::tools {
 
@@ -42,6 +46,10 @@ void progress(int step, int steps, double loss, double acc, double seconds) {
   std::fflush(stderr);
 }
 
+// The signal that asked gdn2 train to stop (0: none).
+volatile std::sig_atomic_t stop_signal = 0;
+void request_stop(int sig) { stop_signal = sig; }
+
 json evaluation_json(const model::Evaluation& ev) {
   json by_gap = json::array();
   for (size_t b = 0; b < ev.bucket_answers.size(); ++b)
@@ -55,31 +63,40 @@ json evaluation_json(const model::Evaluation& ev) {
 }  // namespace
 
 void add_task_options(CLI::App& cmd, TaskArgs& a) {
+  // Bounded at parse time (tasks.hpp), so that an absurd size is refused before anything is allocated.
+  const int vmax = tasks::kMaxVocab, lmax = tasks::kMaxLength;
   cmd.add_option("--task", a.task, "mqar, overwrite, mk-niah or s-niah")->capture_default_str();
   cmd.add_option("--vocab", a.config.vocab, "Vocabulary: 0 filler, then haystack words, keys, and values in the upper half")
-      ->capture_default_str();
-  cmd.add_option("--length", a.config.length, "Tokens per sequence")->capture_default_str();
-  cmd.add_option("--pairs", a.config.pairs, "Key-value pairs (needles for mk-niah)")->capture_default_str();
-  cmd.add_option("--power-a", a.config.power_a, "MQAR query gaps: p(gap) ~ a * gap^(a-1)")->capture_default_str();
-  cmd.add_option("--rebinds", a.config.rebinds, "overwrite: keys bound again to a new value")->capture_default_str();
-  cmd.add_option("--filler-vocab", a.config.filler_vocab, "needle tasks: distinct haystack words")->capture_default_str();
-  cmd.add_option("--queries", a.config.queries, "needle tasks: needles asked about at the end")->capture_default_str();
+      ->capture_default_str()
+      ->check(integer_in(8, vmax));
+  cmd.add_option("--length", a.config.length, "Tokens per sequence")->capture_default_str()->check(integer_in(4, lmax));
+  cmd.add_option("--pairs", a.config.pairs, "Key-value pairs (needles for mk-niah)")->capture_default_str()->check(integer_in(1, lmax));
+  cmd.add_option("--power-a", a.config.power_a, "MQAR query gaps: p(gap) ~ a * gap^(a-1)")
+      ->capture_default_str()
+      ->check(finite_in(0, 1, true));
+  cmd.add_option("--rebinds", a.config.rebinds, "overwrite: keys bound again to a new value")->capture_default_str()->check(integer_in(0, lmax));
+  cmd.add_option("--filler-vocab", a.config.filler_vocab, "needle tasks: distinct haystack words")
+      ->capture_default_str()
+      ->check(integer_in(1, vmax));
+  cmd.add_option("--queries", a.config.queries, "needle tasks: needles asked about at the end")->capture_default_str()->check(integer_in(1, lmax));
 }
 
 void add_model_options(CLI::App& cmd, ModelArgs& a) {
+  // The bounds of model::validate, at parse time.
   cmd.add_option("--variant", a.variant, "Gate tying at equal state size: gdn2, kda, gdn, deltanet, linear")
       ->capture_default_str();
-  cmd.add_option("--d-model", a.config.d_model, "Residual stream width")->capture_default_str();
-  cmd.add_option("--heads", a.config.heads, "Heads")->capture_default_str();
-  cmd.add_option("--head-k", a.config.head_k, "K: key channels per head (rows of the state)")->capture_default_str();
-  cmd.add_option("--head-v", a.config.head_v, "V: value channels per head (columns of the state)")->capture_default_str();
-  cmd.add_option("--blocks", a.config.blocks, "Blocks of [GDN-2 mixer, MLP]")->capture_default_str();
-  cmd.add_option("--mlp", a.config.mlp, "MLP hidden width (0: no MLP)")->capture_default_str();
-  cmd.add_option("--conv", a.config.conv, "Short causal convolution width on q, k, v (0: none)")->capture_default_str();
+  cmd.add_option("--d-model", a.config.d_model, "Residual stream width")->capture_default_str()->check(integer_in(1, 4096));
+  cmd.add_option("--heads", a.config.heads, "Heads")->capture_default_str()->check(integer_in(1, 64));
+  cmd.add_option("--head-k", a.config.head_k, "K: key channels per head (rows of the state)")->capture_default_str()->check(integer_in(1, 1024));
+  cmd.add_option("--head-v", a.config.head_v, "V: value channels per head (columns of the state)")->capture_default_str()->check(integer_in(1, 1024));
+  cmd.add_option("--blocks", a.config.blocks, "Blocks of [GDN-2 mixer, MLP]")->capture_default_str()->check(integer_in(1, 16));
+  cmd.add_option("--mlp", a.config.mlp, "MLP hidden width (0: no MLP)")->capture_default_str()->check(integer_in(0, 16384));
+  cmd.add_option("--conv", a.config.conv, "Short causal convolution width on q, k, v (0: none)")->capture_default_str()->check(integer_in(0, 16));
 }
 
 int run_task(const TaskCmdArgs& args) {
   const tasks::TaskConfig c = task_config(args.task);
+  tasks::check_tokens(c, args.count, "--count " + std::to_string(args.count));
   const std::vector<tasks::Example> batch = tasks::make_batch(c, args.seed, args.count);
   if (args.json) {
     for (const auto& ex : batch) {
@@ -104,13 +121,32 @@ int run_train(const TrainArgs& args) {
   model::ModelConfig mc = model_config(args.model);
   mc.vocab = tc.vocab;
   model::TrainConfig cfg = args.train;
+  tasks::check_tokens(tc, cfg.batch, "--batch " + std::to_string(cfg.batch));
+  tasks::check_tokens(tc, cfg.eval_examples, "--eval-examples " + std::to_string(cfg.eval_examples));
+  tasks::check_tokens(tc, args.final_examples, "--final-examples " + std::to_string(args.final_examples));
   model::Params p = model::init_params(mc, cfg.seed);
   std::size_t count = 0;
   for (const auto& [name, m] : p) count += m.size();
   std::fprintf(stderr, "gdn2 train: %s, %s model, %zu parameters, state %d x %d per head, %d steps of %d sequences\n",
                tasks::task_name(tc.kind), variant_name(mc.variant), count, mc.head_k, mc.head_v, cfg.steps, cfg.batch);
+  // SIGINT and SIGTERM stop training at the next step, also where the shell started us ignoring SIGINT (a
+  // background job of a script); the checkpoint is then not written, so --out keeps its last complete one. A
+  // second signal ends the process at once (SA_RESETHAND); checkpoint writes hold signals back (write_files_atomically).
+  struct sigaction sa {};
+  sa.sa_handler = request_stop;
+  sa.sa_flags = SA_RESETHAND;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  auto interrupted = [&](int step) {
+    std::fprintf(stderr, "%sgdn2 train: interrupted by %s after step %d of %d; no checkpoint written: %s\n",
+                 isatty(fileno(stderr)) ? "\n" : "", stop_signal == SIGINT ? "SIGINT" : "SIGTERM", step, cfg.steps,
+                 std::filesystem::exists(args.out_dir) ? (args.out_dir + " keeps its previous contents").c_str()
+                                                       : (args.out_dir + " was not created").c_str());
+    return 128 + stop_signal;
+  };
   double last_acc = -1, seconds = 0;
-  model::train(mc, p, tc, cfg, [&](const model::StepLog& log) {
+  const int done = model::train(mc, p, tc, cfg, [&](const model::StepLog& log) {
     if (log.heldout_accuracy >= 0) {
       last_acc = log.heldout_accuracy;
       std::printf("%s\n", json({{"step", log.step}, {"loss", log.loss}, {"lr", log.lr}, {"grad_norm", log.grad_norm},
@@ -121,8 +157,10 @@ int run_train(const TrainArgs& args) {
     }
     progress(log.step, cfg.steps, log.loss, last_acc, log.seconds);
     seconds = log.seconds;
-  });
+  }, [] { return stop_signal != 0; });
+  if (stop_signal) return interrupted(done);
   const model::Evaluation ev = model::evaluate(mc, p, tc, model::heldout_seed(cfg.seed), args.final_examples);
+  if (stop_signal) return interrupted(done);
   json metrics = evaluation_json(ev);
   metrics["train_seconds"] = seconds;
   metrics["examples"] = args.final_examples;
@@ -138,6 +176,7 @@ int run_eval(const EvalArgs& args) {
     ck.task.kind = tasks::parse_task(args.task);
     tasks::validate(ck.task);
   }
+  tasks::check_tokens(ck.task, args.examples, "--examples " + std::to_string(args.examples));
   const std::uint64_t seed = args.seed >= 0 ? static_cast<std::uint64_t>(args.seed) : model::heldout_seed(ck.train.seed);
   const model::Evaluation ev = model::evaluate(ck.model, ck.params, ck.task, seed, args.examples);
   if (args.json) {

@@ -76,7 +76,9 @@ int main(int argc, char** argv) {
   gradcheck->add_option("--directions", gc.directions, "Random directions per tensor (plus single boundary elements)")
       ->capture_default_str()
       ->check(integer_in(1, 1000));
-  gradcheck->add_option("--seed", gc.seed, "Seed of the random inputs and directions")->capture_default_str();
+  gradcheck->add_option("--seed", gc.seed, "Seed of the random inputs and directions")
+      ->capture_default_str()
+      ->check(seed_in(0xFFFFFFFFu));
   gradcheck->add_flag("--value-head-gates", gc.value_head_gates,
                       "Random inputs with g and b drawn per value head, [B,T,HV,K] (distinct within each group)");
   gradcheck->footer("Without --in: random inputs B=2 T=70 H=2 HV=4 K=8 V=6 with an initial state (value heads 0-1 share "
@@ -85,7 +87,7 @@ int main(int argc, char** argv) {
   DemoArgs demo;
   auto* demo_cmd = app.add_subcommand("demo", "Show the layer on a built-in example: chunk form = recurrence, tied-gate "
                                               "reductions, exactness under extreme decay, erase vs write");
-  demo_cmd->add_option("--seed", demo.seed, "Random seed of the built-in example")->capture_default_str();
+  demo_cmd->add_option("--seed", demo.seed, "Random seed of the built-in example")->capture_default_str()->check(seed_in(0xFFFFFFFFu));
 
   BenchArgs bench;
   auto* bench_cmd = app.add_subcommand("bench", "Time both forms of the reference (token-heads per second)");
@@ -101,7 +103,7 @@ int main(int argc, char** argv) {
   TaskCmdArgs task;
   auto* task_cmd = app.add_subcommand("task", "Print examples of a synthetic recall task (deterministic by seed)");
   add_task_options(*task_cmd, task.task);
-  task_cmd->add_option("--seed", task.seed, "Seed of the examples")->capture_default_str();
+  task_cmd->add_option("--seed", task.seed, "Seed of the examples (0 .. 2^64 - 1)")->capture_default_str()->check(seed_in(UINT64_MAX));
   task_cmd->add_option("--count", task.count, "Examples to print")->capture_default_str()->check(integer_in(1, 100000));
   task_cmd->add_flag("--json", task.json, "One JSON object per example (tokens, targets, roles, source)");
   task_cmd->footer(
@@ -125,7 +127,9 @@ int main(int argc, char** argv) {
   train_cmd->add_option("--weight-decay", train.train.weight_decay, "Decoupled weight decay of the matrices")
       ->capture_default_str()
       ->check(finite_in(0, 1e6));
-  train_cmd->add_option("--seed", train.train.seed, "Seed of the initialisation and of the training stream")->capture_default_str();
+  train_cmd->add_option("--seed", train.train.seed, "Seed of the initialisation and of the training stream (0 .. 2^64 - 1)")
+      ->capture_default_str()
+      ->check(seed_in(UINT64_MAX));
   train_cmd->add_option("--eval-every", train.train.eval_every, "Held-out evaluation period in steps (0: never)")
       ->capture_default_str()
       ->check(integer_in(0, 10000000));

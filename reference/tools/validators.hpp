@@ -4,8 +4,10 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstdint>
 #include <cstdlib>
 #include <string>
 
@@ -47,6 +49,24 @@ inline CLI::Validator integer_in(long long lo, long long hi) {
         double x;
         if (!detail::parse_number(s, x) || x != std::floor(x) || x < double(lo) || x > double(hi))
           return "expected an integer in " + range + ", got '" + s.substr(0, 40) + "'";
+        return {};
+      },
+      "integer in " + range);
+}
+
+// A seed: a non-negative integer written in decimal digits that fits in `hi` (a 64-bit or 32-bit seed). "-1" is
+// refused rather than wrapped to 2^64 - 1, and a seed too large for its type rather than truncated.
+inline CLI::Validator seed_in(std::uint64_t hi) {
+  const std::string range = "[0, " + std::to_string(hi) + "]";
+  return CLI::Validator(
+      [=](std::string& s) -> std::string {
+        bool ok = !s.empty() && s.size() <= 20 && s.find_first_not_of("0123456789") == std::string::npos;
+        if (ok) {
+          errno = 0;
+          const unsigned long long x = std::strtoull(s.c_str(), nullptr, 10);
+          ok = errno == 0 && x <= hi;
+        }
+        if (!ok) return "expected a seed, an integer in " + range + ", got '" + s.substr(0, 40) + "'";
         return {};
       },
       "integer in " + range);

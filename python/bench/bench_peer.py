@@ -65,6 +65,7 @@ def time_cases():
             t = {name: median_ms(lambda op=op: op(**x, output_final_state=True))
                  for name, op in (("gdn2", gdn2_chunk), ("fla", fla_chunk))}
         rows.append(dict(case="chunk forward", B=B, T=T, **{f"{n}_ms": v for n, v in t.items()}))
+        print("timed", rows[-1], flush=True)
         del x
         torch.cuda.empty_cache()
     for B, T in FORWARD_BACKWARD:
@@ -77,6 +78,7 @@ def time_cases():
             return torch.autograd.grad(o, leaves, do)
         t = {name: median_ms(lambda op=op: step(op)) for name, op in (("gdn2", gdn2_chunk), ("fla", fla_chunk))}
         rows.append(dict(case="forward + backward", B=B, T=T, **{f"{n}_ms": v for n, v in t.items()}))
+        print("timed", rows[-1], flush=True)
         del x, leaves
         torch.cuda.empty_cache()
     for B in DECODE:
@@ -115,6 +117,7 @@ def accuracy(B=1, T=512, heads=2):
             ((o.float() * do.float()).sum() + (ht.float() * dht).sum()).backward()
             got = {"o": o, "ht": ht, **{"d" + n: x[n].grad for n in "qkvgbw"}, "dh0": x["initial_state"].grad}
             rows.append(dict(op=name, dtype=dtype_name, **{n: ratio(got[n], ref[n]) for n in ref}))
+            print("accuracy", rows[-1], flush=True)
     return rows
 
 

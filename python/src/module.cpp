@@ -27,6 +27,21 @@ namespace {
 // "f4", "f8", "i4", "i8", ...: the dtype codes of the .npy header, as the command line names them.
 std::string dtype_code(const py::array& a) { return std::string(1, a.dtype().kind()) + std::to_string(a.itemsize()); }
 
+// What `gdn2 forward` / `backward` answer with exit 3: a non-finite output means the working precision overflowed
+// (the update is not normal, so the state can grow even with g <= 0, b <= 1). Raised as OverflowError.
+struct ResultOverflow : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+template <typename Scalar>
+void require_finite(const std::string& name, const Tensor<Scalar>& x) {
+  for (index_t i = 0; i < x.numel(); ++i)
+    if (!std::isfinite(x.data[i]))
+      throw ResultOverflow(name + ": non-finite value at " + index_str(x.shape, i) + ": the state overflowed " +
+                           (sizeof(Scalar) == 4 ? "float32 (the update is not normal, so the state can grow even with "
+                                                  "g <= 0, b <= 1); run again with precision=\"f64\""
+                                                : "float64, the widest precision: these inputs have no finite result"));
+}
+
 std::vector<index_t> shape_of(const py::array& a) { return std::vector<index_t>(a.shape(), a.shape() + a.ndim()); }
 
 // numpy.copyto(dst, a): one pass over a, in any memory order (C, Fortran, a transposed or sliced view), converting
@@ -124,6 +139,7 @@ py::tuple forward_in(const py::dict& arrays, const tools::LayerOptions& opt) {
     py::gil_scoped_release release;
     const tools::LayerInputs<Scalar> x = tools::load_layer_inputs(opt, in.source());
     forward(tools::parse_form(opt.form), o, ht, x.layer, tools::forward_options(opt));
+    require_finite("o", o), require_finite("ht", ht);
   }
   return py::make_tuple(to_numpy(std::move(o)), to_numpy(std::move(ht)));
 }
@@ -138,6 +154,7 @@ py::dict backward_in(const py::dict& arrays, const tools::LayerOptions& opt) {
     const tools::LayerInputs<Scalar> x = tools::load_layer_inputs(opt, in.source());
     grads = tools::file_gradients(opt, x,
                                   backward(tools::parse_form(opt.form), x.layer, do_, dht, tools::forward_options(opt)));
+    for (const auto& [name, t] : grads) require_finite(name, t);
   }
   py::dict out;
   for (auto& [name, t] : grads) out[py::str(name)] = to_numpy(std::move(t));
@@ -255,6 +272,19 @@ void bind_check(py::module_& m) {
 PYBIND11_MODULE(_gdn2, m) {
   using namespace gdn2;
   using namespace gdn2::python;
+#if PYBIND11_VERSION_HEX < 0x020C0000
+  // pybind11 before 2.12 reads NumPy's dtype structures with NumPy 1's layout: under NumPy 2 every dtype would read
+  // as size 0 ("got f0"). Refuse to load rather than mislead.
+  const auto numpy_version = py::module_::import("numpy").attr("__version__").cast<std::string>();
+  if (std::stoi(numpy_version) >= 2) {
+    PyErr_SetString(PyExc_ImportError, ("gdn2 was built with pybind11 " PYBIND11_TOSTRING(PYBIND11_VERSION_MAJOR) "."
+                                        PYBIND11_TOSTRING(PYBIND11_VERSION_MINOR) ", which cannot read NumPy " +
+                                        numpy_version + "'s arrays: rebuild it with pybind11 >= 2.12 (pip install "
+                                        "pybind11; cmake -Dpybind11_DIR=$(python3 -m pybind11 --cmakedir))")
+                                           .c_str());
+    throw py::error_already_set();
+  }
+#endif
   m.doc() = "gdn2's C++ core: the float64 reference of Gated DeltaNet-2 (and its CUDA kernels when built). Use the "
             "gdn2 package's functions, not these.";
   // Module-local, so it is tried before the global translators other extensions (PyTorch's) register.
@@ -263,6 +293,8 @@ PYBIND11_MODULE(_gdn2, m) {
       if (p) std::rethrow_exception(p);
     } catch (const InputError& e) {
       PyErr_SetString(PyExc_ValueError, e.what());
+    } catch (const ResultOverflow& e) {  // `gdn2 forward` / `backward` exit 3
+      PyErr_SetString(PyExc_OverflowError, e.what());
     } catch (const check::ReferenceOverflow& e) {  // `gdn2 check` exit 3: the float64 reference itself overflowed
       PyErr_SetString(PyExc_OverflowError, e.what());
     }

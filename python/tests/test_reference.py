@@ -206,3 +206,29 @@ def test_arrays_in_any_memory_order_give_the_same_bits():
     o2, ht2 = call(gdn2.forward, y)
     print("max |o - o(views)| =", np.abs(o - o2).max())
     assert np.array_equal(o, o2) and np.array_equal(ht, ht2)
+
+
+def growth_inputs(T=1024):
+    """A non-normal update (b up to 1.88, --negative-eigen's range) whose state grows past float32's range in T tokens
+    while float64 holds it: the growth case of the command line's overflow test (tests/test_cli.cpp, growth_layer)."""
+    th, bb = (2.52, 1.99), ((0.24, 1.87), (1.88, 0.026))
+    qk = np.array([[np.cos(th[t % 2]), np.sin(th[t % 2])] for t in range(T)]).reshape(1, T, 1, 2)
+    x = {"q": qk.copy(), "k": qk.copy(), "g": np.zeros((1, T, 1, 2)),
+         "b": np.array([bb[t % 2] for t in range(T)], dtype=np.float64).reshape(1, T, 1, 2),
+         "v": (np.arange(T) == 0).astype(np.float64).reshape(1, T, 1, 1), "w": np.ones((1, T, 1, 1))}
+    return x
+
+
+def test_float32_overflow_raises_overflow_error_as_the_cli_exits_3():
+    x = growth_inputs()
+    o, ht = gdn2.forward(*(x[n] for n in "qkvgbw"), negative_eigen=True)  # float64 holds it
+    print(f"float64: max |o| = {np.abs(o).max():.3e}, max |ht| = {np.abs(ht).max():.3e}")
+    assert np.isfinite(o).all() and np.isfinite(ht).all()
+    with pytest.raises(OverflowError, match="overflowed float32") as e:
+        gdn2.forward(*(x[n] for n in "qkvgbw"), negative_eigen=True, precision="f32")
+    print("forward f32:", e.value)
+    assert 'precision="f64"' in str(e.value)
+    do, dht = np.ones_like(o), np.ones_like(ht)
+    with pytest.raises(OverflowError, match="overflowed float32") as e:
+        gdn2.backward(*(x[n] for n in "qkvgbw"), do=do, dht=dht, negative_eigen=True, precision="f32")
+    print("backward f32:", e.value)

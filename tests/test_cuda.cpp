@@ -181,10 +181,10 @@ TEST_CASE("cuda: every state-pass slice width and prepare path against the refer
   }
 }
 
-// Gates around the bound of a factorised diagonal block (docs/performance-design.md, S4a: the diagonal 16 × 16
-// blocks of T and A_qk factorised from each sub-chunk's start, c_r · exp(−P_s), for the rows before their sub-chunk's
-// first gate below −2, exact running products from it on). Any schedule of the bf16 forward must pass these; checked
-// here against the reference: (a) at the bound itself (every g = −2: factors up to e^32); (b) a gate of −2.5 in the first row of
+// With bf16 storage, prepare computes the diagonal 16 × 16 blocks of T and A_qk factorised from each sub-chunk's
+// start, c_r · exp(−P_s), on tensor cores, for the rows before their sub-chunk's first gate below −2, and by exact
+// running products for the rows from it on (chunk_scores.cuh, intra_chunk_scores_diagonal_mma). Checked here against
+// the reference: (a) at the bound itself (every g = −2: factors up to e^32); (b) a gate of −2.5 in the first row of
 // every sub-chunk (every row exact); (c) prefix causality across the switch: a strong future gate (−5, or −inf) from
 // P on, inside a chunk, moves the rows from P to the exact path and must not change an output before P by a bit (a
 // choice of path per chunk, or a factorisation through the whole sub-chunk's sum, would).

@@ -4,9 +4,12 @@
 // Launch: 512 threads (16 warps) per (chunk, value head, sequence): grid (⌈T/64⌉, HV, N).
 // On chip: q̃, k, e = b ⊙ k, g (later K columns of Z = W ⊙ V) as [64][K + 4] float32 tiles, T, A_qk, A as [64][64(+4)]
 // and the per-(sub-chunk, channel) decay factors in shared memory (about 208 KB at K = 128, one block per SM); the
-// products' tiles in registers. Every decay is exp() of a direct sum of g ≤ 0 (docs/derivation.md step 4). With bf16
-// storage the off-diagonal blocks of T and A_qk, and in the fused forward Y and U, run on TF32 tensor cores.
-// H100, bf16, B = 8, T = 4096, H = 16, K = V = 128: 1.9 ms of the forward's 2.37 ms (Nsight Compute).
+// products' tiles in registers. Every decay is exp() of a direct sum of g ≤ 0 (docs/derivation.md step 4), except
+// that with bf16 storage the diagonal 16 × 16 blocks are factorised from each sub-chunk's start, c_r · exp(−P_s), for
+// the rows before their sub-chunk's first gate below −2 (factors ≤ e^32; the exact running products for the rows from
+// it on). With bf16 storage T and A_qk (all ten blocks), and in the fused forward Y and U, run on TF32 tensor cores.
+// H100, bf16, B = 8, T = 4096, H = 16, K = V = 128: about 1.9 ms of the forward's 2.33 ms (Nsight Compute, before the
+// factorised diagonal blocks, which took 0.045 ms off: docs/performance-design.md).
 #include "block_inverse.cuh"
 #include "chunk_scores.cuh"
 #include "workspace.cuh"
@@ -58,6 +61,12 @@ __global__ void __launch_bounds__(kPrepareThreads, 1) chunk_prepare_kernel(
   if (c0 >= span.length) return;
   const int L = int(span.length - c0 < C ? span.length - c0 : C);
   const int64_t row0 = span.row0 + c0;
+  // bf16: per sub-chunk, the first row with a gate below −kGateBound (kSub: none), in the last floats of A's tile,
+  // which nothing touches before the block inverse (2a reads at most three rows past s_x's C·K floats).
+  int* s_first = reinterpret_cast<int*>(s_Ainv + C * AS - kNumSub);
+  static_assert(kNumSub * kNumSub * K + 3 * kNumSub * K + kChunk * kZSlice + kChunk * AS >= (kChunk + 3) * K + kNumSub,
+                "room");
+  if (kBf16 && tid < kNumSub) s_first[tid] = kSub;
   // 1. Load q̃, k, e, g and exp(g); rows ≥ L are zero (and g = 0).
   {
     ChunkInputs8<K, NT, kWide> tiles;
@@ -65,9 +74,33 @@ __global__ void __launch_bounds__(kPrepareThreads, 1) chunk_prepare_kernel(
     tiles.template store<KP>(s_q, s_k, s_e, s_g, scale, tid, s_x);
   }
   __syncthreads();
-  // 2a. The diagonal blocks of T and A_qk (chunk_scores.cuh).
-  intra_chunk_scores_diagonal<K, KP, NT>(s_T, s_Aqk, s_q, s_k, s_e, s_x, tid);
-  __syncthreads();
+  // 2a. The diagonal blocks of T and A_qk (chunk_scores.cuh). With bf16 storage they are computed after 2b as
+  // products on tensor cores, factorised from each sub-chunk's start (intra_chunk_scores_diagonal_mma), for every row
+  // before its sub-chunk's first gate below −kGateBound; the exact running products (the largest phase of this kernel
+  // when they ran for every chunk: 17% of its stall samples, 22% of its instructions; docs/performance-design.md)
+  // run only in chunks that have such a gate (g = −inf, a reset), for the rows from it on. Here each thread finds the
+  // first such row of each sub-chunk among its entries (NaN counts as strong).
+  bool exact_rows = !kBf16;
+  if constexpr (kBf16) {
+    static_assert((C * K) % NT == 0 && NT % K == 0, "whole rows per round");
+    int first[kNumSub];
+#pragma unroll
+    for (int M = 0; M < kNumSub; ++M) first[M] = kSub;
+#pragma unroll
+    for (int u = 0; u < C * K / NT; ++u) {
+      const int i = u * NT + tid, r = i / K;
+      if (!(s_g[r * KP + i % K] >= -kGateBound)) first[r / kSub] = min(first[r / kSub], r % kSub);
+    }
+    bool any = false;
+#pragma unroll
+    for (int M = 0; M < kNumSub; ++M)
+      if (first[M] < kSub) atomicMin(s_first + M, first[M]), any = true;
+    exact_rows = __syncthreads_or(any);
+  }
+  if (exact_rows) {
+    intra_chunk_scores_diagonal<K, KP, NT>(s_T, s_Aqk, s_q, s_k, s_e, s_x, tid);
+    __syncthreads();
+  }
   // g is no longer needed after 2b, so its tile takes the first K value columns of Z = W ⊙ V, for U = AZ in one
   // product (when K divides V). The loads are issued here, kept as loaded (Load8) and converted after 2c, so the
   // wait for them falls after 2b and 2c instead of before.
@@ -86,12 +119,14 @@ __global__ void __launch_bounds__(kPrepareThreads, 1) chunk_prepare_kernel(
       }
     }
   // 2b. The decay factors.
-  intra_chunk_decay_factors<K, KP, NT>(s_q, s_k, s_e, s_g, s_bs, s_pre, s_suf, s_mid, tid);
+  intra_chunk_decay_factors<K, KP, NT, kBf16>(s_q, s_k, s_e, s_g, s_bs, s_pre, s_suf, s_mid, tid);
   __syncthreads();
-  // 2c. The off-diagonal blocks of T and A_qk.
-  if constexpr (kBf16)
+  // 2c. The off-diagonal blocks of T and A_qk (and with bf16 storage the diagonal ones, from k ⊙ exp(−P) in g's tile).
+  if constexpr (kBf16) {
     intra_chunk_scores_off_diagonal_mma<K, KP, NT>(s_T, s_Aqk, s_q, s_k, s_e, s_mid, tid);
-  else
+    intra_chunk_scores_diagonal_mma<K, KP, NT>(s_T, s_Aqk, s_q, s_e, s_g, s_first, tid);
+    __syncthreads();  // before Z takes g's tile
+  } else
     intra_chunk_scores_off_diagonal_fp32<K, KP, NT>(s_T, s_Aqk, s_q, s_k, s_e, s_mid, tid);
   if (z_wide)
 #pragma unroll

@@ -1,6 +1,7 @@
 // gdn2::cuda — the intra-chunk scores and decay factors (paper Eq. 18-21, 25; docs/derivation.md step 4): the twin of
 // the reference's intra_chunk_scores, in three steps over a chunk's [C][K] shared tiles (rows KP floats apart):
-// intra_chunk_scores_diagonal (2a: the diagonal 16 × 16 blocks, pairwise), intra_chunk_decay_factors (2b: exps of
+// intra_chunk_scores_diagonal (2a: the diagonal 16 × 16 blocks, pairwise; with bf16 storage
+// intra_chunk_scores_diagonal_mma, factorised on tensor cores, where the gates allow), intra_chunk_decay_factors (2b: exps of
 // direct sums of g ≤ 0 per (sub-chunk, channel)) and intra_chunk_scores_off_diagonal_* (2c: the six blocks below,
 // one product each). Also the loads of those tiles (ChunkInputs8), shared with the backward's stage 4.
 #pragma once
@@ -64,9 +65,37 @@ struct ChunkInputs8 {
 // Step 2b. The decay factors, one thread per (channel, sub-chunk): q̃⊙c and e⊙c (c_r = exp of r's prefix in its sub-chunk),
 //     k⊙a (a_s = exp of s's suffix in its sub-chunk, s excluded), the sub-chunk sums, and exp of the sums of whole
 //     sub-chunks before (pre), after (suf) and strictly between (mid). All exps of direct sums of g ≤ 0.
-template <int K, int KP, int NT = kThreads>
-__device__ __forceinline__ void intra_chunk_decay_factors(float* s_q, float* s_k, float* s_e, const float* s_g, float* s_bs,
+//     kKinv (bf16 storage, for intra_chunk_scores_diagonal_mma): also k_r ⊙ exp(−P_r), P_r the prefix of r in its
+//     sub-chunk (r included), written over g's tile (g read once into registers first; nothing reads g after 2b).
+//     exp(−P_r) overflows after a strong gate (g = −inf); such entries are never used. q̃⊙c, e⊙c, k⊙a and the sums
+//     are those of the loop without kKinv: the same bits.
+template <int K, int KP, int NT = kThreads, bool kKinv = false>
+__device__ __forceinline__ void intra_chunk_decay_factors(float* s_q, float* s_k, float* s_e, float* s_g, float* s_bs,
                                                     float* s_pre, float* s_suf, float* s_mid, int tid) {
+  if constexpr (kKinv)
+    for (int i = tid; i < K * kNumSub; i += NT) {
+      const int d = i % K, M = i / K, at = M * kSub * KP + d;  // row M·kSub + j of a tile: at + j·KP
+      float gr[kSub];
+#pragma unroll
+      for (int j = 0; j < kSub; ++j) gr[j] = s_g[at + j * KP];
+      float run = 0;
+#pragma unroll
+      for (int j = 0; j < kSub; ++j) {
+        run += gr[j];
+        const float cr = expf(run);
+        s_q[at + j * KP] *= cr;
+        s_e[at + j * KP] *= cr;
+        s_g[at + j * KP] = s_k[at + j * KP] * expf(-run);
+      }
+      s_bs[M * K + d] = run;
+      run = 0;
+#pragma unroll
+      for (int j = kSub - 1; j >= 0; --j) {
+        s_k[at + j * KP] *= expf(run);
+        run += gr[j];
+      }
+    }
+  else
   for (int i = tid; i < K * kNumSub; i += NT) {
     const int d = i % K, M = i / K;
     float run = 0;
@@ -170,6 +199,52 @@ __device__ __forceinline__ void intra_chunk_scores_off_diagonal_mma(float* s_T, 
     }
   }
 }
+// Step 2a (bf16 storage): the diagonal blocks factorised and on tensor cores. For r ≥ s in sub-chunk M,
+//     (A_qk)_rs = Σ_d (q̃⊙c)_rd · (k ⊙ exp(−P))_sd and T_rs the same with e⊙c, where c_r = exp(P_r) and P the prefix
+//     of g in the sub-chunk (intra_chunk_decay_factors, kKinv): c_r · exp(−P_s) = exp(Σ_{s<i≤r} g_i). One m16n8k8
+//     product per block and 8 columns, both matrices sharing the B fragment, as the off-diagonal blocks. A row r takes
+//     this path when no gate of its sub-chunk's rows up to r is below −kGateBound (rows from s_first[M] on do not):
+//     then −P_s ≤ 16·kGateBound for every s ≤ r, so exp(−P_s) ≤ e^32 — finite in float32 and TF32 — and each exp's
+//     argument error (|P| · 2⁻²⁴ relative, ≤ 2e-6) is far below the TF32 rounding (5e-4) the off-diagonal blocks
+//     already have. Rows from s_first[M] on keep what intra_chunk_scores_diagonal (exact running products) wrote;
+//     entries above the diagonal (their exp(−P_s) may be inf) and T's diagonal are selected to 0, never multiplied.
+//     Which path a row takes and what it computes depend only on rows up to r: prefix causality holds bit for bit.
+//     8 warp tasks, the first on the first warp the off-diagonal blocks' 12 leave idle.
+constexpr float kGateBound = 2.f;
+template <int K, int KP, int NT>
+__device__ __forceinline__ void intra_chunk_scores_diagonal_mma(float* s_T, float* s_Aqk, const float* s_q,
+                                                                const float* s_e, const float* s_kinv,
+                                                                const int* s_first, int tid) {
+  static_assert(KP % 32 == 4, "conflict-free fragment reads");
+  constexpr int C = kChunk, kTasks = kNumSub * (kSub / 8), kWarps = NT / 32;
+  constexpr int kOff = kNumSub * (kNumSub - 1) / 2 * (kSub / 8);  // the off-diagonal blocks' tasks, warps 0 ..
+  const int warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+  for (int task = (warp + kWarps - kOff % kWarps) % kWarps; task < kTasks; task += kWarps) {
+    const int M = task / (kSub / 8), n0 = (task % (kSub / 8)) * 8, first = s_first[M];
+    if (n0 >= first) continue;  // every row that would use these columns is on the exact path (warp-uniform)
+    const float* qr = s_q + M * kSub * KP;
+    const float* er = s_e + M * kSub * KP;
+    const float* kr = s_kinv + (M * kSub + n0 + g) * KP;
+    float ca[4] = {}, ct[4] = {};
+#pragma unroll 4
+    for (int k0 = 0; k0 < K; k0 += 8) {
+      const int a = g * KP + k0 + t, a8 = a + 8 * KP;
+      const uint32_t aq[4] = {to_tf32(qr[a]), to_tf32(qr[a8]), to_tf32(qr[a + 4]), to_tf32(qr[a8 + 4])};
+      const uint32_t ae[4] = {to_tf32(er[a]), to_tf32(er[a8]), to_tf32(er[a + 4]), to_tf32(er[a8 + 4])};
+      const uint32_t b0 = to_tf32(kr[k0 + t]), b1 = to_tf32(kr[k0 + t + 4]);
+      mma_tf32(ca, aq, b0, b1);
+      mma_tf32(ct, ae, b0, b1);
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int r = g + 8 * h, s = n0 + 2 * t, i = (M * kSub + r) * C + M * kSub + s;
+      if (r >= first) continue;  // the exact path's row
+      s_Aqk[i] = s <= r ? ca[2 * h] : 0.f, s_Aqk[i + 1] = s + 1 <= r ? ca[2 * h + 1] : 0.f;
+      s_T[i] = s < r ? ct[2 * h] : 0.f, s_T[i + 1] = s + 1 < r ? ct[2 * h + 1] : 0.f;
+    }
+  }
+}
+
 // Lane l's x[v] are its parts of 32 sums; returns sum number l over the 32 lanes. Each round a lane keeps the half of
 // its values whose index bit matches its lane bit and adds the other half from lane l ^ off: 31 shuffles in all, the
 // lanes paired as in the butterfly `x += __shfl_xor_sync(x, off)`, off = 16 .. 1, so the sums have its bits.

@@ -9,7 +9,7 @@
 // (never exp(G_r − G_s) or γ⁻¹, which overflow or cancel); here that sum is rebuilt for every pair and channel.
 // Two lessons: the pair loop costs O(C³K) loads per chunk, and both column blocks of a head redo it all.
 //
-// Measured on an NVIDIA H100 80GB HBM3 (cuda/ladder/run.sh): 181.702 ms at B = 8, T = 4096; 90.849 ms at B = 1.
+// Measured on an NVIDIA H100 80GB HBM3 (cuda/ladder/run.sh): 181.687 ms at B = 8, T = 4096; 90.817 ms at B = 1.
 #include "common.cuh"
 
 constexpr int kCols = 64, kThreads = 256;

@@ -9,7 +9,7 @@
 // (a running product of factors ≤ 1: exact, and O(C²K) instead of rung 02's O(C³K)). A = (I + T)⁻¹ is still forward
 // substitution, one barrier per row.
 //
-// Measured: (not yet measured on a GPU in this form; cuda/ladder/run.sh prints it)
+// Measured on an NVIDIA H100 80GB HBM3 (cuda/ladder/run.sh): 16.888 ms at B = 8, T = 4096; 3.395 ms at B = 1.
 #include "common.cuh"
 
 constexpr int kThreads = 256, kWarps = kThreads / 32, kCols = 32;

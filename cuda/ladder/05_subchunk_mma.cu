@@ -10,7 +10,7 @@
 // A_IJ = −A_II Σ_{J≤M<I} T_IM A_MJ by block diagonals (6 barriers instead of 63). Y = AĒ and U = AZ by mma.
 // The pass is rung 04's.
 //
-// Measured on an NVIDIA H100 80GB HBM3 (cuda/ladder/run.sh): 7.705 ms at B = 8, T = 4096; 1.471 ms at B = 1.
+// Measured on an NVIDIA H100 80GB HBM3 (cuda/ladder/run.sh): 7.761 ms at B = 8, T = 4096; 1.471 ms at B = 1.
 #include "common.cuh"
 
 constexpr int kThreads = 256, kWarps = kThreads / 32, kCols = 32;

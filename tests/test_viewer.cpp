@@ -148,7 +148,7 @@ TEST_CASE("checkpoint source: the shipped model answers its own task, and can be
   CHECK(st.main.trace.targets[5] == 40);
 }
 
-// [issue 23] -------------------------------------------------------------------------------------------------------
+// [the viewer for a class: tour, overrides, compare mode] ------------------------------------------------------
 
 TEST_CASE("verdicts read o_t as a mix of the stored values", "[viewer]") {
   const auto blend = scenario("overwrite-no-erase").main.queries;
@@ -367,7 +367,7 @@ TEST_CASE("the guided tour: each step loads its scenario and shows what its text
   CHECK(st.scenario == "soft-update");  // free exploration keeps what is shown
 }
 
-// [issue 22, the viewer] -------------------------------------------------------------------------------------------
+// [the viewer's input and output checks] -----------------------------------------------------------------
 
 TEST_CASE("a trace with an empty value_names is refused on load with a clear error", "[viewer]") {
   model::Trace tr = scenario("overwrite-erase").main.trace;

@@ -140,9 +140,15 @@ class _GDN2(_torch.autograd.Function):
 
 def _gdn2_op(form, q, k, v, g, b, w, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel,
              use_gate_in_kernel, A_log, dt_bias, lower_bound, cu_seqlens, state_v_first, negative_eigen):
+    for name, x in (("q", q), ("k", k), ("v", v), ("g", g), ("b", b), ("w", w), ("initial_state", initial_state),
+                    ("cu_seqlens", cu_seqlens), ("A_log", A_log), ("dt_bias", dt_bias)):
+        _refuse(x is not None and not isinstance(x, _torch.Tensor),
+                f"{name}: expected a torch.Tensor, got {type(x).__name__} (gdn2.forward takes NumPy arrays)")
     _refuse(q.dim() != 4 or v.dim() != 4, f"q and v must be 4-D [B,T,H,K] and [B,T,HV,V], got {tuple(q.shape)} and "
                                           f"{tuple(v.shape)}")
-    _refuse(q.dtype == _torch.float16, "float16 is not supported: gdn2's kernels store bfloat16 or float32")
+    _refuse(q.dtype == _torch.float16,
+            "float16 is not supported: gdn2's kernels store bfloat16 or float32 (CUDA), the reference float32 or "
+            "float64 (CPU): use .bfloat16() or .float() on CUDA, .float() or .double() on CPU")
     _refuse(cu_seqlens is not None and q.shape[0] != 1,
             f"cu_seqlens: packed sequences need batch size 1, got {q.shape[0]}")
     _refuse(use_gate_in_kernel and lower_bound is not None,

@@ -98,7 +98,10 @@ def test_state_v_first_and_varlen():
 
 
 @pytest.mark.parametrize("call, words", [
-    (lambda x: chunk_gdn2(*(x[n].half() for n in "qkvgbw")), "float16 is not supported"),
+    (lambda x: chunk_gdn2(*(x[n].half() for n in "qkvgbw")), r"float16 is not supported.*\.float\(\) or \.double\(\) on CPU"),
+    (lambda x: chunk_gdn2(*(x[n] for n in "qkvgbw"), cu_seqlens=np.array([0, 70, 140])),
+     "cu_seqlens: expected a torch.Tensor, got ndarray"),
+    (lambda x: chunk_gdn2(x["q"].numpy(), *(x[n] for n in "kvgbw")), "q: expected a torch.Tensor, got ndarray"),
     (lambda x: chunk_gdn2(*(x[n].bfloat16() for n in "qkvgbw")), "float32 or float64"),
     (lambda x: chunk_gdn2(*(x[n] for n in "qkvgbw"), safe_gate=True), "safe_gate"),
     (lambda x: chunk_gdn2(*(x[n] for n in "qkvgbw"), chunk_size=32), "chunk_size must be 64"),

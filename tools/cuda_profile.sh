@@ -19,11 +19,10 @@ bench=${BUILD:-$root/build}/cuda/gdn2-cuda-bench
 command -v ncu >/dev/null || { echo "cuda_profile.sh: ncu not found (Nsight Compute; on PATH from /usr/local/cuda/bin?)" >&2; exit 77; }
 [ -x "$bench" ] || { echo "cuda_profile.sh: $bench not built (ninja -C ${BUILD:-build} gdn2-cuda-bench)" >&2; exit 2; }
 # `gdn2-cuda-bench --train --no-check --repeats 1` runs B = 1 and then B = 8, each 3 times (two warm-ups, one timed)
-# on the kept path (forward: prepare, pass, output; backward: convert, state pass, 8 product launches since backward
-# version 15, stage 4, stage 5 — 15 launches) and 3 times recomputing the forward (17 launches): 96 launches before
-# B = 8's first kept step. (GDN2_BACKWARD_VERSION=13 or 14: 16 and 18, SKIP=102 COUNT=16; 11 or 12: SKIP=108 COUNT=17.)
-# A rung that adds or removes a launch changes these; then count them from an unfiltered `ncu --metrics
-# gpu__time_duration.sum` of `--train --no-check --repeats 1` once.
+# on the kept path (forward: prepare, state pass, output; backward: convert, state pass, 8 product launches, the
+# intra-chunk stage, the gates stage — 15 launches) and 3 times recomputing the forward (17 launches): 96 launches
+# before B = 8's first kept step. A change that adds or removes a launch changes these; then count them from an
+# unfiltered `ncu --metrics gpu__time_duration.sum` of `--train --no-check --repeats 1` once.
 skip=${SKIP:-96}
 count=${COUNT:-15}
 args=(--train --no-check --repeats 1)
@@ -48,7 +47,7 @@ if [ -n "$kernel" ]; then
   # ones, which run the forward's prepare and pass twice (once for the forward, once inside the backward).
   per_step=$(grep -E "^  " "$out/kernels.txt" | grep -cE "$kernel" || true)
   [ "$per_step" -gt 0 ] || { echo "cuda_profile.sh: no launch in the step matches '$kernel'" >&2; exit 2; }
-  twice=$(grep -E "^  " "$out/kernels.txt" | grep -E "$kernel" | grep -cE "chunk_prepare|chunk_state_pass06" || true)
+  twice=$(grep -E "^  " "$out/kernels.txt" | grep -E "$kernel" | grep -cE "chunk_prepare|chunk_state_pass_kernel" || true)
   before=$((6 * per_step + 3 * twice))
   [ -n "${FORWARD:-}" ] && before=$per_step  # the first warm-up's
   name=$(echo "$kernel" | tr -c 'A-Za-z0-9_\n' '_')

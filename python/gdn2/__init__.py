@@ -88,7 +88,8 @@ def check(inputs, candidate, tolerance=None, only=None, *, form="chunk", chunk_s
     A_log, dt_bias, and the upstream gradients do, dht when gradients are to be judged). candidate: dict of arrays
     named as `--candidate` files (o, ht, dq, dk, dv, dg, db, dw, dh0, dbeta, ...). Arrays: NumPy (anything
     numpy.asarray takes: a CPU tensor's .detach().numpy(), say), float32 or float64. tolerance: None ("auto": by the
-    candidate's dtype), "f64", "f32", "bf16" or a number. only: names to compare (others are not required).
+    candidate's dtype), "f64", "f32", "bf16" or a number. only: names to compare, a list or "o,ht" (others are not
+    required).
     The options are forward()'s. Returns a Report: .passed, .rows (name, verdict, ratio, max_abs_error,
     worst_index, non_finite, first_non_finite, worst_block, local_ratio, bound, bound_reason, note), .table (the
     command line's table; also str(report)) and .json. Bad inputs raise ValueError; a float64 reference that
@@ -100,7 +101,8 @@ def check(inputs, candidate, tolerance=None, only=None, *, form="chunk", chunk_s
     o = _options(form, "f64", variant, chunk_size, scale, l2norm_qk, gate_logits, negative_eigen, decay, lower_bound,
                  num_threads)
     del o["precision"]
-    return _gdn2.check(arrays(inputs), arrays(candidate), tolerance=tol, only=list(only or []), **o)
+    only = only.split(",") if isinstance(only, str) else list(only or [])  # "o,ht" as the command line's --only
+    return _gdn2.check(arrays(inputs), arrays(candidate), tolerance=tol, only=only, **o)
 
 
 def random_inputs(B=2, T=100, H=2, HV=2, K=16, V=16, *, seed=0, g_low=-0.5, initial_state=True):

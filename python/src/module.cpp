@@ -7,6 +7,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cmath>
 #include <cstring>
 #include <map>
 
@@ -65,6 +66,8 @@ std::vector<index_t> to_indices(const py::array& a, const std::string& name) {
   const std::string code = dtype_code(a);
   if (code != "i4" && code != "i8") throw InputError(name + ": dtype must be int32 or int64, got " + code);
   if (a.ndim() != 1) throw InputError(name + ": expected a 1-D array, got shape " + shape_str(shape_of(a)));
+  if (a.shape(0) < 2)  // the command line's words (io/npy.cpp): an empty one is not "no cu_seqlens"
+    throw InputError(name + ": " + std::to_string(a.shape(0)) + " entries; needs at least 2 ([0, ..., T]: N + 1 offsets)");
   std::vector<int64_t> values(a.shape(0));
   if (!values.empty()) copy_into(values.data(), py::dtype::of<int64_t>(), a);
   return std::vector<index_t>(values.begin(), values.end());
@@ -92,6 +95,8 @@ struct Converted {
       if (!py::isinstance<py::array>(value))
         throw InputError(name + ".npy: expected a NumPy array, got " + std::string(py::str(value.attr("__class__").attr("__name__"))));
       const py::array a = py::reinterpret_borrow<py::array>(value);
+      if (a.ndim() == 0)  // as the command line refuses a 0-d .npy (io/npy.cpp), instead of running as if absent
+        throw InputError(name + ".npy: a 0-d array (shape ()); every tensor of the layer has at least one axis");
       if (name == "cu_seqlens")
         indices[name] = to_indices(a, name + ".npy");
       else
@@ -121,7 +126,12 @@ tools::LayerOptions layer_options(const std::string& form, const std::string& pr
   opt.form = form, opt.precision = precision, opt.variant = variant, opt.chunk_size = chunk_size, opt.scale = scale;
   opt.l2norm_qk = l2norm_qk, opt.gate_logits = gate_logits, opt.negative_eigen = negative_eigen;
   opt.decay = decay, opt.lower_bound = lower_bound, opt.threads = threads;
-  // The checks the command line's option parser makes (the chunk size is checked with the inputs).
+  // The checks the command line's option parser makes (tools/cmd_forward.cpp; the chunk size is checked with the
+  // inputs), in the keyword arguments' names.
+  if (scale && !std::isfinite(*scale)) throw InputError("scale: expected a finite number, got " + std::to_string(*scale));
+  if (!(std::isfinite(lower_bound) && lower_bound >= -1e6 && lower_bound < 0))
+    throw InputError("lower_bound: expected a finite number in [-1e+06, 0), got " + std::to_string(lower_bound));
+  if (threads < 0 || threads > 4096) throw InputError("num_threads: expected an integer in [0, 4096], got " + std::to_string(threads));
   tools::parse_form(form);
   if (precision != "f64" && precision != "f32")
     throw InputError("unknown precision '" + precision + "' (expected f64 or f32)");
@@ -173,7 +183,10 @@ io::NpyArray to_npy_array(const py::handle& value, const std::string& name) {
   x.dtype = code;
   x.shape = shape_of(a);
   x.bytes.resize(a.nbytes());
-  if (!x.bytes.empty()) copy_into(x.bytes.data(), a.dtype(), a);  // the body in C order, as a .npy file holds it
+  // The body in C order and in this machine's byte order (a '>f4' array's values, not its bytes), as a .npy file
+  // the command line reads holds it.
+  const auto native = py::reinterpret_borrow<py::dtype>(a.dtype().attr("newbyteorder")("="));
+  if (!x.bytes.empty()) copy_into(x.bytes.data(), native, a);
   return x;
 }
 

@@ -232,3 +232,22 @@ def test_float32_overflow_raises_overflow_error_as_the_cli_exits_3():
     with pytest.raises(OverflowError, match="overflowed float32") as e:
         gdn2.backward(*(x[n] for n in "qkvgbw"), do=do, dht=dht, negative_eigen=True, precision="f32")
     print("backward f32:", e.value)
+
+
+@pytest.mark.parametrize("edit, words", [
+    (dict(g=np.array(-0.5)), r"g\.npy: a 0-d array"),
+    (dict(initial_state=np.array(1.0)), r"h0\.npy: a 0-d array"),
+    (dict(cu_seqlens=np.array([], dtype=np.int64)), r"cu_seqlens\.npy: 0 entries; needs at least 2"),
+    (dict(scale=float("nan")), "scale: expected a finite number"),
+    (dict(scale=float("inf")), "scale: expected a finite number"),
+    (dict(num_threads=-1), r"num_threads: expected an integer in \[0, 4096\]"),
+    (dict(lower_bound=float("-inf")), "lower_bound: expected a finite number"),
+])
+def test_arguments_the_cli_refuses_are_refused(edit, words):
+    """0-d arrays and an empty cu_seqlens ran as if absent, and nan/inf options gave a false overflow message."""
+    x = random_inputs(seed=3, B=1, T=20, H=1, HV=1, K=4, V=4)
+    args = dict(q=x["q"], k=x["k"], v=x["v"], g=x["g"], b=x["b"], w=x["w"], initial_state=x["h0"])
+    args.update(edit)
+    with pytest.raises(ValueError, match=words) as e:
+        gdn2.forward(**args)
+    print(e.value)

@@ -95,3 +95,15 @@ def test_the_five_line_example_of_the_docs():
     # -- the docs' example, as written --
     inputs = gdn2.random_inputs(seed=0, HV=4)
     gdn2.testing.assert_matches_reference(inputs, my_gdn2(inputs))
+
+
+def test_big_endian_candidates_and_only_as_a_string():
+    """A '>f4' candidate is read by value (it read as bytes: non-finite, FAIL), and only="o,ht" means the two names."""
+    inputs = gdn2.random_inputs(seed=2, B=1, T=40, H=1, HV=1, K=4, V=4)
+    o, ht = gdn2.forward(*(inputs[n] for n in "qkvgbw"), initial_state=inputs["h0"])
+    cand = {"o": o.astype(">f4"), "ht": ht.astype(">f8")}
+    report = gdn2.check(inputs, cand, only="o,ht")
+    print(report)
+    assert report.passed
+    cand["o"] = (o * 1.01).astype(">f4")
+    assert not gdn2.check(inputs, cand, only="o,ht").passed

@@ -2,6 +2,8 @@
 // non-finite values, and the local per-(sequence, chunk, head) criterion with its detection floor.
 #include "helpers.hpp"
 
+#include <tuple>
+
 #include "check/check.hpp"
 #include "core/backward.hpp"
 
@@ -247,4 +249,43 @@ TEST_CASE("check: packed sequences are blocked per sequence; the report prints a
   const std::string json = check::to_json(report);
   REQUIRE(json.find("\"worst_index\": [0, 75, 1, ") != std::string::npos);
   REQUIRE(json.find("\"bound\": 1e-10") != std::string::npos);
+}
+
+TEST_CASE("check: a reference of 1e200 in one head gives finite ratios and catches a wrong head", "[check]") {
+  // Before: the unscaled |ref| overflowed to inf, so a wrong head next to the 1e200 one passed (ratio err/inf = 0,
+  // local floor inf) and an error in the large head gave ratio inf/inf = nan ("-nan").
+  Case c(128);
+  const index_t huge = 1;  // value head 1 holds v of about 1e200
+  for (index_t i = 0; i < c.x.v.numel(); ++i)
+    if ((i / c.V) % c.HV == huge) c.x.v.data[i] *= 1e200;
+  const check::Arrays inputs = {{"q", array(c.x.q)}, {"k", array(c.x.k)}, {"v", array(c.x.v)},
+                                {"g", array(c.x.g)}, {"b", array(c.x.b)}, {"w", array(c.x.w)}};
+  Tensor<double> o, ht;
+  forward(Form::chunk, o, ht, c.x, ForwardOptions{});
+  auto with_o = [&](const Tensor<double>& oc) { return check::Arrays{{"o", array(oc)}, {"ht", array(ht)}}; };
+  auto scaled = [&](index_t head, double by) {  // o with value head `head` (or every head when -1) multiplied
+    Tensor<double> t = o;
+    for (index_t i = 0; i < t.numel(); ++i)
+      if (head < 0 || (i / c.V) % c.HV == head) t.data[i] *= by;
+    return t;
+  };
+  const auto unmodified = check::run(inputs, with_o(o), {});
+  std::printf("%s", check::to_table(unmodified, "the reference, head 1 at 1e200").c_str());
+  REQUIRE(unmodified.passed);
+  for (const auto& [what, head, by] : {std::tuple<const char*, index_t, double>{"the 1e200 head x 1.5", huge, 1.5},
+                                       {"a head near 1 x 1.5", 0, 1.5},
+                                       {"every value x 1.001", -1, 1.001}}) {
+    const auto rep = check::run(inputs, with_o(scaled(head, by)), {});
+    const check::Row& r = row(rep, "o");
+    std::printf("  [measured] %s: ratio %.3e, local %.3e (head %lld)\n", what, r.ratio, r.local_ratio,
+                static_cast<long long>(r.worst_block.head));
+    CAPTURE(what, r.ratio, r.local_ratio);
+    REQUIRE_FALSE(rep.passed);
+    REQUIRE(r.verdict == check::Verdict::fail);
+    REQUIRE(std::isfinite(r.ratio));
+    REQUIRE(std::isfinite(r.local_ratio));
+    REQUIRE(r.local_ratio == Approx(by - 1).epsilon(1e-6));  // the worst block is off by exactly the factor
+    if (head >= 0) REQUIRE(r.worst_block.head == head);
+    if (head != 0) REQUIRE(r.ratio == Approx(by - 1).epsilon(1e-3));  // head 1 dominates |o|
+  }
 }

@@ -432,8 +432,11 @@ TEST_CASE("cli: check reports per tensor, exits 1 on a failure, prints JSON; gra
   Rng rng(5);
   for (auto& e : do_.data) e = rng.normal();
   save(w.in, "do.npy", io::encode_npy(do_));
+  // forward and backward each replace their --out as a whole: the gradients are written apart and moved in.
+  const fs::path grads = w.out.parent_path() / "grads";
   REQUIRE(gdn2_cli("forward --precision f32 --in " + w.in.string() + " --out " + w.out.string()).status == 0);
-  REQUIRE(gdn2_cli("backward --precision f32 --in " + w.in.string() + " --out " + w.out.string()).status == 0);
+  REQUIRE(gdn2_cli("backward --precision f32 --in " + w.in.string() + " --out " + grads.string()).status == 0);
+  for (const auto& e : fs::directory_iterator(grads)) fs::rename(e.path(), w.out / e.path().filename());
   const std::string check = "check --in " + w.in.string() + " --candidate " + w.out.string();
   Result ok = gdn2_cli(check);
   CAPTURE(ok.err);
@@ -559,8 +562,12 @@ void candidate(Workdir& w, const Layer<double>& x) {
   Rng rng(9);
   for (auto& e : do_.data) e = rng.normal();
   save(w.in, "do.npy", io::encode_npy(do_));
+  // Each command replaces its --out as a whole, so the gradients go to a directory of their own and are moved in.
+  const fs::path grads = w.out.parent_path() / "candidate_grads";
   REQUIRE(gdn2_cli("forward --precision f32 --in " + w.in.string() + " --out " + w.out.string()).status == 0);
-  REQUIRE(gdn2_cli("backward --precision f32 --in " + w.in.string() + " --out " + w.out.string()).status == 0);
+  REQUIRE(gdn2_cli("backward --precision f32 --in " + w.in.string() + " --out " + grads.string()).status == 0);
+  for (const auto& e : fs::directory_iterator(grads)) fs::rename(e.path(), w.out / e.path().filename());
+  fs::remove(grads);
 }
 
 }  // namespace
@@ -1083,4 +1090,99 @@ TEST_CASE("trace --example N generates that one example", "[cli][model]") {
   std::printf("  [measured] trace --example 2e9: exit=%d in %.2f s\n", r.status, r.seconds);
   REQUIRE(r.status == 0);
   REQUIRE(r.seconds < 10);
+}
+
+TEST_CASE("check: files it does not compare are never opened (--only, not-produced, a FIFO)", "[cli][check]") {
+  Workdir w("notread");
+  const auto x = small_layer(5, 1, 80);
+  candidate(w, x);
+  const std::string check = "check --in " + w.in.string() + " --candidate " + w.out.string();
+  // A garbage db.npy left out by --only: before, exit 2 ("db.npy: ..."), the file was parsed although not compared.
+  save(w.out, "db.npy", "not numpy at all");
+  Run r = gdn2_run(check + " --only o,ht", "timeout 20");
+  std::printf("  [measured] garbage db.npy, --only o,ht: exit=%d %s\n%s", r.status, r.err.c_str(), r.out.c_str());
+  REQUIRE(r.status == 0);
+  REQUIRE(r.err.empty());
+  REQUIRE(r.out.find("not in --only") != std::string::npos);
+  // Garbage dbeta.npy / dA_log.npy, which the reference cannot produce for gdn2 without --decay: reported as
+  // not-produced (exit 1, as for a valid one), not a bad-input error (before: exit 2).
+  r = gdn2_run(check + " --only o,ht,dq,dk,dv,dg,dw");
+  REQUIRE(r.status == 0);
+  for (const char* name : {"dbeta", "dA_log"}) {
+    save(w.out, std::string(name) + ".npy", "\x93NUMPY garbage");
+    r = gdn2_run(check + " --only o,ht,dq,dk,dv,dg,dw", "timeout 20");
+    std::printf("  [measured] garbage %s.npy: exit=%d %s", name, r.status, r.err.empty() ? "\n" : r.err.c_str());
+    CAPTURE(r.out, r.err);
+    REQUIRE(r.status == 1);
+    REQUIRE(r.out.find(std::string(name) + " ") != std::string::npos);
+    REQUIRE(r.out.find("not-produced") != std::string::npos);
+    fs::remove(w.out / (std::string(name) + ".npy"));
+  }
+  // A FIFO as o.npy while only ht and dq are compared: before, exit 2 (refused as a FIFO though never needed).
+  fs::remove(w.out / "o.npy");
+  REQUIRE(::mkfifo((w.out / "o.npy").c_str(), 0600) == 0);
+  r = gdn2_run(check + " --only ht,dq", "timeout 20");
+  std::printf("  [measured] o.npy a FIFO, --only ht,dq: exit=%d in %.2f s %s", r.status, r.seconds,
+              r.err.empty() ? "\n" : r.err.c_str());
+  CAPTURE(r.out, r.err);
+  REQUIRE(r.status == 0);
+  // A file that is compared is still read and refused when broken.
+  r = gdn2_run(check + " --only o,ht", "timeout 20");
+  std::printf("  [measured] o.npy a FIFO, --only o,ht: exit=%d %s", r.status, r.err.c_str());
+  REQUIRE(r.status == 2);
+  REQUIRE_THAT(r.err, Catch::Contains("o.npy") && Catch::Contains("FIFO"));
+}
+
+TEST_CASE("stdout: a report that cannot be written exits 4 naming stdout and the reason", "[cli][io]") {
+  REQUIRE(fs::exists("/dev/full"));
+  Workdir w("devfull");
+  const auto x = small_layer(5, 1, 80);
+  candidate(w, x);
+  const std::string ck = std::string(GDN2_SOURCE_DIR) + "/notebooks_data/checkpoints/mqar-tiny-gdn2";
+  for (const std::string& args : {"check --in " + w.in.string() + " --candidate " + w.out.string() + " --json",
+                                 "check --in " + w.in.string() + " --candidate " + w.out.string(),
+                                 std::string("task --json --count 2"), "eval --checkpoint " + ck + " --examples 4 --json",
+                                 std::string("bench --json --T 16 --heads 1 --dims 4 --repeats 1 --threads 1")}) {
+    // Before: exit 0 with every byte of the report lost.
+    const Run r = gdn2_run(args + " >/dev/full");
+    std::printf("  [measured] gdn2 %s >/dev/full: exit=%d: %s", args.substr(0, 5).c_str(), r.status, r.err.c_str());
+    CAPTURE(args, r.err);
+    REQUIRE(r.status == 4);
+    REQUIRE_THAT(r.err, Catch::EndsWith("gdn2: error: cannot write to stdout: No space left on device\n"));
+    REQUIRE(gdn2_run(args + " >/dev/null").status == 0);  // the same command with a writable stdout succeeds
+  }
+}
+
+TEST_CASE("outputs: --out holds exactly this run's files, nothing of the old directory", "[cli][io]") {
+  Workdir w("replace");
+  auto x = small_layer(5, 1, 40);
+  save_layer(w.in, x);  // with h0
+  Tensor<double> do_(x.v.shape);
+  Rng rng(3);
+  for (auto& e : do_.data) e = rng.normal();
+  save(w.in, "do.npy", io::encode_npy(do_));
+  auto files = [&] {
+    std::set<std::string> f;
+    for (const auto& e : fs::directory_iterator(w.out)) f.insert(e.path().filename().string());
+    return f;
+  };
+  const std::string bwd = "backward --in " + w.in.string() + " --out " + w.out.string();
+  REQUIRE(gdn2_cli(bwd).status == 0);
+  REQUIRE(files().count("dh0.npy") == 1);
+  // Without h0 into the same --out: before, the old dh0.npy stayed beside the new gradients.
+  fs::remove(w.in / "h0.npy");
+  REQUIRE(gdn2_cli(bwd).status == 0);
+  const std::set<std::string> gdn2_grads = {"db.npy", "dg.npy", "dk.npy", "dq.npy", "dv.npy", "dw.npy"};
+  REQUIRE(files() == gdn2_grads);
+  // gdn2 -> kda: no db/dw of the earlier variant beside dbeta.
+  Tensor<double> beta({x.b.shape[0], x.b.shape[1], x.b.shape[2]});
+  for (auto& e : beta.data) e = rng.uniform(0, 1);
+  save(w.in, "beta.npy", io::encode_npy(beta));
+  REQUIRE(gdn2_cli(bwd + " --variant kda").status == 0);
+  const std::set<std::string> kda = {"dbeta.npy", "dg.npy", "dk.npy", "dq.npy", "dv.npy"};
+  REQUIRE(files() == kda);
+  // forward then a stray file: only o.npy and ht.npy afterwards.
+  save(w.out, "notes.txt", "mine");
+  REQUIRE(gdn2_cli("forward --in " + w.in.string() + " --out " + w.out.string()).status == 0);
+  REQUIRE(files() == std::set<std::string>{"ht.npy", "o.npy"});
 }

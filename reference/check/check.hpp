@@ -11,14 +11,20 @@
 // Two criteria per tensor, both must hold:
 //   global  ratio = |x - ref| / |ref| (2-norms over the whole tensor) <= bound
 //   local   for every block of one (sequence, chunk of C tokens, head) — or one (sequence, head) state for ht/dh0 —
-//           |x_blk - ref_blk| / max(|ref_blk|, |ref| sqrt(n_blk / n)) <= bound.
-//           The floor in the denominator (the norm a block of that size would have if |ref| were spread evenly)
-//           keeps blocks whose reference is nearly zero from failing on rounding alone. Tensors without a token
-//           axis (dA_log, ddt_bias) have one block: the local ratio is the global one.
+//           |x_blk - ref_blk| / max(|ref_blk|, |ref_head| sqrt(n_blk / n_head)) <= bound, where ref_head is the
+//           reference of the block's head over every sequence and chunk (n_head values).
+//           The floor in the denominator (the norm a block of that size would have if its head's reference were
+//           spread evenly) keeps blocks whose reference is nearly zero from failing on rounding alone; it is taken
+//           per head because heads are computed independently (a head of values 1e200 must not hide a wrong head of
+//           values near 1). Tensors without a token axis (dA_log, ddt_bias) have one block: the local ratio is the
+//           global one.
+// The norms are accumulated with a running scale (LAPACK's dnrm2), so that they neither overflow nor underflow for
+// values of any finite magnitude (1e200 and 1e-200 included).
 // Non-finite candidate values fail the tensor; they are counted, the first is located, and the worst index points
 // at the first one.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -97,7 +103,12 @@ double bound_for(const std::string& tolerance, const std::string& name, const st
 // Runs the float64 reference on `inputs` (with the front-end and variant of opt.layer), computes the gradients when
 // `inputs` holds do and/or dht, and judges every candidate tensor. Throws InputError on bad inputs or options and
 // ReferenceOverflow when the reference's own outputs are not finite.
-Report run(const Arrays& inputs, const Arrays& candidate, const Options& opt);
+// An entry of `candidate` whose dtype is empty stands for a file that has not been read: `load(name)` reads it
+// when, and only when, it is compared (a file that is not compared — left out by --only, not produced by the
+// reference, or unknown — is never opened, so it cannot turn a good candidate into an error). Such a row shows no
+// dtype and shape. Without `load`, every entry must hold its array.
+using Loader = std::function<io::NpyArray(const std::string& name)>;
+Report run(const Arrays& inputs, const Arrays& candidate, const Options& opt, const Loader& load = {});
 
 // The report as the CLI's table (header line, one line per row, a PASSED/FAILED summary line) ...
 std::string to_table(const Report& report, const std::string& candidate_label);

@@ -501,19 +501,11 @@ void write_files_atomically(const std::string& dir_arg, const std::vector<std::p
     if (::fsync(out.fd) != 0) write_fail("cannot write " + (dir / file).string(), errno);
   }
   if (fs::exists(dir, ec)) {
-    // Keep the files of the old directory that this write does not replace (e.g. o.npy beside new gradients).
-    std::vector<std::string> mine;
-    for (const auto& f : files) mine.push_back(f.first);
-    for (const auto& e : fs::directory_iterator(dir, ec)) {
-      const std::string f = e.path().filename().string();
-      if (std::find(mine.begin(), mine.end(), f) != mine.end()) continue;
-      if (e.is_directory(ec)) throw InputError("output directory " + dir.string() + " holds a subdirectory (" + f + "/)");
-      if (::link(e.path().c_str(), (tmp / f).c_str()) != 0) {
-        std::error_code cec;  // no hard links on this file system: copy
-        fs::copy(e.path(), tmp / f, fs::copy_options::copy_symlinks, cec);
-        if (cec) write_fail("cannot keep " + e.path().string(), cec.value());
-      }
-    }
+    // The new directory holds exactly this run's files: nothing of the old one is carried over (a gradient or
+    // checkpoint file of an earlier run must not sit beside this run's outputs as if it were one of them).
+    for (const auto& e : fs::directory_iterator(dir, ec))
+      if (e.is_directory(ec))  // removing the old directory below would leave it behind
+        throw InputError("output directory " + dir.string() + " holds a subdirectory (" + e.path().filename().string() + "/)");
     if (::syscall(SYS_renameat2, AT_FDCWD, tmp.c_str(), AT_FDCWD, dir.c_str(), RENAME_EXCHANGE) != 0) {
       if (errno != EINVAL && errno != ENOSYS) write_fail("cannot replace " + dir.string() + " by the new outputs", errno);
       // No RENAME_EXCHANGE on this file system: move the old directory aside, then the new one in (a reader may

@@ -71,9 +71,10 @@ void check_output_dir(const std::string& dir, const std::string& option);
 // Writes every (file name, bytes) pair into `dir` so that a reader sees either all of the new files or none of
 // them, never a mix of two runs:
 //   1. an exclusive lock (flock) on dir's parent directory: a concurrent writer into the same place waits;
-//   2. a sibling temporary directory receives the new files (and hard links to the files of `dir` that are not
-//      replaced, so outputs of other commands written there earlier stay);
+//   2. a sibling temporary directory receives the new files;
 //   3. one rename makes it `dir` (renameat2 RENAME_EXCHANGE when `dir` exists; the old one is then removed).
+// Afterwards `dir` holds exactly `files`: nothing of the old directory is kept (outputs of an earlier run, of another
+// command, or anything else put there).
 // SIGINT, SIGTERM, SIGHUP and SIGQUIT are held back while this runs and delivered after it, so an interrupted run
 // leaves either the old directory or the new one, and no temporary files; the temporaries of a killed writer
 // (SIGKILL) are removed by the next writer. On failure `dir` is left as it was (not created when it did not exist)

@@ -1,5 +1,7 @@
 // gdn2 check — loads --in and --candidate into named arrays, runs the library's check (check/check.hpp), prints
 // the report as a table or JSON. Every outcome under --json is one JSON object on stdout, errors included.
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 
@@ -12,19 +14,23 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Every known tensor of the candidate directory is read; any other entry is listed by name only (never read, so a
-// stray file cannot make a good candidate fail to load).
-check::Arrays read_candidate_dir(const std::string& dir, io::ReadTimes* times) {
+// The candidate directory by name only: every entry becomes an empty array ("not read yet"), a .npy file under its
+// name without ".npy", anything else under its whole name. The check reads a file only when it compares it
+// (check::run's loader), so a file it does not compare — left out by --only, one the reference cannot produce, a stray
+// file, a FIFO — is never opened.
+check::Arrays list_candidate_dir(const std::string& dir) {
   if (!fs::is_directory(dir)) throw InputError("--candidate: " + dir + " is not a directory");
   static const std::vector<std::string> known = {"o",  "ht", "dq",  "dk",    "dv",     "dg",
                                                  "db", "dw", "dh0", "dbeta", "dA_log", "ddt_bias"};
-  check::Arrays out = io::read_npy_dir(dir, known, times);
+  check::Arrays out;
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
     std::string f = entry.path().filename().string();
     if (f.size() > 4 && f.substr(f.size() - 4) == ".npy") f.resize(f.size() - 4);
-    if (!out.count(f) && std::find(known.begin(), known.end(), f) == known.end()) out.emplace(f, io::NpyArray{});
+    else if (std::find(known.begin(), known.end(), f) != known.end()) continue;  // "o" without .npy: not the tensor o
+    out.emplace(f, io::NpyArray{});
   }
+  if (ec) throw InputError("--candidate: cannot list " + dir + ": " + ec.message());
   return out;
 }
 
@@ -38,9 +44,13 @@ int run_check(const CheckArgs& args) {
   io::ReadTimes times;
   check::bound_for(opt.tolerance, "o", "f8", nullptr);  // a bad --tolerance is refused before anything is read
   const io::NamedArrays inputs = read_input_dir(args.layer.in_dir, args.verbose ? &times : nullptr);
-  const check::Arrays candidate = read_candidate_dir(args.candidate_dir, args.verbose ? &times : nullptr);
+  const check::Arrays candidate = list_candidate_dir(args.candidate_dir);
+  io::ReadTimes* const read_times = args.verbose ? &times : nullptr;
+  const auto load = [&](const std::string& name) {
+    return io::read_npy((fs::path(args.candidate_dir) / (name + ".npy")).string(), name + ".npy", read_times);
+  };
   const auto t0 = std::chrono::steady_clock::now();
-  const check::Report report = check::run(inputs, candidate, opt);
+  const check::Report report = check::run(inputs, candidate, opt, load);
   if (args.verbose) {
     print_read_times(times);
     std::fprintf(stderr, "gdn2: reference and comparison: %.3f s\n",

@@ -1,4 +1,5 @@
 // gdn2 — the command line of the Gated DeltaNet-2 reference. Thin: parses, validates, calls the library.
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <new>
@@ -10,7 +11,9 @@
 #include "tools/model_commands.hpp"
 #include "tools/validators.hpp"
 
-int main(int argc, char** argv) {
+namespace {
+
+int run_command(int argc, char** argv) {
   using namespace gdn2::tools;
   CLI::App app{
       "gdn2 — float64 reference of Gated DeltaNet-2 (Hatamizadeh, Choi, Kautz 2026)\n"
@@ -66,7 +69,8 @@ int main(int argc, char** argv) {
   check->footer(
       "Each tensor is judged twice, both against its bound: ratio = |x - ref| / |ref| over the whole tensor, and the\n"
       "same ratio per block of one (sequence, chunk of C tokens, head) -- per (sequence, head) for ht and dh0 -- with\n"
-      "|ref_block| floored at |ref| sqrt(block size / size). Non-finite values fail and are counted.\n" +
+      "|ref_block| floored at |ref_head| sqrt(block size / head size), ref_head = that head's reference over every\n"
+      "sequence and chunk. Non-finite values fail and are counted.\n" +
       variant_files_help());
 
   GradcheckArgs gc;
@@ -225,4 +229,23 @@ int main(int argc, char** argv) {
     return fail(e.what(), kBadInput);
   }
   return kOk;
+}
+
+}  // namespace
+
+// Every command's report, table or JSON goes to stdout, which is buffered: a write that failed (a full disk,
+// `> /dev/full`, a closed pipe) only shows at the flush. A report that did not reach its reader is the write failure
+// of exit status 4, with the system's reason, whatever the command would have returned (a more specific error, 2 or
+// 3, stays).
+int main(int argc, char** argv) {
+  int code = run_command(argc, argv);
+  errno = 0;
+  const bool flushed = std::fflush(stdout) == 0;
+  const int err = errno;
+  if (!flushed || std::ferror(stdout)) {
+    std::fprintf(stderr, "gdn2: error: cannot write to stdout: %s\n",
+                 err ? std::strerror(err) : "a write failed (the system's reason was not kept)");
+    if (code == gdn2::tools::kOk || code == gdn2::tools::kCheckFailed) code = gdn2::tools::kWriteFailed;
+  }
+  return code;
 }

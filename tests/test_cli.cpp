@@ -924,7 +924,7 @@ TEST_CASE("train checks --out and every option before training; eval refuses bad
            {with([](nlohmann::json& j) { j["parameters"].push_back("W_bogus"); }), {"'parameters'", "W_bogus"}},
            {with([](nlohmann::json& j) { j["parameters"].erase(0); }), {"'parameters'", "does not name"}},
            {with([](nlohmann::json& j) { j["parameters"] = "E"; }), {"'parameters'", "list"}},
-           {duplicated, {"'d_model'", "twice"}},
+           {duplicated, {"'model.d_model'", "twice"}},
            {with([](nlohmann::json& j) { j["task"]["vocab"] = 128; }), {"task.vocab is 128", "model.vocab is 64"}}}) {
     std::ofstream(fs::path(ck) / "config.json") << text;
     r = gdn2_run(eval);
@@ -1185,4 +1185,117 @@ TEST_CASE("outputs: --out holds exactly this run's files, nothing of the old dir
   save(w.out, "notes.txt", "mine");
   REQUIRE(gdn2_cli("forward --in " + w.in.string() + " --out " + w.out.string()).status == 0);
   REQUIRE(files() == std::set<std::string>{"ht.npy", "o.npy"});
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Issue 22's residual defects: an --out on a read-only file system, config.json that is not a regular file or not
+// JSON the writer wrote, and missing keys.
+
+TEST_CASE("train refuses an --out it cannot write before training: exit 4 with the system's reason", "[cli][model]") {
+  // /sys (sysfs) refuses mkdir for root too; before: 20 steps of training ran, then the save failed with exit 4.
+  if (::mkdir("/sys/gdn2-probe", 0777) == 0) {
+    ::rmdir("/sys/gdn2-probe");
+    WARN("skipped: /sys is writable here");
+    return;
+  }
+  const std::string tiny = "train --steps 20 --batch 4 --d-model 8 --head-k 4 --head-v 4 --mlp 0 --eval-every 1 --eval-examples 4 "
+                           "--final-examples 8 ";
+  for (const std::string out : {"/sys/gdn2-test-ck", "/sys/gdn2-test-new/ck"}) {
+    const Run r = gdn2_run(tiny + "--out " + out);
+    std::printf("  [measured] train --out %s: exit=%d in %.3f s, %zu bytes of training output: %s", out.c_str(), r.status,
+                r.seconds, r.out.size(), r.err.c_str());
+    CAPTURE(r.err);
+    CHECK(r.status == 4);
+    CHECK(r.out.empty());  // no evaluation line: refused before the first step
+    CHECK(r.err.find("gdn2 train: mqar") == std::string::npos);  // nor the banner printed when training starts
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    CHECK_THAT(r.err, Catch::Contains("cannot create /sys/") &&
+                          (Catch::Contains("Operation not permitted") || Catch::Contains("Permission denied")));
+  }
+  // A writable --out: the probe leaves nothing beside the checkpoint.
+  Workdir w("trainprobe");
+  const Run ok = gdn2_run(tiny + "--out " + (w.out / "ck").string());
+  REQUIRE(ok.status == 0);
+  std::vector<std::string> entries;
+  for (const auto& e : fs::directory_iterator(w.out)) entries.push_back(e.path().filename().string());
+  CAPTURE(entries);
+  CHECK(entries == std::vector<std::string>{"ck"});
+}
+
+TEST_CASE("eval: config.json that is a FIFO, a directory, empty or overflowing is refused in one line naming it", "[cli][model]") {
+  Workdir w("cfgfile");
+  const std::string ck = (w.out / "ck").string();
+  fs::create_directories(w.out);
+  fs::copy(std::string(GDN2_SOURCE_DIR) + "/notebooks_data/checkpoints/mqar-tiny-gdn2", ck);
+  const fs::path config = fs::path(ck) / "config.json";
+  const std::string original = [&] {
+    std::ifstream in(config);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }();
+  const std::string eval = "eval --examples 4 --checkpoint " + ck;
+  auto refused = [&](const std::string& what, const std::vector<std::string>& expect) {
+    const Run r = gdn2_run(eval, "timeout 20");  // before: a FIFO blocked forever (timeout's 124)
+    std::printf("  [measured] config.json %s: exit=%d in %.2f s: %s", what.c_str(), r.status, r.seconds, r.err.c_str());
+    CAPTURE(what, r.err);
+    CHECK(r.status == 2);
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    CHECK_THAT(r.err, Catch::Contains("config.json"));
+    for (const std::string& e : expect) CHECK_THAT(r.err, Catch::Contains(e));
+    CHECK(r.err.find("json.exception") == std::string::npos);
+    CHECK(r.err.find("basic_filebuf") == std::string::npos);
+  };
+  fs::remove(config);
+  REQUIRE(::mkfifo(config.c_str(), 0600) == 0);
+  refused("a FIFO", {"FIFO"});
+  fs::remove(config);
+  fs::create_directories(config);
+  refused("a directory", {"is a directory"});
+  fs::remove(config);
+  std::ofstream(config) << "";
+  refused("empty", {"empty"});
+  std::string overflow = original;
+  overflow.replace(overflow.find("\"d_model\": 64"), 13, "\"d_model\": 1e999");
+  std::ofstream(config) << overflow;
+  refused("\"d_model\": 1e999", {"'model.d_model'", "too large"});
+  std::ofstream(config) << original;
+  REQUIRE(gdn2_run(eval).status == 0);
+}
+
+TEST_CASE("eval: every key the checkpoint writer writes is required, and a missing one is named", "[cli][model]") {
+  // Before: a missing task.length or task.pairs evaluated another task with exit 0; a missing model.head_k gave a
+  // shape error, a missing model.vocab "model.vocab is 64".
+  Workdir w("cfgkeys");
+  const std::string ck = (w.out / "ck").string();
+  fs::create_directories(w.out);
+  fs::copy(std::string(GDN2_SOURCE_DIR) + "/notebooks_data/checkpoints/mqar-tiny-gdn2", ck);
+  const fs::path config = fs::path(ck) / "config.json";
+  const nlohmann::json original = [&] {
+    std::ifstream in(config);
+    return nlohmann::json::parse(in);
+  }();
+  const std::string eval = "eval --examples 4 --checkpoint " + ck;
+  std::vector<std::pair<std::string, std::string>> keys;  // (section, key); section "" at the top level
+  for (const auto& [key, value] : original.items()) {
+    keys.push_back({"", key});
+    if (key == "model" || key == "task" || key == "train")
+      for (const auto& [inner, unused] : value.items()) keys.push_back({key, inner});
+  }
+  REQUIRE(keys.size() == 6 + 9 + 8 + 11);  // format, metrics, model, parameters, task, train and their fields
+  for (const auto& [section, key] : keys) {
+    nlohmann::json j = original;
+    if (section.empty()) j.erase(key);
+    else j[section].erase(key);
+    std::ofstream(config) << j.dump(2);
+    const Run r = gdn2_run(eval);
+    const std::string name = section.empty() ? key : section + "." + key;
+    std::printf("  [measured] config.json without %s: exit=%d: %s", name.c_str(), r.status, r.err.c_str());
+    CAPTURE(name, r.err);
+    CHECK(r.status == 2);
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    CHECK_THAT(r.err, Catch::Contains("config.json") && Catch::Contains("'" + name + "' is missing"));
+  }
+  std::ofstream(config) << original.dump(2);
+  REQUIRE(gdn2_run(eval).status == 0);
 }

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -13,6 +14,8 @@
 #include <functional>
 #include <sstream>
 #include <limits>
+
+#include <nlohmann/json.hpp>
 
 #include "viewer_state.hpp"
 
@@ -522,5 +525,82 @@ TEST_CASE("a screenshot path that is a FIFO, link or directory is refused, never
   CHECK_THAT(error, Catch::Contains("File too large"));
   CHECK_FALSE(fs::exists(dir / "new1"));
   CHECK(fs::exists(dir));
+  fs::remove_all(dir);
+}
+
+// [issue 22's residual defects: trace.json and config.json refused in one line naming the file and the key] -----
+
+TEST_CASE("a trace.json or config.json that is a FIFO or a directory is refused by name without blocking", "[viewer]") {
+  // Before: a FIFO blocked the viewer forever; a directory gave "basic_filebuf::underflow ... Is a directory".
+  namespace fs = std::filesystem;
+  const fs::path root = fs::temp_directory_path() / ("gdn2-test-viewer-special-" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  const fs::path trace = root / "trace", ck = root / "ck";
+  model::save_trace(trace.string(), scenario("overwrite-erase").main.trace);
+  fs::create_directories(ck);
+  fs::copy(std::string(GDN2_SOURCE_DIR) + "/notebooks_data/checkpoints/mqar-tiny-gdn2", ck);
+  for (const auto& [dir, file] : {std::pair{trace, "trace.json"}, std::pair{ck, "config.json"}}) {
+    for (const bool fifo : {true, false}) {
+      fs::remove_all(dir / file);
+      if (fifo) REQUIRE(::mkfifo((dir / file).c_str(), 0600) == 0);
+      else fs::create_directories(dir / file);
+      ViewerState st;
+      if (dir == trace) st.source = SourceKind::trace_dir, st.trace_dir = trace.string();
+      else st.source = SourceKind::checkpoint, st.checkpoint_dir = ck.string();
+      st.reload();
+      std::printf("[viewer] %s %s: %s\n", file, fifo ? "a FIFO" : "a directory", st.status.c_str());
+      CHECK_THAT(st.status, Catch::Contains(file) && Catch::Contains(fifo ? "FIFO" : "is a directory"));
+      CHECK(st.status.find("basic_filebuf") == std::string::npos);
+      CHECK(st.status.find('\n') == std::string::npos);
+    }
+  }
+  fs::remove_all(root);
+}
+
+TEST_CASE("a trace.json the writer did not write is refused in one line naming the key, no library codes", "[viewer]") {
+  // Before: raw nlohmann text (type_error.306 for [], type_error.302 for value_names null or [1,2], parse_error.101
+  // for an empty file, out_of_range.406 for 1e999), and kind or variant "bogus" accepted.
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("gdn2-test-viewer-trace-json-" + std::to_string(::getpid()));
+  const model::Trace tr = scenario("overwrite-erase").main.trace;
+  fs::remove_all(dir);
+  model::save_trace(dir.string(), tr);
+  const nlohmann::json original = [&] {
+    std::ifstream in(dir / "trace.json");
+    return nlohmann::json::parse(in);
+  }();
+  auto with = [&](const std::function<void(nlohmann::json&)>& change) {
+    nlohmann::json j = original;
+    change(j);
+    return j.dump(2);
+  };
+  std::string overflow = original.dump(2);
+  overflow.replace(overflow.find("\"scale\": "), 9, "\"scale\": 1e999, \"x\": ");
+  for (const auto& [text, expect] : std::vector<std::pair<std::string, std::vector<std::string>>>{
+           {"[]", {"top level", "object"}},
+           {"", {"empty"}},
+           {with([](nlohmann::json& j) { j["value_names"] = nullptr; }), {"'value_names'", "list of strings"}},
+           {with([](nlohmann::json& j) { j["value_names"] = {1, 2}; }), {"'value_names'", "list of strings"}},
+           {with([](nlohmann::json& j) { j["labels"] = "k0"; }), {"'labels'", "list of strings"}},
+           {with([](nlohmann::json& j) { j.erase("labels"); }), {"'labels'", "missing"}},
+           {with([](nlohmann::json& j) { j.erase("kind"); }), {"'kind'", "missing"}},
+           {with([](nlohmann::json& j) { j["kind"] = "bogus"; }), {"'kind'", "bogus"}},
+           {with([](nlohmann::json& j) { j["variant"] = "bogus"; }), {"'variant'", "bogus"}},
+           {with([](nlohmann::json& j) { j["title"] = 5; }), {"'title'", "string"}},
+           {overflow, {"'scale'", "too large"}}}) {
+    std::ofstream(dir / "trace.json") << text;
+    ViewerState st;
+    st.source = SourceKind::trace_dir;
+    st.trace_dir = dir.string();
+    st.reload();
+    std::printf("[viewer] trace.json %s: %s\n", expect[0].c_str(), st.status.c_str());
+    CAPTURE(text.substr(0, 200));
+    CHECK_THAT(st.status, Catch::Contains("trace.json"));
+    for (const std::string& e : expect) CHECK_THAT(st.status, Catch::Contains(e));
+    CHECK(st.status.find("json.exception") == std::string::npos);
+    CHECK(st.status.find('\n') == std::string::npos);
+  }
+  std::ofstream(dir / "trace.json") << original.dump(2);
+  CHECK_NOTHROW(model::load_trace(dir.string()));
   fs::remove_all(dir);
 }

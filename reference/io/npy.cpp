@@ -216,20 +216,50 @@ NpyArray parse_npy(const unsigned char* data, size_t size, const std::string& na
   return a;
 }
 
-NpyArray read_npy(const std::string& path, const std::string& name, ReadTimes* times) {
-  const auto start = std::chrono::steady_clock::now();
-  // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below like any non-regular file.
+namespace {
+
+// Opens `path` for reading, refusing anything but a regular file (a FIFO, device, socket or directory) by `name`
+// without blocking: O_NONBLOCK, so that opening a FIFO does not wait for a writer; cleared again for the reads.
+// `what` says what was expected (".npy file"). The caller owns the descriptor.
+int open_regular(const std::string& path, const std::string& name, const char* what, struct stat& st) {
   Fd f{::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC)};
-  if (f.fd < 0) throw InputError(name + ": cannot open " + path + ": " + std::strerror(errno));
-  struct stat st {};
-  if (::fstat(f.fd, &st) != 0) throw InputError(name + ": cannot stat " + path + ": " + std::strerror(errno));
-  if (S_ISDIR(st.st_mode)) throw InputError(name + ": " + path + " is a directory, not a .npy file");
+  // "name: path ..." unless the name is the path itself (config.json, trace.json are named by their path).
+  const std::string who = name == path ? path : name + ": " + path;
+  if (f.fd < 0) throw InputError(name + ": cannot open " + (name == path ? std::string() : path + ": ") + std::strerror(errno));
+  if (::fstat(f.fd, &st) != 0) throw InputError(who + ": cannot stat: " + std::strerror(errno));
+  if (S_ISDIR(st.st_mode)) throw InputError(who + " is a directory, not a " + what);
   if (!S_ISREG(st.st_mode))
-    throw InputError(name + ": " + path + " is not a regular file (" +
+    throw InputError(who + " is not a regular file (" +
                      (S_ISFIFO(st.st_mode) ? "a FIFO" : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device" : "a socket or special file") +
-                     "); gdn2 reads .npy files only");
+                     "); a " + what + " must be a regular file");
   const int flags = ::fcntl(f.fd, F_GETFL);
   if (flags >= 0) ::fcntl(f.fd, F_SETFL, flags & ~O_NONBLOCK);
+  const int fd = f.fd;
+  f.fd = -1;
+  return fd;
+}
+
+}  // namespace
+
+std::string read_regular_file(const std::string& path, const char* what) {
+  struct stat st {};
+  Fd f{open_regular(path, path, what, st)};
+  std::string text;
+  char buf[1 << 16];
+  for (;;) {
+    const ssize_t got = ::read(f.fd, buf, sizeof buf);
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) throw InputError(path + ": cannot read: " + std::strerror(errno));
+    if (got == 0) break;
+    text.append(buf, static_cast<size_t>(got));
+  }
+  return text;
+}
+
+NpyArray read_npy(const std::string& path, const std::string& name, ReadTimes* times) {
+  const auto start = std::chrono::steady_clock::now();
+  struct stat st {};
+  Fd f{open_regular(path, name, ".npy file", st)};
   const size_t file_size = static_cast<size_t>(st.st_size);
 #ifdef POSIX_FADV_SEQUENTIAL
   ::posix_fadvise(f.fd, 0, 0, POSIX_FADV_SEQUENTIAL);
@@ -428,6 +458,33 @@ void check_output_dir(const std::string& dir, const std::string& option) {
     if (e.is_directory(ec))
       throw InputError(option + ": " + dir + " holds a subdirectory (" + e.path().filename().string() +
                        "/); gdn2 replaces its output directory as a whole, so give it a directory of its own");
+}
+
+void check_output_writable(const std::string& dir_arg) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::path dir = fs::absolute(dir_arg, ec).lexically_normal();
+  if (!dir.has_filename()) dir = dir.parent_path();  // "out/" → "out"
+  const fs::path parent = dir.parent_path();
+  std::vector<fs::path> created;  // missing parents made here, outermost first; removed again below
+  struct Undo {
+    std::vector<fs::path>& dirs;
+    ~Undo() {
+      for (auto it = dirs.rbegin(); it != dirs.rend(); ++it) ::rmdir(it->c_str());
+    }
+  } undo{created};
+  std::vector<fs::path> missing;
+  for (fs::path p = parent; !p.empty() && !fs::exists(fs::symlink_status(p, ec)); p = p.parent_path())
+    missing.insert(missing.begin(), p);
+  for (const fs::path& p : missing) {
+    if (::mkdir(p.c_str(), 0777) == 0) created.push_back(p);
+    else if (errno != EEXIST) write_fail("cannot create " + p.string(), errno);
+  }
+  // The same name write_files_atomically gives its temporary (a writer that is running now uses its own pid).
+  const fs::path tmp = parent / ("." + dir.filename().string() + ".gdn2-tmp-" + std::to_string(::getpid()));
+  remove_flat_dir(tmp.string());  // a killed writer's, whose pid this process now has
+  if (::mkdir(tmp.c_str(), 0777) != 0) write_fail("cannot create " + tmp.string() + " (to write " + dir.string() + ")", errno);
+  ::rmdir(tmp.c_str());
 }
 
 void write_files_atomically(const std::string& dir_arg, const std::vector<std::pair<std::string, std::string>>& files) {

@@ -43,6 +43,9 @@ NpyArray parse_npy(const unsigned char* data, size_t size, const std::string& na
 // the header against the file's size before the body is allocated or read, then reads the body in large reads.
 // An allocation that fails names the tensor. `times`, if given, gets one entry.
 NpyArray read_npy(const std::string& path, const std::string& name, ReadTimes* times = nullptr);
+// Reads a whole small text file (config.json, trace.json) with read_npy's guard: a FIFO, device or directory is
+// refused without blocking, by an InputError naming the path; `what` names the kind of file expected ("JSON file").
+std::string read_regular_file(const std::string& path, const char* what);
 // Reads dir/NAME.npy for every NAME in `names` that exists there (absent files are absent from the map).
 NamedArrays read_npy_dir(const std::string& dir, const std::vector<std::string>& names, ReadTimes* times = nullptr);
 
@@ -67,6 +70,11 @@ struct WriteError : std::runtime_error {
 // that exists and is not a directory, or a directory that holds subdirectories (gdn2 writes into a directory of
 // its own). `option` names it in the message ("--out"). Throws InputError.
 void check_output_dir(const std::string& dir, const std::string& option);
+
+// Proves, before long work (gdn2 train), that write_files_atomically(dir, ...) can create its temporary directory:
+// creates dir's missing parents and the temporary beside dir, then removes all of them again. A WriteError names the
+// path and the system's reason (a read-only file system, permissions). Call after check_output_dir.
+void check_output_writable(const std::string& dir);
 
 // Writes every (file name, bytes) pair into `dir` so that a reader sees either all of the new files or none of
 // them, never a mix of two runs:

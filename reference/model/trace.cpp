@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/npy.hpp"
+#include "model/json_file.hpp"
 
 namespace gdn2::model {
 
@@ -260,52 +261,59 @@ void save_trace(const std::string& dir, const Trace& tr) {
 }
 
 Trace load_trace(const std::string& dir) {
+  using json_file::read;
   const std::string file = (std::filesystem::path(dir) / "trace.json").string();
-  std::ifstream in(file);
-  if (!in) throw InputError(file + ": cannot open (is '" + dir + "' a trace directory written by gdn2 trace?)");
-  json j;
+  std::error_code ec;
+  if (!std::filesystem::exists(file, ec))
+    throw InputError(file + ": cannot open (is '" + dir + "' a trace directory written by gdn2 trace?)");
+  const json j = json_file::parse_object(file);
+  std::string format;
+  read(j, "", "format", format, file);
+  if (format != "gdn2-trace-1") throw InputError(file + ": key 'format' is not \"gdn2-trace-1\"");
+  Trace tr;
+  // Every key save_trace writes is required (but "equation", which is for human readers).
+  read(j, "", "title", tr.title, file);
+  read(j, "", "story", tr.story, file);
+  read(j, "", "kind", tr.kind, file);
+  if (tr.kind != "scenario" && tr.kind != "model" && tr.kind != "random")
+    throw InputError(file + ": key 'kind' is '" + tr.kind.substr(0, 40) + "' (expected scenario, model or random)");
+  read(j, "", "variant", tr.variant, file);
   try {
-    j = json::parse(in);
-    if (j.value("format", "") != "gdn2-trace-1") throw InputError(file + ": format is not gdn2-trace-1");
-    Trace tr;
-    tr.title = j.value("title", "");
-    tr.story = j.value("story", "");
-    tr.kind = j.value("kind", "");
-    tr.variant = j.value("variant", "gdn2");
-    tr.K = read_size(j, "K", 4096, file);
-    tr.V = read_size(j, "V", 4096, file);
-    tr.T = read_size(j, "T", 1000000, file);
-    tr.scale = j.value("scale", 1.0);
-    tr.labels = j.at("labels").get<std::vector<std::string>>();
-    tr.value_names = j.value("value_names", std::vector<std::string>{});
-    if (static_cast<int>(tr.labels.size()) != tr.T) throw InputError(file + ": labels has " + std::to_string(tr.labels.size()) + " entries, expected T");
-    for (auto [name, m, cols] : {std::tuple{"q", &tr.q, tr.K}, {"k", &tr.k, tr.K}, {"g", &tr.g, tr.K}, {"b", &tr.b, tr.K},
-                                 {"alpha", &tr.alpha, tr.K}, {"e", &tr.e, tr.K}, {"v", &tr.v, tr.V}, {"w", &tr.w, tr.V},
-                                 {"z", &tr.z, tr.V}, {"r", &tr.r, tr.V}, {"o", &tr.o, tr.V}})
-      *m = read_matrix(dir, name, tr.T, cols);
-    const Matrix S = read_matrix(dir, "S", index_t(tr.T + 1) * tr.K, tr.V);
-    for (int t = 0; t <= tr.T; ++t) tr.S.push_back(S.middleRows(index_t(t) * tr.K, tr.K));
-    // Token ids of the model's vocabulary (tasks allow at most 1000000); -1 marks "none" (scenario traces have no
-    // tokens; non-query positions no target or prediction).
-    tr.tokens = read_ints(dir, "tokens", tr.T, -1, 999999);
-    tr.roles = read_ints(dir, "roles", tr.T, -1, 3);
-    tr.targets = read_ints(dir, "targets", tr.T, -1, 999999);
-    tr.source = read_ints(dir, "source", tr.T, -1, tr.T - 1);
-    tr.predicted = read_ints(dir, "predicted", tr.T, -1, 999999);
-    if (tr.kind == "scenario" && tr.value_names.empty())
-      throw InputError(file + ": value_names is empty (a scenario trace names its candidate values A, B, ...)");
-    if (!tr.value_names.empty()) tr.values = read_matrix(dir, "values", static_cast<index_t>(tr.value_names.size()), tr.V);
-    if (!(tr.g.array() <= 0).all()) throw InputError(file + ": g.npy holds values outside [-inf, 0]");
-    const Matrix* arrays[] = {&tr.q, &tr.k, &tr.b, &tr.alpha, &tr.e, &tr.v, &tr.w, &tr.z, &tr.r, &tr.o, &tr.values};
-    const char* names[] = {"q", "k", "b", "alpha", "e", "v", "w", "z", "r", "o", "values"};
-    for (int i = 0; i < 11; ++i)
-      if (!arrays[i]->allFinite()) throw InputError(file + ": " + names[i] + ".npy holds non-finite values");
-    for (const Matrix& S : tr.S)
-      if (!S.allFinite()) throw InputError(file + ": S.npy holds non-finite values");
-    return tr;
-  } catch (const json::exception& e) {
-    throw InputError(file + ": " + e.what());
+    parse_variant(tr.variant);
+  } catch (const InputError& e) {
+    throw InputError(file + ": key 'variant': " + e.what());
   }
+  tr.K = read_size(j, "K", 4096, file);
+  tr.V = read_size(j, "V", 4096, file);
+  tr.T = read_size(j, "T", 1000000, file);
+  read(j, "", "scale", tr.scale, file);
+  read(j, "", "labels", tr.labels, file);
+  read(j, "", "value_names", tr.value_names, file);
+  if (static_cast<int>(tr.labels.size()) != tr.T) throw InputError(file + ": labels has " + std::to_string(tr.labels.size()) + " entries, expected T");
+  for (auto [name, m, cols] : {std::tuple{"q", &tr.q, tr.K}, {"k", &tr.k, tr.K}, {"g", &tr.g, tr.K}, {"b", &tr.b, tr.K},
+                               {"alpha", &tr.alpha, tr.K}, {"e", &tr.e, tr.K}, {"v", &tr.v, tr.V}, {"w", &tr.w, tr.V},
+                               {"z", &tr.z, tr.V}, {"r", &tr.r, tr.V}, {"o", &tr.o, tr.V}})
+    *m = read_matrix(dir, name, tr.T, cols);
+  const Matrix S = read_matrix(dir, "S", index_t(tr.T + 1) * tr.K, tr.V);
+  for (int t = 0; t <= tr.T; ++t) tr.S.push_back(S.middleRows(index_t(t) * tr.K, tr.K));
+  // Token ids of the model's vocabulary (tasks allow at most 1000000); -1 marks "none" (scenario traces have no
+  // tokens; non-query positions no target or prediction).
+  tr.tokens = read_ints(dir, "tokens", tr.T, -1, 999999);
+  tr.roles = read_ints(dir, "roles", tr.T, -1, 3);
+  tr.targets = read_ints(dir, "targets", tr.T, -1, 999999);
+  tr.source = read_ints(dir, "source", tr.T, -1, tr.T - 1);
+  tr.predicted = read_ints(dir, "predicted", tr.T, -1, 999999);
+  if (tr.kind == "scenario" && tr.value_names.empty())
+    throw InputError(file + ": value_names is empty (a scenario trace names its candidate values A, B, ...)");
+  if (!tr.value_names.empty()) tr.values = read_matrix(dir, "values", static_cast<index_t>(tr.value_names.size()), tr.V);
+  if (!(tr.g.array() <= 0).all()) throw InputError(file + ": g.npy holds values outside [-inf, 0]");
+  const Matrix* arrays[] = {&tr.q, &tr.k, &tr.b, &tr.alpha, &tr.e, &tr.v, &tr.w, &tr.z, &tr.r, &tr.o, &tr.values};
+  const char* names[] = {"q", "k", "b", "alpha", "e", "v", "w", "z", "r", "o", "values"};
+  for (int i = 0; i < 11; ++i)
+    if (!arrays[i]->allFinite()) throw InputError(file + ": " + names[i] + ".npy holds non-finite values");
+  for (const Matrix& S : tr.S)
+    if (!S.allFinite()) throw InputError(file + ": S.npy holds non-finite values");
+  return tr;
 }
 
 }  // namespace gdn2::model

@@ -11,6 +11,7 @@
 #include <type_traits>
 
 #include "io/npy.hpp"
+#include "model/json_file.hpp"
 
 namespace gdn2::model {
 
@@ -119,74 +120,6 @@ json to_json(const TrainConfig& c) {
           {"eval_examples", c.eval_examples}};
 }
 
-// Reads one field exactly: an integer field must hold an integer that fits its type (64.9 and 2^32 + 64 are
-// refused, not truncated or wrapped), a real field a finite number, a string field a string.
-// `section` names the enclosing object in messages ("model" gives field 'model.d_model').
-template <typename T>
-void read(const json& j, const char* section, const char* key, T& out, const std::string& file) {
-  if (!j.contains(key)) return;  // absent: keep the default
-  const json& v = j.at(key);
-  auto wrong = [&](const std::string& what) {
-    throw InputError(file + ": field '" + section + "." + key + "' " + what + " (got " + v.dump().substr(0, 40) + ")");
-  };
-  if constexpr (std::is_integral_v<T>) {
-    if (!v.is_number_integer()) wrong("must be an integer");
-    if (v.is_number_unsigned()) {
-      const auto u = v.get<std::uint64_t>();
-      if (u > static_cast<std::uint64_t>(std::numeric_limits<T>::max())) wrong("is out of range");
-    } else {
-      const auto i = v.get<std::int64_t>();
-      if (i < static_cast<std::int64_t>(std::numeric_limits<T>::min()) ||
-          (std::is_signed_v<T> && i > static_cast<std::int64_t>(std::numeric_limits<T>::max())))
-        wrong("is out of range");
-    }
-    out = v.get<T>();
-  } else if constexpr (std::is_floating_point_v<T>) {
-    if (!v.is_number()) wrong("must be a number");
-    out = v.get<T>();
-    if (!std::isfinite(out)) wrong("must be finite");
-  } else {
-    if (!v.is_string()) wrong("must be a string");
-    out = v.get<T>();
-  }
-}
-
-// Parses config.json strictly: a duplicate key in any object is refused (nlohmann keeps the last one silently),
-// and a syntax error is reported by its byte offset, without the library's exception text.
-json parse_config(std::istream& in, const std::string& file) {
-  std::vector<std::set<std::string>> keys;  // the keys seen so far in each open object
-  std::string duplicate;
-  json::parser_callback_t cb = [&](int, json::parse_event_t event, json& parsed) {
-    if (event == json::parse_event_t::object_start) keys.emplace_back();
-    else if (event == json::parse_event_t::object_end && !keys.empty()) keys.pop_back();
-    else if (event == json::parse_event_t::key && !keys.empty() && !keys.back().insert(parsed.get<std::string>()).second &&
-             duplicate.empty())
-      duplicate = parsed.get<std::string>();
-    return true;
-  };
-  json j;
-  try {
-    j = json::parse(in, cb);
-  } catch (const json::parse_error& e) {
-    throw InputError(file + ": not valid JSON (syntax error at byte " + std::to_string(e.byte) + ")");
-  }
-  if (!duplicate.empty()) throw InputError(file + ": key '" + duplicate + "' appears twice in one object");
-  if (!j.is_object()) throw InputError(file + ": the top level must be an object {...}, got " + std::string(j.type_name()));
-  return j;
-}
-
-// The object under `key`: required ones must be there; each must be an object {...}.
-const json* section(const json& j, const char* key, bool required, const std::string& file) {
-  if (!j.contains(key)) {
-    if (required) throw InputError(file + ": key '" + std::string(key) + "' is missing (the model configuration)");
-    return nullptr;
-  }
-  const json& v = j.at(key);
-  if (!v.is_object())
-    throw InputError(file + ": key '" + std::string(key) + "' must be an object {...}, got " + std::string(v.type_name()));
-  return &v;
-}
-
 }  // namespace
 
 void save_checkpoint(const std::string& dir, const Checkpoint& ck) {
@@ -208,12 +141,15 @@ void save_checkpoint(const std::string& dir, const Checkpoint& ck) {
 }
 
 Checkpoint load_checkpoint(const std::string& dir) {
+  using json_file::read;
   const std::string file = (std::filesystem::path(dir) / "config.json").string();
-  std::ifstream in(file);
-  if (!in) throw InputError(file + ": cannot open (is '" + dir + "' a checkpoint directory written by gdn2 train?)");
-  const json j = parse_config(in, file);
-  if (!j.contains("format") || j.at("format") != "gdn2-checkpoint-1")
-    throw InputError(file + ": key 'format' is not \"gdn2-checkpoint-1\"");
+  std::error_code ec;
+  if (!std::filesystem::exists(file, ec))
+    throw InputError(file + ": cannot open (is '" + dir + "' a checkpoint directory written by gdn2 train?)");
+  const json j = json_file::parse_object(file);
+  std::string format;
+  read(j, "", "format", format, file);
+  if (format != "gdn2-checkpoint-1") throw InputError(file + ": key 'format' is not \"gdn2-checkpoint-1\"");
   Checkpoint ck;
   // A value that is read but refused by its own parser or validator: name the file and the key.
   auto in_key = [&](const std::string& key, const auto& f) {
@@ -224,8 +160,10 @@ Checkpoint load_checkpoint(const std::string& dir) {
       throw InputError(file + ": " + key + ": " + e.what());
     }
   };
-  const json& m = *section(j, "model", true, file);
-  std::string variant = "gdn2";
+  // Every key save_checkpoint writes is required: a default filled in for a missing one would evaluate another
+  // model or task than the one trained, and say nothing.
+  const json& m = json_file::section(j, "model", file);
+  std::string variant;
   read(m, "model", "variant", variant, file);
   in_key("model.variant", [&] { ck.model.variant = parse_variant(variant); });
   read(m, "model", "vocab", ck.model.vocab, file);
@@ -237,44 +175,40 @@ Checkpoint load_checkpoint(const std::string& dir) {
   read(m, "model", "mlp", ck.model.mlp, file);
   read(m, "model", "conv", ck.model.conv, file);
   in_key("model", [&] { validate(ck.model); });
-  if (const json* t = section(j, "task", false, file)) {
-    std::string task = "mqar";
-    read(*t, "task", "task", task, file);
-    in_key("task.task", [&] { ck.task.kind = tasks::parse_task(task); });
-    read(*t, "task", "vocab", ck.task.vocab, file);
-    read(*t, "task", "length", ck.task.length, file);
-    read(*t, "task", "pairs", ck.task.pairs, file);
-    read(*t, "task", "power_a", ck.task.power_a, file);
-    read(*t, "task", "rebinds", ck.task.rebinds, file);
-    read(*t, "task", "filler_vocab", ck.task.filler_vocab, file);
-    read(*t, "task", "queries", ck.task.queries, file);
-    in_key("task", [&] { tasks::validate(ck.task); });
-  } else {  // no task recorded: the default task over the model's vocabulary
-    ck.task.vocab = ck.model.vocab;
-    in_key("task", [&] { tasks::validate(ck.task); });
-  }
+  const json& t = json_file::section(j, "task", file);
+  std::string task;
+  read(t, "task", "task", task, file);
+  in_key("task.task", [&] { ck.task.kind = tasks::parse_task(task); });
+  read(t, "task", "vocab", ck.task.vocab, file);
+  read(t, "task", "length", ck.task.length, file);
+  read(t, "task", "pairs", ck.task.pairs, file);
+  read(t, "task", "power_a", ck.task.power_a, file);
+  read(t, "task", "rebinds", ck.task.rebinds, file);
+  read(t, "task", "filler_vocab", ck.task.filler_vocab, file);
+  read(t, "task", "queries", ck.task.queries, file);
+  in_key("task", [&] { tasks::validate(ck.task); });
   // The model embeds and predicts tokens 0 .. model.vocab - 1; a task of another vocabulary would index past E.
   if (ck.task.vocab != ck.model.vocab)
     throw InputError(file + ": task.vocab is " + std::to_string(ck.task.vocab) + " but model.vocab is " +
                      std::to_string(ck.model.vocab) + "; they must be equal");
-  if (const json* t = section(j, "train", false, file)) {
-    read(*t, "train", "steps", ck.train.steps, file);
-    read(*t, "train", "batch", ck.train.batch, file);
-    read(*t, "train", "lr", ck.train.lr, file);
-    read(*t, "train", "warmup", ck.train.warmup, file);
-    read(*t, "train", "weight_decay", ck.train.weight_decay, file);
-    read(*t, "train", "beta1", ck.train.beta1, file);
-    read(*t, "train", "beta2", ck.train.beta2, file);
-    read(*t, "train", "clip", ck.train.clip, file);
-    read(*t, "train", "seed", ck.train.seed, file);
-    read(*t, "train", "eval_every", ck.train.eval_every, file);
-    read(*t, "train", "eval_examples", ck.train.eval_examples, file);
-  }
-  if (j.contains("metrics")) ck.metrics_json = j.at("metrics").dump();
+  const json& tr = json_file::section(j, "train", file);
+  read(tr, "train", "steps", ck.train.steps, file);
+  read(tr, "train", "batch", ck.train.batch, file);
+  read(tr, "train", "lr", ck.train.lr, file);
+  read(tr, "train", "warmup", ck.train.warmup, file);
+  read(tr, "train", "weight_decay", ck.train.weight_decay, file);
+  read(tr, "train", "beta1", ck.train.beta1, file);
+  read(tr, "train", "beta2", ck.train.beta2, file);
+  read(tr, "train", "clip", ck.train.clip, file);
+  read(tr, "train", "seed", ck.train.seed, file);
+  read(tr, "train", "eval_every", ck.train.eval_every, file);
+  read(tr, "train", "eval_examples", ck.train.eval_examples, file);
+  ck.metrics_json = json_file::section(j, "metrics", file).dump();
   // The parameter set is defined by the configuration: every expected file must be there with its shape, and the
   // list "parameters" (written by save_checkpoint) must name exactly that set.
   const Params expected = init_params(ck.model, 0);
-  if (j.contains("parameters")) {
+  {
+    if (!j.contains("parameters")) throw InputError(file + ": key 'parameters' is missing");
     const json& list = j.at("parameters");
     if (!list.is_array()) throw InputError(file + ": key 'parameters' must be a list of names, got " + std::string(list.type_name()));
     std::set<std::string> listed;

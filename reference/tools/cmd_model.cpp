@@ -117,6 +117,7 @@ int run_task(const TaskCmdArgs& args) {
 
 int run_train(const TrainArgs& args) {
   io::check_output_dir(args.out_dir, "--out");  // before minutes of training, not after
+  io::check_output_writable(args.out_dir);      // a read-only file system is found now too (exit 4)
   const tasks::TaskConfig tc = task_config(args.task);
   model::ModelConfig mc = model_config(args.model);
   mc.vocab = tc.vocab;

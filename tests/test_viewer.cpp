@@ -604,3 +604,23 @@ TEST_CASE("a trace.json the writer did not write is refused in one line naming t
   CHECK_NOTHROW(model::load_trace(dir.string()));
   fs::remove_all(dir);
 }
+
+TEST_CASE("gdn2-viewer refuses --step outside the sequence and an empty --screenshot (exit 2, before any window)", "[viewer]") {
+  // Before: --step -5 and 99999 were clamped silently; --screenshot "" exited 0 writing nothing.
+  const std::string err = (std::filesystem::temp_directory_path() / ("gdn2-test-viewer-args-" + std::to_string(::getpid()))).string();
+  for (const auto& [args, expect] : std::vector<std::pair<std::string, std::string>>{
+           {"--scenario overwrite-erase --step 99999", "--step 99999 is outside 0 .. "},
+           {"--scenario overwrite-erase --step -5", "--step -5 is outside 0 .. "},
+           {"--scenario overwrite-erase --screenshot ''", "--screenshot needs a file name"}}) {
+    const int raw = std::system((std::string("timeout 60 ") + GDN2_VIEWER_BIN + " " + args + " >/dev/null 2>" + err).c_str());
+    std::ifstream in(err);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    const int status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+    std::printf("[viewer] gdn2-viewer %s: exit=%d: %s", args.c_str(), status, ss.str().c_str());
+    CAPTURE(args, ss.str());
+    CHECK(status == 2);
+    CHECK_THAT(ss.str(), Catch::Contains(expect));
+  }
+  std::filesystem::remove(err);
+}

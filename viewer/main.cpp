@@ -98,9 +98,9 @@ int main(int argc, char** argv) {
   app.add_option("--example", opt.example, "Held-out example of the checkpoint's task")->capture_default_str();
   app.add_option("--task", opt.task, "Show the checkpoint on another task: mqar, overwrite, mk-niah, s-niah");
   app.add_option("--sequence", opt.sequence, "A typed sequence for the checkpoint, e.g. \"k5 v40 k6 v41 . ?k5\"");
-  app.add_option("--step", opt.step, "Token to show (default: the first query, or 0)");
+  CLI::Option* step_option = app.add_option("--step", opt.step, "Token to show (default: the first query, or 0)");
   app.add_flag("--headless", opt.headless, "Render without showing a window (needs a display server, e.g. under xvfb-run)");
-  app.add_option("--screenshot", opt.screenshot, "Write a PNG of the first frame and exit (with --headless)");
+  CLI::Option* screenshot_option = app.add_option("--screenshot", opt.screenshot, "Write a PNG of the first frame and exit (with --headless)");
   app.add_option("--size", opt.size, "Window size WxH")->capture_default_str();
   app.add_option("--bench-frames", opt.bench_frames, "Render N frames stepping through the sequence; print frame times")
       ->check(CLI::Range(0, 1000000));
@@ -112,6 +112,10 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);  // --help
     std::fprintf(stderr, "gdn2-viewer: error: %s (see --help)\n", e.what());  // bad input: one line, exit 2
+    return 2;
+  }
+  if (screenshot_option->count() && opt.screenshot.empty()) {  // an empty path would write nothing and exit 0
+    std::fprintf(stderr, "gdn2-viewer: error: --screenshot needs a file name (got an empty path)\n");
     return 2;
   }
   if (!opt.screenshot.empty()) {  // before any rendering: a link, FIFO or device is refused, never replaced
@@ -141,15 +145,21 @@ int main(int argc, char** argv) {
   else if (!opt.scenario.empty()) st.source = SourceKind::scenario, st.scenario = opt.scenario;
   else if (!st.checkpoint_dir.empty()) st.source = SourceKind::checkpoint;
   const bool tour = opt.tour_step > 0 || (!opt.no_tour && opt.trace.empty() && opt.scenario.empty() && opt.checkpoint.empty() && opt.sequence.empty() &&
-                    opt.task.empty() && !opt.compare && opt.step < 0);
+                    opt.task.empty() && !opt.compare && !step_option->count());
   if (tour) st.start_tour(std::max(0, opt.tour_step - 1));
   else st.reload();
   if (!st.status.empty()) {
     std::fprintf(stderr, "gdn2-viewer: error: %s\n", st.status.c_str());
     return 2;
   }
-  if (opt.step >= 0) st.set_step(opt.step);
-  else if (!tour)
+  if (step_option->count()) {  // a token of the sequence shown, never clamped silently
+    if (opt.step < 0 || opt.step >= st.length()) {
+      std::fprintf(stderr, "gdn2-viewer: error: --step %d is outside 0 .. %d (the sequence shown has %d tokens)\n", opt.step,
+                   st.length() - 1, st.length());
+      return 2;
+    }
+    st.set_step(opt.step);
+  } else if (!tour)
     for (int t = 0; t < st.length(); ++t)
       if (st.main.trace.roles[t] == 3) {
         st.set_step(t);

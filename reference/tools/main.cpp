@@ -155,7 +155,7 @@ int run_command(int argc, char** argv) {
   eval_cmd->add_option("--checkpoint", eval.checkpoint, "Checkpoint directory written by gdn2 train")->required();
   eval_cmd->add_option("--examples", eval.examples, "Held-out sequences")->capture_default_str()->check(integer_in(1, 1000000));
   eval_cmd->add_option("--seed", eval.seed, "Seed of the held-out sequences (default: the checkpoint's own held-out stream)")
-      ->check(integer_in(0, (1LL << 53)));
+      ->check(seed_in(INT64_MAX));  // digits parsed exactly: 2^53 + 1 is not rounded to 2^53 on the way
   eval_cmd->add_option("--task", eval.task, "Evaluate on another task of the same vocabulary and length (mqar, overwrite, mk-niah, s-niah)");
   eval_cmd->add_flag("--json", eval.json, "Print one JSON object (accuracy, answers, loss, by_distance)");
 

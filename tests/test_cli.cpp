@@ -989,7 +989,9 @@ TEST_CASE("options: absurd task and model sizes are refused before allocating, w
            {"gradcheck --seed -1", "4294967295"},
            {"demo --seed 4294967296", "4294967295"},
            {"eval --checkpoint " + w.out.string() + " --seed 9223372036854775808", "9223372036854775807"},
-           {"eval --checkpoint " + w.out.string() + " --seed -2", "9223372036854775807"}}) {
+           {"eval --checkpoint " + w.out.string() + " --seed -2", "9223372036854775807"},
+           {"trace --random 100000 --K 64 --V 64" + out, "33554432"},
+           {"train --vocab 1000000 --d-model 4096" + out, "16777216"}}) {
     const Run r = gdn2_run(bad, "ulimit -v 2000000;");
     std::printf("  [measured] %s: exit=%d in %.2f s: %s", bad.c_str(), r.status, r.seconds, r.err.c_str());
     CAPTURE(bad, r.err);

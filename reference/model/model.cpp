@@ -115,6 +115,16 @@ void validate(const ModelConfig& c) {
   positive(c.blocks, "blocks", 16);
   if (c.mlp < 0 || c.mlp > 16384) fail("mlp: " + std::to_string(c.mlp) + " (expected 0 .. 16384)");
   if (c.conv < 0 || c.conv > 16) fail("conv: " + std::to_string(c.conv) + " (expected 0 .. 16)");
+  // Each size may be in range while their product is not (vocab 1000000 x d-model 4096 is 8e9 parameters): bound
+  // the count, over-estimated per block, before anything is allocated. Training keeps the parameters, their
+  // gradients and Adam's two moments in float64: 32 bytes each, 512 MiB at the bound.
+  const double D = c.d_model, HK = double(c.heads) * c.head_k, HV = double(c.heads) * c.head_v;
+  const double count = 2.0 * c.vocab * D + c.blocks * (D * (6 * HK + 4 * HV + c.heads) + 2.0 * c.mlp * D + 4 * D);
+  if (count > kMaxParameters)
+    fail("model too large: about " + std::to_string(static_cast<long long>(count)) + " parameters (vocab " +
+         std::to_string(c.vocab) + ", d-model " + std::to_string(c.d_model) + ", blocks " + std::to_string(c.blocks) +
+         ", heads " + std::to_string(c.heads) + "), over the bound of " +
+         std::to_string(static_cast<long long>(kMaxParameters)));
 }
 
 bool decays(const std::string& name) {

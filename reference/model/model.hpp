@@ -42,6 +42,8 @@ struct ModelConfig {
   int conv = 4;                     // = 4      // short causal convolution width on q, k, v (0: none)
 };
 
+// The most parameters validate() accepts (the model trains on the CPU in float64).
+constexpr double kMaxParameters = double(1 << 24);
 void validate(const ModelConfig& cfg);  // throws InputError
 
 // Parameters by name ("block0.W_q", "E", ...). std::map: a fixed order for the optimiser and checkpoints.

@@ -114,6 +114,13 @@ int run_export(const ExportArgs& args) {
 }
 
 int run_random_trace(const std::string& out_dir, int T, int K, int V, std::uint64_t seed) {
+  // A trace keeps every step's state and its three update terms (K x V each, float64): bound T x K x V before
+  // allocating, as the sizes of task and train are bounded (1 GiB of those matrices at the bound).
+  constexpr double kMaxStateValues = double(1 << 25);
+  if (double(T) * K * V > kMaxStateValues)
+    throw InputError("--random " + std::to_string(T) + " with --K " + std::to_string(K) + " --V " + std::to_string(V) +
+                     ": T x K x V = " + std::to_string(static_cast<long long>(double(T) * K * V)) +
+                     " state values to trace, over the bound of " + std::to_string(static_cast<long long>(kMaxStateValues)));
   Rng rng(seed);
   const Layer<double> x = random_layer<double>(rng, 1, T, 1, 1, K, V, [](Rng& r) { return r.uniform(-0.1, 0); });
   model::Trace tr = model::trace_layer(x, 0, 0, 1.0 / std::sqrt(double(K)));

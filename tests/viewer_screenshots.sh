@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Headless viewer run: screenshots at two tokens from the repository root must exist, be at least 800x600, not be
 # blank, and differ; the viewer must exit 0 (it exits 1 on an OpenGL error). A screenshot that cannot be written
-# (no such directory; a full disk, as a file size limit) exits 2 and leaves no file. A negative --bench-frames is
+# (no such directory; a full disk, as a file size limit) exits 4 and leaves no file. A negative --bench-frames is
 # refused at once (exit 2), and so is a --screenshot path that is a FIFO or a symbolic link. Exit 77 (skipped) where
 # no X server can be started (no xvfb-run).
 set -euo pipefail
@@ -48,7 +48,7 @@ for case in missing-dir full-disk; do
   set -e
   left=$(ls "$out" | grep -c 'full.png\|x.png' || true)
   echo "screenshot, $case: exit $rc, files left $left: $(grep gdn2-viewer "$out/$case.log" | tail -1)"
-  [ "$rc" = 2 ] || { echo "FAIL: an unwritable screenshot ($case) must exit 2"; exit 1; }
+  [ "$rc" = 4 ] || { echo "FAIL: an unwritable screenshot ($case) must exit 4 (a write failure, as gdn2's)"; exit 1; }
   [ ! -e "$shot" ] && [ "$left" = 0 ] || { echo "FAIL: a failed screenshot ($case) left a file"; exit 1; }
 done
 for step in 5 30; do

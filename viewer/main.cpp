@@ -290,7 +290,7 @@ int main(int argc, char** argv) {
       } catch (const std::exception& e) {
         std::fprintf(stderr, "gdn2-viewer: error: %s\n", e.what());
         st.status = e.what();
-        if (!opt.screenshot.empty()) exit_code = 2;
+        if (!opt.screenshot.empty()) exit_code = 4;  // the output could not be written, as gdn2's exit 4
       }
       controls.screenshot_requested = false;
       if (!opt.screenshot.empty() && opt.bench_frames == 0) break;

@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
 #include <limits>
 #include <set>
 #include <string>
@@ -121,6 +122,24 @@ void read(const json& j, const std::string& section, const char* key, T& out, co
     if (!v.is_string()) wrong("must be a string");
     out = v.get<T>();
   }
+}
+
+// A JSON file gdn2 writes into a directory (config.json of a checkpoint, trace.json of a trace): its path and its
+// object, once the file is found and its "format" key is `format`. `what` says which directory it belongs in.
+struct Written {
+  std::string file;
+  json object;
+};
+inline Written parse_written(const std::string& dir, const char* name, const char* format, const char* what) {
+  Written w{(std::filesystem::path(dir) / name).string(), {}};
+  std::error_code ec;
+  if (!std::filesystem::exists(w.file, ec))
+    throw InputError(w.file + ": cannot open (is '" + dir + "' " + what + "?)");
+  w.object = parse_object(w.file);
+  std::string found;
+  read(w.object, "", "format", found, w.file);
+  if (found != format) throw InputError(w.file + ": key 'format' is not \"" + format + "\"");
+  return w;
 }
 
 }  // namespace gdn2::model::json_file

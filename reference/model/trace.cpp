@@ -262,14 +262,9 @@ void save_trace(const std::string& dir, const Trace& tr) {
 
 Trace load_trace(const std::string& dir) {
   using json_file::read;
-  const std::string file = (std::filesystem::path(dir) / "trace.json").string();
-  std::error_code ec;
-  if (!std::filesystem::exists(file, ec))
-    throw InputError(file + ": cannot open (is '" + dir + "' a trace directory written by gdn2 trace?)");
-  const json j = json_file::parse_object(file);
-  std::string format;
-  read(j, "", "format", format, file);
-  if (format != "gdn2-trace-1") throw InputError(file + ": key 'format' is not \"gdn2-trace-1\"");
+  const json_file::Written written = json_file::parse_written(dir, "trace.json", "gdn2-trace-1", "a trace directory written by gdn2 trace");
+  const std::string& file = written.file;
+  const json& j = written.object;
   Trace tr;
   // Every key save_trace writes is required (but "equation", which is for human readers).
   read(j, "", "title", tr.title, file);

@@ -142,14 +142,9 @@ void save_checkpoint(const std::string& dir, const Checkpoint& ck) {
 
 Checkpoint load_checkpoint(const std::string& dir) {
   using json_file::read;
-  const std::string file = (std::filesystem::path(dir) / "config.json").string();
-  std::error_code ec;
-  if (!std::filesystem::exists(file, ec))
-    throw InputError(file + ": cannot open (is '" + dir + "' a checkpoint directory written by gdn2 train?)");
-  const json j = json_file::parse_object(file);
-  std::string format;
-  read(j, "", "format", format, file);
-  if (format != "gdn2-checkpoint-1") throw InputError(file + ": key 'format' is not \"gdn2-checkpoint-1\"");
+  const json_file::Written written = json_file::parse_written(dir, "config.json", "gdn2-checkpoint-1", "a checkpoint directory written by gdn2 train");
+  const std::string& file = written.file;
+  const json& j = written.object;
   Checkpoint ck;
   // A value that is read but refused by its own parser or validator: name the file and the key.
   auto in_key = [&](const std::string& key, const auto& f) {

@@ -27,6 +27,7 @@ for i, (name, arr) in enumerate([("q", np.ones((1, 9, 1, 4))), ("v", np.zeros((1
     buf = io.BytesIO(); np.save(buf, arr)
     open(f"{d}/seed_{name}", "wb").write(bytes([[0, 2, 7][i]]) + buf.getvalue())
 PY
+cp "$root"/tests/fuzz/regressions/* "$work/corpus/"  # inputs that once failed, replayed first
 echo "fuzzing for ${seconds}s"
 "$bin" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 "$work/corpus" 2>&1 | tail -n 8
 echo "fuzz: no crash, hang or sanitizer report in ${seconds}s"

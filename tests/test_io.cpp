@@ -44,6 +44,21 @@ TEST_CASE("npy: round trip of float32 and float64 tensors", "[io]") {
   REQUIRE(parse(io::encode_npy(scalar)).shape.empty());
 }
 
+// A zero-length axis (shape (0, 9, 2, 3)): an empty tensor of that shape, in every dtype pair. Found by the fuzzer:
+// the float64 read copied 0 bytes from a null pointer (undefined behaviour: the AddressSanitizer build's UBSan stops).
+TEST_CASE("npy: a zero-length axis reads as an empty tensor", "[io]") {
+  for (const char* descr : {"<f4", "<f8"}) {
+    const auto a = parse(with_header(std::string("{'descr': '") + descr + "', 'fortran_order': False, 'shape': (0, 9, 2, 3), }", 0));
+    const Tensor<double> d = io::to_tensor<double>(a, "v");
+    const Tensor<float> f = io::to_tensor<float>(a, "v");
+    std::printf("  [measured] %s shape (0, 9, 2, 3): %ld and %ld values\n", descr, long(d.numel()), long(f.numel()));
+    REQUIRE(d.shape == std::vector<index_t>{0, 9, 2, 3});
+    REQUIRE(f.shape == d.shape);
+    REQUIRE(d.numel() == 0);
+    REQUIRE(f.numel() == 0);
+  }
+}
+
 TEST_CASE("npy: versions 2/3 and integer index arrays", "[io]") {
   auto a = parse(with_header("{'descr': '<i8', 'fortran_order': False, 'shape': (3,), }", 24, 2));
   REQUIRE(io::to_index_vector(a, "cu") == std::vector<index_t>{0, 0, 0});

@@ -316,6 +316,7 @@ Tensor<Scalar> to_tensor(const NpyArray& a, const std::string& name) {
     throw InputError(name + ": out of memory allocating " + std::to_string(n) + " values");
   }
   if (a.bytes.size() != static_cast<size_t>(n) * itemsize(a.dtype)) throw InputError(name + ": data size does not match its shape");
+  if (n == 0) return x;  // a zero-length axis: no bytes (and memcpy from an empty vector's null data() is undefined)
   if (a.dtype == "f4") {
     if constexpr (std::is_same_v<Scalar, float>) {
       std::memcpy(x.data.data(), a.bytes.data(), a.bytes.size());

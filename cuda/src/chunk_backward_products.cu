@@ -6,7 +6,6 @@
 // HV, N), two or three blocks per SM. On chip: a 64 × BN output tile in registers (fp32 CUDA-core tiles for float32
 // storage; TF32 mma fragments for bf16), the depth in steps of 32 through shared memory ([32][64 + pad] of A,
 // [32][BN + pad] of B), the next step's share loaded into registers while the current one is multiplied.
-// H100, bf16, B = 8, T = 4096, H = 16, K = V = 128: the whole backward 9.83 ms (gdn2-cuda-bench --train --batch 8).
 #include "backward.cuh"
 
 namespace gdn2::cuda::detail {

@@ -3,7 +3,7 @@
 // Launch: 512 threads per (slice of VS value columns, value head, sequence): grid (V/VS, HV, N); VS = 64 when that
 // still gives about a block per SM, 16 when 32 would leave SMs idle, else 32. On chip: dS [K][VS] (float32) for the
 // whole walk, the chunk's A_qk, K_tail, Q_γ, Y, dO, dR, γ_C in shared memory; with bf16 the mma fragments in registers.
-// H100, bf16, B = 8, T = 4096, H = 16, K = V = 128: the whole backward 9.83 ms (gdn2-cuda-bench --train --batch 8).
+// H100, bf16, B = 1, T = 4096, H = 16, K = V = 128: 0.435 ms (Nsight Compute; gdn2-cuda-bench --train --batch 1).
 #include "backward.cuh"
 
 namespace gdn2::cuda::detail {
@@ -21,18 +21,19 @@ struct BackwardPassLayout {
   static constexpr size_t floats() { return size_t(C) * AQ + C * KPK + 2 * C * KPQ + 2 * C * VSP + K * VSP + K; }
 };
 
-// One chunk step on tensor cores (bf16), 16 warps as a 4 × 4 grid: each owns 16 rows × VS/4 columns of dR and K/4
-// rows × VS/4 columns of dS (g = lane / 4, t = lane % 4). A_qkᵀ dO skips the depth steps above a warp's rows (zeros).
+// One chunk step on tensor cores (bf16), warps as a 4 × WN grid (WN = 4 column groups, 2 when VS = 16, whose other 8
+// warps only copy tiles): each owns 16 rows × VS/WN columns of dR and K/4 rows × VS/WN columns of dS (g = lane / 4,
+// t = lane % 4). A_qkᵀ dO skips the depth steps above a warp's rows (zeros).
 template <int K, int VS, typename Lay>
 __device__ __forceinline__ void backward_pass_step_mma(const float* s_Aqk, const float* s_kt, const float* s_qg,
                                                        const float* s_y, const float* s_dO, float* s_dR, float* s_dS,
                                                        const float* s_gC, float* dR_out, int64_t row0, int L, int hv,
                                                        int HV, int V, int col0, int tid) {
   constexpr int AQ = Lay::AQ, KPK = Lay::KPK, KPQ = Lay::KPQ, VSP = Lay::VSP;
-  constexpr int NTW = VS / 32, MTS = K / 64;  // a warp's tiles of 8 columns; its 16-row tiles of dS
+  constexpr int WN = VS >= 32 ? 4 : 2, NTW = VS / (8 * WN), MTS = K / 64;  // tiles of 8 columns; 16-row tiles of dS
   const int warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
-  const int wm = (warp % 4) * 16, wk = (warp % 4) * (K / 4), wn = (warp / 4) * (VS / 4);
-  {  // dR = A_qkᵀ dO (Eq. 54) + K_tail dS_C (Eq. 57)
+  const int wm = (warp % 4) * 16, wk = (warp % 4) * (K / 4), wn = (warp / 4) * (VS / WN);
+  if (warp < 4 * WN) {  // dR = A_qkᵀ dO (Eq. 54) + K_tail dS_C (Eq. 57)
     float cf[NTW][4] = {};
     // A(s, r) = A_qk[r][s], read down its columns; A_qk[r][s] = 0 for r < s, so depth starts at the warp's first row.
 #pragma unroll 2
@@ -50,7 +51,7 @@ __device__ __forceinline__ void backward_pass_step_mma(const float* s_Aqk, const
   }
   cp_async_wait<0>();  // this thread's copies of Q_γ and Y have landed
   __syncthreads();  // dR complete, every warp done reading dS_C, and Q_γ and Y in shared memory
-  {  // dS_start = Diag(γ_C) dS_C (Eq. 59) + Q_γᵀ dO (Eq. 56) − Yᵀ dR (Eq. 63); A(d, r) = X[r][d], down the columns
+  if (warp < 4 * WN) {  // dS_start = Diag(γ_C) dS_C (Eq. 59) + Q_γᵀ dO (Eq. 56) − Yᵀ dR (Eq. 63); A(d, r) = X[r][d]
     float sf[MTS][NTW][4] = {};
     warp_mma_cols(sf, s_qg, KPQ, s_dO, VSP, wk, wn, C);
     warp_mma_cols(sf, s_y, KPQ, s_dR, VSP, wk, wn, C, -1.f);
@@ -60,8 +61,8 @@ __device__ __forceinline__ void backward_pass_step_mma(const float* s_Aqk, const
 }
 
 // Each chunk step asks L2 for every line the next chunk will read, stores dS_C, and copies its tiles by cp.async in
-// two groups: what dR = A_qkᵀ dO + K_tail dS_C reads, then Q_γ and Y, which land while that product runs. kMma (bf16,
-// VS ≥ 32): the four products on TF32 tensor cores (dS stays fp32); float32 storage keeps fp32 CUDA cores (1e-4 budget).
+// two groups: what dR = A_qkᵀ dO + K_tail dS_C reads, then Q_γ and Y, which land while that product runs. kMma (bf16):
+// the four products on TF32 tensor cores (dS stays fp32); float32 storage keeps fp32 CUDA cores (1e-4 budget).
 template <int K, int VS, bool kMma>
 __global__ void __launch_bounds__(kBackwardPassThreads, 1) chunk_backward_state_pass_kernel(
     float* dh0, const float* dht, Workspace ws, BackwardWorkspace bw, const int64_t* cu_seqlens, int64_t T_len, int HV,
@@ -69,7 +70,7 @@ __global__ void __launch_bounds__(kBackwardPassThreads, 1) chunk_backward_state_
   constexpr int NT = kBackwardPassThreads;
   using Lay = BackwardPassLayout<K, VS, kMma>;
   constexpr int AQ = Lay::AQ, KPK = Lay::KPK, KPQ = Lay::KPQ, VSP = Lay::VSP;
-  static_assert(!kMma || (NT == 512 && VS % 32 == 0 && K % 64 == 0), "the mma path's 4 x 4 warp grid");
+  static_assert(!kMma || (NT == 512 && (VS == 16 || VS % 32 == 0) && K % 64 == 0), "the mma path's warp grid");
   extern __shared__ __align__(16) float smem[];
   float* s_Aqk = smem;              // [C][AQ]  A_qk, causal
   float* s_kt = s_Aqk + C * AQ;     // [C][KPK] K_tail
@@ -197,7 +198,7 @@ void chunk_backward_state_pass(float* dh0, const float* dht, const Workspace& ws
     constexpr int K = decltype(K_)::value;
     auto run = [&](auto vs) {
       constexpr int VS = decltype(vs)::value;
-      constexpr bool kMma = std::is_same_v<decltype(T_), __nv_bfloat16> && VS >= 32;
+      constexpr bool kMma = std::is_same_v<decltype(T_), __nv_bfloat16>;
       auto kernel = chunk_backward_state_pass_kernel<K, VS, kMma>;
       const size_t bytes = BackwardPassLayout<K, VS, kMma>::floats() * sizeof(float);
       GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));

@@ -19,25 +19,30 @@ void recurrent_forward_run(void*, float*, const void*, const void*, const void*,
                            const void*, const float*, const int64_t*, const Problem&, cudaStream_t);
 }  // namespace detail
 
-cudaMemPool_t detail::workspace_pool() {
+// The current device's workspace pool and the stream on which SavedForBackward frees a kept workspace (after the event
+// recorded at its last use: neither the host nor the caller's streams wait): made once per device, kept for good.
+static std::pair<cudaMemPool_t, cudaStream_t> device_resources() {
   int device = 0;
   GDN2_CUDA_CHECK(cudaGetDevice(&device));
   static std::mutex mutex;
-  static std::map<int, cudaMemPool_t> pools;  // one per device, kept for the life of the process
+  static std::map<int, std::pair<cudaMemPool_t, cudaStream_t>> made;
   const std::lock_guard<std::mutex> lock(mutex);
-  auto found = pools.find(device);
-  if (found != pools.end()) return found->second;
+  auto found = made.find(device);
+  if (found != made.end()) return found->second;
   cudaMemPoolProps props{};
   props.allocType = cudaMemAllocationTypePinned;
   props.location.type = cudaMemLocationTypeDevice;
   props.location.id = device;
   cudaMemPool_t pool;
+  cudaStream_t release;
   GDN2_CUDA_CHECK(cudaMemPoolCreate(&pool, &props));
   uint64_t keep = UINT64_MAX;  // never release at synchronisation points
   GDN2_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
-  pools[device] = pool;
-  return pool;
+  GDN2_CUDA_CHECK(cudaStreamCreateWithFlags(&release, cudaStreamNonBlocking));
+  return made[device] = {pool, release};
 }
+cudaMemPool_t detail::workspace_pool() { return device_resources().first; }
+cudaStream_t detail::release_stream() { return device_resources().second; }
 
 static std::atomic<bool> poison{false};
 bool detail::poison_workspace() { return poison.load(std::memory_order_relaxed); }
@@ -108,6 +113,7 @@ void chunk_backward(void* dq, void* dk, void* dv, float* dg, void* db, void* dw,
   }
   detail::chunk_backward_run(dq, dk, dv, dg, db, dw, dh0, q, k, v, g, b, w, h0, cu_seqlens, do_, dht, p, stream,
                              saved && !saved->empty() ? saved : nullptr);
+  if (saved && !saved->empty() && saved->used_) GDN2_CUDA_CHECK(cudaEventRecord(saved->used_, stream));  // last use
 }
 
 }  // namespace gdn2::cuda

@@ -25,6 +25,9 @@ void chunk_forward_run(void* o, float* ht, const void* q, const void* k, const v
   if (keep) {
     saved->reset();
     saved->workspace_ = base, saved->bytes_ = floats * sizeof(float), saved->problem_ = p;
+    if (!saved->used_) GDN2_CUDA_CHECK(cudaEventCreateWithFlags(&saved->used_, cudaEventDisableTiming));
+    GDN2_CUDA_CHECK(cudaEventRecord(saved->used_, stream));
+    saved->release_ = release_stream();
   } else {
     GDN2_CUDA_CHECK(cudaFreeAsync(base, stream));
   }

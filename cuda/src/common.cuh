@@ -149,6 +149,7 @@ void dispatch_k_and_dtype(const Problem& p, Launch&& launch) {
 // (mapping gigabytes again on every call would cost milliseconds); trim_workspace_memory() gives it back. With
 // testing::poison_workspaces on, each is filled with NaN when allocated (a read of what no kernel wrote shows).
 cudaMemPool_t workspace_pool();
+cudaStream_t release_stream();  // where a SavedForBackward's workspace is freed (SavedForBackward::release_)
 bool poison_workspace();
 template <typename T>
 inline T* workspace_alloc(size_t count, cudaStream_t stream) {

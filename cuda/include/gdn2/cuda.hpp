@@ -48,8 +48,9 @@ bool device_available(std::string* why = nullptr);
 // per chunk A_qk, A = (I + T)⁻¹, Y, R, Q_γ, K_tail, Ē and the chunk-start state — about
 // 4·(4K + V + 2·64) bytes per token and value head plus one K × (V + 1) block per chunk (2.16 GB at B = 8, T = 4096,
 // H = 16, K = V = 128). Without it chunk_backward recomputes the forward (the paper's memory-saving path). Move-only;
-// frees its memory into the library's pool (synchronising the device first) when destroyed or reset. It is valid for
-// the inputs it was made from.
+// when destroyed or reset its memory goes back to the library's pool in stream order, once the last chunk_forward or
+// chunk_backward that used it has run on the device (the host does not wait). It is valid for the inputs it was made
+// from.
 class SavedForBackward {
  public:
   SavedForBackward() = default;
@@ -58,11 +59,18 @@ class SavedForBackward {
   SavedForBackward(SavedForBackward&& o) noexcept { *this = std::move(o); }
   SavedForBackward& operator=(SavedForBackward&& o) noexcept {
     std::swap(workspace_, o.workspace_), std::swap(bytes_, o.bytes_), std::swap(problem_, o.problem_);
+    std::swap(used_, o.used_), std::swap(release_, o.release_);
     return *this;
   }
-  ~SavedForBackward() { reset(); }
-  void reset() {  // the memory goes back to the library's pool (stream-ordered allocation, freed after the device idles)
-    if (workspace_) cudaDeviceSynchronize(), cudaFreeAsync(workspace_, 0);
+  ~SavedForBackward() {
+    reset();
+    if (used_) cudaEventDestroy(used_);
+  }
+  void reset() {  // freed on the library's release stream once the event used_ has passed: the host does not wait
+    if (workspace_) {
+      used_ ? cudaStreamWaitEvent(release_, used_, 0) : cudaDeviceSynchronize();
+      cudaFreeAsync(workspace_, release_);
+    }
     workspace_ = nullptr, bytes_ = 0;
   }
   bool empty() const { return workspace_ == nullptr; }
@@ -71,11 +79,13 @@ class SavedForBackward {
   void* workspace_ = nullptr;
   size_t bytes_ = 0;
   Problem problem_;
+  cudaEvent_t used_ = nullptr;      // recorded after the last kernel that used the workspace
+  cudaStream_t release_ = nullptr;  // the library's stream on which it is freed
 };
 
 // Chunkwise WY form (paper Eq. 18-25), chunk size 64; supports K ∈ {64, 128}, V a multiple of 32. With saved
-// non-null, the workspace is kept in it for chunk_backward. What it held before is freed first, which synchronises the
-// device (reset()): a training loop that reuses one SavedForBackward pays one device synchronisation per forward.
+// non-null, the workspace is kept in it for chunk_backward; what it held before is freed first (reset(), in stream
+// order: a training loop that reuses one SavedForBackward never waits on the host).
 void chunk_forward(void* o, float* ht, const void* q, const void* k, const void* v, const float* g, const void* b,
                    const void* w, const float* h0, const int64_t* cu_seqlens, const Problem& p, cudaStream_t stream = 0,
                    SavedForBackward* saved = nullptr);

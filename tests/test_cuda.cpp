@@ -338,9 +338,9 @@ TEST_CASE("cuda: a decode step updates the state in place", "[cuda]") {
 }
 
 // 70 sequences × 2 value heads: 140 blocks of 128 value columns, the slice width at which decode B = 256 runs, where
-// recurrent_forward reads and writes the state 16 bytes at a time when h0 and ht are 16-byte aligned, else 4 bytes at
-// a time: against the reference, and the two bit for bit (the same arithmetic), with h0 and ht one float off
-// alignment for the second.
+// recurrent_forward reads and writes the state 16 bytes at a time when h0 and ht are 16-byte aligned, else (in slices
+// of 64 columns) 4 bytes at a time: against the reference, and the two bit for bit (the same arithmetic), with h0 and
+// ht one float off alignment for the second.
 TEST_CASE("cuda: a decode step with 128-column slices, aligned and misaligned state", "[cuda]") {
   auto x = layer(22, 70, 1, 2, 2, 128, 128, [](Rng& r) { return r.uniform(-0.2, 0); });
   for (DType dtype : {DType::f32, DType::bf16}) {

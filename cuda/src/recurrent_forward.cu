@@ -3,8 +3,8 @@
 // o = S̄ᵀq̃ + (q̃·k)(z − r) (= S_tᵀ q̃), then the rank-one write S = S̄ + k (z − r)ᵀ.
 // Launch: 128 threads per (slice of 32·CPL = 128, 64 or 32 value columns, value head, sequence): grid (V/(32·CPL),
 // HV, N). On chip: the float32 state slice in registers for the whole sequence (lane l: CPL columns of K/4 rows),
-// each element read and written once per call; q̃, k, e, α and the cross-warp sums in shared memory. kWideState
-// (128-column slices, h0 and ht 16-byte aligned): a lane's 4 columns of a row by one 16-byte access (the same bits).
+// each element read and written once per call; q̃, k, e, α and the cross-warp sums in shared memory. 128-column slices
+// (h0 and ht 16-byte aligned) move a lane's 4 columns of a row by one 16-byte access.
 // H100, bf16, decode B = 256, H = 16, K = V = 128: 0.190 ms, 2.87 TB/s (gdn2-cuda-bench --decode).
 #include "common.cuh"
 
@@ -12,7 +12,7 @@ namespace gdn2::cuda::detail {
 
 namespace {
 
-template <int K, int CPL, typename T, bool kWideState>
+template <int K, int CPL, typename T>
 __global__ void __launch_bounds__(128) recurrent_forward_kernel(T* o, float* ht, const T* q, const T* k, const T* v,
                                                             const float* g, const T* b, const T* w, const float* h0,
                                                             const int64_t* cu_seqlens, int64_t T_len, int H, int HV,
@@ -27,20 +27,15 @@ __global__ void __launch_bounds__(128) recurrent_forward_kernel(T* o, float* ht,
   __shared__ float s_qk;
 
   float S[ROWS][CPL];
-  const int64_t state = ((int64_t(n) * HV + hv) * K) * V;
-  static_assert(!kWideState || CPL == 4, "one float4 per row and lane");
-  if constexpr (kWideState) {
+  const int64_t at = ((int64_t(n) * HV + hv) * K + warp * ROWS) * V + col0;  // this lane's first state element
 #pragma unroll
-    for (int i = 0; i < ROWS; ++i) {
-      const float4 x = h0 ? *reinterpret_cast<const float4*>(h0 + state + int64_t(warp * ROWS + i) * V + col0)
-                          : make_float4(0.f, 0.f, 0.f, 0.f);
+  for (int i = 0; i < ROWS; ++i) {  // CPL = 4: a row's 4 columns by one 16-byte access (h0 16-byte aligned)
+    const float* row = h0 ? h0 + at + int64_t(i) * V : nullptr;
+    if constexpr (CPL == 4) {
+      const float4 x = row ? *reinterpret_cast<const float4*>(row) : make_float4(0.f, 0.f, 0.f, 0.f);
       S[i][0] = x.x, S[i][1] = x.y, S[i][2] = x.z, S[i][3] = x.w;
-    }
-  } else {
-#pragma unroll
-    for (int i = 0; i < ROWS; ++i)
-#pragma unroll
-      for (int c = 0; c < CPL; ++c) S[i][c] = h0 ? h0[state + int64_t(warp * ROWS + i) * V + col0 + c] : 0.f;
+    } else
+      for (int c = 0; c < CPL; ++c) S[i][c] = row ? row[c] : 0.f;
   }
 
   for (int64_t t = 0; t < span.length; ++t) {
@@ -90,26 +85,21 @@ __global__ void __launch_bounds__(128) recurrent_forward_kernel(T* o, float* ht,
       for (int c = 0; c < CPL; ++c) S[i][c] += s_k[warp * ROWS + i] * u[c];  // S_t = S̄_t + k_t (z_t − r_t)ᵀ
     __syncthreads();  // s_q, s_k, s_red are rewritten by the next token
   }
-  if (ht) {
-    if constexpr (kWideState) {
+  if (ht)
 #pragma unroll
-      for (int i = 0; i < ROWS; ++i)
-        *reinterpret_cast<float4*>(ht + state + int64_t(warp * ROWS + i) * V + col0) =
-            make_float4(S[i][0], S[i][1], S[i][2], S[i][3]);
-    } else {
-#pragma unroll
-      for (int i = 0; i < ROWS; ++i)
-#pragma unroll
-        for (int c = 0; c < CPL; ++c) ht[state + int64_t(warp * ROWS + i) * V + col0 + c] = S[i][c];
+    for (int i = 0; i < ROWS; ++i) {
+      float* row = ht + at + int64_t(i) * V;
+      if constexpr (CPL == 4) *reinterpret_cast<float4*>(row) = make_float4(S[i][0], S[i][1], S[i][2], S[i][3]);
+      else
+        for (int c = 0; c < CPL; ++c) row[c] = S[i][c];
     }
-  }
 }
 
-template <int K, int CPL, typename T, bool kWideState = false>
+template <int K, int CPL, typename T>
 void launch_recurrent(void* o, float* ht, const void* q, const void* k, const void* v, const float* g, const void* b,
                          const void* w, const float* h0, const int64_t* cu, const Problem& p, cudaStream_t stream) {
   const dim3 grid(unsigned(p.V / (32 * CPL)), unsigned(p.HV), unsigned(p.N));
-  recurrent_forward_kernel<K, CPL, T, kWideState><<<grid, 128, 0, stream>>>(
+  recurrent_forward_kernel<K, CPL, T><<<grid, 128, 0, stream>>>(
       static_cast<T*>(o), ht, static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v), g,
       static_cast<const T*>(b), static_cast<const T*>(w), h0, cu, p.T, int(p.H), int(p.HV), int(gate_heads(p)),
       int(p.V), default_scale(p));
@@ -120,13 +110,10 @@ template <int K, typename T>
 void dispatch_recurrent_cpl(void* o, float* ht, const void* q, const void* k, const void* v, const float* g,
                             const void* b, const void* w, const float* h0, const int64_t* cu, const Problem& p,
                             cudaStream_t s) {
-  // Wider slices stream the state with 16-byte accesses; narrower ones give small batches more blocks.
-  const int64_t blocks128 = (p.V / 128) * p.HV * p.N;
-  if (p.V % 128 == 0 && blocks128 >= 132) {
-    if (aligned16(h0, ht))  // 16-byte state accesses where h0 and ht allow them
-      return launch_recurrent<K, 4, T, true>(o, ht, q, k, v, g, b, w, h0, cu, p, s);
+  // Wider slices stream the state with 16-byte accesses (where h0 and ht are 16-byte aligned); narrower ones give small
+  // batches more blocks.
+  if (p.V % 128 == 0 && (p.V / 128) * p.HV * p.N >= 132 && aligned16(h0, ht))
     return launch_recurrent<K, 4, T>(o, ht, q, k, v, g, b, w, h0, cu, p, s);
-  }
   if (p.V % 64 == 0 && (p.V / 64) * p.HV * p.N >= 132) return launch_recurrent<K, 2, T>(o, ht, q, k, v, g, b, w, h0, cu, p, s);
   return launch_recurrent<K, 1, T>(o, ht, q, k, v, g, b, w, h0, cu, p, s);
 }

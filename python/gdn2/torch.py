@@ -79,7 +79,7 @@ class _GDN2(_torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, g, b, w, h0, A_log, dt_bias, cu_seqlens, scale, form, l2norm, use_gate_in_kernel,
-                negative_eigen):
+                negative_eigen, keep_workspace):
         ctx.set_materialize_grads(False)
         ctx.scale, ctx.form, ctx.l2norm, ctx.use_gate_in_kernel = scale, form, l2norm, use_gate_in_kernel
         ctx.negative_eigen = negative_eigen
@@ -94,7 +94,7 @@ class _GDN2(_torch.autograd.Function):
             args = [o.data_ptr(), ht.data_ptr(), q.data_ptr(), k.data_ptr(), v.data_ptr(), g.data_ptr(), b.data_ptr(),
                     w.data_ptr(), _ptr(h0), _ptr(cu)]
             if form == "chunk":
-                saved = _gdn2.SavedForBackward() if any(ctx.needs_input_grad) else None
+                saved = _gdn2.SavedForBackward() if keep_workspace else None
                 _gdn2.cuda_chunk_forward(*args, **sizes, saved=saved)
                 ctx.saved_workspace = saved
             else:
@@ -125,7 +125,7 @@ class _GDN2(_torch.autograd.Function):
             if saved is not None:
                 saved.reset()  # the workspace goes back to the library's pool
                 ctx.saved_workspace = None
-            return (dq, dk, dv, dg, db, dw, dh0 if h0 is not None else None) + (None,) * 8
+            return (dq, dk, dv, dg, db, dw, dh0 if h0 is not None else None) + (None,) * 9
         q, k, v, g, b, w, h0, cu_seqlens, A_log, dt_bias = ctx.saved_tensors
         arrays = _cpu_arrays(q, k, v, g, b, w, h0, cu_seqlens, A_log, dt_bias)
         arrays["do"], arrays["dht"] = _numpy(do), _numpy(dht)
@@ -135,7 +135,7 @@ class _GDN2(_torch.autograd.Function):
         if A_log is not None:  # the reference's gradients have the shapes of the arrays it read
             out[7] = out[7].reshape(A_log.shape)
             out[8] = out[8].reshape(dt_bias.shape)
-        return tuple(out) + (None,) * 6
+        return tuple(out) + (None,) * 7
 
 
 def _gdn2_op(form, q, k, v, g, b, w, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel,
@@ -191,9 +191,13 @@ def _gdn2_op(form, q, k, v, g, b, w, scale, initial_state, output_final_state, u
             _refuse(A_log is None, "use_gate_in_kernel needs A_log")
             if dt_bias is None:
                 dt_bias = q.new_zeros(q.shape[2] * q.shape[3])
+    # The forward keeps its workspace for the backward only when autograd will call one: ctx.needs_input_grad is set
+    # under torch.no_grad too (a leaf that requires grad, evaluated without a graph).
+    keep_workspace = _torch.is_grad_enabled() and any(
+        x is not None and x.requires_grad for x in (q, k, v, g, b, w, initial_state, A_log, dt_bias))
     o, ht = _GDN2.apply(q, k, v, g, b, w, initial_state, A_log if use_gate_in_kernel else None,
                         dt_bias if use_gate_in_kernel else None, cu_seqlens, None if scale is None else float(scale), form,
-                        bool(use_qk_l2norm_in_kernel), bool(use_gate_in_kernel), bool(negative_eigen))
+                        bool(use_qk_l2norm_in_kernel), bool(use_gate_in_kernel), bool(negative_eigen), keep_workspace)
     o = o.to(q.dtype)
     if not output_final_state:
         return o, None

@@ -120,6 +120,23 @@ def test_gates_per_value_head_copied_from_key_heads_give_the_same_outputs():
         assert torch.equal(o, o2) and torch.equal(ht, ht2)
 
 
+def test_a_workspace_is_kept_only_for_a_backward(monkeypatch):
+    """The chunk forward keeps its workspace for the backward only when autograd records a graph: not under
+    torch.no_grad, even for inputs that require grad (the kept path is slower and holds the memory); once with one."""
+    import gdn2.torch as gdn2_torch
+    made = []
+    real = gdn2_torch._gdn2.SavedForBackward
+    monkeypatch.setattr(gdn2_torch._gdn2, "SavedForBackward", lambda: made.append(1) or real())
+    x = {n: torch.from_numpy(a).to("cuda", torch.bfloat16 if n in "qkvbw" else torch.float32).requires_grad_()
+         for n, a in random_inputs(seed=16, B=1, T=100, H=2, HV=2, K=64, V=64, h0=False).items() if len(n) == 1}
+    with torch.no_grad():
+        chunk_gdn2(*(x[n] for n in "qkvgbw"))
+    kept_no_grad = len(made)
+    chunk_gdn2(*(x[n] for n in "qkvgbw"))
+    print("workspaces kept: under no_grad", kept_no_grad, "with a graph", len(made) - kept_no_grad)
+    assert kept_no_grad == 0 and len(made) == 1
+
+
 def test_refusals_on_cuda():
     x = {n: torch.randn(1, 64, 2, 64, device="cuda", dtype=torch.bfloat16) for n in "qkvw"}
     x["g"] = -torch.rand(1, 64, 2, 64, device="cuda")

@@ -3,7 +3,7 @@
 // Launch: 512 threads per (slice of VS value columns, value head, sequence): grid (V/VS, HV, N); VS = 64 when that
 // still gives about a block per SM, 16 when 32 would leave SMs idle, else 32. On chip: dS [K][VS] (float32) for the
 // whole walk, the chunk's A_qk, K_tail, Q_γ, Y, dO, dR, γ_C in shared memory; with bf16 the mma fragments in registers.
-// H100, bf16, B = 1, T = 4096, H = 16, K = V = 128: 0.435 ms (Nsight Compute; gdn2-cuda-bench --train --batch 1).
+// H100, bf16, B = 1, T = 4096, H = 16, K = V = 128: 0.44 ms (Nsight Compute; gdn2-cuda-bench --train --batch 1).
 #include "backward.cuh"
 
 namespace gdn2::cuda::detail {

@@ -3,10 +3,9 @@
 //   dA_qk = tril(dO Rᵀ);  dQ_γ = dO S_nᵀ and dY = −dR S_nᵀ (one launch, S_n read once);  dK_tail = R dS_Cᵀ;
 //   dA = dU Zᵀ + dY Ēᵀ (one accumulation);  dZ = Aᵀ dU;  dĒ = Aᵀ dY;  dT = −stril(Aᵀ dA Aᵀ) (two launches).
 // Launch: 256 threads per (chunk × tile of BN = 64 or 32 output columns; value head; sequence): grid (⌈T/64⌉·N/BN,
-// HV, N), two or three blocks per SM. On chip: a 64 × BN output tile in registers as mma fragments (operands split
-// for float32 storage, tiles.cuh), the depth in steps of 32 through shared memory ([32][64 + 8] of A, [32][BN + 8] of
-// B, padded so that a fragment's 32 reads hit 32 banks), the next step's share loaded into registers while the
-// current one is multiplied.
+// HV, N), two or three blocks per SM. On chip: a 64 × BN output tile in registers (fp32 CUDA-core tiles for float32
+// storage; TF32 mma fragments for bf16), the depth in steps of 32 through shared memory ([32][64 + pad] of A,
+// [32][BN + pad] of B), the next step's share loaded into registers while the current one is multiplied.
 #include "backward.cuh"
 
 namespace gdn2::cuda::detail {
@@ -37,7 +36,7 @@ enum Mask { kNone = 0, kLower = 1, kStrictlyLower = 2 };
 // (z): out [C][N], A [C][depth], B [depth][N]; entries outside the mask written as 0. Tiles are loaded along whichever
 // axis of the operand is contiguous. kDual: also out2 = alpha2 · A2 B (no mask, no accumulation), B read once.
 // kChain: out = alpha · (A B + Ac Bc) in one accumulation, the depth running through A B, then Ac Bc (depth_c).
-template <int BN, bool kSplit, int kMinBlocks, bool kDual = false, bool kChain = false>
+template <int BN, bool kMma, int kMinBlocks, bool kDual = false, bool kChain = false>
 __global__ void __launch_bounds__(kThreads, kMinBlocks) chunk_batched_product(float* out, View A, View B, int N,
                                                                            int depth, float alpha, bool accumulate,
                                                                            int mask, const int64_t* cu_seqlens,
@@ -46,7 +45,9 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) chunk_batched_product(fl
                                                                            View Ac = View{}, View Bc = View{},
                                                                            int depth_c = 0) {
   static_assert(!(kChain && kDual), "a chained product is single");
-  constexpr int BK = 32, kOps = kDual ? 2 : 1, PAD = 8;
+  constexpr int BK = 32, TN = BN / 16, kOps = kDual ? 2 : 1;
+  // Rows padded by 4 floats keep the float4 reads aligned; by 8 for the mma fragments (32 banks for 32 lanes).
+  constexpr int PAD = kMma ? 8 : 4;
   __shared__ __align__(16) float s_a[kOps][BK][C + PAD];  // s_a[o][j][m] = A_o(m, j0 + j)
   __shared__ __align__(16) float s_b[BK][BN + PAD];       // s_b[j][n] = B(j0 + j, n_tile + n)
   const int tid = threadIdx.x, tiles = N / BN;
@@ -64,6 +65,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) chunk_batched_product(fl
   const float* b_chain = kChain ? Bc.p + row0 * Bc.tok + hv * Bc.head + slot * Bc.slot_stride : nullptr;
   const int depth_all = depth + (kChain ? depth_c : 0);
   const bool a_rows_adjacent = A.rs == 1, b_cols_adjacent = B.cs == 1;
+  const int m0 = (tid / 16) * 4, n0 = (tid % 16) * TN;
+  float acc[kOps][4][TN] = {};
   constexpr int NT8 = BN / 16;  // mma: n-tiles of 8 columns per warp
   const int warp = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
   const int wm = (warp % 4) * 16, wn = (warp / 4) * (BN / 2);
@@ -123,20 +126,42 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) chunk_batched_product(fl
       __syncthreads();
       if (j0 + BK < depth_all) load(j0 + BK);
     }
+    if constexpr (kMma) {
 #pragma unroll
-    for (int k0 = 0; k0 < BK; k0 += 8) {
-      Tf32<kSplit> af[kOps][4];
-      auto op = [](float x) { return operand<kSplit>(x); };
+      for (int k0 = 0; k0 < BK; k0 += 8) {
+        uint32_t af[kOps][4];
 #pragma unroll
-      for (int o = 0; o < kOps; ++o) {
-        af[o][0] = op(s_a[o][k0 + t4][wm + g]), af[o][1] = op(s_a[o][k0 + t4][wm + g + 8]);
-        af[o][2] = op(s_a[o][k0 + t4 + 4][wm + g]), af[o][3] = op(s_a[o][k0 + t4 + 4][wm + g + 8]);
+        for (int o = 0; o < kOps; ++o) {
+          af[o][0] = to_tf32(s_a[o][k0 + t4][wm + g]), af[o][1] = to_tf32(s_a[o][k0 + t4][wm + g + 8]);
+          af[o][2] = to_tf32(s_a[o][k0 + t4 + 4][wm + g]), af[o][3] = to_tf32(s_a[o][k0 + t4 + 4][wm + g + 8]);
+        }
+#pragma unroll
+        for (int nt = 0; nt < NT8; ++nt) {
+          const uint32_t b0 = to_tf32(s_b[k0 + t4][wn + nt * 8 + g]), b1 = to_tf32(s_b[k0 + t4 + 4][wn + nt * 8 + g]);
+#pragma unroll
+          for (int o = 0; o < kOps; ++o) mma_tf32(cf[o][nt], af[o], b0, b1);
+        }
       }
+    } else {
 #pragma unroll
-      for (int nt = 0; nt < NT8; ++nt) {
-        const Tf32<kSplit> b0 = op(s_b[k0 + t4][wn + nt * 8 + g]), b1 = op(s_b[k0 + t4 + 4][wn + nt * 8 + g]);
+      for (int j = 0; j < BK; ++j) {
+        float bn[TN];
+        if constexpr (TN == 4) {
+          const float4 bv = *reinterpret_cast<const float4*>(&s_b[j][n0]);
+          bn[0] = bv.x, bn[1] = bv.y, bn[2] = bv.z, bn[3] = bv.w;
+        } else {
+          const float2 bv = *reinterpret_cast<const float2*>(&s_b[j][n0]);
+          bn[0] = bv.x, bn[1] = bv.y;
+        }
 #pragma unroll
-        for (int o = 0; o < kOps; ++o) mma(cf[o][nt], af[o], b0, b1);
+        for (int o = 0; o < kOps; ++o) {
+          const float4 av = *reinterpret_cast<const float4*>(&s_a[o][j][m0]);
+          const float am[4] = {av.x, av.y, av.z, av.w};
+#pragma unroll
+          for (int x = 0; x < 4; ++x)
+#pragma unroll
+            for (int y = 0; y < TN; ++y) acc[o][x][y] += am[x] * bn[y];
+        }
       }
     }
     __syncthreads();
@@ -152,13 +177,21 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) chunk_batched_product(fl
     *p = keep ? alpha * value + (accumulate ? *p : 0.f) : 0.f;
   };
 #pragma unroll
-  for (int o = 0; o < kOps; ++o)
+  for (int o = 0; o < kOps; ++o) {
+    if constexpr (kMma) {
 #pragma unroll
-    for (int nt = 0; nt < NT8; ++nt) {  // c0, c1: row g, columns 2·t4 + {0, 1}; c2, c3: row g + 8
-      const int col = n_tile + wn + nt * 8 + 2 * t4;
-      write(o, wm + g, col, cf[o][nt][0]), write(o, wm + g, col + 1, cf[o][nt][1]);
-      write(o, wm + g + 8, col, cf[o][nt][2]), write(o, wm + g + 8, col + 1, cf[o][nt][3]);
+      for (int nt = 0; nt < NT8; ++nt) {  // c0, c1: row g, columns 2·t4 + {0, 1}; c2, c3: row g + 8
+        const int col = n_tile + wn + nt * 8 + 2 * t4;
+        write(o, wm + g, col, cf[o][nt][0]), write(o, wm + g, col + 1, cf[o][nt][1]);
+        write(o, wm + g + 8, col, cf[o][nt][2]), write(o, wm + g + 8, col + 1, cf[o][nt][3]);
+      }
+    } else {
+#pragma unroll
+      for (int x = 0; x < 4; ++x)
+#pragma unroll
+        for (int y = 0; y < TN; ++y) write(o, m0 + x, n_tile + n0 + y, acc[o][x][y]);
     }
+  }
 }
 
 }  // namespace
@@ -167,30 +200,30 @@ void chunk_backward_products(const Workspace& ws, const BackwardWorkspace& bw, c
                              cudaStream_t stream) {
   const int64_t HV = p.HV, V = p.V, K = p.K;
   const unsigned max_chunks = unsigned((p.T + kChunk - 1) / kChunk);
-  const bool split = p.dtype == DType::f32;
+  const bool mma = p.dtype == DType::bf16;
   struct Dual { float* out = nullptr; View A{}; float alpha = 0.f; };  // a second product with the same B (kDual)
   struct Chain { View A{}, B{}; int depth = 0; };  // a second product in the same accumulation (kChain)
   auto product = [&](float* out, View A, View B, int N, int depth, float alpha, bool accumulate, Mask mask,
                      Dual dual = {}, Chain chain = {}) {
-    auto go = [&](auto bn, auto with_split) {
+    auto go = [&](auto bn, auto with_mma) {
       constexpr int BN = decltype(bn)::value;
-      constexpr bool kSplit = decltype(with_split)::value;
+      constexpr bool kMma = decltype(with_mma)::value;
       const dim3 grid(max_chunks * unsigned(N / BN), unsigned(HV), unsigned(p.N));
       if (chain.depth)
-        chunk_batched_product<BN, kSplit, 3, false, true><<<grid, kThreads, 0, stream>>>(
+        chunk_batched_product<BN, kMma, 3, false, true><<<grid, kThreads, 0, stream>>>(
             out, A, B, N, depth, alpha, accumulate, mask, cu, p.T, int(HV), nullptr, View{}, 0.f, chain.A, chain.B,
             chain.depth);
       else if (dual.out)
-        chunk_batched_product<BN, kSplit, 2, true><<<grid, kThreads, 0, stream>>>(
+        chunk_batched_product<BN, kMma, 2, true><<<grid, kThreads, 0, stream>>>(
             out, A, B, N, depth, alpha, accumulate, mask, cu, p.T, int(HV), dual.out, dual.A, dual.alpha);
       else
-        chunk_batched_product<BN, kSplit, 3><<<grid, kThreads, 0, stream>>>(out, A, B, N, depth, alpha, accumulate, mask,
+        chunk_batched_product<BN, kMma, 3><<<grid, kThreads, 0, stream>>>(out, A, B, N, depth, alpha, accumulate, mask,
                                                                          cu, p.T, int(HV));
     };
     using I64 = std::integral_constant<int, 64>;
     using I32 = std::integral_constant<int, 32>;
-    if (N % 64 == 0) split ? go(I64{}, std::true_type{}) : go(I64{}, std::false_type{});
-    else split ? go(I32{}, std::true_type{}) : go(I32{}, std::false_type{});
+    if (N % 64 == 0) mma ? go(I64{}, std::true_type{}) : go(I64{}, std::false_type{});
+    else mma ? go(I32{}, std::true_type{}) : go(I32{}, std::false_type{});
     GDN2_CUDA_CHECK_LAUNCH();
   };
   const View dO = token_view(bw.dO, HV, V, false), R_t = token_view(ws.U, HV, V, true);

@@ -2,7 +2,7 @@
 // first (Eq. 54, 56-57, 59, 63): dR = A_qkᵀ dO + K_tail dS_C; dS_start = Diag(γ_C) dS_C + Q_γᵀ dO − Yᵀ dR; dS_C, dR out.
 // Launch: 512 threads per (slice of VS value columns, value head, sequence): grid (V/VS, HV, N); VS = 64 when that
 // still gives about a block per SM, 16 when 32 would leave SMs idle, else 32. On chip: dS [K][VS] (float32) for the
-// whole walk, the chunk's A_qk, K_tail, Q_γ, Y, dO, dR, γ_C in shared memory; the mma fragments in registers.
+// whole walk, the chunk's A_qk, K_tail, Q_γ, Y, dO, dR, γ_C in shared memory; with bf16 the mma fragments in registers.
 // H100, bf16, B = 1, T = 4096, H = 16, K = V = 128: 0.44 ms (Nsight Compute; gdn2-cuda-bench --train --batch 1).
 #include "backward.cuh"
 
@@ -12,18 +12,19 @@ namespace {
 
 constexpr int C = kChunk, kBackwardPassThreads = 512;
 
-// Row strides (floats): K-wide rows K + 4 (16-byte aligned runs), padded so that a fragment's 32 reads hit 32 banks:
-// A operands read down their columns (A_qk, Q_γ, Y) and B operands by ≡ 8 mod 32, K_tail ≡ 4.
-template <int K, int VS>
+// Row strides (floats): K-wide rows K + 4 (16-byte aligned runs); with bf16 storage (kMma) padded so that a fragment's
+// 32 reads hit 32 banks: A operands read down their columns (A_qk, Q_γ, Y) and B operands by ≡ 8 mod 32, K_tail ≡ 4.
+template <int K, int VS, bool kMma>
 struct BackwardPassLayout {
-  static constexpr int AQ = C + 8, KPK = K + 4, KPQ = K + 8, VSP = VS + 8;
+  static constexpr int AQ = kMma ? C + 8 : C, KPK = K + 4, KPQ = kMma ? K + 8 : KPK;
+  static constexpr int VSP = kMma ? VS + 8 : VS;
   static constexpr size_t floats() { return size_t(C) * AQ + C * KPK + 2 * C * KPQ + 2 * C * VSP + K * VSP + K; }
 };
 
-// One chunk step on tensor cores (operands split for float32 storage, tiles.cuh), warps as a 4 × WN grid (WN = 4 column groups, 2 when VS = 16, whose other 8
+// One chunk step on tensor cores (bf16), warps as a 4 × WN grid (WN = 4 column groups, 2 when VS = 16, whose other 8
 // warps only copy tiles): each owns 16 rows × VS/WN columns of dR and K/4 rows × VS/WN columns of dS (g = lane / 4,
 // t = lane % 4). A_qkᵀ dO skips the depth steps above a warp's rows (zeros).
-template <bool kSplit, int K, int VS, typename Lay>
+template <int K, int VS, typename Lay>
 __device__ __forceinline__ void backward_pass_step_mma(const float* s_Aqk, const float* s_kt, const float* s_qg,
                                                        const float* s_y, const float* s_dO, float* s_dR, float* s_dS,
                                                        const float* s_gC, float* dR_out, int64_t row0, int L, int hv,
@@ -37,38 +38,39 @@ __device__ __forceinline__ void backward_pass_step_mma(const float* s_Aqk, const
     // A(s, r) = A_qk[r][s], read down its columns; A_qk[r][s] = 0 for r < s, so depth starts at the warp's first row.
 #pragma unroll 2
     for (int k0 = wm; k0 < C; k0 += 8) {
-      auto op = [](float x) { return operand<kSplit>(x); };
-      const Tf32<kSplit> af[4] = {op(s_Aqk[(k0 + t) * AQ + wm + g]), op(s_Aqk[(k0 + t) * AQ + wm + g + 8]),
-                                  op(s_Aqk[(k0 + t + 4) * AQ + wm + g]), op(s_Aqk[(k0 + t + 4) * AQ + wm + g + 8])};
+      const uint32_t af[4] = {to_tf32(s_Aqk[(k0 + t) * AQ + wm + g]), to_tf32(s_Aqk[(k0 + t) * AQ + wm + g + 8]),
+                              to_tf32(s_Aqk[(k0 + t + 4) * AQ + wm + g]),
+                              to_tf32(s_Aqk[(k0 + t + 4) * AQ + wm + g + 8])};
 #pragma unroll
       for (int nt = 0; nt < NTW; ++nt)
-        mma(cf[nt], af, op(s_dO[(k0 + t) * VSP + wn + nt * 8 + g]), op(s_dO[(k0 + t + 4) * VSP + wn + nt * 8 + g]));
+        mma_tf32(cf[nt], af, to_tf32(s_dO[(k0 + t) * VSP + wn + nt * 8 + g]),
+                 to_tf32(s_dO[(k0 + t + 4) * VSP + wn + nt * 8 + g]));
     }
-    warp_mma_rows<kSplit>(cf, s_kt, KPK, s_dS, VSP, wm, wn, 0, K);  // A(s, d) = K_tail[s][d], along its rows
+    warp_mma_rows(cf, s_kt, KPK, s_dS, VSP, wm, wn, 0, K);  // A(s, d) = K_tail[s][d], along its rows
     store_fragments(cf, s_dR, VSP, dR_out + (row0 * HV + hv) * V + col0, int64_t(HV) * V, wm, wn, L);
   }
   cp_async_wait<0>();  // this thread's copies of Q_γ and Y have landed
   __syncthreads();  // dR complete, every warp done reading dS_C, and Q_γ and Y in shared memory
   if (warp < 4 * WN) {  // dS_start = Diag(γ_C) dS_C (Eq. 59) + Q_γᵀ dO (Eq. 56) − Yᵀ dR (Eq. 63); A(d, r) = X[r][d]
     float sf[MTS][NTW][4] = {};
-    warp_mma_cols<kSplit>(sf, s_qg, KPQ, s_dO, VSP, wk, wn, C);
-    warp_mma_cols<kSplit>(sf, s_y, KPQ, s_dR, VSP, wk, wn, C, -1.f);
+    warp_mma_cols(sf, s_qg, KPQ, s_dO, VSP, wk, wn, C);
+    warp_mma_cols(sf, s_y, KPQ, s_dR, VSP, wk, wn, C, -1.f);
     // Each warp updates only the part of dS it owns (all reads of dS_C ended at the barrier above).
     decay_add_fragments(sf, s_dS, VSP, s_gC, wk, wn);
   }
 }
 
 // Each chunk step asks L2 for every line the next chunk will read, stores dS_C, and copies its tiles by cp.async in
-// two groups: what dR = A_qkᵀ dO + K_tail dS_C reads, then Q_γ and Y, which land while that product runs. The four
-// products run on tensor cores (dS stays fp32; kSplit for float32 storage).
-template <int K, int VS, bool kSplit>
+// two groups: what dR = A_qkᵀ dO + K_tail dS_C reads, then Q_γ and Y, which land while that product runs. kMma (bf16):
+// the four products on TF32 tensor cores (dS stays fp32); float32 storage keeps fp32 CUDA cores (1e-4 budget).
+template <int K, int VS, bool kMma>
 __global__ void __launch_bounds__(kBackwardPassThreads, 1) chunk_backward_state_pass_kernel(
     float* dh0, const float* dht, Workspace ws, BackwardWorkspace bw, const int64_t* cu_seqlens, int64_t T_len, int HV,
     int V) {
   constexpr int NT = kBackwardPassThreads;
-  using Lay = BackwardPassLayout<K, VS>;
+  using Lay = BackwardPassLayout<K, VS, kMma>;
   constexpr int AQ = Lay::AQ, KPK = Lay::KPK, KPQ = Lay::KPQ, VSP = Lay::VSP;
-  static_assert(NT == 512 && (VS == 16 || VS % 32 == 0) && K % 64 == 0, "the mma path's warp grid");
+  static_assert(!kMma || (NT == 512 && (VS == 16 || VS % 32 == 0) && K % 64 == 0), "the mma path's warp grid");
   extern __shared__ __align__(16) float smem[];
   float* s_Aqk = smem;              // [C][AQ]  A_qk, causal
   float* s_kt = s_Aqk + C * AQ;     // [C][KPK] K_tail
@@ -148,8 +150,41 @@ __global__ void __launch_bounds__(kBackwardPassThreads, 1) chunk_backward_state_
       }
       __syncthreads();
     }
-    backward_pass_step_mma<kSplit, K, VS, Lay>(s_Aqk, s_kt, s_qg, s_y, s_dO, s_dR, s_dS, s_gC, bw.dR, row0, L, hv, HV,
-                                               V, col0, tid);  // (the barrier at the top of the loop ends the step)
+    if constexpr (kMma) {
+      backward_pass_step_mma<K, VS, Lay>(s_Aqk, s_kt, s_qg, s_y, s_dO, s_dR, s_dS, s_gC, bw.dR, row0, L, hv,
+                                                 HV, V, col0, tid);
+      continue;  // the barrier at the top of the loop ends the step
+    }
+    constexpr int TM = 2, TN = VS / 16;
+    {  // dR = A_qkᵀ dO (Eq. 54) + K_tail dS_C (Eq. 57)
+      float acc[TM][TN] = {};
+      tile_product_vec<C, VS, TM, TN, false, false, NT>(acc, s_Aqk, C, s_dO, VS, C, tid);
+      tile_product_vec<C, VS, TM, TN, true, false, NT>(acc, s_kt, KPK, s_dS, VS, K, tid);
+      const int m0 = (tid / (VS / TN)) * TM, n0 = (tid % (VS / TN)) * TN;
+#pragma unroll
+      for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+          s_dR[(m0 + i) * VS + n0 + j] = acc[i][j];
+          if (m0 + i < L) bw.dR[((row0 + m0 + i) * HV + hv) * V + col0 + n0 + j] = acc[i][j];
+        }
+    }
+    cp_async_wait<0>();  // this thread's copies of Q_γ and Y have landed
+    __syncthreads();
+    {  // dS_start = Diag(γ_C) dS_C (Eq. 59) + Q_γᵀ dO (Eq. 56) − Yᵀ dR (Eq. 63)
+      constexpr int SM = K / 32;
+      float acc[SM][TN] = {};
+      tile_product_vec<K, VS, SM, TN, false, false, NT>(acc, s_qg, KPQ, s_dO, VS, C, tid);
+      tile_product_vec<K, VS, SM, TN, false, false, NT>(acc, s_y, KPQ, s_dR, VS, C, tid, -1.f);
+      const int d0 = (tid / (VS / TN)) * SM, c1 = (tid % (VS / TN)) * TN;
+#pragma unroll
+      for (int i = 0; i < SM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+          float& ds = s_dS[(d0 + i) * VS + c1 + j];
+          ds = s_gC[d0 + i] * ds + acc[i][j];
+        }
+    }
   }
   __syncthreads();
   for (int i = tid; i < K * VS; i += NT) dh0[state + int64_t(i / VS) * V + col0 + i % VS] = s_dS[(i / VS) * VSP + i % VS];
@@ -163,9 +198,9 @@ void chunk_backward_state_pass(float* dh0, const float* dht, const Workspace& ws
     constexpr int K = decltype(K_)::value;
     auto run = [&](auto vs) {
       constexpr int VS = decltype(vs)::value;
-      constexpr bool kSplit = std::is_same_v<decltype(T_), float>;
-      auto kernel = chunk_backward_state_pass_kernel<K, VS, kSplit>;
-      const size_t bytes = BackwardPassLayout<K, VS>::floats() * sizeof(float);
+      constexpr bool kMma = std::is_same_v<decltype(T_), __nv_bfloat16>;
+      auto kernel = chunk_backward_state_pass_kernel<K, VS, kMma>;
+      const size_t bytes = BackwardPassLayout<K, VS, kMma>::floats() * sizeof(float);
       GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
       kernel<<<dim3(unsigned(V / VS), unsigned(HV), unsigned(p.N)), kBackwardPassThreads, bytes, stream>>>(
           dh0, dht, ws, bw, cu, p.T, int(HV), int(V));

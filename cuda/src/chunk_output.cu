@@ -1,9 +1,9 @@
 // gdn2::cuda chunk_output — the chunk outputs O = Q_γ S_n + A_qk R (paper Eq. 24) for every chunk in parallel, from the
-// workspace (Q_γ, A_qk, the chunk-start states S_n, R = U − Y S_n), for a forward that keeps its workspace; the
-// inference forward computes O inside its state pass instead.
+// workspace (Q_γ, A_qk, the chunk-start states S_n, R = U − Y S_n), for float32 storage and for a forward that keeps
+// its workspace; the bf16 inference forward computes O inside its state pass instead.
 // Launch: 256 threads per (chunk × slice of VO = 64 or 32 value columns, value head, sequence): grid (⌈T/64⌉·V/VO, HV,
 // N), two blocks per SM. On chip: Q_γ [64][K + 4], A_qk [64][64 (+4)], S_n [K][VO (+8)], R [64][VO (+8)] in shared
-// memory (float32, by cp.async; about 104 KB at K = 128); the accumulators in registers.
+// memory (float32, by cp.async; about 99 KB at K = 128); the accumulators in registers.
 // H100, bf16 with a kept workspace, B = 8, T = 4096, H = 16, K = V = 128: about 0.6 ms (Nsight Compute).
 #include "chunk_output.cuh"
 
@@ -11,23 +11,23 @@ namespace gdn2::cuda::detail {
 
 namespace {
 
-// Row strides of the output kernel's tiles; rows stay 16-byte aligned for cp.async and are padded for the mma
-// fragments, whose 32 lanes then hit 32 different banks: Q_γ and A_qk read along their rows (≡ 4 mod 32), S_n and R
-// as B operands (≡ 8 mod 32).
-template <int K, int VO>
+// Row strides of the output kernel's tiles; rows stay 16-byte aligned for cp.async. With bf16 storage (kMma) they
+// are padded for the mma fragments, whose 32 lanes then hit 32 different banks: Q_γ and A_qk read along their rows (≡ 4 mod 32),
+// S_n and R as B operands (≡ 8 mod 32).
+template <int K, int VO, bool kMma>
 struct OutputLayout {
-  static constexpr int KP = K + 4, AP = kChunk + 4, VP = VO + 8;
+  static constexpr int KP = K + 4, AP = kMma ? kChunk + 4 : kChunk, VP = kMma ? VO + 8 : VO;
   static constexpr size_t floats() { return size_t(kChunk) * KP + kChunk * AP + K * VP + kChunk * VP; }
 };
 
 // O = Q_γ S_n + A_qk R for one chunk, value slice (block x = chunk · V/VO + slice: the V / VO blocks of one chunk run
 // next to each other, so the second read of the chunk's Q_γ and A_qk is served by L2), value head (y) and sequence
-// (z), on tensor cores (operands split for float32 storage, tiles.cuh).
+// (z). With bf16 storage the products run on tensor cores (output_intra_mma), otherwise on CUDA cores.
 template <int K, int VO, typename T>
 __global__ void __launch_bounds__(kThreads, 2) chunk_output_kernel(T* o, Workspace ws, const int64_t* cu_seqlens,
                                                                    int64_t T_len, int HV, int V) {
-  constexpr bool kSplit = std::is_same_v<T, float>;
-  using Lay = OutputLayout<K, VO>;
+  constexpr bool kMma = std::is_same_v<T, __nv_bfloat16>;
+  using Lay = OutputLayout<K, VO, kMma>;
   constexpr int C = kChunk, KP = Lay::KP, AP = Lay::AP, VP = Lay::VP;
   extern __shared__ __align__(16) float smem[];
   float* s_q = smem;               // [C][KP] Q_γ
@@ -62,16 +62,29 @@ __global__ void __launch_bounds__(kThreads, 2) chunk_output_kernel(T* o, Workspa
   cp_async_commit();
   cp_async_wait<0>();
   __syncthreads();
-  const int warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
-  const int wm = (warp % 4) * 16, wn = (warp / 4) * (VO / 2);
-  float cf[VO / 16][4] = {};
-  warp_mma_rows<kSplit>(cf, s_q, KP, s_S, VP, wm, wn, 0, K);  // Q_γ S_n (Eq. 24)
-  // + A_qk R (Eq. 24), fragment value j at row wm + g + 8 (j % 2), column k0 + t + 4 (j / 2)
-  auto a_frag = [&](int k0, int j) { return s_A[(wm + g + 8 * (j & 1)) * AP + k0 + t + 4 * (j >> 1)]; };
-  output_intra_mma<kSplit>(
-      cf, [&](int ks, int j) { return a_frag(8 * ks, j); }, [&](int i, int j) { return a_frag(wm + 8 * i, j); },
-      [&](int r, int s) { return s_A[r * AP + s]; }, s_R, VP, wm, wn);
-  store_output_fragments(cf, o + (row0 * HV + hv) * V + col0, int64_t(HV) * V, wm, wn, L);
+  if constexpr (kMma) {
+    const int warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+    const int wm = (warp % 4) * 16, wn = (warp / 4) * (VO / 2);
+    float cf[VO / 16][4] = {};
+    warp_mma_rows(cf, s_q, KP, s_S, VP, wm, wn, 0, K);  // Q_γ S_n (Eq. 24)
+    // + A_qk R (Eq. 24), fragment value j at row wm + g + 8 (j % 2), column k0 + t + 4 (j / 2)
+    auto a_frag = [&](int k0, int j) { return s_A[(wm + g + 8 * (j & 1)) * AP + k0 + t + 4 * (j >> 1)]; };
+    output_intra_mma(
+        cf, [&](int ks, int j) { return a_frag(8 * ks, j); }, [&](int i, int j) { return a_frag(wm + 8 * i, j); },
+        [&](int r, int s) { return s_A[r * AP + s]; }, s_R, VP, wm, wn);
+    store_output_fragments(cf, o + (row0 * HV + hv) * V + col0, int64_t(HV) * V, wm, wn, L);
+    return;
+  }
+  constexpr int TM = 4, TN = VO / 16;
+  float acc[TM][TN] = {};
+  tile_product_vec<C, VO, TM, TN, true>(acc, s_q, KP, s_S, VO, K, tid);
+  tile_product_vec<C, VO, TM, TN, true, true>(acc, s_A, C, s_R, VO, C, tid);
+  const int r0 = (tid / (VO / TN)) * TM, c1 = (tid % (VO / TN)) * TN;
+#pragma unroll
+  for (int i = 0; i < TM; ++i)
+    if (r0 + i < L)
+#pragma unroll
+      for (int j = 0; j < TN; ++j) o[((row0 + r0 + i) * HV + hv) * V + col0 + c1 + j] = from_float<T>(acc[i][j]);
 }
 }  // namespace
 
@@ -81,7 +94,7 @@ void chunk_output(const Workspace& ws, void* o, const int64_t* cu, const Problem
     using T = decltype(T_);
     auto run = [&](auto vo) {
       constexpr int VO = decltype(vo)::value;
-      constexpr size_t bytes = OutputLayout<K, VO>::floats() * sizeof(float);
+      constexpr size_t bytes = OutputLayout<K, VO, std::is_same_v<T, __nv_bfloat16>>::floats() * sizeof(float);
       auto kernel = chunk_output_kernel<K, VO, T>;
       GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
       const unsigned max_chunks = unsigned((p.T + kChunk - 1) / kChunk), slices = unsigned(p.V / VO);

@@ -6,7 +6,7 @@
 
 namespace gdn2::cuda::detail {
 
-// A_qk R on tensor cores (mma operands split when kSplit, tiles.cuh; fp32 accumulation); 8 warps as 4 × 2: rows wm .. wm + 15,
+// A_qk R on tensor cores (TF32 operands, fp32 accumulation) for bf16 storage; 8 warps as 4 × 2: rows wm .. wm + 15,
 // NTW tiles of 8 columns from wn. The mma cannot skip the terms above A_qk's diagonal, so two guards keep prefix
 // causality bitwise:
 //   - A_qk's entries above the diagonal (not stored: garbage in the workspace) are selected as 0 in the fragment;
@@ -19,22 +19,22 @@ namespace gdn2::cuda::detail {
 //   a_left(ks, j):  k0 = 8 ks, for the blocks left of the warp's diagonal block (8 ks < wm);
 //   a_diag(i, j):   k0 = wm + 8 i (i = 0, 1), the diagonal block, before its guard;
 //   a_at(r, s):     A_qk[r][s] for the rare fix-up (r, s in the diagonal block, s ≤ r).
-// kRRounded: R holds values already rounded to TF32 (the fused pass, round_operand), used as they are.
-template <bool kSplit, bool kRRounded = false, int NTW, class ALeft, class ADiag, class AAt>
+// kRRounded: R holds values already rounded to TF32 (the fused pass), used as they are.
+template <bool kRRounded = false, int NTW, class ALeft, class ADiag, class AAt>
 __device__ __forceinline__ void output_intra_mma(float (&cf)[NTW][4], ALeft a_left, ADiag a_diag, AAt a_at,
                                                  const float* s_R, int r_ld, int wm, int wn) {
   const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  auto op = [](float x) { return operand<kSplit, kRRounded>(x); };
-  auto opa = [](float x) { return operand<kSplit>(x); };
+  auto op = [](float x) { return tf32_operand<kRRounded>(x); };
   // The blocks left of the warp's diagonal block, whose terms all have s < r.
 #pragma unroll
   for (int ks = 0; ks < kChunk / 8 - 2; ++ks)
     if (8 * ks < wm) {
       const int k0 = 8 * ks;
-      const Tf32<kSplit> af[4] = {opa(a_left(ks, 0)), opa(a_left(ks, 1)), opa(a_left(ks, 2)), opa(a_left(ks, 3))};
+      const uint32_t af[4] = {to_tf32(a_left(ks, 0)), to_tf32(a_left(ks, 1)), to_tf32(a_left(ks, 2)),
+                              to_tf32(a_left(ks, 3))};
 #pragma unroll
       for (int nt = 0; nt < NTW; ++nt)
-        mma(cf[nt], af, op(s_R[(k0 + t) * r_ld + wn + nt * 8 + g]), op(s_R[(k0 + t + 4) * r_ld + wn + nt * 8 + g]));
+        mma_tf32(cf[nt], af, op(s_R[(k0 + t) * r_ld + wn + nt * 8 + g]), op(s_R[(k0 + t + 4) * r_ld + wn + nt * 8 + g]));
     }
   // The diagonal block, s and r in wm .. wm + 15, with both guards.
   bool overflow = false;
@@ -46,11 +46,12 @@ __device__ __forceinline__ void output_intra_mma(float (&cf)[NTW][4], ALeft a_le
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     const int k0 = wm + 8 * i, r0 = wm + g, r1 = wm + g + 8, s0 = k0 + t, s1 = k0 + t + 4;
-    const Tf32<kSplit> af[4] = {opa(s0 <= r0 ? a_diag(i, 0) : 0.f), opa(s0 <= r1 ? a_diag(i, 1) : 0.f),
-                                opa(s1 <= r0 ? a_diag(i, 2) : 0.f), opa(s1 <= r1 ? a_diag(i, 3) : 0.f)};
+    const uint32_t af[4] = {to_tf32(s0 <= r0 ? a_diag(i, 0) : 0.f), to_tf32(s0 <= r1 ? a_diag(i, 1) : 0.f),
+                            to_tf32(s1 <= r0 ? a_diag(i, 2) : 0.f), to_tf32(s1 <= r1 ? a_diag(i, 3) : 0.f)};
 #pragma unroll
     for (int nt = 0; nt < NTW; ++nt)
-      mma(cf[nt], af, op(finite_or_0(s_R[s0 * r_ld + wn + nt * 8 + g])), op(finite_or_0(s_R[s1 * r_ld + wn + nt * 8 + g])));
+      mma_tf32(cf[nt], af, op(finite_or_0(s_R[s0 * r_ld + wn + nt * 8 + g])),
+               op(finite_or_0(s_R[s1 * r_ld + wn + nt * 8 + g])));
   }
   if (__any_sync(0xffffffffu, overflow)) {  // rare: some R in the diagonal block is not finite
 #pragma unroll

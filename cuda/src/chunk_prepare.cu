@@ -4,9 +4,8 @@
 // Launch: 512 threads (16 warps) per (chunk, value head, sequence): grid (⌈T/64⌉, HV, N).
 // On chip: q̃, k, e = b ⊙ k, g (later K columns of Z = W ⊙ V) as [64][K + 4] float32 tiles, T, A_qk, A as [64][64(+4)]
 // and the per-(sub-chunk, channel) decay factors in shared memory (about 208 KB at K = 128, one block per SM); the
-// products' tiles in registers. Every decay is exp() of a direct sum of g ≤ 0 (docs/derivation.md step 4). The
-// off-diagonal blocks of T and A_qk, and in the fused forward Y and U, run on tensor cores (tiles.cuh: one TF32 mma
-// for bf16 storage, three for float32).
+// products' tiles in registers. Every decay is exp() of a direct sum of g ≤ 0 (docs/derivation.md step 4). With bf16
+// storage the off-diagonal blocks of T and A_qk, and in the fused forward Y and U, run on TF32 tensor cores.
 // H100, bf16, B = 8, T = 4096, H = 16, K = V = 128: 1.9 ms of the forward's 2.37 ms (Nsight Compute).
 #include "block_inverse.cuh"
 #include "chunk_scores.cuh"
@@ -34,7 +33,7 @@ __global__ void __launch_bounds__(kPrepareThreads, 1) chunk_prepare_kernel(
     const float* __restrict__ g, const T* __restrict__ b, const T* __restrict__ w, const int64_t* cu_seqlens,
     int64_t T_len, int H, int HV, int HG, int V, float scale) {
   constexpr int C = kChunk, KP = K + 4, AS = kChunk + 4, NT = kPrepareThreads;
-  constexpr bool kSplit = std::is_same_v<T, float>;
+  constexpr bool kBf16 = std::is_same_v<T, __nv_bfloat16>;
   extern __shared__ __align__(16) float smem[];
   float* s_q = smem;                     // [C][KP] q̃ → q̃⊙c (for A_qk)
   float* s_k = s_q + C * KP;             // [C][KP] k → k⊙a
@@ -90,7 +89,10 @@ __global__ void __launch_bounds__(kPrepareThreads, 1) chunk_prepare_kernel(
   intra_chunk_decay_factors<K, KP, NT>(s_q, s_k, s_e, s_g, s_bs, s_pre, s_suf, s_mid, tid);
   __syncthreads();
   // 2c. The off-diagonal blocks of T and A_qk.
-  intra_chunk_scores_off_diagonal_mma<kSplit, K, KP, NT>(s_T, s_Aqk, s_q, s_k, s_e, s_mid, tid);
+  if constexpr (kBf16)
+    intra_chunk_scores_off_diagonal_mma<K, KP, NT>(s_T, s_Aqk, s_q, s_k, s_e, s_mid, tid);
+  else
+    intra_chunk_scores_off_diagonal_fp32<K, KP, NT>(s_T, s_Aqk, s_q, s_k, s_e, s_mid, tid);
   if (z_wide)
 #pragma unroll
     for (int u = 0; u < kZPer8; ++u) {
@@ -105,7 +107,7 @@ __global__ void __launch_bounds__(kPrepareThreads, 1) chunk_prepare_kernel(
   // Ē = γ ⊙ e (γ_r = pre(I)·c_r, Eq. 20), Q_γ = γ ⊙ q̃ (Eq. 24) and K_tail = (γ_C/γ_r) ⊙ k = suf(J)·a_r·k (Eq. 23).
   static_assert((C * K / 4) % NT == 0, "whole rounds");
   if (ws.Qf) {
-    // The fused forward: K_tail as an mma operand only (round_operand), Q_γ in fragment order, no Ē; no branches.
+    // The fused forward: K_tail rounded to TF32 (an mma operand only), Q_γ in fragment order, no Ē; no branches.
 #pragma unroll
     for (int u = 0; u < C * K / 4 / NT; ++u) {
       const int i = u * NT + tid, r = i / (K / 4), d = (i % (K / 4)) * 4;
@@ -115,8 +117,8 @@ __global__ void __launch_bounds__(kPrepareThreads, 1) chunk_prepare_kernel(
       const float4 ka = *reinterpret_cast<const float4*>(s_k + r * KP + d);
       e.x *= pre.x, e.y *= pre.y, e.z *= pre.z, e.w *= pre.w;
       *reinterpret_cast<float4*>(s_e + r * KP + d) = e;
-      auto rd = [](float x) { return round_operand<kSplit>(x); };
-      const float4 kt = make_float4(rd(ka.x * suf.x), rd(ka.y * suf.y), rd(ka.z * suf.z), rd(ka.w * suf.w));
+      const float4 kt = make_float4(round_tf32(ka.x * suf.x), round_tf32(ka.y * suf.y), round_tf32(ka.z * suf.z),
+                                    round_tf32(ka.w * suf.w));
       if (r < L) *reinterpret_cast<float4*>(ws.Kt + ((row0 + r) * HV + hv) * K + d) = kt;
     }
     float* out = ws.Qf + (chunk_slot(span.row0, n, blockIdx.x) * HV + hv) * int64_t(C * K);
@@ -126,7 +128,7 @@ __global__ void __launch_bounds__(kPrepareThreads, 1) chunk_prepare_kernel(
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
         const int r = mb * 16 + lane / 4 + 8 * (j & 1), d = 8 * ks + lane % 4 + 4 * (j >> 1);
-        x[j] = r < L ? round_operand<kSplit>(s_q[r * KP + d] * s_pre[(r / kSub) * K + d]) : 0.f;
+        x[j] = r < L ? round_tf32(s_q[r * KP + d] * s_pre[(r / kSub) * K + d]) : 0.f;
       }
       store4(out + 4 * fragment_index<K>(mb, ks, lane), x);
     }
@@ -162,7 +164,7 @@ __global__ void __launch_bounds__(kPrepareThreads, 1) chunk_prepare_kernel(
           *reinterpret_cast<const float4*>(s_A + (i / (C / 4)) * AS + (i % (C / 4)) * 4);
   // 4. Y = A Ē (Eq. 22) and A_qk to the workspace.
   if (ws.Qf) {
-    lower_product_mma<kSplit, K, KP, AS, NT, true>(s_A, s_e, ws.Y + (row0 * HV + hv) * K, int64_t(HV) * K, L, tid);
+    lower_product_mma<K, KP, AS, NT, true>(s_A, s_e, ws.Y + (row0 * HV + hv) * K, int64_t(HV) * K, L, tid);
   } else {
     constexpr int TM = C / (NT / 32), TN = K / 32;
     float acc[TM][TN] = {};
@@ -207,7 +209,7 @@ __global__ void __launch_bounds__(kPrepareThreads, 1) chunk_prepare_kernel(
         __syncthreads();
       }
       if (ws.Qf) {
-        lower_product_mma<kSplit, K, KP, AS, NT, false>(s_A, s_g, ws.U + (row0 * HV + hv) * V + col0, int64_t(HV) * V, L, tid);
+        lower_product_mma<K, KP, AS, NT, false>(s_A, s_g, ws.U + (row0 * HV + hv) * V + col0, int64_t(HV) * V, L, tid);
         continue;
       }
       float acc[TM][TN] = {};

@@ -1,7 +1,7 @@
 // gdn2::cuda — the intra-chunk scores and decay factors (paper Eq. 18-21, 25; docs/derivation.md step 4): the twin of
 // the reference's intra_chunk_scores, in three steps over a chunk's [C][K] shared tiles (rows KP floats apart):
 // intra_chunk_scores_diagonal (2a: the diagonal 16 × 16 blocks, pairwise), intra_chunk_decay_factors (2b: exps of
-// direct sums of g ≤ 0 per (sub-chunk, channel)) and intra_chunk_scores_off_diagonal_mma (2c: the six blocks below,
+// direct sums of g ≤ 0 per (sub-chunk, channel)) and intra_chunk_scores_off_diagonal_* (2c: the six blocks below,
 // one product each). Also the loads of those tiles (ChunkInputs8), shared with the backward's stage 4.
 #pragma once
 
@@ -99,11 +99,45 @@ __device__ __forceinline__ void intra_chunk_decay_factors(float* s_q, float* s_k
   }
 }
 
-// Step 2c. The off-diagonal blocks of T and A_qk, Γ_rs = c_r · mid(J, I) · a_s (after 2b), for the six block pairs
-//     J < I on tensor cores: A_qk_IJ = (q̃⊙c)_I Diag(mid(J, I)) (k⊙a)_Jᵀ and T_IJ = (e⊙c)_I Diag(mid(J, I)) (k⊙a)_Jᵀ;
-//     a warp takes a pair and 8 of its 16 columns, both products sharing the B fragment mid ⊙ (k⊙a) (mma operands,
-//     split for float32 storage; fp32 accumulation; KP ≡ 4 mod 32: fragment reads hit 32 banks).
-template <bool kSplit, int K, int KP, int NT>
+// Step 2c (float32 storage). The off-diagonal blocks of T and A_qk, Γ_rs = c_r · mid(J, I) · a_s (after 2b): the six
+//     block pairs J < I, each thread a 2 × 2 tile — rows r, r + 8 of I against columns s, s + 8 of J — so one step
+//     over d loads 7 floats for 8 multiply-adds.
+template <int K, int KP, int NT = kThreads>
+__device__ __forceinline__ void intra_chunk_scores_off_diagonal_fp32(float* s_T, float* s_Aqk, const float* s_q,
+                                                                const float* s_k, const float* s_e, const float* s_mid,
+                                                                int tid) {
+  constexpr int C = kChunk, kPairs = kNumSub * (kNumSub - 1) / 2, kTiles = kPairs * (kSub / 2) * (kSub / 2);
+  for (int t = tid; t < kTiles; t += NT) {
+    int pair = t / ((kSub / 2) * (kSub / 2)), I = 1, J = 0;
+    while (pair >= I) pair -= I, ++I;  // pairs in the order (1,0), (2,0), (2,1), (3,0), (3,1), (3,2)
+    J = pair;
+    const int e = t % ((kSub / 2) * (kSub / 2)), r = I * kSub + e / (kSub / 2), s = J * kSub + e % (kSub / 2);
+    const float* mid = s_mid + (J * kNumSub + I) * K;
+    float aqk[2][2] = {}, tt[2][2] = {};
+#pragma unroll 4
+    for (int d = 0; d < K; ++d) {
+      const float m = mid[d];
+      const float k0 = m * s_k[s * KP + d], k1 = m * s_k[(s + kSub / 2) * KP + d];
+      const float q0 = s_q[r * KP + d], q1 = s_q[(r + kSub / 2) * KP + d];
+      const float e0 = s_e[r * KP + d], e1 = s_e[(r + kSub / 2) * KP + d];
+      aqk[0][0] += q0 * k0, aqk[0][1] += q0 * k1, aqk[1][0] += q1 * k0, aqk[1][1] += q1 * k1;
+      tt[0][0] += e0 * k0, tt[0][1] += e0 * k1, tt[1][0] += e1 * k0, tt[1][1] += e1 * k1;
+    }
+#pragma unroll
+    for (int x = 0; x < 2; ++x)
+#pragma unroll
+      for (int y = 0; y < 2; ++y) {
+        const int i = (r + x * kSub / 2) * C + s + y * kSub / 2;
+        s_Aqk[i] = aqk[x][y];
+        s_T[i] = tt[x][y];
+      }
+  }
+}
+
+// Step 2c (bf16 storage): the same block pairs on tensor cores, A_qk_IJ = (q̃⊙c)_I Diag(mid(J, I)) (k⊙a)_Jᵀ and
+//     T_IJ = (e⊙c)_I Diag(mid(J, I)) (k⊙a)_Jᵀ; a warp takes a pair and 8 of its 16 columns, both products sharing the
+//     B fragment mid ⊙ (k⊙a) (TF32 operands, fp32 accumulation; KP ≡ 4 mod 32: fragment reads hit 32 banks).
+template <int K, int KP, int NT>
 __device__ __forceinline__ void intra_chunk_scores_off_diagonal_mma(float* s_T, float* s_Aqk, const float* s_q,
                                                               const float* s_k, const float* s_e, const float* s_mid,
                                                               int tid) {
@@ -122,12 +156,11 @@ __device__ __forceinline__ void intra_chunk_scores_off_diagonal_mma(float* s_T, 
 #pragma unroll 4
     for (int k0 = 0; k0 < K; k0 += 8) {
       const int a = g * KP + k0 + t, a8 = a + 8 * KP;
-      auto op = [](float x) { return operand<kSplit>(x); };
-      const Tf32<kSplit> aq[4] = {op(qr[a]), op(qr[a8]), op(qr[a + 4]), op(qr[a8 + 4])};
-      const Tf32<kSplit> ae[4] = {op(er[a]), op(er[a8]), op(er[a + 4]), op(er[a8 + 4])};
-      const Tf32<kSplit> b0 = op(mid[k0 + t] * kr[k0 + t]), b1 = op(mid[k0 + t + 4] * kr[k0 + t + 4]);
-      mma(ca, aq, b0, b1);
-      mma(ct, ae, b0, b1);
+      const uint32_t aq[4] = {to_tf32(qr[a]), to_tf32(qr[a8]), to_tf32(qr[a + 4]), to_tf32(qr[a8 + 4])};
+      const uint32_t ae[4] = {to_tf32(er[a]), to_tf32(er[a8]), to_tf32(er[a + 4]), to_tf32(er[a8 + 4])};
+      const uint32_t b0 = to_tf32(mid[k0 + t] * kr[k0 + t]), b1 = to_tf32(mid[k0 + t + 4] * kr[k0 + t + 4]);
+      mma_tf32(ca, aq, b0, b1);
+      mma_tf32(ct, ae, b0, b1);
     }
 #pragma unroll
     for (int h = 0; h < 2; ++h) {

@@ -13,7 +13,7 @@ struct Workspace {
   float *Qg = nullptr, *Kt = nullptr;  // Q_γ and K_tail per row [rows][HV][K]
   float *gC = nullptr, *Sn = nullptr;  // γ_C [slots][HV][K] and the chunk-start states [slots][HV][K][V]
   float *A = nullptr, *Ebar = nullptr;  // kept for the backward only: A = (I + T)⁻¹ [rows][HV][C], Ē [rows][HV][K]
-  // The fused forward (workspace not kept): Q_γ [slots][HV][C·K] and A_qk [slots][HV][C·C] in mma fragment
+  // The fused forward (bf16, workspace not kept): Q_γ [slots][HV][C·K] and A_qk [slots][HV][C·C] in mma fragment
   // order (fragment_index) for the fused pass, in place of Qg and Aqk.
   float *Qf = nullptr, *Af = nullptr;
 };
@@ -28,11 +28,11 @@ __device__ __forceinline__ int fragment_index(int mb, int ks, int lane) { return
 __device__ __forceinline__ int64_t chunk_slot(int64_t row0, int n, int64_t c) { return row0 / kChunk + n + c; }
 
 // The forward's workspace in one allocation, by what it is for:
-//   kForBackward: Y, U, A_qk, Q_γ, K_tail, Ē and A per row; γ_C and S_n per chunk slot — kept for chunk_backward
-//                 (which carves it again), or recomputed;
-//   kFused:       the inference forward: Y, U, K_tail per row, γ_C per slot, Q_γ and A_qk in fragment order per
+//   kForward:     Y, U, A_qk, Q_γ, K_tail per row; γ_C and S_n per chunk slot (float32 storage);
+//   kForBackward: the same and also Ē and A per row — kept for chunk_backward (which carves it again), or recomputed;
+//   kFused:       the bf16 inference forward: Y, U, K_tail per row, γ_C per slot, Q_γ and A_qk in fragment order per
 //                 slot; no S_n (1.22 GB at B = 8, T = 4096, H = 16, K = V = 128).
-enum class WorkspaceUse { kForBackward, kFused };
+enum class WorkspaceUse { kForward, kForBackward, kFused };
 inline int64_t chunk_slots(int64_t rows, int64_t N) { return rows / kChunk + N + 1; }
 inline Workspace carve_forward_workspace(float* base, int64_t rows, int64_t N, int64_t HV, int64_t K, int64_t V,
                                          WorkspaceUse use, size_t* floats = nullptr) {
@@ -51,7 +51,7 @@ inline Workspace carve_forward_workspace(float* base, int64_t rows, int64_t N, i
     ws.Y = take(rows * HV * K), ws.U = take(rows * HV * V), ws.Aqk = take(rows * HV * kChunk);
     ws.Qg = take(rows * HV * K), ws.Kt = take(rows * HV * K);
     ws.gC = take(slots * HV * K), ws.Sn = take(slots * HV * K * V);
-    ws.Ebar = take(rows * HV * K), ws.A = take(rows * HV * kChunk);
+    if (use == WorkspaceUse::kForBackward) ws.Ebar = take(rows * HV * K), ws.A = take(rows * HV * kChunk);
   }
   if (floats) *floats = size_t(used);
   return ws;
@@ -74,7 +74,7 @@ inline int pass_columns(const Problem& p) {
 }
 
 // The forward's stages (chunk_prepare.cu, chunk_state_pass.cu, chunk_output.cu), on a workspace carved above.
-// fused (ws.Qf and ws.Af allocated): prepare writes Q_γ and A_qk in fragment order and the pass computes O
+// fused (bf16 storage, ws.Qf and ws.Af allocated): prepare writes Q_γ and A_qk in fragment order and the pass computes O
 // itself; otherwise the pass writes S_n and R, and chunk_output computes O from them.
 void chunk_prepare(const Workspace& ws, const void* q, const void* k, const void* v, const float* g, const void* b,
                    const void* w, const int64_t* cu, const Problem& p, cudaStream_t stream);

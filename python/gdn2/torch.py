@@ -8,8 +8,9 @@ On CUDA tensors they run gdn2's CUDA kernels (cuda/include/gdn2/cuda.hpp) on the
 extension with the tensors' data pointers: q, k, v, b, w in bfloat16 or float32 (b, w are cast to q's dtype, g to
 float32, as the kernels store them), initial_state float32, K in {64, 128}, V a multiple of 32. The chunk form's
 backward is gdn2's deterministic chunkwise backward (Appendix B); when autograd records a graph (grad mode on and an
-input that requires grad; not under torch.no_grad), the forward keeps its workspace for it (SavedForBackward). fused_recurrent_gdn2 runs the token recurrence forward (decoding) and, when
-gradients are asked for, the same chunkwise backward (the gradient of the same function).
+input that requires grad; not under torch.no_grad), the forward keeps its workspace for it (SavedForBackward).
+fused_recurrent_gdn2 runs the token recurrence forward (decoding) and, when gradients are asked for, the same
+chunkwise backward (the gradient of the same function).
 
 On CPU tensors (float32 or float64) the same calls run the reference, forward and backward, in the tensors' precision:
 the same model code trains on a machine without a GPU.

@@ -397,8 +397,9 @@ TEST_CASE("cli: backward writes the gradients of the files each variant reads", 
   save(w.in, "do.npy", io::encode_npy(do_));
   save(w.in, "beta.npy", io::encode_npy(beta));
   auto files_in = [&]() {
-    std::set<std::string> names;
-    for (const auto& e : fs::directory_iterator(w.out)) names.insert(e.path().filename().string());
+    std::set<std::string> names;  // the tensors (not the list of them, .gdn2-outputs)
+    for (const auto& e : fs::directory_iterator(w.out))
+      if (e.path().filename() != ".gdn2-outputs") names.insert(e.path().filename().string());
     fs::remove_all(w.out);
     return names;
   };
@@ -1177,18 +1178,72 @@ TEST_CASE("outputs: --out holds exactly this run's files, nothing of the old dir
   fs::remove(w.in / "h0.npy");
   REQUIRE(gdn2_cli(bwd).status == 0);
   const std::set<std::string> gdn2_grads = {"db.npy", "dg.npy", "dk.npy", "dq.npy", "dv.npy", "dw.npy"};
-  REQUIRE(files() == gdn2_grads);
+  REQUIRE(files() == [&] {
+    auto f = gdn2_grads;
+    f.insert(".gdn2-outputs");
+    return f;
+  }());
   // gdn2 -> kda: no db/dw of the earlier variant beside dbeta.
   Tensor<double> beta({x.b.shape[0], x.b.shape[1], x.b.shape[2]});
   for (auto& e : beta.data) e = rng.uniform(0, 1);
   save(w.in, "beta.npy", io::encode_npy(beta));
   REQUIRE(gdn2_cli(bwd + " --variant kda").status == 0);
   const std::set<std::string> kda = {"dbeta.npy", "dg.npy", "dk.npy", "dq.npy", "dv.npy"};
-  REQUIRE(files() == kda);
-  // forward then a stray file: only o.npy and ht.npy afterwards.
-  save(w.out, "notes.txt", "mine");
+  REQUIRE(files() == [&] {
+    auto f = kda;
+    f.insert(".gdn2-outputs");
+    return f;
+  }());
+  // forward into a directory backward wrote: only o.npy and ht.npy afterwards (and the list of them).
   REQUIRE(gdn2_cli("forward --in " + w.in.string() + " --out " + w.out.string()).status == 0);
-  REQUIRE(files() == std::set<std::string>{"ht.npy", "o.npy"});
+  REQUIRE(files() == std::set<std::string>{".gdn2-outputs", "ht.npy", "o.npy"});
+}
+
+// Before: --out was emptied whatever it held, so `--out` equal to `--in` deleted the inputs, and a working folder given
+// as --out lost its files, with exit 0. gdn2 now replaces only what an earlier run wrote there (its .gdn2-outputs).
+TEST_CASE("outputs: gdn2 deletes nothing it did not write (--out = --in, a folder of the user's files)", "[cli][io]") {
+  Workdir w("foreign");
+  save_layer(w.in, small_layer(6, 1, 20));
+  auto files = [](const fs::path& d) {
+    std::set<std::string> f;
+    for (const auto& e : fs::directory_iterator(d)) f.insert(e.path().filename().string());
+    return f;
+  };
+  const std::set<std::string> inputs = files(w.in);
+  for (const std::string cmd : {"forward", "backward"}) {
+    const Result same = gdn2_cli(cmd + " --in " + w.in.string() + " --out " + w.in.string() + "/.");
+    std::printf("  [measured] %s --out = --in: exit=%d: %s", cmd.c_str(), same.status, same.err.c_str());
+    CHECK(same.status == 2);
+    CHECK_THAT(same.err, Catch::Contains("is also the input directory"));
+    CHECK(files(w.in) == inputs);
+  }
+  // A folder of the user's files, and a gdn2 output directory with a file of the user's added.
+  fs::create_directories(w.out);
+  save(w.out, "my_model.py", "important");
+  save(w.out, "results.csv", "data");
+  const std::string fwd = "forward --in " + w.in.string() + " --out " + w.out.string();
+  const Result mine = gdn2_cli(fwd);
+  std::printf("  [measured] --out holding the user's files: exit=%d: %s", mine.status, mine.err.c_str());
+  CHECK(mine.status == 2);
+  CHECK_THAT(mine.err, Catch::Contains("holds files gdn2 did not write there (my_model.py, results.csv)"));
+  CHECK(files(w.out) == std::set<std::string>{"my_model.py", "results.csv"});
+  fs::remove_all(w.out);
+  REQUIRE(gdn2_cli(fwd).status == 0);
+  save(w.out, "notes.txt", "mine");
+  const Result added = gdn2_cli(fwd);
+  CHECK(added.status == 2);
+  CHECK(files(w.out) == std::set<std::string>{".gdn2-outputs", "ht.npy", "notes.txt", "o.npy"});
+  // An empty directory is taken.
+  fs::remove_all(w.out);
+  fs::create_directories(w.out);
+  CHECK(gdn2_cli(fwd).status == 0);
+  CHECK(files(w.out) == std::set<std::string>{".gdn2-outputs", "ht.npy", "o.npy"});
+  // The replacement keeps the old directory's permissions (before: a private 0700 --out came back 0755).
+  fs::permissions(w.out, fs::perms::owner_all);
+  REQUIRE(gdn2_cli(fwd).status == 0);
+  const auto perms = fs::status(w.out).permissions();
+  std::printf("  [measured] a 0700 --out replaced: mode %03o\n", unsigned(perms) & 0777u);
+  CHECK(perms == fs::perms::owner_all);
 }
 
 // ---------------------------------------------------------------------------------------------------------------

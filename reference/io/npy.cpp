@@ -436,9 +436,28 @@ void remove_flat_dir(const std::string& path) {
 
 bool pid_alive(long pid) { return pid > 0 && (::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM); }
 
+// kOutputList: the names of the files that run wrote, one per line, sorted. A later run replaces only a directory
+// whose every file is named there (or an empty one).
+std::string output_list(std::vector<std::string> names) {
+  std::sort(names.begin(), names.end());
+  std::string text = "# gdn2 wrote this directory as a whole. A later gdn2 run given it as --out replaces it, unless it\n"
+                     "# then holds a file not named below.\n";
+  for (const auto& n : names) text += n + "\n";
+  return text;
+}
+
+// The names in dir's list (none when it has no list, or an unreadable one).
+std::vector<std::string> listed_outputs(const std::filesystem::path& dir) {
+  std::vector<std::string> names;
+  std::ifstream in(dir / kOutputList);
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty() && line[0] != '#') names.push_back(line);
+  return names;
+}
+
 }  // namespace
 
-void check_output_dir(const std::string& dir, const std::string& option) {
+void check_output_dir(const std::string& dir, const std::string& option, const std::string& input_dir) {
   namespace fs = std::filesystem;
   if (dir.empty()) throw InputError(option + ": an empty path");
   std::error_code ec;
@@ -455,10 +474,26 @@ void check_output_dir(const std::string& dir, const std::string& option) {
     return;
   }
   if (!fs::is_directory(st)) throw InputError(option + ": " + dir + " exists and is not a directory");
-  for (const auto& e : fs::directory_iterator(dir, ec))
+  if (!input_dir.empty() && fs::equivalent(dir, input_dir, ec))
+    throw InputError(option + ": " + dir + " is also the input directory; gdn2 replaces its output directory as a " +
+                     "whole, which would delete the inputs, so give it a directory of its own");
+  const std::vector<std::string> listed = listed_outputs(dir);
+  std::vector<std::string> foreign;  // files an earlier gdn2 run did not write here: never deleted
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
     if (e.is_directory(ec))
-      throw InputError(option + ": " + dir + " holds a subdirectory (" + e.path().filename().string() +
+      throw InputError(option + ": " + dir + " holds a subdirectory (" + name +
                        "/); gdn2 replaces its output directory as a whole, so give it a directory of its own");
+    if (name != kOutputList && std::find(listed.begin(), listed.end(), name) == listed.end()) foreign.push_back(name);
+  }
+  if (!foreign.empty()) {
+    std::sort(foreign.begin(), foreign.end());
+    std::string names;
+    for (size_t i = 0; i < foreign.size() && i < 3; ++i) names += (i ? ", " : "") + foreign[i];
+    if (foreign.size() > 3) names += " and " + std::to_string(foreign.size() - 3) + " more";
+    throw InputError(option + ": " + dir + " holds files gdn2 did not write there (" + names + "); gdn2 replaces its " +
+                     "output directory as a whole, so give it a new or empty directory, or one an earlier gdn2 run wrote");
+  }
 }
 
 void check_output_writable(const std::string& dir_arg) {
@@ -551,12 +586,21 @@ void write_files_atomically(const std::string& dir_arg, const std::vector<std::p
     }
   } cleanup{tmp.string()};
 
-  for (const auto& [file, bytes] : files) {
+  std::vector<std::string> names;
+  for (const auto& file : files) names.push_back(file.first);
+  std::vector<std::pair<std::string, std::string>> all = files;
+  all.emplace_back(kOutputList, output_list(names));
+  for (const auto& [file, bytes] : all) {
     const std::string path = (tmp / file).string();
     Fd out{::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666)};
     if (out.fd < 0) write_fail("cannot create " + (dir / file).string(), errno);
     write_all(out.fd, bytes, (dir / file).string());
     if (::fsync(out.fd) != 0) write_fail("cannot write " + (dir / file).string(), errno);
+  }
+  struct stat old_st;
+  if (::stat(dir.c_str(), &old_st) == 0) {  // the replacement keeps the old directory's group and permissions
+    [[maybe_unused]] const int kept_group = ::chown(tmp.c_str(), static_cast<uid_t>(-1), old_st.st_gid);  // else ours
+    ::chmod(tmp.c_str(), old_st.st_mode & 07777);
   }
   if (fs::exists(dir, ec)) {
     // The new directory holds exactly this run's files: nothing of the old one is carried over (a gradient or

@@ -66,10 +66,15 @@ struct WriteError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// Refuses, before any work, an output directory that write_files_atomically could not replace as a whole: a path
-// that exists and is not a directory, or a directory that holds subdirectories (gdn2 writes into a directory of
-// its own). `option` names it in the message ("--out"). Throws InputError.
-void check_output_dir(const std::string& dir, const std::string& option);
+// Refuses, before any work, an output directory that write_files_atomically could not replace as a whole, or should
+// not: a path that exists and is not a directory, a directory that holds subdirectories, the input directory itself
+// (input_dir, when given), or a directory holding a file that no earlier gdn2 run wrote there (its .gdn2-outputs
+// list does not name it) — gdn2 deletes nothing it did not write. `option` names it in the message ("--out").
+// Throws InputError.
+void check_output_dir(const std::string& dir, const std::string& option, const std::string& input_dir = {});
+
+// The list write_files_atomically leaves in every directory it writes (a reader of the directory skips it).
+inline constexpr const char* kOutputList = ".gdn2-outputs";
 
 // Proves, before long work (gdn2 train), that write_files_atomically(dir, ...) can create its temporary directory:
 // creates dir's missing parents and the temporary beside dir, then removes all of them again. A WriteError names the
@@ -81,8 +86,8 @@ void check_output_writable(const std::string& dir);
 //   1. an exclusive lock (flock) on dir's parent directory: a concurrent writer into the same place waits;
 //   2. a sibling temporary directory receives the new files;
 //   3. one rename makes it `dir` (renameat2 RENAME_EXCHANGE when `dir` exists; the old one is then removed).
-// Afterwards `dir` holds exactly `files`: nothing of the old directory is kept (outputs of an earlier run, of another
-// command, or anything else put there).
+// Afterwards `dir` holds exactly `files` and their list, .gdn2-outputs: nothing of the old directory is kept (outputs
+// of an earlier run or of another command; a directory holding anything else is refused, check_output_dir).
 // SIGINT, SIGTERM, SIGHUP and SIGQUIT are held back while this runs and delivered after it, so an interrupted run
 // leaves either the old directory or the new one, and no temporary files; the temporaries of a killed writer
 // (SIGKILL) are removed by the next writer. On failure `dir` is left as it was (not created when it did not exist)

@@ -26,6 +26,7 @@ check::Arrays list_candidate_dir(const std::string& dir) {
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
     std::string f = entry.path().filename().string();
+    if (f == io::kOutputList) continue;  // the list of what gdn2 wrote there, not a tensor
     if (f.size() > 4 && f.substr(f.size() - 4) == ".npy") f.resize(f.size() - 4);
     else if (std::find(known.begin(), known.end(), f) != known.end()) continue;  // "o" without .npy: not the tensor o
     out.emplace(f, io::NpyArray{});

@@ -36,18 +36,33 @@ int run_export(const ExportArgs& args) {
     ++written;
     std::fprintf(stderr, "  %s\n", what.c_str());
   };
+  auto scenario_dir = [&](const std::string& name, Variant v) {
+    return (root / "traces" / ("scenario-" + name + "-" + variant_name(v))).string();
+  };
+  auto example_dir = [&](const std::string& ck_name) { return (root / "traces" / (ck_name + "-example0")).string(); };
+  const char* const checkpoints[] = {"mqar-tiny-gdn2", "mqar-tiny-kda"};
+  {  // every directory this export replaces, refused (check_output_dir) before any is written
+    std::vector<std::string> dirs;
+    for (const std::string& name : tasks::scenario_names())
+      for (Variant v : {Variant::gdn2, Variant::kda}) dirs.push_back(scenario_dir(name, v));
+    for (const char* ck_name : checkpoints)
+      if (fs::exists(root / "checkpoints" / ck_name / "config.json")) dirs.push_back(example_dir(ck_name));
+    for (const char* d : {"layer", "gradcheck/inputs", "gradcheck/reference", "gradcheck/planted-bug"})
+      dirs.push_back((root / d).string());
+    for (const std::string& d : dirs) io::check_output_dir(d, "--out");
+  }
   std::fprintf(stderr, "gdn2 export: writing into %s\n", root.string().c_str());
 
   // 1. Scenario traces, as scripted (gdn2) and tied as KDA.
   for (const std::string& name : tasks::scenario_names())
     for (Variant v : {Variant::gdn2, Variant::kda}) {
-      const std::string dir = (root / "traces" / ("scenario-" + name + "-" + variant_name(v))).string();
+      const std::string dir = scenario_dir(name, v);
       model::save_trace(dir, model::trace_scenario(tasks::make_scenario(name, v), variant_name(v)));
       done(dir);
     }
 
   // 2. Model traces of the shipped checkpoints on the same held-out example.
-  for (const char* ck_name : {"mqar-tiny-gdn2", "mqar-tiny-kda"}) {
+  for (const char* ck_name : checkpoints) {
     const fs::path ck_dir = root / "checkpoints" / ck_name;
     if (!fs::exists(ck_dir / "config.json")) {
       std::fprintf(stderr, "  (no %s: skipped its trace)\n", ck_dir.string().c_str());
@@ -56,7 +71,7 @@ int run_export(const ExportArgs& args) {
     const model::Checkpoint ck = model::load_checkpoint(ck_dir.string());
     model::Trace tr = model::trace_model(ck.model, ck.params, model::heldout_example(ck, 0));
     tr.title = std::string(ck_name) + " on held-out example 0";
-    const std::string dir = (root / "traces" / (std::string(ck_name) + "-example0")).string();
+    const std::string dir = example_dir(ck_name);
     model::save_trace(dir, tr);
     done(dir);
   }

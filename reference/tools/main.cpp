@@ -19,7 +19,10 @@ int run_command(int argc, char** argv) {
       "gdn2 — float64 reference of Gated DeltaNet-2 (Hatamizadeh, Choi, Kautz 2026)\n"
       "  S_t = (I - k_t (b_t*k_t)^T) Diag(exp g_t) S_{t-1} + k_t (w_t*v_t)^T,   o_t = S_t^T (scale q_t)\n"
       "Exit status: 0 success, 1 check failed, 2 bad input, 3 overflow (float32 results; for check: the float64\n"
-      "reference itself), 4 the outputs could not be written (disk full, permissions, --out held by another run).",
+      "reference itself), 4 the outputs could not be written (disk full, permissions).\n"
+      "--out is replaced as a whole (it then holds this run's files and .gdn2-outputs, their list); an --out that is\n"
+      "also --in, or that holds a file no earlier gdn2 run wrote there, is refused (exit 2): gdn2 deletes nothing\n"
+      "it did not write.",
       "gdn2"};
   app.require_subcommand(1);
   // Usage errors as one line, like every other error.

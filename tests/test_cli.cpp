@@ -1281,6 +1281,26 @@ TEST_CASE("train refuses an --out it cannot write before training: exit 4 with t
   CHECK(entries == std::vector<std::string>{"ck"});
 }
 
+// Before: forward and backward read and computed everything (18 s on a large input), then failed to write (exit 4).
+TEST_CASE("forward and backward refuse an --out they cannot write before reading the inputs: exit 4", "[cli][io]") {
+  if (::mkdir("/sys/gdn2-probe", 0777) == 0) {
+    ::rmdir("/sys/gdn2-probe");
+    WARN("skipped: /sys is writable here");
+    return;
+  }
+  Workdir w("rofs");
+  const auto x = small_layer(7, 1, 20);
+  save_layer(w.in, x);
+  save(w.in, "do.npy", io::encode_npy(Tensor<double>(x.v.shape)));
+  for (const std::string cmd : {"forward", "backward"}) {
+    const Result r = gdn2_cli(cmd + " --verbose --in " + w.in.string() + " --out /sys/gdn2-test-out");
+    std::printf("  [measured] %s --out /sys/gdn2-test-out: exit=%d: %s", cmd.c_str(), r.status, r.err.c_str());
+    CHECK(r.status == 4);
+    CHECK(r.err.find("gdn2: read ") == std::string::npos);  // --verbose: no input was read, nothing computed
+    CHECK_THAT(r.err, Catch::Contains("cannot create /sys/"));
+  }
+}
+
 TEST_CASE("eval: config.json that is a FIFO, a directory, empty or overflowing is refused in one line naming it", "[cli][model]") {
   Workdir w("cfgfile");
   const std::string ck = (w.out / "ck").string();

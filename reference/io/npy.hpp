@@ -76,7 +76,7 @@ void check_output_dir(const std::string& dir, const std::string& option, const s
 // The list write_files_atomically leaves in every directory it writes (a reader of the directory skips it).
 inline constexpr const char* kOutputList = ".gdn2-outputs";
 
-// Proves, before long work (gdn2 train), that write_files_atomically(dir, ...) can create its temporary directory:
+// Proves, before the work (gdn2 forward, backward, train), that write_files_atomically(dir, ...) can create its temporary directory:
 // creates dir's missing parents and the temporary beside dir, then removes all of them again. A WriteError names the
 // path and the system's reason (a read-only file system, permissions). Call after check_output_dir.
 void check_output_writable(const std::string& dir);

@@ -27,6 +27,7 @@ std::pair<Tensor<Scalar>, Tensor<Scalar>> load_upstream(const io::NamedArrays& a
 template <typename Scalar>
 int backward_in(const BackwardArgs& args) {
   io::check_output_dir(args.out_dir, "--out", args.layer.in_dir);
+  io::check_output_writable(args.out_dir);  // a read-only place is found now, not after the computation (exit 4)
   io::ReadTimes times;
   const io::NamedArrays arrays = read_input_dir(args.layer.in_dir, &times);
   const LayerInputs<Scalar> in = load_layer_inputs<Scalar>(args.layer, arrays);

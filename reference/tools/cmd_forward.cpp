@@ -69,6 +69,7 @@ index_t first_non_finite(const Tensor<Scalar>& x) {
 template <typename Scalar>
 int forward_in(const ForwardArgs& args) {
   io::check_output_dir(args.out_dir, "--out", args.layer.in_dir);
+  io::check_output_writable(args.out_dir);  // a read-only place is found now, not after the computation (exit 4)
   io::ReadTimes times;
   const LayerInputs<Scalar> in = load_layer_inputs<Scalar>(args.layer, read_input_dir(args.layer.in_dir, &times));
   if (args.verbose) print_read_times(times);

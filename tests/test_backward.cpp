@@ -302,6 +302,26 @@ TEST_CASE("front-end VJPs agree with finite differences", "[backward]") {
            [&](Tensor<double> c, const Tensor<double>& p) { Tensor<double> ddt; bounded_decay_backward(c, ddt, x, p, -4.0); return ddt; });
 }
 
+// Before: a task's exception (std::bad_alloc of a chunk size of 2^20 on a long sequence) left its thread and ended the
+// process (SIGABRT, from the command line and from Python); it now reaches the caller, which reports it.
+TEST_CASE("22. an exception in one head's task reaches the caller, from any thread count", "[backward]") {
+  for (int threads : {1, 3, 8}) {
+    std::atomic<int> ran{0};
+    bool caught = false;
+    try {
+      detail::parallel_for_heads(4, 6, threads, [&](index_t n, index_t hv) {
+        ++ran;
+        if (n == 1 && hv == 2) throw std::bad_alloc();
+      });
+    } catch (const std::bad_alloc&) {
+      caught = true;
+    }
+    std::printf("  [measured] %d thread(s): bad_alloc in task (1, 2) caught by the caller: %d, tasks run: %d of 24\n",
+                threads, int(caught), ran.load());
+    REQUIRE(caught);
+  }
+}
+
 TEST_CASE("22. gradients are bitwise identical across thread counts and packed sequences do not interact", "[backward]") {
   Rng rng(22);
   const std::vector<index_t> cu = {0, 20, 90, 130};

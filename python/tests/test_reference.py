@@ -169,6 +169,7 @@ def test_bad_options_and_arrays_raise_value_error():
     x = random_inputs(seed=4)
     for options, words in [(dict(form="diagonal"), "unknown form"), (dict(precision="f16"), "unknown precision"),
                            (dict(variant="mamba"), "unknown variant"), (dict(chunk_size=0), "chunk size"),
+                           (dict(chunk_size=2**40), r"chunk size must lie in \[1, 2\^20\]"),
                            (dict(decay="relu"), "unknown --decay")]:
         with pytest.raises(ValueError, match=words) as e:
             call(gdn2.forward, x, **options)

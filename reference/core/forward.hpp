@@ -10,6 +10,8 @@
 
 #include <atomic>
 #include <cmath>
+#include <exception>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -49,19 +51,33 @@ void scatter_head(Tensor<Scalar>& x, const Mat<Scalar>& m, index_t row0, index_t
 
 // Runs fn(n, hv) for every sequence n < N and value head hv < HV on up to `threads` threads.
 // Each task writes disjoint memory, so results do not depend on the thread count (docs/numerics.md 22).
+// An exception in any task (std::bad_alloc of a huge chunk, say) stops the tasks not yet started and is rethrown
+// here, after every thread has joined; an exception leaving a thread would end the process.
 template <typename Fn>
 void parallel_for_heads(index_t N, index_t HV, int threads, Fn fn) {
   const index_t tasks = N * HV;
   if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   threads = static_cast<int>(std::min<index_t>(threads, std::max<index_t>(tasks, 1)));
   std::atomic<index_t> next{0};
+  std::exception_ptr error;
+  std::mutex error_mutex;
   auto worker = [&] {
-    for (index_t i; (i = next++) < tasks;) fn(i / HV, i % HV);
+    try {
+      for (index_t i; (i = next++) < tasks;) fn(i / HV, i % HV);
+    } catch (...) {
+      const std::lock_guard<std::mutex> lock(error_mutex);
+      if (!error) error = std::current_exception();
+      next = tasks;
+    }
   };
-  if (threads == 1) return worker();
-  std::vector<std::thread> pool;
-  for (int i = 0; i < threads; ++i) pool.emplace_back(worker);
-  for (auto& th : pool) th.join();
+  if (threads == 1) {
+    worker();
+  } else {
+    std::vector<std::thread> pool;
+    for (int i = 0; i < threads; ++i) pool.emplace_back(worker);
+    for (auto& th : pool) th.join();
+  }
+  if (error) std::rethrow_exception(error);
 }
 
 }  // namespace detail

@@ -30,6 +30,8 @@ Form parse_form(const std::string& s) {
 }
 
 ForwardOptions forward_options(const LayerOptions& opt) {
+  if (opt.chunk_size < 1 || opt.chunk_size > (index_t(1) << 20))  // (the command line's bound, for the Python API)
+    throw InputError("chunk size must lie in [1, 2^20], got " + std::to_string(opt.chunk_size));
   ForwardOptions f;
   f.scale = opt.scale;
   f.chunk_size = opt.chunk_size;

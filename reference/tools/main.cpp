@@ -227,7 +227,8 @@ int run_command(int argc, char** argv) {
   } catch (const gdn2::io::WriteError& e) {
     return fail(e.what(), kWriteFailed);
   } catch (const std::bad_alloc&) {
-    return fail("out of memory", kBadInput);
+    return fail("out of memory (the inputs, their working copies and, in the chunk form, a C x C matrix per chunk and "
+                "head must fit; a smaller --chunk-size or fewer --threads need less)", kBadInput);
   } catch (const std::exception& e) {
     return fail(e.what(), kBadInput);
   }

@@ -27,6 +27,7 @@ key head's value heads (repeat_interleave; autograd sums its gradient back over 
 """
 
 import torch as _torch
+from torch.autograd.function import once_differentiable as _once_differentiable
 
 from . import _gdn2
 
@@ -108,6 +109,7 @@ class _GDN2(_torch.autograd.Function):
         return _torch.from_numpy(o), _torch.from_numpy(ht)
 
     @staticmethod
+    @_once_differentiable  # no second derivative: differentiating the gradients raises instead of returning zero
     def backward(ctx, do, dht):
         if ctx.saved_tensors[0].is_cuda:
             q, k, v, g, b, w, h0, cu = ctx.saved_tensors

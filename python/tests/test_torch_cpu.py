@@ -70,6 +70,19 @@ def test_autograd_gradcheck_float64():
         assert ok
 
 
+def test_a_second_derivative_is_refused_not_silently_zero():
+    """Before, torch.autograd.grad(..., create_graph=True) returned gradients with no graph, so a gradient penalty
+    added nothing to the loss's gradient and no error was raised; the backward is now once-differentiable."""
+    x = tensors(seed=5, B=1, T=9, H=1, HV=2, K=3, V=2)
+    q = x["q"].clone().requires_grad_()
+    for op in (chunk_gdn2, fused_recurrent_gdn2):
+        o, _ = op(q, *(x[n] for n in "kvgbw"))
+        gq, = torch.autograd.grad((o ** 2).sum(), q, create_graph=True)
+        with pytest.raises(RuntimeError, match="once_differentiable") as e:
+            gq.pow(2).sum().backward()
+        print(op.__name__, "second derivative ->", str(e.value).splitlines()[0])
+
+
 def test_gate_in_kernel_and_l2norm_on_cpu_gradcheck():
     x = tensors(seed=4, B=1, T=7, H=2, HV=2, K=3, V=2, h0=False)
     rng = np.random.default_rng(4)

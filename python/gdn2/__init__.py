@@ -85,7 +85,8 @@ def check(inputs, candidate, tolerance=None, only=None, *, form="chunk", chunk_s
     """`gdn2 check` on arrays in memory: judges `candidate` against the float64 reference run on `inputs`.
 
     inputs: dict of arrays named as `gdn2 check --in` files (q, k, v, g, b, w or beta, optional h0, cu_seqlens,
-    A_log, dt_bias, and the upstream gradients do, dht when gradients are to be judged). candidate: dict of arrays
+    A_log, dt_bias, and the upstream gradients do, dht when gradients are to be judged; any other name raises
+    ValueError: the initial state is h0 here, not initial_state). candidate: dict of arrays
     named as `--candidate` files (o, ht, dq, dk, dv, dg, db, dw, dh0, dbeta, ...). Arrays: NumPy (anything
     numpy.asarray takes: a CPU tensor's .detach().numpy(), say), float32 or float64. tolerance: None ("auto": by the
     candidate's dtype), "f64", "f32", "bf16" or a number. only: names to compare, a list or "o,ht" (others are not

@@ -7,6 +7,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -265,6 +266,18 @@ void bind_check(py::module_& m) {
         opt.layer = layer_options(form, "f64", variant, chunk_size, scale, l2norm_qk, gate_logits, negative_eigen, decay,
                                   lower_bound, threads);
         opt.layer.in_dir = "the inputs";
+        // A misnamed input (initial_state for h0, say) would otherwise be left out unseen, and a candidate that
+        // ignores it could pass: every name must be one the command line reads from --in.
+        const std::vector<std::string>& known = tools::input_names();
+        for (auto item : inputs) {
+          const std::string name = py::cast<std::string>(item.first);
+          if (std::find(known.begin(), known.end(), name) == known.end()) {
+            std::string list;
+            for (const auto& n : known) list += (list.empty() ? "" : ", ") + n;
+            throw InputError("inputs: unknown name '" + name + "' (the inputs are named as gdn2 check --in files: " +
+                             list + ")");
+          }
+        }
         opt.tolerance = tolerance;
         opt.only = only;
         const check::Arrays in = to_arrays(inputs), cand = to_arrays(candidate);

@@ -252,3 +252,19 @@ def test_arguments_the_cli_refuses_are_refused(edit, words):
     with pytest.raises(ValueError, match=words) as e:
         gdn2.forward(**args)
     print(e.value)
+
+
+def test_check_refuses_an_input_name_it_does_not_know():
+    """Before, a misnamed input (fla's keyword initial_state for h0) was left out unseen, and a candidate computed
+    without the initial state passed the check."""
+    x = gdn2.random_inputs(B=1, T=20, H=2, HV=4, K=8, V=6, seed=0)
+    o, ht = gdn2.forward(*(x[n] for n in "qkvgbw"))  # no initial state: wrong for inputs that have one
+    inputs = {n: a for n, a in x.items() if n not in ("h0", "do", "dht")}
+    inputs["initial_state"] = x["h0"]
+    with pytest.raises(ValueError, match="unknown name 'initial_state'") as e:
+        gdn2.check(inputs, {"o": o, "ht": ht})
+    print(e.value)
+    inputs["h0"] = inputs.pop("initial_state")
+    report = gdn2.check(inputs, {"o": o, "ht": ht})
+    print(report.table)
+    assert not report.passed

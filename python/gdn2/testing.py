@@ -19,10 +19,12 @@ __all__ = ["assert_matches_reference"]
 
 def assert_matches_reference(inputs, candidate, **options):
     """Fails (AssertionError with the table) unless gdn2.check(inputs, candidate, **options) passes; returns the
-    report. Options: tolerance, only, and gdn2.forward's (form, chunk_size, variant, scale, front-end)."""
+    report. A pass prints the table (the measured ratios, in pytest's captured output or with -s); a failure puts
+    it in the AssertionError only, so it is shown once. Options: tolerance, only, and gdn2.forward's (form,
+    chunk_size, variant, scale, front-end)."""
     __tracebackhide__ = True
     report = _check(inputs, candidate, **options)
-    print(report.table)
     if not report.passed:
         raise AssertionError("gdn2: the candidate does not match the float64 reference\n" + report.table)
+    print(report.table)
     return report

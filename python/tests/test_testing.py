@@ -107,3 +107,19 @@ def test_big_endian_candidates_and_only_as_a_string():
     assert report.passed
     cand["o"] = (o * 1.01).astype(">f4")
     assert not gdn2.check(inputs, cand, only="o,ht").passed
+
+
+def test_the_table_is_shown_once(capsys):
+    """A pass prints the table; a failure puts it in the AssertionError only (before: printed as well, so pytest
+    showed it twice, under the error and under 'Captured stdout')."""
+    inputs = gdn2.random_inputs(seed=6, B=1, T=20, H=1, HV=1, K=4, V=4)
+    good = candidate_of(inputs)
+    gdn2.testing.assert_matches_reference(inputs, good)
+    passed_out = capsys.readouterr().out
+    bad = dict(good, o=good["o"] * 1.01)
+    with pytest.raises(AssertionError) as e:
+        gdn2.testing.assert_matches_reference(inputs, bad)
+    failed_out = capsys.readouterr().out
+    print("pass printed", len(passed_out), "characters; failure printed", len(failed_out))
+    assert "PASSED" in passed_out and failed_out == ""
+    assert "FAIL" in str(e.value)

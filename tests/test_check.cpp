@@ -130,6 +130,23 @@ TEST_CASE("check: missing fails unless --only; unknown names ignored; impossible
   REQUIRE_THROWS_WITH(check::bound_for("inf", "o", "f4", nullptr), Catch::Contains("--tolerance"));
 }
 
+// Before: a candidate of the wrong shape or dtype printed inf in the ratio, local and max abs columns, numbers of a
+// comparison that never ran.
+TEST_CASE("check: a wrong shape or dtype fails with no numbers in the table", "[check]") {
+  const Case c;
+  auto cand = arrays(c.honest<float>());
+  Tensor<float> o_t({c.B, c.HV, c.T, c.V});  // [B,HV,T,V] for [B,T,HV,V]: a transposed layout
+  cand.at("o") = array(o_t);
+  check::Options only;
+  only.only = {"o", "ht"};
+  const std::string table = check::to_table(check::run(c.inputs, cand, only), "o transposed");
+  const size_t at = table.find("\no ") + 1;
+  const std::string o_line = table.substr(at, table.find('\n', at) - at);
+  std::printf("  [measured] the transposed o's row: %s\n", o_line.c_str());
+  CHECK(o_line.find("inf") == std::string::npos);
+  CHECK_THAT(o_line, Catch::Contains("FAIL (shape [2,4,256,8], reference [2,256,4,8])"));
+}
+
 TEST_CASE("check: non-finite values are counted, located, and the worst index points at them", "[check]") {
   const Case c;
   auto honest = c.honest<float>();

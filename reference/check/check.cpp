@@ -431,7 +431,9 @@ std::string to_table(const Report& rep, const std::string& label) {
   s += line;
   int failed = 0, compared = 0, ignored = 0;
   for (const auto& r : rep.rows) {
-    const bool judged = r.verdict == Verdict::ok || r.verdict == Verdict::fail;
+    // Values were compared (a wrong dtype or shape fails with no numbers to show: "-", not inf).
+    const bool judged = (r.verdict == Verdict::ok || r.verdict == Verdict::fail) && r.shape == r.ref_shape &&
+                        (r.dtype == "f4" || r.dtype == "f8");
     if (r.verdict == Verdict::ignored) ++ignored;
     else ++compared;
     if (!verdict_passes(r.verdict)) ++failed;

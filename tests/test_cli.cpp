@@ -191,6 +191,9 @@ TEST_CASE("20. cli: every bad input is refused before anything is written", "[cl
   b.data[3] = 1.5;
   with("b.npy", b);
   expect_refusal(w, "b", "[0, 1]");
+  b.data[3] = std::nextafter(1.0, 2.0);  // shown with six digits it read "value 1", an allowed value
+  with("b.npy", b);
+  expect_refusal(w, "b", "value 1.0000000000000002 at");
   auto wg = x.w;
   wg.data[3] = -0.5;
   with("w.npy", wg);

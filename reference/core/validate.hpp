@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cmath>
+#include <cstdlib>
+#include <iomanip>
 #include <sstream>
 #include <vector>
 
@@ -73,9 +75,13 @@ void expect_elements(const std::string& name, const Tensor<Scalar>& x, Pred ok, 
   for (index_t i = 0; i < x.numel(); ++i) {
     const double v = static_cast<double>(x.data[i]);
     if (!ok(v)) {
-      std::ostringstream msg;
-      msg << name << ": value " << v << " at " << index_str(x.shape, i) << " (" << rule << ")";
-      throw InputError(msg.str());
+      std::ostringstream shown;
+      shown << v;
+      if (ok(std::strtod(shown.str().c_str(), nullptr))) {  // six digits would show an allowed value (1 + 2e-16
+        shown.str("");                                       // as 1): all seventeen
+        shown << std::setprecision(17) << v;
+      }
+      throw InputError(name + ": value " + shown.str() + " at " + index_str(x.shape, i) + " (" + rule + ")");
     }
   }
 }

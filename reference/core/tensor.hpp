@@ -25,10 +25,13 @@ struct InputError : std::runtime_error {
 
 // Product of the dimensions, refusing to overflow int64 (a hostile .npy header can ask for 2^70 elements).
 inline index_t checked_numel(const std::vector<index_t>& shape, const std::string& name) {
+  for (index_t d : shape)
+    if (d < 0) throw InputError(name + ": negative dimension " + std::to_string(d));
+  for (index_t d : shape)  // a zero-length axis: no elements, however large the others (their product may overflow)
+    if (d == 0) return 0;
   index_t n = 1;
   for (index_t d : shape) {
-    if (d < 0) throw InputError(name + ": negative dimension " + std::to_string(d));
-    if (d != 0 && n > INT64_MAX / d) throw InputError(name + ": shape has more than 2^63 elements");
+    if (n > INT64_MAX / d) throw InputError(name + ": shape has more than 2^63 elements");
     n *= d;
   }
   return n;

@@ -152,8 +152,11 @@ Header parse_header(const unsigned char* data, size_t size, size_t file_size, co
   if (p.i != header.size()) fail(name, "header: trailing characters after the dict");
   if (!have_descr || !have_order || !have_shape) fail(name, "header: needs 'descr', 'fortran_order' and 'shape'");
   if (fortran) fail(name, "fortran_order=True is not supported; save np.ascontiguousarray(x) instead");
+  if (descr.size() == 3 && (descr[0] == '>' || descr[0] == '!') && descr[1] != 'c')
+    fail(name, "dtype '" + descr + "' is big-endian; gdn2 reads little-endian float32/float64/int32/int64 (save "
+               "x.astype(x.dtype.newbyteorder('<')))");
   if (descr.size() != 3 || (descr[0] != '<' && descr[0] != '|' && descr[0] != '='))
-    fail(name, "dtype '" + descr + "' is not little-endian float32/float64/int32/int64");
+    fail(name, "dtype '" + descr + "' is not supported (float32, float64, int32, int64, little-endian)");
   h.dtype = descr.substr(1);
   if (h.dtype != "f4" && h.dtype != "f8" && h.dtype != "i4" && h.dtype != "i8")
     fail(name, "dtype '" + descr + "' is not supported (float32, float64, int32, int64)");

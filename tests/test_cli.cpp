@@ -194,6 +194,10 @@ TEST_CASE("20. cli: every bad input is refused before anything is written", "[cl
   b.data[3] = std::nextafter(1.0, 2.0);  // shown with six digits it read "value 1", an allowed value
   with("b.npy", b);
   expect_refusal(w, "b", "value 1.0000000000000002 at");
+  auto v = x.v;
+  v.data[7] = 1e39;  // finite in the file; before, --precision f32 reported "value inf (must be finite)"
+  with("v.npy", v);
+  expect_refusal(w, "v", "value 1e+39 at [0,0,1,1] does not fit float32", "--precision f32");
   auto wg = x.w;
   wg.data[3] = -0.5;
   with("w.npy", wg);

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -340,6 +341,14 @@ Tensor<Scalar> to_tensor(const NpyArray& a, const std::string& name) {
         double f;
         std::memcpy(&f, src + 8 * i, 8);
         x.data[i] = static_cast<Scalar>(f);
+        if (std::isfinite(f) && !std::isfinite(x.data[i])) {  // named here, not later as an inf the file does not hold
+          std::vector<index_t> at(a.shape.size());
+          for (index_t r = i, d = index_t(at.size()) - 1; d >= 0; --d) at[d] = r % a.shape[d], r /= a.shape[d];
+          char value[32];
+          std::snprintf(value, sizeof value, "%g", f);
+          throw InputError(name + ": value " + value + " at " + shape_str(at) +
+                           " does not fit float32, the working precision of --precision f32 (|x| < 3.4e38)");
+        }
       }
     }
   }

@@ -391,6 +391,19 @@ TEST_CASE("cli: gates per value head — tied variants, and shapes refused with 
   save(w.in, "dt_bias.npy", io::encode_npy(Tensor<double>({HV * K})));
   expect_refusal(w, "A_log:", "one per head of g ([H] when g is [B,T,H,K], [HV] when g is [B,T,HV,K]; g is [1,30,4,8]), got [2]",
                  "--decay softplus");
+  // The front-end's own inputs are named (before: a NaN in A_log.npy, or exp(A_log) overflowing against a logit of
+  // -1e6, was reported as "g: value nan ... (g is a natural-log decay and must lie in [-inf, 0])").
+  Tensor<double> A_log({HV});
+  A_log.data[1] = NAN;
+  save(w.in, "A_log.npy", io::encode_npy(A_log));
+  expect_refusal(w, "A_log: value nan at [1] (must be finite)", "", "--decay softplus");
+  A_log.data[1] = 1000;
+  save(w.in, "A_log.npy", io::encode_npy(A_log));
+  Tensor<double> logits({B, T, HV, K});
+  logits.data[9] = -1e6;
+  save(w.in, "g.npy", io::encode_npy(logits));
+  expect_refusal(w, "g: value ", "nan at [0,0,1,1] (computed by --decay softplus from g.npy's logits, dt_bias.npy and "
+                 "A_log.npy: exp(A_log) overflowed", "--decay softplus");
 }
 
 TEST_CASE("cli: backward writes the gradients of the files each variant reads", "[cli]") {

@@ -106,14 +106,24 @@ LayerInputs<Scalar> load_layer_inputs(const LayerOptions& opt, const InputSource
     detail::expect_head_layout("g.npy", g_in.shape, B, T, H, HV, {K}, "decay logits");
     in.g_logits = g_in;
     in.dt_bias = load(src, opt, "dt_bias", true);
+    // The front-end's inputs are checked as themselves: a NaN in A_log.npy is not "g: value nan".
+    const auto finite = [](double v) { return std::isfinite(v); };
+    detail::expect_elements("g", g_in, finite, "decay logits of --decay " + opt.decay + " must be finite");
+    detail::expect_elements("dt_bias", in.dt_bias, finite, "must be finite");
     if (opt.decay == "softplus") {
       in.A_log = load(src, opt, "A_log", true);
+      detail::expect_elements("A_log", in.A_log, finite, "must be finite");
       softplus_decay(g_in, in.A_log, in.dt_bias);
     } else if (opt.decay == "bounded") {
       bounded_decay(g_in, in.dt_bias, opt.lower_bound);
     } else {
       throw InputError("unknown --decay '" + opt.decay + "' (expected none, softplus or bounded)");
     }
+    detail::expect_elements("g", g_in, [](double v) { return !std::isnan(v); },
+                            "computed by --decay " + opt.decay + " from g.npy's logits, dt_bias.npy" +
+                                (opt.decay == "softplus" ? " and A_log.npy: exp(A_log) overflowed against a logit whose "
+                                                           "softplus is 0"
+                                                         : ""));
   }
 
   if (variant == Variant::kda || variant == Variant::gdn || variant == Variant::deltanet) {

@@ -84,7 +84,7 @@ def main():
         def leftovers():
             extra = [f for f in os.listdir(work) if f != "out"]
             if os.path.exists(out):
-                extra += [f"out/{f}" for f in os.listdir(out) if f not in ("o.npy", "ht.npy")]
+                extra += [f"out/{f}" for f in os.listdir(out) if f not in ("o.npy", "ht.npy", ".gdn2-outputs")]
             return extra
 
         # 1. Interrupted runs: start writing B over A's outputs and interrupt it at a random moment of its run.

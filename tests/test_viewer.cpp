@@ -481,6 +481,24 @@ TEST_CASE("export and screenshot paths go to the user directory; a failed write 
   std::filesystem::remove(path);
 }
 
+// Before: "export trace" replaced the export directory as a whole, deleting the screenshots the viewer had put there.
+TEST_CASE("an exported trace goes to trace/ of the export directory; the screenshots beside it stay", "[viewer]") {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("gdn2-test-viewer-export-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  std::ofstream(dir / "gdn2-viewer-3.png") << "a screenshot";
+  const std::string trace = trace_export_path(dir.string());
+  const model::Trace tr = scenario("overwrite-erase").main.trace;
+  for (int i = 0; i < 2; ++i) model::save_trace(trace, tr);  // the second export replaces the first
+  std::printf("[viewer] trace exported to %s; the screenshot beside it kept: %d\n", trace.c_str(),
+              int(fs::exists(dir / "gdn2-viewer-3.png")));
+  CHECK(fs::path(trace) == dir / "trace");
+  CHECK(fs::exists(dir / "gdn2-viewer-3.png"));
+  CHECK(fs::exists(fs::path(trace) / "trace.json"));
+  fs::remove_all(dir);
+}
+
 TEST_CASE("a screenshot path that is a FIFO, link or directory is refused, never replaced", "[viewer]") {
   namespace fs = std::filesystem;
   const fs::path dir = fs::temp_directory_path() / ("gdn2-test-viewer-targets-" + std::to_string(::getpid()));

@@ -236,7 +236,7 @@ void ControlsPanel::Draw(ViewerState& st) {
   if (ImGui::Button("screenshot")) screenshot_requested = true;
   ImGui::SameLine();
   if (ImGui::Button("export trace")) {
-    const std::string dir = output_path(export_dir);
+    const std::string dir = trace_export_path(export_dir);
     try {
       model::save_trace(dir, tr);
       st.status = "trace written to " + dir;
@@ -244,7 +244,8 @@ void ControlsPanel::Draw(ViewerState& st) {
       st.status = e.what();
     }
   }
-  help_marker("Both go to the directory below; a relative name is placed under your user directory "
+  help_marker("Both go to the directory below: a screenshot as gdn2-viewer-<step>.png, a trace into its trace/ "
+              "folder (the next export replaces it). A relative name is placed under your user directory "
               "(~/.local/share/gdn2-viewer), never into the working directory. The status line says where.");
   ImGui::SetNextItemWidth(-1);
   ImGui::InputText("##exportdir", export_dir, sizeof export_dir);

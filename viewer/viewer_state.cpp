@@ -420,6 +420,10 @@ std::string output_path(const std::string& typed) {
   return (p.is_absolute() ? p : std::filesystem::path(user_output_dir()) / p).lexically_normal().string();
 }
 
+std::string trace_export_path(const std::string& typed) {
+  return output_path((std::filesystem::path(typed) / "trace").string());
+}
+
 void check_output_file(const std::string& path) {
   struct stat st;
   if (::lstat(path.c_str(), &st) != 0) return;  // absent: it will be created

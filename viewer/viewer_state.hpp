@@ -155,6 +155,9 @@ std::string role_name(int role);
 // working directory (which is often the repository).
 std::string user_output_dir();
 std::string output_path(const std::string& typed);
+// Where "export trace" writes for an export directory typed in the box: its trace/ folder, which each export replaces
+// as a whole (gdn2 trace's directory), so the screenshots beside it (gdn2-viewer-<step>.png) are never touched.
+std::string trace_export_path(const std::string& typed);
 // A path the viewer will not write: it exists and is not a regular file (a symbolic link, FIFO, device, socket or
 // directory), which a rename would replace. The command line's exit status 2.
 struct OutputRefused : std::runtime_error {

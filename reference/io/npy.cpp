@@ -14,8 +14,8 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cmath>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -598,17 +598,16 @@ void write_files_atomically(const std::string& dir_arg, const std::vector<std::p
     }
   } cleanup{tmp.string()};
 
-  std::vector<std::string> names;
-  for (const auto& file : files) names.push_back(file.first);
-  std::vector<std::pair<std::string, std::string>> all = files;
-  all.emplace_back(kOutputList, output_list(names));
-  for (const auto& [file, bytes] : all) {
+  auto write_file = [&](const std::string& file, const std::string& bytes) {
     const std::string path = (tmp / file).string();
     Fd out{::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666)};
     if (out.fd < 0) write_fail("cannot create " + (dir / file).string(), errno);
     write_all(out.fd, bytes, (dir / file).string());
     if (::fsync(out.fd) != 0) write_fail("cannot write " + (dir / file).string(), errno);
-  }
+  };
+  std::vector<std::string> names;
+  for (const auto& [file, bytes] : files) write_file(file, bytes), names.push_back(file);
+  write_file(kOutputList, output_list(names));
   struct stat old_st;
   if (::stat(dir.c_str(), &old_st) == 0) {  // the replacement keeps the old directory's group and permissions
     [[maybe_unused]] const int kept_group = ::chown(tmp.c_str(), static_cast<uid_t>(-1), old_st.st_gid);  // else ours

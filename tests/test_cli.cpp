@@ -1301,6 +1301,25 @@ TEST_CASE("train refuses an --out it cannot write before training: exit 4 with t
   CHECK(entries == std::vector<std::string>{"ck"});
 }
 
+// Before: a misnamed input (initial_state.npy for h0.npy) was skipped without a word, and the run used a zero state.
+TEST_CASE("a .npy file in --in that gdn2 does not read is named in a note", "[cli][io]") {
+  Workdir w("unread");
+  const auto x = small_layer(8, 1, 20);
+  save_layer(w.in, x);
+  fs::rename(w.in / "h0.npy", w.in / "initial_state.npy");
+  save(w.in, "notes.txt", "not a tensor");
+  const Result r = gdn2_cli("forward --in " + w.in.string() + " --out " + w.out.string());
+  std::printf("  [measured] exit=%d: %s", r.status, r.err.c_str());
+  CHECK(r.status == 0);
+  CHECK_THAT(r.err, Catch::Contains("gdn2: note: --in ") && Catch::Contains("not read: initial_state.npy (the inputs "
+                                                                             "are named q k v g b w beta h0"));
+  CHECK(r.err.find("notes.txt") == std::string::npos);  // only .npy files could be meant as inputs
+  fs::rename(w.in / "initial_state.npy", w.in / "h0.npy");
+  const Result clean = gdn2_cli("forward --in " + w.in.string() + " --out " + w.out.string());
+  CHECK(clean.status == 0);
+  CHECK(clean.err.empty());
+}
+
 // Before: forward and backward read and computed everything (18 s on a large input), then failed to write (exit 4).
 TEST_CASE("forward and backward refuse an --out they cannot write before reading the inputs: exit 4", "[cli][io]") {
   if (::mkdir("/sys/gdn2-probe", 0777) == 0) {

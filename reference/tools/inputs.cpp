@@ -1,6 +1,8 @@
 // gdn2 command line — loading a directory of .npy inputs (see inputs.hpp).
 #include "tools/inputs.hpp"
 
+#include <algorithm>
+#include <cstdio>
 #include <filesystem>
 
 #include "io/npy.hpp"
@@ -65,6 +67,24 @@ const std::vector<std::string>& input_names() {
 
 io::NamedArrays read_input_dir(const std::string& dir, io::ReadTimes* times) {
   if (!fs::is_directory(dir)) throw InputError("--in: " + dir + " is not a directory");
+  // A .npy file under another name is not read: said, since a misnamed input (initial_state.npy for h0.npy) would
+  // otherwise change the result without a word.
+  std::vector<std::string> unread;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string f = e.path().filename().string();
+    if (f.size() > 4 && f.compare(f.size() - 4, 4, ".npy") == 0 &&
+        std::find(input_names().begin(), input_names().end(), f.substr(0, f.size() - 4)) == input_names().end())
+      unread.push_back(f);
+  }
+  if (!unread.empty()) {
+    std::sort(unread.begin(), unread.end());
+    std::string list, names;
+    for (const auto& f : unread) list += (list.empty() ? "" : ", ") + f;
+    for (const auto& n : input_names()) names += (names.empty() ? "" : " ") + n;
+    std::fprintf(stderr, "gdn2: note: --in %s: not read: %s (the inputs are named %s)\n", dir.c_str(), list.c_str(),
+                 names.c_str());
+  }
   return io::read_npy_dir(dir, input_names(), times);
 }
 

@@ -65,7 +65,8 @@ LayerInputs<Scalar> load_layer_inputs(const LayerOptions& opt, const io::NamedAr
 // The names an input directory may hold: q, k, v, g, b, w, beta, h0, cu_seqlens, A_log, dt_bias, do, dht.
 const std::vector<std::string>& input_names();
 // Reads every file of input_names() present in `dir` (a missing one is simply absent from the map); `times`, if
-// given, receives the time spent per file (--verbose). Throws InputError when dir is not a directory.
+// given, receives the time spent per file (--verbose); any other .npy file in `dir` is named in a note on stderr.
+// Throws InputError when dir is not a directory.
 io::NamedArrays read_input_dir(const std::string& dir, io::ReadTimes* times = nullptr);
 
 // The gradients of the files that were read, named as files: dq, dk, dv, dh0 (when h0.npy was read), and per

@@ -31,12 +31,30 @@ def _arrays(q, k, v, g, b, w, beta, initial_state, cu_seqlens, A_log, dt_bias):
             "cu_seqlens": cu_seqlens, "A_log": A_log, "dt_bias": dt_bias}
 
 
+def _int(name, x):  # an integer as it is (3.7, True or "64" refused, not rounded or parsed)
+    if isinstance(x, (bool, _np.bool_)) or not isinstance(x, (int, _np.integer)):
+        raise ValueError(f"{name}: expected an integer, got {type(x).__name__} {x!r}")
+    return int(x)
+
+
+def _float(name, x):
+    if isinstance(x, (bool, _np.bool_)) or not isinstance(x, (int, float, _np.integer, _np.floating)):
+        raise ValueError(f"{name}: expected a number, got {type(x).__name__} {x!r}")
+    return float(x)
+
+
+def _bool(name, x):  # "False" is a non-empty string, so bool("False") would be True
+    if not isinstance(x, (bool, _np.bool_)):
+        raise ValueError(f"{name}: expected True or False, got {type(x).__name__} {x!r}")
+    return bool(x)
+
+
 def _options(form, precision, variant, chunk_size, scale, l2norm_qk, gate_logits, negative_eigen, decay, lower_bound,
              num_threads):
-    return dict(form=form, precision=precision, variant=variant, chunk_size=int(chunk_size),
-                scale=None if scale is None else float(scale), l2norm_qk=bool(l2norm_qk),
-                gate_logits=bool(gate_logits), negative_eigen=bool(negative_eigen), decay=decay,
-                lower_bound=float(lower_bound), threads=int(num_threads))
+    return dict(form=form, precision=precision, variant=variant, chunk_size=_int("chunk_size", chunk_size),
+                scale=None if scale is None else _float("scale", scale), l2norm_qk=_bool("l2norm_qk", l2norm_qk),
+                gate_logits=_bool("gate_logits", gate_logits), negative_eigen=_bool("negative_eigen", negative_eigen),
+                decay=decay, lower_bound=_float("lower_bound", lower_bound), threads=_int("num_threads", num_threads))
 
 
 def forward(q, k, v, g=None, b=None, w=None, *, scale=None, initial_state=None, output_final_state=True,

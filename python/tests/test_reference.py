@@ -170,6 +170,9 @@ def test_bad_options_and_arrays_raise_value_error():
     for options, words in [(dict(form="diagonal"), "unknown form"), (dict(precision="f16"), "unknown precision"),
                            (dict(variant="mamba"), "unknown variant"), (dict(chunk_size=0), "chunk size"),
                            (dict(chunk_size=2**40), r"chunk size must lie in \[1, 2\^20\]"),
+                           (dict(chunk_size=3.7), "chunk_size: expected an integer, got float 3.7"),
+                           (dict(l2norm_qk="False"), "l2norm_qk: expected True or False, got str 'False'"),
+                           (dict(scale="0.5"), "scale: expected a number, got str '0.5'"),
                            (dict(decay="relu"), "unknown --decay")]:
         with pytest.raises(ValueError, match=words) as e:
             call(gdn2.forward, x, **options)

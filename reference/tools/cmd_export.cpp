@@ -105,8 +105,9 @@ int run_export(const ExportArgs& args) {
     write_layer_dir((dir / "inputs").string(), {{"q", &x.q}, {"k", &x.k}, {"v", &x.v}, {"g", &x.g}, {"b", &x.b}, {"w", &x.w}, {"do", &do_}});
     write_layer_dir((dir / "reference").string(), {{"o", &o}, {"ht", &ht}, {"dq", &gr.dq}, {"dk", &gr.dk}, {"dv", &gr.dv},
                                                    {"dg", &gr.dg}, {"db", &gr.db}, {"dw", &gr.dw}});
-    // The planted bug: an off-by-one in the reverse cumulative sum of dg for tokens 16..30 (each takes its successor's
-    // value, the classic mistake of an exclusive instead of inclusive scan; token 31 is spared). Everything else is right.
+    // The planted bug: an off-by-one in the reverse cumulative sum of dg for tokens 16..30 (each takes its
+    // successor's value, the classic mistake of an exclusive instead of inclusive scan; token 31 is spared).
+    // Everything else is right.
     Tensor<double> dg_bug = gr.dg;
     for (index_t t = 16; t < 31; ++t)
       for (index_t c = 0; c < 6; ++c) dg_bug.data[t * 6 + c] = gr.dg.data[(t + 1) * 6 + c];

@@ -1312,7 +1312,7 @@ TEST_CASE("a .npy file in --in that gdn2 does not read is named in a note", "[cl
   std::printf("  [measured] exit=%d: %s", r.status, r.err.c_str());
   CHECK(r.status == 0);
   CHECK_THAT(r.err, Catch::Contains("gdn2: note: --in ") && Catch::Contains("not read: initial_state.npy (the inputs "
-                                                                             "are named q k v g b w beta h0"));
+                                                                             "are named q, k, v, g, b, w, beta, h0"));
   CHECK(r.err.find("notes.txt") == std::string::npos);  // only .npy files could be meant as inputs
   fs::rename(w.in / "initial_state.npy", w.in / "h0.npy");
   const Result clean = gdn2_cli("forward --in " + w.in.string() + " --out " + w.out.string());

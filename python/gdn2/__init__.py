@@ -5,9 +5,9 @@
 Layout of flash-linear-attention: q, k, g, b [B,T,H,K]; v, w [B,T,HV,V]; initial_state and the final state ht
 [N,HV,K,V]; value head hv reads key head hv // (HV // H). Arrays are float32 or float64 NumPy arrays in any memory
 order (views included); each is copied once, in one pass, into the working precision (precision="f64" or "f32"), and
-the results come back as NumPy arrays of that precision. Every function runs the same C++ code as the `gdn2` command line: the same options (named as in
-flash-linear-attention where it has them), the same results bit for bit, and bad input raises ValueError with the
-command line's one-line message naming the tensor.
+the results come back as NumPy arrays of that precision. Every function runs the same C++ code as the `gdn2` command
+line: the same options (named as in flash-linear-attention where it has them), the same results bit for bit, and bad
+input raises ValueError with the command line's one-line message naming the tensor.
 
     o, ht = gdn2.forward(q, k, v, g, b, w)                          # chunk form, float64, C = 64
     grads = gdn2.backward(q, k, v, g, b, w, do=do, dht=dht)        # {"dq": ..., "dk": ..., ..., "dw": ...}

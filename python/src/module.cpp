@@ -271,12 +271,9 @@ void bind_check(py::module_& m) {
         const std::vector<std::string>& known = tools::input_names();
         for (auto item : inputs) {
           const std::string name = py::cast<std::string>(item.first);
-          if (std::find(known.begin(), known.end(), name) == known.end()) {
-            std::string list;
-            for (const auto& n : known) list += (list.empty() ? "" : ", ") + n;
+          if (std::find(known.begin(), known.end(), name) == known.end())
             throw InputError("inputs: unknown name '" + name + "' (the inputs are named as gdn2 check --in files: " +
-                             list + ")");
-          }
+                             tools::input_names_text() + ")");
         }
         opt.tolerance = tolerance;
         opt.only = only;

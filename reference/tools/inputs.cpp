@@ -65,6 +65,12 @@ const std::vector<std::string>& input_names() {
   return names;
 }
 
+std::string input_names_text() {
+  std::string text;
+  for (const auto& n : input_names()) text += (text.empty() ? "" : ", ") + n;
+  return text;
+}
+
 io::NamedArrays read_input_dir(const std::string& dir, io::ReadTimes* times) {
   if (!fs::is_directory(dir)) throw InputError("--in: " + dir + " is not a directory");
   // A .npy file under another name is not read: said, since a misnamed input (initial_state.npy for h0.npy) would
@@ -79,11 +85,10 @@ io::NamedArrays read_input_dir(const std::string& dir, io::ReadTimes* times) {
   }
   if (!unread.empty()) {
     std::sort(unread.begin(), unread.end());
-    std::string list, names;
+    std::string list;
     for (const auto& f : unread) list += (list.empty() ? "" : ", ") + f;
-    for (const auto& n : input_names()) names += (names.empty() ? "" : " ") + n;
     std::fprintf(stderr, "gdn2: note: --in %s: not read: %s (the inputs are named %s)\n", dir.c_str(), list.c_str(),
-                 names.c_str());
+                 input_names_text().c_str());
   }
   return io::read_npy_dir(dir, input_names(), times);
 }

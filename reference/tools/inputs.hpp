@@ -64,6 +64,8 @@ LayerInputs<Scalar> load_layer_inputs(const LayerOptions& opt, const io::NamedAr
 
 // The names an input directory may hold: q, k, v, g, b, w, beta, h0, cu_seqlens, A_log, dt_bias, do, dht.
 const std::vector<std::string>& input_names();
+// The same names as text, "q, k, v, ..., dht", for messages that list them.
+std::string input_names_text();
 // Reads every file of input_names() present in `dir` (a missing one is simply absent from the map); `times`, if
 // given, receives the time spent per file (--verbose); any other .npy file in `dir` is named in a note on stderr.
 // Throws InputError when dir is not a directory.

@@ -1417,3 +1417,116 @@ TEST_CASE("eval: every key the checkpoint writer writes is required, and a missi
   std::ofstream(config) << original.dump(2);
   REQUIRE(gdn2_run(eval).status == 0);
 }
+
+// Before: --lower-bound without --decay bounded was accepted and ignored, and so were other options that only act
+// together with another one (--gate-logits with --variant linear, --negative-eigen with a tied variant, gradcheck's
+// input options without --in, its --form, --scale and --threads): the run looked as if it had used them.
+TEST_CASE("options: a layer option that has no effect without another is refused naming both (exit 2)", "[cli]") {
+  Workdir w("noeffect");
+  const auto x = small_layer(11, 1, 20);
+  save_layer(w.in, x);
+  const std::string io = " --in " + w.in.string() + " --out " + w.out.string();
+  const std::string chk = " --in " + w.in.string() + " --candidate " + w.out.string();
+  struct Case {
+    std::string args, option, needs;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"forward --lower-bound -3" + io, "--lower-bound", "--decay bounded"},
+           {"forward --decay softplus --lower-bound -3" + io, "--lower-bound", "--decay bounded"},
+           {"backward --lower-bound -3" + io, "--lower-bound", "--decay bounded"},
+           {"check --lower-bound -3" + chk, "--lower-bound", "--decay bounded"},
+           {"gradcheck --lower-bound -3 --in " + w.in.string(), "--lower-bound", "--decay bounded"},
+           {"forward --variant linear --gate-logits" + io, "--gate-logits", "--variant linear"},
+           {"forward --variant kda --negative-eigen" + io, "--negative-eigen", "--variant gdn2"},
+           {"check --variant linear --negative-eigen" + chk, "--negative-eigen", "--variant gdn2"},
+           {"gradcheck --variant kda", "--variant", "--in"},
+           {"gradcheck --l2norm-qk", "--l2norm-qk", "--in"},
+           {"gradcheck --gate-logits", "--gate-logits", "--in"},
+           {"gradcheck --negative-eigen", "--negative-eigen", "--in"},
+           {"gradcheck --decay softplus", "--decay", "--in"}}) {
+    const Run r = gdn2_run(c.args);
+    std::printf("  [measured] %s: exit=%d: %s", c.args.c_str(), r.status, r.err.c_str());
+    CAPTURE(c.args, r.err);
+    CHECK(r.status == 2);
+    CHECK(r.err.rfind("gdn2: error: " + c.option + ": ", 0) == 0);
+    CHECK_THAT(r.err, Catch::Contains(c.needs));
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    CHECK_FALSE(fs::exists(w.out));
+  }
+  // gradcheck runs both forms: it offers no --form.
+  const Run form = gdn2_run("gradcheck --form recurrent");
+  std::printf("  [measured] gradcheck --form recurrent: exit=%d: %s", form.status, form.err.c_str());
+  CHECK(form.status == 2);
+  CHECK_THAT(form.err, Catch::Contains("--form"));
+  // check --json answers the refusal as JSON too.
+  const Run json = gdn2_run("check --json --lower-bound -3" + chk);
+  CAPTURE(json.out);
+  CHECK(json.status == 2);
+  CHECK(nlohmann::json::parse(json.out).at("error").get<std::string>().find("--lower-bound") != std::string::npos);
+  // Where they act, the same options run: --lower-bound with --decay bounded (it changes o), --scale and --threads in
+  // gradcheck without --in. --chunk-size with --form recurrent is accepted, as its --help says (one command line for
+  // both forms; check's local blocks are C tokens in either).
+  Tensor<double> dt_bias({2 * 8});
+  save(w.in, "dt_bias.npy", io::encode_npy(dt_bias));
+  auto g_logits = x.g;
+  for (auto& e : g_logits.data) e = -e;
+  save(w.in, "g.npy", io::encode_npy(g_logits));
+  const fs::path o3 = w.out.parent_path() / "lb3", o5 = w.out.parent_path() / "lb5";
+  REQUIRE(gdn2_run("forward --decay bounded --lower-bound -3 --in " + w.in.string() + " --out " + o3.string()).status == 0);
+  REQUIRE(gdn2_run("forward --decay bounded --in " + w.in.string() + " --out " + o5.string()).status == 0);
+  CHECK_FALSE(bitwise_equal(load<double>(o3 / "o.npy"), load<double>(o5 / "o.npy")));
+  save_layer(w.in, x);
+  fs::remove(w.in / "dt_bias.npy");
+  candidate(w, x);
+  CHECK(gdn2_run("check --form recurrent --chunk-size 16" + chk).status == 0);
+  CHECK(gdn2_run("forward --form recurrent --chunk-size 16 --in " + w.in.string() + " --out " + o3.string()).status == 0);
+  CHECK_THAT(gdn2_stdout("forward --help"), Catch::Contains("--form recurrent computes without it"));
+  const std::string plain = gdn2_stdout("gradcheck --directions 1");
+  const std::string scaled = gdn2_stdout("gradcheck --directions 1 --scale 0.5 --threads 1");
+  std::printf("  [measured] gradcheck --scale 0.5 changes the report: %s\n", plain != scaled ? "yes" : "no");
+  CHECK(plain != scaled);
+  CHECK(scaled.find("PASSED") != std::string::npos);
+}
+
+// The same for the task, train and trace options that belong to one task or one kind of trace.
+TEST_CASE("options: task and trace options without the option they need are refused naming both (train too)", "[cli][model]") {
+  Workdir w("noeffect_model");
+  const std::string out = " --out " + w.out.string(), ck = " --checkpoint " + (w.out / "no-checkpoint").string();
+  const std::string tiny = " --steps 1 --batch 1 --d-model 8 --head-k 4 --head-v 4 --mlp 0 --final-examples 1";  // if run
+  struct Case {
+    std::string args, option, needs;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"task --task overwrite --power-a 0.5", "--power-a", "--task mqar"},
+           {"train --task mk-niah --power-a 0.5" + tiny + out, "--power-a", "--task mqar"},
+           {"task --rebinds 2", "--rebinds", "--task overwrite"},
+           {"task --queries 2", "--queries", "--task mk-niah"},
+           {"task --task overwrite --filler-vocab 5", "--filler-vocab", "--task mk-niah"},
+           {"task --task s-niah --pairs 3", "--pairs", "--task s-niah"},
+           {"train --eval-every 0 --eval-examples 10" + tiny + out, "--eval-examples", "--eval-every"},
+           {"trace --scenario soft-update" + ck + out, "--checkpoint", "--scenario"},
+           {"trace --random 10 --scenario soft-update" + out, "--random", "--scenario"},
+           {"trace --variant kda" + ck + out, "--variant", "--scenario"},
+           {"trace --K 4" + ck + out, "--K", "--scenario"},
+           {"trace --scenario soft-update --example 2" + out, "--example", "--checkpoint"},
+           {"trace --random 10 --block 1" + out, "--block", "--checkpoint"},
+           {"trace --random 10 --head 1" + out, "--head", "--checkpoint"}}) {
+    const Run r = gdn2_run(c.args);
+    std::printf("  [measured] %s: exit=%d: %s", c.args.c_str(), r.status, r.err.c_str());
+    CAPTURE(c.args, r.err);
+    CHECK(r.status == 2);
+    CHECK(r.err.rfind("gdn2: error: " + c.option + ": ", 0) == 0);
+    CHECK_THAT(r.err, Catch::Contains(c.needs));
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    CHECK_FALSE(fs::exists(w.out));
+  }
+  // With the option they need, they run.
+  for (const std::string ok : {"task --task overwrite --rebinds 1 --count 1", "task --task mk-niah --filler-vocab 5 --queries 1 --count 1",
+                               "task --power-a 0.5 --count 1"}) {
+    int status = -1;
+    gdn2_stdout(ok, &status);
+    CAPTURE(ok);
+    CHECK(status == 0);
+  }
+  CHECK(gdn2_run("trace --scenario soft-update --variant kda --K 4 --V 4" + out).status == 0);
+}

@@ -83,7 +83,7 @@ int run_gradcheck(const GradcheckArgs& args) {
   } else {
     x = random_layer<double>(rng, 2, 70, 2, 4, 8, 6, [](Rng& r) { return r.uniform(-0.5, 0); }, true);
     if (args.value_head_gates) random_value_head_gates(rng, x, [](Rng& r) { return r.uniform(-0.5, 0); });
-    fopt.chunk_size = args.layer.chunk_size;
+    fopt = forward_options(args.layer);  // --chunk-size, --scale, --threads act on random inputs too
   }
   const Dims d = validate_inputs(x.q, x.k, x.v, x.g, x.b, x.w, x.h0, x.cu_seqlens, fopt);
   if (do_.empty()) {  // random upstream gradients where none were given

@@ -8,17 +8,19 @@
 
 namespace gdn2::tools {
 
-void add_layer_options(CLI::App& cmd, LayerOptions& opt, bool in_required, bool with_precision) {
+void add_layer_options(CLI::App& cmd, LayerOptions& opt, bool in_required, bool with_precision, bool with_form) {
   cmd.add_option("--in", opt.in_dir, "Input directory of .npy tensors (see the list below)")->required(in_required);
-  cmd.add_option("--form", opt.form, "recurrent: token by token (Eq. 9, REF); chunk: chunkwise WY form (Eq. 18-25)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"recurrent", "chunk"}));
+  if (with_form)
+    cmd.add_option("--form", opt.form, "recurrent: token by token (Eq. 9, REF); chunk: chunkwise WY form (Eq. 18-25)")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"recurrent", "chunk"}));
   if (with_precision)
     cmd.add_option("--precision", opt.precision, "Working precision of the computation and of the outputs: f64 or f32")
         ->capture_default_str()
         ->check(CLI::IsMember({"f64", "f32"}));
   cmd.add_option("--chunk-size", opt.chunk_size, "Chunk size C of the chunk form (any C >= 1 gives the same result; the work per token grows with C, "
-                 "and C = 64 is about the fastest)")
+                 "and C = 64 is about the fastest). --form recurrent computes without it (accepted, so that one command "
+                 "line serves both forms); check's local blocks are C tokens in either form")
       ->capture_default_str()
       ->check(integer_in(1, 1 << 20));
   cmd.add_option("--scale", opt.scale, "Query scale in o_t = S_t^T (scale q_t) [default: K^-0.5]")
@@ -29,20 +31,40 @@ void add_layer_options(CLI::App& cmd, LayerOptions& opt, bool in_required, bool 
       ->capture_default_str()
       ->check(CLI::IsMember({"gdn2", "kda", "gdn", "deltanet", "linear"}));
   cmd.add_flag("--l2norm-qk", opt.l2norm_qk, "L2-normalise q and k per head first: x / sqrt(sum x^2 + 1e-6)");
-  cmd.add_flag("--gate-logits", opt.gate_logits, "b, w (or beta) hold logits: apply the sigmoid of Eq. 11 first");
-  cmd.add_flag("--negative-eigen", opt.negative_eigen, "Allow b in [0, 2] (with --gate-logits: b = 2 sigmoid)");
+  cmd.add_flag("--gate-logits", opt.gate_logits,
+               "b, w (or beta) hold logits: apply the sigmoid of Eq. 11 first (not with --variant linear: no gates)");
+  cmd.add_flag("--negative-eigen", opt.negative_eigen,
+               "Allow b in [0, 2] (with --gate-logits: b = 2 sigmoid); --variant gdn2 only (the tied variants' b = w "
+               "= beta must lie in [0, 1], and linear has no b)");
   cmd.add_option("--decay", opt.decay,
                  "g.npy holds logits: softplus gives g = -exp(A_log) softplus(x + dt_bias) (Eq. 12); bounded gives "
                  "g = lower_bound sigmoid(x + dt_bias)")
       ->capture_default_str()
       ->check(CLI::IsMember({"none", "softplus", "bounded"}));
-  cmd.add_option("--lower-bound", opt.lower_bound, "Lower bound of g for --decay bounded")
+  cmd.add_option("--lower-bound", opt.lower_bound, "Lower bound of g for --decay bounded (only with it)")
       ->capture_default_str()
       ->check(finite_in(-1e6, 0, false, true));
   cmd.add_option("--threads", opt.threads, "Threads over (sequence, value head) pairs; 0 = all cores (results do not "
                                            "depend on it)")
       ->capture_default_str()
       ->check(integer_in(0, 4096));
+}
+
+void refuse_unless(const CLI::App& cmd, const std::string& option, bool acts, const std::string& why) {
+  if (!acts && cmd.count(option) > 0) throw InputError(option + ": " + why);
+}
+
+void refuse_layer_options_without_effect(const CLI::App& cmd, const LayerOptions& opt) {
+  refuse_unless(cmd, "--lower-bound", opt.decay == "bounded",
+                "has no effect without --decay bounded (it bounds g = lower_bound sigmoid(x + dt_bias)); give --decay "
+                "bounded, or leave --lower-bound out");
+  refuse_unless(cmd, "--gate-logits", opt.variant != "linear",
+                "has no effect with --variant linear (it reads no gate b, w or beta to apply the sigmoid to)");
+  refuse_unless(cmd, "--negative-eigen", opt.variant == "gdn2",
+                "has no effect with --variant " + opt.variant +
+                    (opt.variant == "linear" ? " (it has no erase gate)"
+                                             : " (b = w = beta, and the write gate w must lie in [0, 1])") +
+                    "; it lets the erase gate b of --variant gdn2 lie in [0, 2]");
 }
 
 void print_read_times(const io::ReadTimes& times) {

@@ -81,6 +81,22 @@ void add_task_options(CLI::App& cmd, TaskArgs& a) {
   cmd.add_option("--queries", a.config.queries, "needle tasks: needles asked about at the end")->capture_default_str()->check(integer_in(1, lmax));
 }
 
+void refuse_task_options_without_effect(const CLI::App& cmd, const TaskArgs& a) {
+  tasks::parse_task(a.task);  // an unknown --task is named as such, not as the options it would have refused
+  const std::string with = "has no effect with --task " + a.task;
+  refuse_unless(cmd, "--power-a", a.task == "mqar",
+                with + " (the gaps of MQAR's queries); give --task mqar, or leave --power-a out");
+  refuse_unless(cmd, "--rebinds", a.task == "overwrite",
+                with + " (keys bound again to a new value); give --task overwrite, or leave --rebinds out");
+  const bool needles = a.task == "mk-niah" || a.task == "s-niah";
+  refuse_unless(cmd, "--filler-vocab", needles,
+                with + " (the haystack's words); give --task mk-niah or s-niah, or leave --filler-vocab out");
+  refuse_unless(cmd, "--queries", needles,
+                with + " (the needles asked about); give --task mk-niah or s-niah, or leave --queries out");
+  refuse_unless(cmd, "--pairs", a.task != "s-niah",
+                with + " (one needle); give --task mk-niah for several needles, or leave --pairs out");
+}
+
 void add_model_options(CLI::App& cmd, ModelArgs& a) {
   // The bounds of model::validate, at parse time.
   cmd.add_option("--variant", a.variant, "Gate tying at equal state size: gdn2, kda, gdn, deltanet, linear")
@@ -199,6 +215,26 @@ int run_eval(const EvalArgs& args) {
   return kOk;
 }
 
+void refuse_trace_options_without_effect(const CLI::App& cmd, const TraceArgs& args) {
+  const std::string one = "a trace is of one scripted scenario, one trained model or random inputs";
+  refuse_unless(cmd, "--random", args.scenario.empty() && args.checkpoint.empty(),
+                "cannot be combined with " + std::string(args.scenario.empty() ? "--checkpoint" : "--scenario") +
+                    " (" + one + "); give one of --scenario, --checkpoint and --random");
+  refuse_unless(cmd, "--checkpoint", args.scenario.empty(),
+                "cannot be combined with --scenario (" + one + "); give one of --scenario, --checkpoint and --random");
+  refuse_unless(cmd, "--variant", !args.scenario.empty(),
+                "has no effect without --scenario (it ties a scripted scenario's gates; a trained model has its own "
+                "variant); give --scenario NAME, or leave --variant out");
+  for (const char* option : {"--K", "--V"})
+    refuse_unless(cmd, option, !args.scenario.empty() || args.random_T > 0,
+                  "has no effect without --scenario or --random (a trained model's state size is its own); give "
+                  "--scenario NAME or --random T, or leave " + std::string(option) + " out");
+  for (const char* option : {"--example", "--block", "--head"})
+    refuse_unless(cmd, option, !args.checkpoint.empty(),
+                  "has no effect without --checkpoint (it picks what of a trained model is traced); give --checkpoint "
+                  "DIR, or leave " + std::string(option) + " out");
+}
+
 int run_trace(const TraceArgs& args) {
   io::check_output_dir(args.out_dir, "--out");
   model::Trace tr;
@@ -213,7 +249,7 @@ int run_trace(const TraceArgs& args) {
                variant_name(ck.model.variant) + " model, block " + std::to_string(args.block) + " head " +
                std::to_string(args.head);
   } else {
-    throw InputError("trace: give --scenario NAME or --checkpoint DIR");
+    throw InputError("trace: give --scenario NAME, --checkpoint DIR or --random T");
   }
   model::save_trace(args.out_dir, tr);
   int queries = 0, correct = 0;

@@ -29,8 +29,20 @@ struct Stopwatch {
 };
 
 // Adds --in, --form, --precision, --chunk-size, --scale, --variant, --l2norm-qk and the gate front-end.
-// in_required: --in must be given; with_precision: offer --precision (check and gradcheck always use float64).
-void add_layer_options(CLI::App& cmd, LayerOptions& opt, bool in_required = true, bool with_precision = true);
+// in_required: --in must be given; with_precision: offer --precision (check and gradcheck always use float64);
+// with_form: offer --form (gradcheck checks both forms).
+void add_layer_options(CLI::App& cmd, LayerOptions& opt, bool in_required = true, bool with_precision = true,
+                       bool with_form = true);
+
+// An option that only acts together with another one (or one value of it) is refused when given without it, rather
+// than ignored: the run would look as if it had used it. Throws InputError "OPTION: WHY" (exit 2) when `option` was
+// given on `cmd`'s command line and `acts` is false.
+void refuse_unless(const CLI::App& cmd, const std::string& option, bool acts, const std::string& why);
+
+// add_layer_options' options that act only with another: --lower-bound (--decay bounded), --gate-logits (a variant
+// with gates) and --negative-eigen (--variant gdn2). --chunk-size with --form recurrent is not one of them: said in
+// its --help, it is accepted so that one command line serves both forms (and check's blocks are C tokens in both).
+void refuse_layer_options_without_effect(const CLI::App& cmd, const LayerOptions& opt);
 
 struct ForwardArgs {
   LayerOptions layer;

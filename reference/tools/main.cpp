@@ -79,7 +79,7 @@ int run_command(int argc, char** argv) {
   GradcheckArgs gc;
   auto* gradcheck = app.add_subcommand(
       "gradcheck", "Check the reference's own backward with finite differences and complex-step derivatives");
-  add_layer_options(*gradcheck, gc.layer, false, false);
+  add_layer_options(*gradcheck, gc.layer, false, false, false);
   gradcheck->add_option("--directions", gc.directions, "Random directions per tensor (plus single boundary elements)")
       ->capture_default_str()
       ->check(integer_in(1, 1000));
@@ -88,8 +88,10 @@ int run_command(int argc, char** argv) {
       ->check(seed_in(0xFFFFFFFFu));
   gradcheck->add_flag("--value-head-gates", gc.value_head_gates,
                       "Random inputs with g and b drawn per value head, [B,T,HV,K] (distinct within each group)");
-  gradcheck->footer("Without --in: random inputs B=2 T=70 H=2 HV=4 K=8 V=6 with an initial state (value heads 0-1 share "
-                    "key head 0, 2-3 key head 1).\n" + variant_files_help());
+  gradcheck->footer("Both forms are checked. Without --in: random inputs B=2 T=70 H=2 HV=4 K=8 V=6 with an initial state "
+                    "(value heads 0-1 share key head 0, 2-3 key head 1) and gdn2's gates; --variant, --l2norm-qk, "
+                    "--gate-logits, --negative-eigen and --decay describe the files of --in and need it.\n" +
+                    variant_files_help());
 
   DemoArgs demo;
   auto* demo_cmd = app.add_subcommand("demo", "Show the layer on a built-in example: chunk form = recurrence, tied-gate "
@@ -209,16 +211,45 @@ int run_command(int argc, char** argv) {
     return code == 0 ? kOk : kBadInput;
   }
   try {
-    if (*forward) return run_forward(fwd);
-    if (*backward) return run_backward(bwd);
-    if (*check) return run_check(chk);
-    if (*gradcheck) return run_gradcheck(gc);
+    // An option given where it has no effect is refused first, before anything is read or written.
+    if (*forward) {
+      refuse_layer_options_without_effect(*forward, fwd.layer);
+      return run_forward(fwd);
+    }
+    if (*backward) {
+      refuse_layer_options_without_effect(*backward, bwd.layer);
+      return run_backward(bwd);
+    }
+    if (*check) {
+      refuse_layer_options_without_effect(*check, chk.layer);
+      return run_check(chk);
+    }
+    if (*gradcheck) {
+      refuse_layer_options_without_effect(*gradcheck, gc.layer);
+      for (const char* option : {"--variant", "--l2norm-qk", "--gate-logits", "--negative-eigen", "--decay"})
+        refuse_unless(*gradcheck, option, !gc.layer.in_dir.empty(),
+                      "has no effect without --in (it describes the files of --in; the random inputs are gdn2's, "
+                      "drawn in the layer's ranges); give --in DIR, or leave " + std::string(option) + " out");
+      return run_gradcheck(gc);
+    }
     if (*demo_cmd) return run_demo(demo);
     if (*bench_cmd) return run_bench(bench);
-    if (*task_cmd) return run_task(task);
-    if (*train_cmd) return run_train(train);
+    if (*task_cmd) {
+      refuse_task_options_without_effect(*task_cmd, task.task);
+      return run_task(task);
+    }
+    if (*train_cmd) {
+      refuse_task_options_without_effect(*train_cmd, train.task);
+      refuse_unless(*train_cmd, "--eval-examples", train.train.eval_every > 0,
+                    "has no effect with --eval-every 0 (no periodic evaluation; the final one takes "
+                    "--final-examples); give --eval-every N, or leave --eval-examples out");
+      return run_train(train);
+    }
     if (*eval_cmd) return run_eval(eval);
-    if (*trace_cmd) return run_trace(trace);
+    if (*trace_cmd) {
+      refuse_trace_options_without_effect(*trace_cmd, trace);
+      return run_trace(trace);
+    }
     if (*export_cmd) return run_export(exp);
   } catch (const gdn2::InputError& e) {
     return fail(e.what(), kBadInput);

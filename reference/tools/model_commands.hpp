@@ -18,6 +18,10 @@ struct ModelArgs {
 };
 void add_task_options(CLI::App& cmd, TaskArgs& a);
 void add_model_options(CLI::App& cmd, ModelArgs& a);
+// add_task_options' options that belong to some tasks only (--power-a: mqar; --rebinds: overwrite; --filler-vocab,
+// --queries: the needle tasks; --pairs: not s-niah, which has one needle), refused with another --task
+// (refuse_unless, commands.hpp).
+void refuse_task_options_without_effect(const CLI::App& cmd, const TaskArgs& a);
 
 struct TaskCmdArgs {
   TaskArgs task;
@@ -51,6 +55,9 @@ struct TraceArgs {
   int random_T = 0;  // > 0: a trace of random inputs (T tokens, K x V) instead, e.g. for the viewer's frame-time benchmark
 };
 int run_trace(const TraceArgs& args);
+// One trace at a time (--scenario, --checkpoint or --random), and the options of one kind refused with another:
+// --variant (--scenario), --K and --V (--scenario or --random), --example, --block and --head (--checkpoint).
+void refuse_trace_options_without_effect(const CLI::App& cmd, const TraceArgs& args);
 
 struct ExportArgs {
   std::string out_dir = "notebooks_data";

@@ -80,15 +80,18 @@ Tensor<Scalar> load(const fs::path& file) {
   return io::to_tensor<Scalar>(io::read_npy(file.string(), file.filename().string()), file.filename().string());
 }
 
-// Bad input: exit 2, a one-line message that starts with "gdn2: error: <tensor>", and no output directory files.
+// Bad input: exit 2, a one-line message that starts with "gdn2: error: <tensor>" (after the note naming the files of
+// --in that forward does not read, if any), and no output directory files.
 void expect_refusal(Workdir& w, const std::string& tensor, const std::string& problem, const std::string& extra = "") {
   const Result r = gdn2_cli("forward --in " + w.in.string() + " --out " + w.out.string() + " " + extra);
   std::printf("  [measured] refusal for %-12s exit=%d: %s", tensor.c_str(), r.status, r.err.c_str());
   CAPTURE(tensor, problem, r.err);
   REQUIRE(r.status == 2);
-  REQUIRE(r.err.rfind("gdn2: error: " + tensor, 0) == 0);
-  REQUIRE(r.err.find(problem) != std::string::npos);
-  REQUIRE(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+  std::string err = r.err;
+  if (err.rfind("gdn2: note: ", 0) == 0 && err.find('\n') != std::string::npos) err.erase(0, err.find('\n') + 1);
+  REQUIRE(err.rfind("gdn2: error: " + tensor, 0) == 0);
+  REQUIRE(err.find(problem) != std::string::npos);
+  REQUIRE(std::count(err.begin(), err.end(), '\n') == 1);
   REQUIRE((!fs::exists(w.out) || fs::is_empty(w.out)));
 }
 
@@ -1529,4 +1532,67 @@ TEST_CASE("options: task and trace options without the option they need are refu
     CHECK(status == 0);
   }
   CHECK(gdn2_run("trace --scenario soft-update --variant kda --K 4 --V 4" + out).status == 0);
+}
+
+// Before: every command read and validated every input name present in --in (q ... dt_bias, do, dht) whatever it
+// used, so a corrupt do.npy made gdn2 forward fail, and a broken beta.npy a gdn2-variant run.
+TEST_CASE("inputs: each command reads exactly the files it uses; the others are named in the note", "[cli][io]") {
+  Workdir w("reads");
+  const auto x = small_layer(12, 1, 20);
+  save_layer(w.in, x);  // q, k, v, g, b, w, h0
+  const std::string garbage = "not numpy at all";
+  for (const char* f : {"do.npy", "dht.npy", "beta.npy", "A_log.npy", "dt_bias.npy"}) save(w.in, f, garbage);
+  const std::string in = " --in " + w.in.string();
+  const fs::path out = w.out, grads = w.out.parent_path() / "grads";
+  Run r = gdn2_run("forward" + in + " --out " + out.string());
+  std::printf("  [measured] forward, corrupt do/dht/beta/A_log/dt_bias: exit=%d: %s", r.status, r.err.c_str());
+  CHECK(r.status == 0);
+  CHECK_THAT(r.err, Catch::Contains("not read: A_log.npy, beta.npy, dht.npy, do.npy, dt_bias.npy (") &&
+                        Catch::Contains("with these options gdn2 forward reads q, k, v, g, b, w, h0, cu_seqlens)"));
+  if (r.status == 0) CHECK(bitwise_equal(load<double>(out / "o.npy"), run(Form::chunk, x).o));
+  // backward uses do.npy and dht.npy: a corrupt one is refused by name.
+  r = gdn2_run("backward" + in + " --out " + grads.string());
+  std::printf("  [measured] backward, corrupt do.npy: exit=%d: %s", r.status, r.err.c_str());
+  CHECK(r.status == 2);
+  CHECK_THAT(r.err, Catch::Contains("gdn2: error: dht.npy") || Catch::Contains("gdn2: error: do.npy"));
+  Tensor<double> do_(x.v.shape);
+  Rng rng(12);
+  for (auto& e : do_.data) e = rng.normal();
+  save(w.in, "do.npy", io::encode_npy(do_));
+  fs::remove(w.in / "dht.npy");
+  for (const std::string& cmd : {"backward" + in + " --out " + grads.string(), "gradcheck --directions 1" + in}) {
+    r = gdn2_run(cmd);
+    std::printf("  [measured] %s: exit=%d: %s", cmd.substr(0, cmd.find(' ')).c_str(), r.status, r.err.c_str());
+    CHECK(r.status == 0);
+    CHECK_THAT(r.err, Catch::Contains("not read: A_log.npy, beta.npy, dt_bias.npy (") &&
+                          Catch::Contains("reads q, k, v, g, b, w, h0, cu_seqlens, do, dht)"));
+  }
+  fs::remove_all(out);
+  candidate(w, x);
+  r = gdn2_run("check" + in + " --candidate " + out.string());
+  std::printf("  [measured] check: exit=%d: %s", r.status, r.err.c_str());
+  CHECK(r.status == 0);
+  CHECK_THAT(r.err, Catch::Contains("not read: A_log.npy, beta.npy, dt_bias.npy ("));
+  // A variant reads its own gates: kda and deltanet neither b.npy nor w.npy, deltanet no g.npy; a valid beta.npy.
+  Tensor<double> beta({1, 20, 2});
+  for (auto& e : beta.data) e = rng.uniform(0, 1);
+  save(w.in, "beta.npy", io::encode_npy(beta));
+  save(w.in, "b.npy", garbage);
+  save(w.in, "w.npy", garbage);
+  const fs::path o2 = w.out.parent_path() / "variant";
+  r = gdn2_run("forward --variant kda" + in + " --out " + o2.string());
+  std::printf("  [measured] forward --variant kda, corrupt b, w: exit=%d: %s", r.status, r.err.c_str());
+  CHECK(r.status == 0);
+  CHECK_THAT(r.err, Catch::Contains("not read: A_log.npy, b.npy, do.npy, dt_bias.npy, w.npy ("));
+  save(w.in, "g.npy", garbage);
+  r = gdn2_run("forward --variant deltanet" + in + " --out " + o2.string());
+  std::printf("  [measured] forward --variant deltanet, corrupt g, b, w: exit=%d: %s", r.status, r.err.c_str());
+  CHECK(r.status == 0);
+  CHECK_THAT(r.err, Catch::Contains("not read: A_log.npy, b.npy, do.npy, dt_bias.npy, g.npy, w.npy ("));
+  // --decay softplus reads A_log.npy and dt_bias.npy: corrupt, they are refused by name.
+  save_layer(w.in, x);
+  r = gdn2_run("forward --decay softplus" + in + " --out " + o2.string());
+  std::printf("  [measured] forward --decay softplus, corrupt A_log, dt_bias: exit=%d: %s", r.status, r.err.c_str());
+  CHECK(r.status == 2);
+  CHECK_THAT(r.err, Catch::Contains("gdn2: error: A_log.npy") || Catch::Contains("gdn2: error: dt_bias.npy"));
 }

@@ -29,7 +29,8 @@ int backward_in(const BackwardArgs& args) {
   io::check_output_dir(args.out_dir, "--out", args.layer.in_dir);
   io::check_output_writable(args.out_dir);  // a read-only place is found now, not after the computation (exit 4)
   io::ReadTimes times;
-  const io::NamedArrays arrays = read_input_dir(args.layer.in_dir, &times);
+  const io::NamedArrays arrays =
+      read_input_dir(args.layer.in_dir, input_names_read(args.layer, true), "gdn2 backward", &times);
   const LayerInputs<Scalar> in = load_layer_inputs<Scalar>(args.layer, arrays);
   const auto [do_, dht] = load_upstream<Scalar>(arrays);
   if (args.verbose) print_read_times(times);
@@ -76,7 +77,7 @@ int run_gradcheck(const GradcheckArgs& args) {
   if (!args.layer.in_dir.empty()) {
     LayerOptions layer = args.layer;
     layer.precision = "f64";
-    const io::NamedArrays arrays = read_input_dir(layer.in_dir);
+    const io::NamedArrays arrays = read_input_dir(layer.in_dir, input_names_read(layer, true), "gdn2 gradcheck");
     x = load_layer_inputs<double>(layer, arrays).layer;
     std::tie(do_, dht) = load_upstream<double>(arrays);
     fopt = forward_options(layer);

@@ -44,7 +44,8 @@ int run_check(const CheckArgs& args) {
   opt.only = args.only;
   io::ReadTimes times;
   check::bound_for(opt.tolerance, "o", "f8", nullptr);  // a bad --tolerance is refused before anything is read
-  const io::NamedArrays inputs = read_input_dir(args.layer.in_dir, args.verbose ? &times : nullptr);
+  const io::NamedArrays inputs = read_input_dir(args.layer.in_dir, input_names_read(args.layer, true), "gdn2 check",
+                                                args.verbose ? &times : nullptr);
   const check::Arrays candidate = list_candidate_dir(args.candidate_dir);
   io::ReadTimes* const read_times = args.verbose ? &times : nullptr;
   const auto load = [&](const std::string& name) {

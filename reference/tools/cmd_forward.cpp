@@ -94,7 +94,8 @@ int forward_in(const ForwardArgs& args) {
   io::check_output_dir(args.out_dir, "--out", args.layer.in_dir);
   io::check_output_writable(args.out_dir);  // a read-only place is found now, not after the computation (exit 4)
   io::ReadTimes times;
-  const LayerInputs<Scalar> in = load_layer_inputs<Scalar>(args.layer, read_input_dir(args.layer.in_dir, &times));
+  const LayerInputs<Scalar> in = load_layer_inputs<Scalar>(
+      args.layer, read_input_dir(args.layer.in_dir, input_names_read(args.layer, false), "gdn2 forward", &times));
   if (args.verbose) print_read_times(times);
   Stopwatch sw;
   Tensor<Scalar> o, ht;

@@ -71,31 +71,47 @@ std::string input_names_text() {
   return text;
 }
 
-io::NamedArrays read_input_dir(const std::string& dir, io::ReadTimes* times) {
+std::vector<std::string> input_names_read(const LayerOptions& opt, bool upstream) {
+  const Variant variant = parse_variant(opt.variant);
+  std::vector<std::string> names = {"q", "k", "v"};
+  if (variant != Variant::deltanet) names.push_back("g");
+  if (variant == Variant::gdn2) names.insert(names.end(), {"b", "w"});
+  if (variant == Variant::kda || variant == Variant::gdn || variant == Variant::deltanet) names.push_back("beta");
+  names.insert(names.end(), {"h0", "cu_seqlens"});
+  if (opt.decay == "softplus") names.push_back("A_log");
+  if (opt.decay != "none") names.push_back("dt_bias");
+  if (upstream) names.insert(names.end(), {"do", "dht"});
+  return names;
+}
+
+io::NamedArrays read_input_dir(const std::string& dir, const std::vector<std::string>& names, const std::string& command,
+                               io::ReadTimes* times) {
   if (!fs::is_directory(dir)) throw InputError("--in: " + dir + " is not a directory");
-  // A .npy file under another name is not read: said, since a misnamed input (initial_state.npy for h0.npy) would
-  // otherwise change the result without a word.
+  // A .npy file this command does not read is named: a misnamed input (initial_state.npy for h0.npy) would otherwise
+  // change the result without a word, and an input of another command or variant (do.npy for forward, beta.npy for
+  // gdn2) would look used.
   std::vector<std::string> unread;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     const std::string f = e.path().filename().string();
     if (f.size() > 4 && f.compare(f.size() - 4, 4, ".npy") == 0 &&
-        std::find(input_names().begin(), input_names().end(), f.substr(0, f.size() - 4)) == input_names().end())
+        std::find(names.begin(), names.end(), f.substr(0, f.size() - 4)) == names.end())
       unread.push_back(f);
   }
   if (!unread.empty()) {
     std::sort(unread.begin(), unread.end());
-    std::string list;
+    std::string list, read;
     for (const auto& f : unread) list += (list.empty() ? "" : ", ") + f;
-    std::fprintf(stderr, "gdn2: note: --in %s: not read: %s (the inputs are named %s)\n", dir.c_str(), list.c_str(),
-                 input_names_text().c_str());
+    for (const auto& n : names) read += (read.empty() ? "" : ", ") + n;
+    std::fprintf(stderr, "gdn2: note: --in %s: not read: %s (the inputs are named %s; with these options %s reads %s)\n",
+                 dir.c_str(), list.c_str(), input_names_text().c_str(), command.c_str(), read.c_str());
   }
-  return io::read_npy_dir(dir, input_names(), times);
+  return io::read_npy_dir(dir, names, times);
 }
 
 template <typename Scalar>
 LayerInputs<Scalar> load_layer_inputs(const LayerOptions& opt) {
-  return load_layer_inputs<Scalar>(opt, read_input_dir(opt.in_dir));
+  return load_layer_inputs<Scalar>(opt, read_input_dir(opt.in_dir, input_names_read(opt, false), "gdn2 forward"));
 }
 
 template <typename Scalar>

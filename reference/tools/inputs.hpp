@@ -54,7 +54,7 @@ struct InputSource {
 // applies the front-end and the gate tying, and validates the result. Throws InputError.
 template <typename Scalar>
 LayerInputs<Scalar> load_layer_inputs(const LayerOptions& opt, const InputSource<Scalar>& source);
-// The same from the directory opt.in_dir.
+// The same from the directory opt.in_dir, reading what gdn2 forward reads (input_names_read(opt, false)).
 template <typename Scalar>
 LayerInputs<Scalar> load_layer_inputs(const LayerOptions& opt);
 // The same from arrays already in memory (name without ".npy" → array; what read_input_dir returns). opt.in_dir
@@ -66,10 +66,16 @@ LayerInputs<Scalar> load_layer_inputs(const LayerOptions& opt, const io::NamedAr
 const std::vector<std::string>& input_names();
 // The same names as text, "q, k, v, ..., dht", for messages that list them.
 std::string input_names_text();
-// Reads every file of input_names() present in `dir` (a missing one is simply absent from the map); `times`, if
-// given, receives the time spent per file (--verbose); any other .npy file in `dir` is named in a note on stderr.
-// Throws InputError when dir is not a directory.
-io::NamedArrays read_input_dir(const std::string& dir, io::ReadTimes* times = nullptr);
+// The names a command reads with these options, in input_names()' order: q, k, v; the variant's gates (gdn2: g, b,
+// w; kda and gdn: g, beta; deltanet: beta; linear: g, optional); h0 and cu_seqlens (optional); dt_bias with --decay
+// and A_log with --decay softplus; with `upstream` (backward, check, gradcheck) the upstream gradients do and dht.
+std::vector<std::string> input_names_read(const LayerOptions& opt, bool upstream);
+// Reads the files of `names` present in `dir` (a missing one is simply absent from the map), and no other: a file
+// the command does not use is not opened, so a broken one cannot fail it. `times`, if given, receives the time spent
+// per file (--verbose). Every other .npy file in `dir` is named in a note on stderr, with what `command` ("gdn2
+// forward") reads. Throws InputError when dir is not a directory.
+io::NamedArrays read_input_dir(const std::string& dir, const std::vector<std::string>& names, const std::string& command,
+                               io::ReadTimes* times = nullptr);
 
 // The gradients of the files that were read, named as files: dq, dk, dv, dh0 (when h0.npy was read), and per
 // variant dg, db, dw or dbeta; with --decay also dA_log / ddt_bias. With a front-end the gradient is the one of the

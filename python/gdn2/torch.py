@@ -159,6 +159,13 @@ def _gdn2_op(form, q, k, v, g, b, w, scale, initial_state, output_final_state, u
     _refuse(initial_state is not None and initial_state.dtype != _torch.float32 and q.is_cuda,
             "initial_state must be float32")
     if state_v_first and initial_state is not None:
+        # Checked in the layout given: after the transpose below, a wrong shape would be reported transposed, against
+        # the [N,HV,K,V] layout the caller did not use.
+        N = q.shape[0] if cu_seqlens is None else cu_seqlens.numel() - 1
+        want = (N, v.shape[2], v.shape[3], q.shape[3])
+        _refuse(tuple(initial_state.shape) != want,
+                f"initial_state: shape {tuple(initial_state.shape)}, expected {want} (state_v_first: one state [HV,V,K] "
+                f"per sequence, N = {N})")
         initial_state = initial_state.transpose(-1, -2)
     if q.is_cuda:
         _refuse(not _gdn2.has_cuda, "gdn2 was built without its CUDA kernels (GDN2_BUILD_CUDA=OFF): CUDA tensors "

@@ -110,6 +110,18 @@ def test_state_v_first_and_varlen():
     assert torch.equal(o, o_t) and torch.equal(ht, ht_t.transpose(-1, -2))
 
 
+def test_state_v_first_shape_is_refused_in_its_own_layout():
+    """Before: the state was transposed first and the reference's message showed the transposed shape as found and
+    the [N,HV,K,V] shape as expected ("h0: shape [1,2,3,4], expected [1,2,4,3] ..."): the shape given, as expected."""
+    x = tensors(seed=7, B=1, T=20, H=2, HV=2, K=4, V=3, h0=False)
+    h0 = torch.zeros(1, 2, 4, 3, dtype=torch.float64)  # [N,HV,K,V], where state_v_first takes [N,HV,V,K]
+    for op in (chunk_gdn2, fused_recurrent_gdn2):
+        with pytest.raises(ValueError) as e:
+            op(*(x[n] for n in "qkvgbw"), initial_state=h0, state_v_first=True)
+        print(op.__name__, e.value)
+        assert str(e.value).startswith("initial_state: shape (1, 2, 4, 3), expected (1, 2, 3, 4) ")
+
+
 @pytest.mark.parametrize("call, words", [
     (lambda x: chunk_gdn2(*(x[n].half() for n in "qkvgbw")), r"float16 is not supported.*\.float\(\) or \.double\(\) on CPU"),
     (lambda x: chunk_gdn2(*(x[n] for n in "qkvgbw"), cu_seqlens=np.array([0, 70, 140])),

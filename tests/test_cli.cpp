@@ -1596,3 +1596,30 @@ TEST_CASE("inputs: each command reads exactly the files it uses; the others are 
   CHECK(r.status == 2);
   CHECK_THAT(r.err, Catch::Contains("gdn2: error: A_log.npy") || Catch::Contains("gdn2: error: dt_bias.npy"));
 }
+
+// Before: "q.npy: not a valid .npy file: dtype '<f2' is not supported (float32, float64, int32, int64)": a valid file,
+// and nothing said how to make one gdn2 reads.
+TEST_CASE("npy: a float16 file is refused saying which dtypes are read and how to convert it", "[cli][io]") {
+  Workdir w("float16");
+  const auto x = small_layer(13, 1, 20);
+  save_layer(w.in, x);
+  // A float16 .npy of shape [1,20,H,D] (D even): a float32 file of half the last axis, relabelled (the same bytes).
+  auto float16_npy = [](index_t H, index_t D) {
+    std::string bytes = io::encode_npy(Tensor<float>({1, 20, H, D / 2}));
+    bytes.replace(bytes.find("'<f4'"), 5, "'<f2'");
+    const std::string shape = "(1, 20, " + std::to_string(H) + ", ";
+    bytes.replace(bytes.find(shape + std::to_string(D / 2) + ")"), shape.size() + 2, shape + std::to_string(D) + ")");
+    return bytes;
+  };
+  save(w.in, "q.npy", float16_npy(2, 8));
+  expect_refusal(w, "q.npy", "dtype must be float32 or float64, got float16 ('<f2'); convert it with x.astype(np.float32)");
+  // The same words for a candidate of gdn2 check (a bfloat16 kernel's output saved as float16, say).
+  save_layer(w.in, x);
+  candidate(w, x);
+  save(w.out, "o.npy", float16_npy(4, 6));
+  const Run r = gdn2_run("check --in " + w.in.string() + " --candidate " + w.out.string());
+  std::printf("  [measured] check, float16 o.npy: exit=%d: %s", r.status, r.err.c_str());
+  CHECK(r.status == 2);
+  CHECK_THAT(r.err, Catch::Contains("o.npy: dtype must be float32 or float64, got float16 ('<f2'); convert it with "
+                                    "x.astype(np.float32)"));
+}

@@ -76,7 +76,8 @@ TEST_CASE("npy: every malformed file is refused with a message naming it", "[io]
       {with_header("{'descr': '>f8', 'fortran_order': False, 'shape': (2, 2), }", 32), "little-endian"},
       {with_header("{'descr': '<c16', 'fortran_order': False, 'shape': (2,), }", 32), "not supported"},  // (was
       {with_header("{'descr': '|O', 'fortran_order': False, 'shape': (2,), }", 16), "not supported"},   // "not little-endian")
-      {with_header("{'descr': '<f2', 'fortran_order': False, 'shape': (2,), }", 4), "not supported"},
+      {with_header("{'descr': '<f2', 'fortran_order': False, 'shape': (2,), }", 4),  // a valid file: what to do
+       "dtype must be float32 or float64, got float16 ('<f2'); convert it with x.astype(np.float32)"},
       {with_header("{'descr': '<f8', 'fortran_order': True, 'shape': (2, 2), }", 32), "fortran_order"},
       {with_header("{'descr': '<f8', 'fortran_order': False, 'shape': (-2, 2), }", 32), "shape"},
       {with_header("{'descr': '<f8', 'fortran_order': False, 'shape': (99999999999, 99999999999, 99999999999), }", 0), "2^63"},

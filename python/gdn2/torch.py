@@ -34,6 +34,10 @@ from . import _gdn2
 __all__ = ["chunk_gdn2", "fused_recurrent_gdn2"]
 
 
+_FLOAT16 = ("float16 is not supported: gdn2's kernels store bfloat16 or float32 (CUDA), the reference float32 or "
+            "float64 (CPU): use .bfloat16() or .float() on CUDA, .float() or .double() on CPU")
+
+
 def _refuse(cond, message):
     if cond:
         raise ValueError(message)
@@ -149,9 +153,7 @@ def _gdn2_op(form, q, k, v, g, b, w, scale, initial_state, output_final_state, u
                 f"{name}: expected a torch.Tensor, got {type(x).__name__} (gdn2.forward takes NumPy arrays)")
     _refuse(q.dim() != 4 or v.dim() != 4, f"q and v must be 4-D [B,T,H,K] and [B,T,HV,V], got {tuple(q.shape)} and "
                                           f"{tuple(v.shape)}")
-    _refuse(q.dtype == _torch.float16,
-            "float16 is not supported: gdn2's kernels store bfloat16 or float32 (CUDA), the reference float32 or "
-            "float64 (CPU): use .bfloat16() or .float() on CUDA, .float() or .double() on CPU")
+    _refuse(q.dtype == _torch.float16, "q: " + _FLOAT16)
     _refuse(cu_seqlens is not None and q.shape[0] != 1,
             f"cu_seqlens: packed sequences need batch size 1, got {q.shape[0]}")
     _refuse(use_gate_in_kernel and lower_bound is not None,
@@ -196,7 +198,16 @@ def _gdn2_op(form, q, k, v, g, b, w, scale, initial_state, output_final_state, u
         # returns each gradient in its input's dtype).
         g, b, w, k, v = g.float(), b.to(q.dtype), w.to(q.dtype), k.to(q.dtype), v.to(q.dtype)
     else:
-        _cpu_precision(q)
+        # Each tensor reaches the reference as it is: one of another dtype is refused by its name, as q is (a bfloat16
+        # one would otherwise fail in .numpy() without saying which).
+        for name, x in (("q", q), ("k", k), ("v", v), ("g", g), ("b", b), ("w", w), ("initial_state", initial_state),
+                        ("A_log", A_log), ("dt_bias", dt_bias)):
+            if x is None:
+                continue
+            _refuse(x.dtype == _torch.float16, f"{name}: {_FLOAT16}")
+            _refuse(x.dtype not in (_torch.float32, _torch.float64),
+                    f"{name}: gdn2 on CPU runs the reference in float32 or float64, got {x.dtype} (use .float() or "
+                    f".double())")
         if use_gate_in_kernel:
             _refuse(A_log is None, "use_gate_in_kernel needs A_log")
             if dt_bias is None:

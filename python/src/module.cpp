@@ -29,6 +29,14 @@ namespace {
 // "f4", "f8", "i4", "i8", ...: the dtype codes of the .npy header, as the command line names them.
 std::string dtype_code(const py::array& a) { return std::string(1, a.dtype().kind()) + std::to_string(a.itemsize()); }
 
+// A float array of another width than float32/float64 (float16) is refused as the command line refuses its .npy file:
+// with the dtypes read and how to convert.
+void refuse_other_floats(const py::array& a, const std::string& name) {
+  const std::string code = dtype_code(a);
+  if (a.dtype().kind() == 'f' && code != "f4" && code != "f8")
+    throw InputError(io::float_dtype_refusal(name, py::str(a.dtype().attr("str"))));
+}
+
 // What `gdn2 forward` / `backward` answer with exit 3: a non-finite output means the working precision overflowed
 // (the update is not normal, so the state can grow even with g <= 0, b <= 1). Raised as OverflowError.
 struct ResultOverflow : std::runtime_error {
@@ -57,6 +65,7 @@ void copy_into(void* dst, const py::dtype& dtype, const py::array& a) {
 template <typename Scalar>
 Tensor<Scalar> to_tensor(const py::array& a, const std::string& name) {
   const std::string code = dtype_code(a);
+  refuse_other_floats(a, name);
   if (code != "f4" && code != "f8") throw InputError(name + ": dtype must be float32 or float64, got " + code);
   Tensor<Scalar> x(shape_of(a), name);
   if (x.numel() > 0) copy_into(x.ptr(), py::dtype::of<Scalar>(), a);
@@ -178,6 +187,7 @@ io::NpyArray to_npy_array(const py::handle& value, const std::string& name) {
     throw InputError(name + ".npy: expected a NumPy array, got " + std::string(py::str(value.attr("__class__").attr("__name__"))));
   const py::array a = py::reinterpret_borrow<py::array>(value);
   const std::string code = dtype_code(a);
+  refuse_other_floats(a, name + ".npy");
   if (code != "f4" && code != "f8" && code != "i4" && code != "i8")
     throw InputError(name + ".npy: dtype must be float32, float64, int32 or int64, got " + code);
   io::NpyArray x;

@@ -258,6 +258,23 @@ def test_arguments_the_cli_refuses_are_refused(edit, words):
     print(e.value)
 
 
+def test_float16_arrays_are_refused_saying_how_to_convert():
+    """Before: "q.npy: dtype must be float32 or float64, got f2" (gdn2.check: "... int32 or int64, got f2"): what is
+    accepted, in a code, and not how to get there."""
+    x = random_inputs(seed=3, B=1, T=20, H=1, HV=1, K=4, V=4)
+    words = "q.npy: dtype must be float32 or float64, got float16 ('<f2'); convert it with x.astype(np.float32)"
+    with pytest.raises(ValueError) as e:
+        gdn2.forward(x["q"].astype(np.float16), *(x[n] for n in "kvgbw"))
+    print(e.value)
+    assert str(e.value) == words
+    o, ht = gdn2.forward(*(x[n] for n in "qkvgbw"), initial_state=x["h0"])
+    inputs = {n: x[n] for n in ("q", "k", "v", "g", "b", "w", "h0")}
+    with pytest.raises(ValueError) as e:
+        gdn2.check({**inputs, "q": x["q"].astype(np.float16)}, {"o": o, "ht": ht})
+    print(e.value)
+    assert str(e.value) == words
+
+
 def test_check_refuses_an_input_name_it_does_not_know():
     """Before, a misnamed input (fla's keyword initial_state for h0) was left out unseen, and a candidate computed
     without the initial state passed the check."""

@@ -124,6 +124,10 @@ def test_state_v_first_shape_is_refused_in_its_own_layout():
 
 @pytest.mark.parametrize("call, words", [
     (lambda x: chunk_gdn2(*(x[n].half() for n in "qkvgbw")), r"float16 is not supported.*\.float\(\) or \.double\(\) on CPU"),
+    (lambda x: chunk_gdn2(*(x[n] for n in "qkv"), x["g"].half(), x["b"], x["w"]),
+     r"^g: float16 is not supported.*\.float\(\) or \.double\(\) on CPU"),
+    (lambda x: chunk_gdn2(*(x[n] for n in "qkvg"), x["b"].bfloat16(), x["w"]),
+     r"^b: gdn2 on CPU runs the reference in float32 or float64, got torch\.bfloat16 \(use \.float\(\) or \.double\(\)\)"),
     (lambda x: chunk_gdn2(*(x[n] for n in "qkvgbw"), cu_seqlens=np.array([0, 70, 140])),
      "cu_seqlens: expected a torch.Tensor, got ndarray"),
     (lambda x: chunk_gdn2(x["q"].numpy(), *(x[n] for n in "kvgbw")), "q: expected a torch.Tensor, got ndarray"),

@@ -156,6 +156,11 @@ Header parse_header(const unsigned char* data, size_t size, size_t file_size, co
   if (descr.size() == 3 && (descr[0] == '>' || descr[0] == '!') && descr[1] != 'c')
     fail(name, "dtype '" + descr + "' is big-endian; gdn2 reads little-endian float32/float64/int32/int64 (save "
                "x.astype(x.dtype.newbyteorder('<')))");
+  // A float of another width is a valid file that gdn2 does not read: said with what it reads and how to convert.
+  if (descr.size() >= 3 && (descr[0] == '<' || descr[0] == '|' || descr[0] == '=') && descr[1] == 'f' &&
+      descr.substr(1) != "f4" && descr.substr(1) != "f8" &&
+      descr.find_first_not_of("0123456789", 2) == std::string::npos)
+    throw InputError(float_dtype_refusal(name, descr));
   if (descr.size() != 3 || (descr[0] != '<' && descr[0] != '|' && descr[0] != '='))
     fail(name, "dtype '" + descr + "' is not supported (float32, float64, int32, int64, little-endian)");
   h.dtype = descr.substr(1);
@@ -356,6 +361,12 @@ Tensor<Scalar> to_tensor(const NpyArray& a, const std::string& name) {
 }
 template Tensor<float> to_tensor<float>(const NpyArray&, const std::string&);
 template Tensor<double> to_tensor<double>(const NpyArray&, const std::string&);
+
+std::string float_dtype_refusal(const std::string& name, const std::string& descr) {
+  const int bytes = std::atoi(descr.c_str() + 2);
+  return name + ": dtype must be float32 or float64, got float" + std::to_string(8 * bytes) + " ('" + descr +
+         "'); convert it with x.astype(np." + (bytes < 4 ? "float32" : "float64") + ")";
+}
 
 std::vector<index_t> to_index_vector(const NpyArray& a, const std::string& name) {
   if (a.dtype != "i4" && a.dtype != "i8") throw InputError(name + ": dtype must be int32 or int64, got " + a.dtype);

@@ -56,6 +56,12 @@ Tensor<Scalar> to_tensor(const NpyArray& a, const std::string& name);
 // A 1-D int32/int64 array of at least 2 entries (cu_seqlens: [0, ..., T]).
 std::vector<index_t> to_index_vector(const NpyArray& a, const std::string& name);
 
+// The refusal of a floating-point dtype gdn2 does not read (float16 above all: a bfloat16 kernel's outputs are often
+// saved so), in to_tensor's words plus the conversion: "q.npy: dtype must be float32 or float64, got float16 ('<f2');
+// convert it with x.astype(np.float32)". `descr` as NumPy writes it ('<f2'); shared by the .npy reader and the
+// Python bindings.
+std::string float_dtype_refusal(const std::string& name, const std::string& descr);
+
 // Encodes a tensor as a version 1.0 .npy file (float32 for float, float64 for double, int32 for int32_t).
 template <typename Scalar>
 std::string encode_npy(const Tensor<Scalar>& x);

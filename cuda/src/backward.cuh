@@ -13,6 +13,7 @@ struct BackwardWorkspace {
   float *dQg, *dKtail, *dY, *dEbar;        // [.][K] results of the products
   float *dQ, *dK, *dE, *dG;                // [.][K] per value head; dE becomes db
   float* dSn;                              // dL/dS at the end of each chunk
+  float* rowsum;                           // [slots][HV][V/VS][K]: Σ over a pass slice's columns of dS_C ⊙ S_n
 };
 
 // Where stage 5 writes the key-side gradients with nothing to sum: dq, dk when every key head has one value head
@@ -27,7 +28,9 @@ struct HeadOutputs {
 // Stage 1 (chunk_backward_gates.cu): dO in fp32 (zero where do_ is null) and Z = W ⊙ V (Eq. 20).
 void backward_convert(const BackwardWorkspace& bw, const void* do_, const void* v, const void* w, int64_t rows,
                       const Problem& p, cudaStream_t stream);
-// Stage 2 (chunk_backward_state_pass.cu): the state VJP, last chunk first (Eq. 54, 56-57, 59, 63).
+// Stage 2 (chunk_backward_state_pass.cu): the state VJP, last chunk first (Eq. 54, 56-57, 59, 63). Its blocks take
+// backward_pass_slice(p) value columns each.
+int backward_pass_slice(const Problem& p);
 void chunk_backward_state_pass(float* dh0, const float* dht, const Workspace& ws, const BackwardWorkspace& bw,
                                const int64_t* cu, const Problem& p, cudaStream_t stream);
 // Stage 3 (chunk_backward_products.cu): the products of every chunk (Eq. 53, 55, 58, 62, 64-66), and dv, dw (Eq. 73).

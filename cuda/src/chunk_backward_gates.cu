@@ -1,12 +1,11 @@
 // gdn2::cuda chunk_backward stages 1, 5, 6 — 1. dO in fp32 and Z = W ⊙ V (Eq. 20); 5. per (sub-chunk, channel) the tail
-// keys, gates and dg's reverse cumulative sum (Eq. 71-76, 80-82); 6. the sums over each key head's value heads, in a
-// fixed order, of what stage 5 does not write itself (dq, dk when HV > H; dg, db when the gates are per key head).
-// Decays by the sub-chunk factorisation; dg's two scans (Eq. 71-72, 82) in two levels: sub-chunk totals, then each
-// task's rows.
+// keys, gates and dg's reverse cumulative sum (Eq. 71-76, 80-82), dv = dZ ⊙ w, dw = dZ ⊙ v (Eq. 73); 6. the sums over
+// each key head's value heads, in a fixed order, of what stage 5 does not write itself (dq, dk when HV > H; dg, db when
+// the gates are per key head). Decays by the sub-chunk factorisation; dg's two scans (Eq. 71-72, 82) in two levels:
+// sub-chunk totals, then each task's rows.
 // Launch (stage 5): 4·K threads, one per (sub-chunk, channel), per (chunk, value head, sequence): grid (⌈T/64⌉, HV, N).
-// On chip: the sub-chunk sums, the row sums of dS_C ⊙ S_n (Eq. 60; the state pass's parts per value slice, added) and
-// the sub-chunk totals in shared memory; a task's 16 rows in registers, each group of four rows' loads issued before
-// its stores. Stages 1, 6: grid-stride loops.
+// On chip: the sub-chunk sums, the row sums of dS_C ⊙ S_n (Eq. 60) and the sub-chunk totals in shared memory; a task's
+// 16 rows in registers, each group of four rows' loads issued before its stores. Stages 1, 6: grid-stride loops.
 #include "backward.cuh"
 
 namespace gdn2::cuda::detail {
@@ -24,13 +23,14 @@ __global__ void backward_convert_kernel(BackwardWorkspace bw, const T* __restric
   }
 }
 
-// Stage 5 for one chunk.
+// Stage 5 for one chunk. vec8: dv, dw 8 elements per 16-byte access (every pointer 16-byte aligned; else one by one).
 template <int K, typename T, int NT = kNumSub * K>
-__global__ void __launch_bounds__(NT, 1) chunk_backward_gates_kernel(Workspace ws, BackwardWorkspace bw,
+__global__ void __launch_bounds__(NT, 1) chunk_backward_gates_kernel(T* dv, T* dw, Workspace ws, BackwardWorkspace bw,
                                                                  const T* __restrict__ k, const float* __restrict__ g,
-                                                                 const T* __restrict__ b, const int64_t* cu_seqlens,
-                                                                 int64_t T_len, int H, int HV, int HG, int slices,
-                                                                 HeadOutputs outputs) {
+                                                                 const T* __restrict__ b, const T* __restrict__ v,
+                                                                 const T* __restrict__ w, const int64_t* cu_seqlens,
+                                                                 int64_t T_len, int H, int HV, int HG, int V,
+                                                                 HeadOutputs outputs, bool vec8) {
   constexpr int S = kSub;
   __shared__ float s_bs[kNumSub][K];                 // sub-chunk sums of g
   __shared__ float s_rowsum[K];                      // Σ_j dS_C ⊙ S_n (Eq. 60)
@@ -44,7 +44,7 @@ __global__ void __launch_bounds__(NT, 1) chunk_backward_gates_kernel(Workspace w
   auto in = [&](int r, int d) { return ((row0 + r) * H + h) * K + d; };     // q, k, dq, dk
   auto gin = [&](int r, int d) { return ((row0 + r) * HG + hg) * K + d; };  // g, b, dg, db
   auto at = [&](int r, int d) { return ((row0 + r) * HV + hv) * K + d; };
-  // Sub-chunk sums of g.
+  // Sub-chunk sums of g, and the row sums of dS_C ⊙ S_n (a warp per channel, lanes along the row).
   for (int task = tid; task < kNumSub * K; task += NT) {
     const int M = task / K, d = task % K;
     float run = 0;
@@ -52,11 +52,36 @@ __global__ void __launch_bounds__(NT, 1) chunk_backward_gates_kernel(Workspace w
     for (int r = M * S; r < (M + 1) * S; ++r) run += r < L ? g[gin(r, d)] : 0.f;
     s_bs[M][d] = run;
   }
-  for (int d = tid; d < K; d += NT) {  // the row sums of Eq. 60 from the state pass's slices, in slice order
-    const float* part = bw.rowsum + (slot * HV + hv) * int64_t(slices) * K + d;
-    float sum = 0;
-    for (int x = 0; x < slices; ++x) sum += part[x * K];
-    s_rowsum[d] = sum;
+  {
+    const int warp = tid / 32, lane = tid % 32;
+    const float* S0 = ws.Sn + (slot * HV + hv) * int64_t(K) * V;
+    const float* dS = bw.dSn + (slot * HV + hv) * int64_t(K) * V;
+    {  // each lane issues all its loads of both states before the first multiply-add
+      constexpr int kRows = K / (NT / 32), kCols = 4;  // channels of this warp; columns per lane per round
+      float sum[kRows] = {};
+      for (int j0 = 0; j0 < V; j0 += 32 * kCols) {
+        float x[kRows][kCols], y[kRows][kCols];
+#pragma unroll
+        for (int i = 0; i < kRows; ++i)
+#pragma unroll
+          for (int u = 0; u < kCols; ++u) {
+            const int j = j0 + lane + 32 * u;
+            const int64_t at = int64_t(warp + i * (NT / 32)) * V + j;
+            x[i][u] = j < V ? dS[at] : 0.f, y[i][u] = j < V ? S0[at] : 0.f;
+          }
+#pragma unroll
+        for (int i = 0; i < kRows; ++i)
+#pragma unroll
+          for (int u = 0; u < kCols; ++u)
+            if (j0 + lane + 32 * u < V) sum[i] += x[i][u] * y[i][u];
+      }
+#pragma unroll
+      for (int i = 0; i < kRows; ++i) {
+#pragma unroll
+        for (int off = 16; off; off /= 2) sum[i] += __shfl_xor_sync(0xffffffffu, sum[i], off);
+        if (lane == 0) s_rowsum[warp + i * (NT / 32)] = sum[i];
+      }
+    }
   }
   __syncthreads();
   // Per (sub-chunk, channel): γ_r, the tail decay, the elementwise gates (Eq. 73-76, 80-81), dG_r and the tail term.
@@ -156,6 +181,39 @@ __global__ void __launch_bounds__(NT, 1) chunk_backward_gates_kernel(Workspace w
       prefix += tt_keep[r];
     }
   }
+  // Eq. 73: dw = dZ ⊙ v, dv = dZ ⊙ w.
+  if (vec8) {  // 8 elements per access; a row's V elements start 16-byte aligned (V % 8 == 0)
+    constexpr int kGroups = 2;  // groups of 8 loaded before any is stored
+    const int n8 = L * V / 8;
+    for (int i0 = tid; i0 < n8; i0 += kGroups * NT) {
+      float dz[kGroups][8], vv[kGroups][8], ww[kGroups][8];
+#pragma unroll
+      for (int u = 0; u < kGroups; ++u) {
+        const int i = (i0 + u * NT) * 8;
+        if (i0 + u * NT < n8) {
+          const int64_t o = ((row0 + i / V) * HV + hv) * V + i % V;
+          load8(dz[u], bw.dZ + o), load8(vv[u], v + o), load8(ww[u], w + o);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kGroups; ++u) {
+        const int i = (i0 + u * NT) * 8;
+        if (i0 + u * NT < n8) {
+          const int64_t o = ((row0 + i / V) * HV + hv) * V + i % V;
+          float x[8], y[8];
+#pragma unroll
+          for (int j = 0; j < 8; ++j) x[j] = dz[u][j] * vv[u][j], y[j] = dz[u][j] * ww[u][j];
+          store8(dw + o, x), store8(dv + o, y);
+        }
+      }
+    }
+  } else
+    for (int i = tid; i < L * V; i += NT) {
+      const int64_t o = ((row0 + i / V) * HV + hv) * V + i % V;
+      const float dz = bw.dZ[o];
+      dw[o] = from_float<T>(dz * to_float(v[o]));
+      dv[o] = from_float<T>(dz * to_float(w[o]));
+    }
 }
 
 template <int K, typename T>
@@ -192,15 +250,18 @@ void backward_convert(const BackwardWorkspace& bw, const void* do_, const void* 
   });
 }
 
-void chunk_backward_gates(const Workspace& ws, const BackwardWorkspace& bw, const void* k, const float* g, const void* b,
-                          const int64_t* cu, const Problem& p, const HeadOutputs& outputs, cudaStream_t stream) {
+void chunk_backward_gates(void* dv, void* dw, const Workspace& ws, const BackwardWorkspace& bw, const void* k,
+                          const float* g, const void* b, const void* v, const void* w, const int64_t* cu,
+                          const Problem& p, const HeadOutputs& outputs, cudaStream_t stream) {
   const unsigned max_chunks = unsigned((p.T + kChunk - 1) / kChunk);
+  const bool vec8 = p.V % 8 == 0 && aligned16(dv, dw, v, w, bw.dZ);
   dispatch_k_and_dtype(p, [&](auto K_, auto T_) {
     constexpr int K = decltype(K_)::value;
     using T = decltype(T_);
     chunk_backward_gates_kernel<K, T><<<dim3(max_chunks, unsigned(p.HV), unsigned(p.N)), kNumSub * K, 0, stream>>>(
-        ws, bw, static_cast<const T*>(k), g, static_cast<const T*>(b), cu, p.T, int(p.H), int(p.HV),
-        int(gate_heads(p)), int(p.V / backward_pass_slice(p)), outputs);
+        static_cast<T*>(dv), static_cast<T*>(dw), ws, bw, static_cast<const T*>(k), g, static_cast<const T*>(b),
+        static_cast<const T*>(v), static_cast<const T*>(w), cu, p.T, int(p.H), int(p.HV), int(gate_heads(p)),
+        int(p.V), outputs, vec8);
     GDN2_CUDA_CHECK_LAUNCH();
   });
 }

@@ -1,6 +1,5 @@
 // gdn2::cuda chunk_backward stage 2 — the state VJP, one pass per (sequence, value head, value slice), last chunk
-// first (Eq. 54, 56-57, 59, 63): dR = A_qkᵀ dO + K_tail dS_C; dS_start = Diag(γ_C) dS_C + Q_γᵀ dO − Yᵀ dR; dS_C, dR out,
-// and the slice's part of the row sums Σ_j (dS_C ⊙ S_n)_dj of Eq. 60, which stage 5 adds up.
+// first (Eq. 54, 56-57, 59, 63): dR = A_qkᵀ dO + K_tail dS_C; dS_start = Diag(γ_C) dS_C + Q_γᵀ dO − Yᵀ dR; dS_C, dR out.
 // Launch: 512 threads per (slice of VS value columns, value head, sequence): grid (V/VS, HV, N); VS = 64 when that
 // still gives about a block per SM, 16 when 32 would leave SMs idle, else 32. On chip: dS [K][VS] (float32) for the
 // whole walk, the chunk's A_qk, K_tail, Q_γ, Y, dO, dR, γ_C in shared memory; with bf16 the mma fragments in registers.
@@ -96,13 +95,7 @@ __global__ void __launch_bounds__(kBackwardPassThreads, 1) chunk_backward_state_
     if (c > 0) {  // the next chunk (c − 1, full): A_qk, K_tail, Q_γ, Y and dO rows, γ_C, by 128-byte lines
       const int64_t next = row0 - C;
       constexpr int kLinesC = C / 32, kLinesK = K / 32, kLinesV = (VS + 31) / 32, kPerRow = kLinesC + 3 * kLinesK + kLinesV;
-      const float* Sn_next = ws.Sn + (chunk_slot(span.row0, n, c - 1) * HV + hv) * int64_t(K) * V + col0;
-      for (int i = tid; i < C * kPerRow + kLinesK + K * kLinesV; i += NT) {
-        if (i >= C * kPerRow + kLinesK) {  // S_n's rows of the slice
-          const int x = i - C * kPerRow - kLinesK;
-          prefetch_l2(Sn_next + int64_t(x / kLinesV) * V + (x % kLinesV) * 32);
-          continue;
-        }
+      for (int i = tid; i < C * kPerRow + kLinesK; i += NT) {
         if (i >= C * kPerRow) {
           prefetch_l2(ws.gC + (chunk_slot(span.row0, n, c - 1) * HV + hv) * K + (i - C * kPerRow) * 32);
           continue;
@@ -117,19 +110,11 @@ __global__ void __launch_bounds__(kBackwardPassThreads, 1) chunk_backward_state_
       }
     }
     float* dSC = bw.dSn + (slot * HV + hv) * int64_t(K) * V;
-    {  // dS_C out by float4 stores with the slice's row sums of dS_C ⊙ S_n (VS/4 adjacent lanes share a row); the
-       // tiles in by 16-byte cp.async copies (group 1, then group 2: Q_γ and Y)
-      static_assert((K * (VS / 4)) % 32 == 0, "whole warps in every round (the shuffles)");
-      const float* Sn = ws.Sn + (slot * HV + hv) * int64_t(K) * V + col0;
+    {  // dS_C out by float4 stores; the tiles in by 16-byte cp.async copies (group 1, then group 2: Q_γ and Y)
       for (int i = tid; i < K * (VS / 4); i += NT) {
         const int d = i / (VS / 4), c4 = (i % (VS / 4)) * 4;
-        const float4 x = *reinterpret_cast<const float4*>(s_dS + d * VSP + c4);
-        const float4 y = *reinterpret_cast<const float4*>(Sn + int64_t(d) * V + c4);
-        *reinterpret_cast<float4*>(dSC + int64_t(d) * V + col0 + c4) = x;
-        float sum = x.x * y.x + x.y * y.y + x.z * y.z + x.w * y.w;
-#pragma unroll
-        for (int off = VS / 8; off; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-        if (c4 == 0) bw.rowsum[((slot * HV + hv) * (V / VS) + blockIdx.x) * K + d] = sum;
+        *reinterpret_cast<float4*>(dSC + int64_t(d) * V + col0 + c4) =
+            *reinterpret_cast<const float4*>(s_dS + d * VSP + c4);
       }
       const int last = L - 1;  // rows past the chunk's end are zero-filled; their source address stays in range
       for (int i = tid; i < C * (C / 4); i += NT) {
@@ -206,11 +191,6 @@ __global__ void __launch_bounds__(kBackwardPassThreads, 1) chunk_backward_state_
 }
 }  // namespace
 
-int backward_pass_slice(const Problem& p) {
-  if (p.V % 64 == 0 && (p.V / 64) * p.HV * p.N >= 132) return 64;
-  return (p.V / 32) * p.HV * p.N < 132 ? 16 : 32;
-}
-
 void chunk_backward_state_pass(float* dh0, const float* dht, const Workspace& ws, const BackwardWorkspace& bw,
                                const int64_t* cu, const Problem& p, cudaStream_t stream) {
   const int64_t HV = p.HV, V = p.V;
@@ -226,9 +206,8 @@ void chunk_backward_state_pass(float* dh0, const float* dht, const Workspace& ws
           dh0, dht, ws, bw, cu, p.T, int(HV), int(V));
       GDN2_CUDA_CHECK_LAUNCH();
     };
-    const int VS = backward_pass_slice(p);
-    if (VS == 64) run(std::integral_constant<int, 64>{});
-    else if (VS == 16) run(std::integral_constant<int, 16>{});
+    if (V % 64 == 0 && (V / 64) * HV * p.N >= 132) run(std::integral_constant<int, 64>{});
+    else if ((V / 32) * HV * p.N < 132) run(std::integral_constant<int, 16>{});
     else run(std::integral_constant<int, 32>{});
   });
 }

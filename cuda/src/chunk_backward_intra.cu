@@ -19,15 +19,6 @@ namespace {
 
 constexpr int C = kChunk, kIntraThreads = 512;
 
-// f(integral_constant<int, i>) for a run-time i in [I, N).
-template <int I, int N, typename F>
-__device__ __forceinline__ void with_constant(int i, F&& f) {
-  if constexpr (I < N) {
-    if (i == I) f(std::integral_constant<int, I>{});
-    else with_constant<I + 1, N>(i, f);
-  }
-}
-
 template <int K>
 constexpr size_t intra_smem_floats() {
   return 5 * C * (K + 4) + 2 * C * C + kNumSub * K + 2 * kNumSub * kNumSub * K;
@@ -85,14 +76,12 @@ __global__ void __launch_bounds__(kIntraThreads, 1) chunk_backward_intra_kernel(
     float* ex = s_a + o * KP + d;  // exp(g_r) of the task's rows, in s_a until step 2 (this thread only)
 #pragma unroll
     for (int r = 1; r < S; ++r) ex[r * KP] = expf(s_c[(o + r) * KP + d]);
-    // Column s of the block, its pairs r ≥ s, with s a constant (every bound known at compile time: no per-pair tests);
-    // the loop over s stays a loop (unrolled, ptxas needs more than 128 registers).
-    auto column = [&](auto s_) {
-      constexpr int s = decltype(s_)::value;
+    for (int s = 0; s < S; ++s) {
       const float ks = s_k[(o + s) * KP + d];
       float decay = 1.f, dk = 0, X[S] = {};
 #pragma unroll
-      for (int r = s; r < S; ++r) {
+      for (int r = 0; r < S; ++r) {
+        if (r < s) continue;
         if (r > s) decay *= ex[r * KP];  // Γ_rs = Π_{s<i≤r} exp(g_i)
         const float daqk = s_dAqk[(o + r) * C + o + s], dt = r > s ? s_dT[(o + r) * C + o + s] : 0.f;
         const float wrs = (daqk * s_q[(o + r) * KP + d] + dt * s_e[(o + r) * KP + d]) * decay;
@@ -104,13 +93,12 @@ __global__ void __launch_bounds__(kIntraThreads, 1) chunk_backward_intra_kernel(
       if (o + s < L) bw.dK[out(o + s, d)] = dk;
       float suffix = 0;
 #pragma unroll
-      for (int i = S - 1; i > s; --i) {
-        suffix += X[i];
-        dg[i] += suffix;
-      }
-    };
-#pragma unroll 1
-    for (int s = 0; s < S; ++s) with_constant<0, S>(s, column);
+      for (int i = S - 1; i > 0; --i)
+        if (i > s) {
+          suffix += X[i];
+          dg[i] += suffix;
+        }
+    }
 #pragma unroll
     for (int r = 0; r < S; ++r)
       if (o + r < L) bw.dQ[out(o + r, d)] = dq[r], bw.dE[out(o + r, d)] = de[r], bw.dG[out(o + r, d)] = dg[r];

@@ -54,13 +54,14 @@ def _options(form, precision, variant, chunk_size, scale, l2norm_qk, gate_logits
     return dict(form=form, precision=precision, variant=variant, chunk_size=_int("chunk_size", chunk_size),
                 scale=None if scale is None else _float("scale", scale), l2norm_qk=_bool("l2norm_qk", l2norm_qk),
                 gate_logits=_bool("gate_logits", gate_logits), negative_eigen=_bool("negative_eigen", negative_eigen),
-                decay=decay, lower_bound=_float("lower_bound", lower_bound), threads=_int("num_threads", num_threads))
+                decay=decay, lower_bound=None if lower_bound is None else _float("lower_bound", lower_bound),
+                threads=_int("num_threads", num_threads))
 
 
 def forward(q, k, v, g=None, b=None, w=None, *, scale=None, initial_state=None, output_final_state=True,
             cu_seqlens=None, form="chunk", chunk_size=64, precision="f64", variant="gdn2", beta=None,
             l2norm_qk=False, gate_logits=False, negative_eigen=False, decay="none", A_log=None, dt_bias=None,
-            lower_bound=-5.0, num_threads=0):
+            lower_bound=None, num_threads=0):
     """The layer's forward: (o [B,T,HV,V], ht [N,HV,K,V]) — `gdn2 forward`.
 
     form: "chunk" (the chunkwise WY form, Eq. 18-25, chunk size C = chunk_size; any C >= 1 is exact) or "recurrent"
@@ -72,8 +73,12 @@ def forward(q, k, v, g=None, b=None, w=None, *, scale=None, initial_state=None, 
     Front-end (applied first, as the command line's flags): l2norm_qk (--l2norm-qk), gate_logits (b, w or beta hold
     logits: sigmoid, Eq. 11; --gate-logits), negative_eigen (b in [0, 2]; --negative-eigen), decay = "softplus"
     (g holds logits: g = -exp(A_log) softplus(g + dt_bias), Eq. 12; A_log [H], dt_bias [H*K]) or "bounded"
-    (g = lower_bound sigmoid(g + dt_bias)). num_threads: threads over (sequence, value head); 0 = all cores (the
-    result does not depend on it). output_final_state=False returns (o, None).
+    (g = lower_bound sigmoid(g + dt_bias); lower_bound defaults to -5). num_threads: threads over (sequence, value
+    head); 0 = all cores (the result does not depend on it). output_final_state=False returns (o, None).
+    An argument given where it has no effect raises ValueError naming what it needs, as the command line refuses such
+    an option: lower_bound without decay="bounded", A_log without decay="softplus", dt_bias without a decay, beta with
+    variant="gdn2", b and w with a tied variant, g with "deltanet", gate_logits with "linear", negative_eigen with a
+    variant other than "gdn2".
     """
     o, ht = _gdn2.forward(_arrays(q, k, v, g, b, w, beta, initial_state, cu_seqlens, A_log, dt_bias),
                           **_options(form, precision, variant, chunk_size, scale, l2norm_qk, gate_logits,
@@ -84,7 +89,7 @@ def forward(q, k, v, g=None, b=None, w=None, *, scale=None, initial_state=None, 
 def backward(q, k, v, g=None, b=None, w=None, do=None, dht=None, *, scale=None, initial_state=None,
              cu_seqlens=None, form="chunk", chunk_size=64, precision="f64", variant="gdn2", beta=None,
              l2norm_qk=False, gate_logits=False, negative_eigen=False, decay="none", A_log=None, dt_bias=None,
-             lower_bound=-5.0, num_threads=0):
+             lower_bound=None, num_threads=0):
     """Gradients of L = <do, o> + <dht, ht> — `gdn2 backward`: a dict of arrays named as its output files.
 
     Always dq, dk, dv; dh0 when initial_state is given; per variant dg, db, dw (gdn2) or dbeta (kda, gdn, deltanet)
@@ -99,12 +104,13 @@ def backward(q, k, v, g=None, b=None, w=None, do=None, dht=None, *, scale=None, 
 
 
 def check(inputs, candidate, tolerance=None, only=None, *, form="chunk", chunk_size=64, variant="gdn2", scale=None,
-          l2norm_qk=False, gate_logits=False, negative_eigen=False, decay="none", lower_bound=-5.0, num_threads=0):
+          l2norm_qk=False, gate_logits=False, negative_eigen=False, decay="none", lower_bound=None, num_threads=0):
     """`gdn2 check` on arrays in memory: judges `candidate` against the float64 reference run on `inputs`.
 
     inputs: dict of arrays named as `gdn2 check --in` files (q, k, v, g, b, w or beta, optional h0, cu_seqlens,
     A_log, dt_bias, and the upstream gradients do, dht when gradients are to be judged; any other name raises
-    ValueError: the initial state is h0 here, not initial_state). candidate: dict of arrays
+    ValueError: the initial state is h0 here, not initial_state; so does an input the options do not read, beta with
+    variant="gdn2" say, as forward() refuses it). candidate: dict of arrays
     named as `--candidate` files (o, ht, dq, dk, dv, dg, db, dw, dh0, dbeta, ...). Arrays: NumPy (anything
     numpy.asarray takes: a CPU tensor's .detach().numpy(), say), float32 or float64. tolerance: None ("auto": by the
     candidate's dtype), "f64", "f32", "bf16" or a number. only: names to compare, a list or "o,ht" (others are not

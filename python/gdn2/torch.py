@@ -19,6 +19,7 @@ What fla accepts but gdn2 refuses, with a ValueError saying so: float16 (the ker
 bfloat16 CPU tensors; use_qk_l2norm_in_kernel and use_gate_in_kernel on CUDA (normalise q, k and activate g before
 the call; on CPU both run the reference's front-end: l2 normalisation, and g = -exp(A_log) softplus(g + dt_bias) of
 Eq. 12); lower_bound with use_gate_in_kernel; safe_gate, chunk sizes other than 64, return_intermediate_states.
+lower_bound, A_log and dt_bias without use_gate_in_kernel are refused as having no effect, not ignored.
 disable_recompute and cu_seqlens_cpu are accepted and have no effect. state_v_first stores the states as [N,HV,V,K].
 The gates g and b are each per key head [B,T,H,K] (value head hv reads key head hv // (HV // H)) or per value head
 [B,T,HV,K] as fla's fused_recurrent_gdn2 takes them; their gradients come back in the layout given. The CUDA kernels
@@ -58,7 +59,7 @@ def _cpu_options(ctx):
     decay = "softplus" if ctx.use_gate_in_kernel else "none"
     return dict(form=ctx.form, precision=ctx.precision, variant="gdn2", chunk_size=64, scale=ctx.scale,
                 l2norm_qk=ctx.l2norm, gate_logits=False, negative_eigen=ctx.negative_eigen, decay=decay,
-                lower_bound=-5.0, threads=0)
+                lower_bound=None, threads=0)
 
 
 def _cpu_arrays(q, k, v, g, b, w, h0, cu_seqlens, A_log, dt_bias):
@@ -158,6 +159,14 @@ def _gdn2_op(form, q, k, v, g, b, w, scale, initial_state, output_final_state, u
             f"cu_seqlens: packed sequences need batch size 1, got {q.shape[0]}")
     _refuse(use_gate_in_kernel and lower_bound is not None,
             "use_gate_in_kernel with lower_bound is not supported by gdn2 (only g = -exp(A_log) softplus(g + dt_bias))")
+    # What has an effect only through the gate of use_gate_in_kernel is refused without it, rather than ignored.
+    _refuse(not use_gate_in_kernel and lower_bound is not None,
+            "lower_bound: has no effect without use_gate_in_kernel=True (it bounds the gate computed in the kernel, "
+            "which gdn2 supports only without it); leave lower_bound out")
+    for name, x in (("A_log", A_log), ("dt_bias", dt_bias)):
+        _refuse(not use_gate_in_kernel and x is not None,
+                f"{name}: has no effect without use_gate_in_kernel=True (g = -exp(A_log) softplus(g + dt_bias), Eq. 12; "
+                f"CPU tensors only); give use_gate_in_kernel=True, or leave {name} out")
     _refuse(initial_state is not None and initial_state.dtype != _torch.float32 and q.is_cuda,
             "initial_state must be float32")
     if state_v_first and initial_state is not None:

@@ -129,18 +129,71 @@ struct Converted {
   }
 };
 
+// `variant="kda"`: an option's value as the keyword argument is written.
+std::string keyword(const std::string& name, const std::string& value) { return name + "=\"" + value + "\""; }
+
+// An option given where it has no effect is refused, as the command line refuses it
+// (tools/cmd_forward.cpp, refuse_layer_options_without_effect), in the same words with the keyword arguments' names.
+// lower_bound counts as given only when the caller passed it (None is its default).
+void refuse_options_without_effect(const tools::LayerOptions& opt, bool lower_bound_given) {
+  if (lower_bound_given && opt.decay != "bounded")
+    throw InputError("lower_bound: has no effect without decay=\"bounded\" (it bounds g = lower_bound sigmoid(x + "
+                     "dt_bias)); give decay=\"bounded\", or leave lower_bound out");
+  if (opt.gate_logits && opt.variant == "linear")
+    throw InputError("gate_logits: has no effect with variant=\"linear\" (it reads no gate b, w or beta to apply the "
+                     "sigmoid to)");
+  if (opt.negative_eigen && opt.variant != "gdn2")
+    throw InputError("negative_eigen: has no effect with " + keyword("variant", opt.variant) +
+                     (opt.variant == "linear" ? " (it has no erase gate)"
+                                              : " (b = w = beta, and the write gate w must lie in [0, 1])") +
+                     "; it lets the erase gate b of variant=\"gdn2\" lie in [0, 2]");
+}
+
+// An array given that the variant and the decay do not read (tools::input_names_read: what the command line reads
+// from --in with these options) is refused, naming what would read it: it would otherwise be ignored without a word
+// (beta with variant="gdn2", b and w with a tied variant, A_log and dt_bias without a decay). `arrays` is keyed by the
+// command line's file names, which are the keyword arguments' names for every array that can be refused (h0, the
+// initial_state, is always read).
+void refuse_arrays_without_effect(const py::dict& arrays, const tools::LayerOptions& opt) {
+  const std::vector<std::string> read = tools::input_names_read(opt, true);
+  for (const std::string& name : tools::input_names()) {
+    if (!arrays.contains(name) || arrays[py::str(name)].is_none()) continue;
+    if (std::find(read.begin(), read.end(), name) != read.end()) continue;
+    if (name == "A_log")
+      throw InputError("A_log: has no effect without decay=\"softplus\" (g = -exp(A_log) softplus(g + dt_bias), Eq. 12); "
+                       "give decay=\"softplus\", or leave A_log out");
+    if (name == "dt_bias")
+      throw InputError("dt_bias: has no effect without a decay (decay=\"softplus\": g = -exp(A_log) softplus(g + "
+                       "dt_bias); decay=\"bounded\": g = lower_bound sigmoid(g + dt_bias)); give one, or leave dt_bias out");
+    // The rest are the gates a variant reads or not: b, w (gdn2), beta (kda, gdn, deltanet), g (all but deltanet).
+    const bool linear = opt.variant == "linear";
+    std::string why = "no decay: g = 0", give = "variant=\"gdn2\", \"kda\", \"gdn\" or \"linear\"";  // g
+    if (name == "b" || name == "w") {
+      why = linear ? "no erase gate, w = 1" : "b = w = beta*1, tied to beta";
+      give = "variant=\"gdn2\"";
+    } else if (name == "beta") {
+      why = linear ? "no erase gate, w = 1" : "its gates are g, b and w; beta is the tied gate of kda, gdn and deltanet";
+      give = "variant=\"kda\", \"gdn\" or \"deltanet\"";
+    }
+    throw InputError(name + ": has no effect with " + keyword("variant", opt.variant) + " (" + why + "); give " + give +
+                     ", or leave " + name + " out");
+  }
+}
+
 tools::LayerOptions layer_options(const std::string& form, const std::string& precision, const std::string& variant,
                                   index_t chunk_size, std::optional<double> scale, bool l2norm_qk, bool gate_logits,
-                                  bool negative_eigen, const std::string& decay, double lower_bound, int threads) {
+                                  bool negative_eigen, const std::string& decay, std::optional<double> lower_bound,
+                                  int threads) {
   tools::LayerOptions opt;
   opt.form = form, opt.precision = precision, opt.variant = variant, opt.chunk_size = chunk_size, opt.scale = scale;
   opt.l2norm_qk = l2norm_qk, opt.gate_logits = gate_logits, opt.negative_eigen = negative_eigen;
-  opt.decay = decay, opt.lower_bound = lower_bound, opt.threads = threads;
+  opt.decay = decay, opt.threads = threads;
+  if (lower_bound) opt.lower_bound = *lower_bound;  // else the command line's default
   // The checks the command line's option parser makes (tools/cmd_forward.cpp; the chunk size is checked with the
   // inputs), in the keyword arguments' names.
   if (scale && !std::isfinite(*scale)) throw InputError("scale: expected a finite number, got " + std::to_string(*scale));
-  if (!(std::isfinite(lower_bound) && lower_bound >= -1e6 && lower_bound < 0))
-    throw InputError("lower_bound: expected a finite number in [-1e+06, 0), got " + std::to_string(lower_bound));
+  if (lower_bound && !(std::isfinite(*lower_bound) && *lower_bound >= -1e6 && *lower_bound < 0))
+    throw InputError("lower_bound: expected a finite number in [-1e+06, 0), got " + std::to_string(*lower_bound));
   if (threads < 0 || threads > 4096) throw InputError("num_threads: expected an integer in [0, 4096], got " + std::to_string(threads));
   tools::parse_form(form);
   if (precision != "f64" && precision != "f32")
@@ -148,6 +201,7 @@ tools::LayerOptions layer_options(const std::string& form, const std::string& pr
   parse_variant(variant);
   if (decay != "none" && decay != "softplus" && decay != "bounded")
     throw InputError("unknown --decay '" + decay + "' (expected none, softplus or bounded)");
+  refuse_options_without_effect(opt, lower_bound.has_value());
   return opt;
 }
 
@@ -271,7 +325,7 @@ void bind_check(py::module_& m) {
       [](const py::dict& inputs, const py::dict& candidate, const std::string& tolerance,
          const std::vector<std::string>& only, const std::string& form, const std::string& variant, index_t chunk_size,
          std::optional<double> scale, bool l2norm_qk, bool gate_logits, bool negative_eigen, const std::string& decay,
-         double lower_bound, int threads) {
+         std::optional<double> lower_bound, int threads) {
         check::Options opt;
         opt.layer = layer_options(form, "f64", variant, chunk_size, scale, l2norm_qk, gate_logits, negative_eigen, decay,
                                   lower_bound, threads);
@@ -285,6 +339,7 @@ void bind_check(py::module_& m) {
             throw InputError("inputs: unknown name '" + name + "' (the inputs are named as gdn2 check --in files: " +
                              tools::input_names_text() + ")");
         }
+        refuse_arrays_without_effect(inputs, opt.layer);
         opt.tolerance = tolerance;
         opt.only = only;
         const check::Arrays in = to_arrays(inputs), cand = to_arrays(candidate);
@@ -336,9 +391,11 @@ PYBIND11_MODULE(_gdn2, m) {
   auto options = [](auto&& fn) {
     return [fn](const py::dict& arrays, const std::string& form, const std::string& precision,
                 const std::string& variant, index_t chunk_size, std::optional<double> scale, bool l2norm_qk,
-                bool gate_logits, bool negative_eigen, const std::string& decay, double lower_bound, int threads) {
+                bool gate_logits, bool negative_eigen, const std::string& decay, std::optional<double> lower_bound,
+                int threads) {
       const tools::LayerOptions opt = layer_options(form, precision, variant, chunk_size, scale, l2norm_qk, gate_logits,
                                                     negative_eigen, decay, lower_bound, threads);
+      refuse_arrays_without_effect(arrays, opt);
       return fn(arrays, opt);
     };
   };

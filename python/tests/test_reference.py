@@ -1,5 +1,6 @@
 """gdn2.forward / gdn2.backward against the gdn2 command line: the same bits, and the same refusals."""
 
+import re
 import subprocess
 
 import numpy as np
@@ -289,3 +290,113 @@ def test_check_refuses_an_input_name_it_does_not_know():
     report = gdn2.check(inputs, {"o": o, "ht": ht})
     print(report.table)
     assert not report.passed
+
+
+def _no_effect_cases():
+    """(id, edit of the keyword arguments, expected message): every argument that the options make useless."""
+    H, K, T = 2, 4, 20
+    beta = np.full((1, T, H), 0.5)
+    A_log, dt_bias = np.zeros(H), np.zeros(H * K)
+    tied = dict(b=None, w=None, beta=beta)
+    return [
+        ("lower_bound-without-decay", dict(lower_bound=-3.0),
+         'lower_bound: has no effect without decay="bounded" (it bounds g = lower_bound sigmoid(x + dt_bias)); give '
+         'decay="bounded", or leave lower_bound out'),
+        ("lower_bound-with-softplus", dict(lower_bound=-3.0, decay="softplus", A_log=A_log, dt_bias=dt_bias),
+         'lower_bound: has no effect without decay="bounded" (it bounds g = lower_bound sigmoid(x + dt_bias)); give '
+         'decay="bounded", or leave lower_bound out'),
+        ("gate_logits-with-linear", dict(variant="linear", b=None, w=None, gate_logits=True),
+         'gate_logits: has no effect with variant="linear" (it reads no gate b, w or beta to apply the sigmoid to)'),
+        ("negative_eigen-with-kda", dict(variant="kda", negative_eigen=True, **tied),
+         'negative_eigen: has no effect with variant="kda" (b = w = beta, and the write gate w must lie in [0, 1]); '
+         'it lets the erase gate b of variant="gdn2" lie in [0, 2]'),
+        ("beta-with-gdn2", dict(beta=beta),
+         'beta: has no effect with variant="gdn2" (its gates are g, b and w; beta is the tied gate of kda, gdn and '
+         'deltanet); give variant="kda", "gdn" or "deltanet", or leave beta out'),
+        ("beta-with-linear", dict(variant="linear", b=None, w=None, beta=beta),
+         'beta: has no effect with variant="linear" (no erase gate, w = 1); give variant="kda", "gdn" or "deltanet", '
+         'or leave beta out'),
+        ("b-with-kda", dict(variant="kda", beta=beta),
+         'b: has no effect with variant="kda" (b = w = beta*1, tied to beta); give variant="gdn2", or leave b out'),
+        ("w-with-deltanet", dict(variant="deltanet", g=None, b=None, beta=beta),
+         'w: has no effect with variant="deltanet" (b = w = beta*1, tied to beta); give variant="gdn2", or leave w '
+         'out'),
+        ("b-with-linear", dict(variant="linear", w=None),
+         'b: has no effect with variant="linear" (no erase gate, w = 1); give variant="gdn2", or leave b out'),
+        ("g-with-deltanet", dict(variant="deltanet", **tied),
+         'g: has no effect with variant="deltanet" (no decay: g = 0); give variant="gdn2", "kda", "gdn" or "linear", '
+         'or leave g out'),
+        ("A_log-without-decay", dict(A_log=A_log),
+         'A_log: has no effect without decay="softplus" (g = -exp(A_log) softplus(g + dt_bias), Eq. 12); give '
+         'decay="softplus", or leave A_log out'),
+        ("A_log-with-bounded", dict(decay="bounded", A_log=A_log, dt_bias=dt_bias),
+         'A_log: has no effect without decay="softplus" (g = -exp(A_log) softplus(g + dt_bias), Eq. 12); give '
+         'decay="softplus", or leave A_log out'),
+        ("dt_bias-without-decay", dict(dt_bias=dt_bias),
+         'dt_bias: has no effect without a decay (decay="softplus": g = -exp(A_log) softplus(g + dt_bias); '
+         'decay="bounded": g = lower_bound sigmoid(g + dt_bias)); give one, or leave dt_bias out'),
+    ]
+
+
+NO_EFFECT = _no_effect_cases()
+ARRAYS = ("q", "k", "v", "g", "b", "w", "beta", "initial_state", "A_log", "dt_bias")
+
+
+@pytest.mark.parametrize("edit, words", [c[1:] for c in NO_EFFECT], ids=[c[0] for c in NO_EFFECT])
+def test_an_argument_without_effect_is_refused_naming_what_it_needs(edit, words):
+    """Before, each was accepted and ignored: lower_bound without decay="bounded", an array the variant or the decay
+    does not read (beta with gdn2, b and w with kda, A_log without decay="softplus"), gate_logits with linear,
+    negative_eigen with kda. gdn2.forward, gdn2.backward and gdn2.check refuse them alike."""
+    x = random_inputs(seed=3, B=1, T=20, H=2, HV=2, K=4, V=4)
+    args = dict(q=x["q"], k=x["k"], v=x["v"], g=x["g"], b=x["b"], w=x["w"], initial_state=x["h0"])
+    args.update(edit)
+    arrays = {n: a for n, a in args.items() if n in ARRAYS}
+    options = {n: a for n, a in args.items() if n not in ARRAYS}
+    for fn, kwargs in ((gdn2.forward, {}), (gdn2.backward, dict(do=x["do"], dht=x["dht"]))):
+        with pytest.raises(ValueError) as e:
+            fn(**arrays, **kwargs, **options)
+        print(f"{fn.__name__}: {e.value}")
+        assert str(e.value) == words
+    inputs = {("h0" if n == "initial_state" else n): a for n, a in arrays.items() if a is not None}
+    with pytest.raises(ValueError) as e:
+        gdn2.check({**inputs, "do": x["do"], "dht": x["dht"]}, {"o": np.zeros(1)}, **options)
+    print(f"check: {e.value}")
+    assert str(e.value) == words
+
+
+@pytest.mark.parametrize("options, flags", [
+    (dict(lower_bound=-3.0), ["--lower-bound=-3"]),
+    (dict(variant="linear", gate_logits=True), ["--variant", "linear", "--gate-logits"]),
+    (dict(variant="kda", negative_eigen=True), ["--variant", "kda", "--negative-eigen"]),
+])
+def test_an_option_without_effect_is_refused_in_the_words_of_the_cli(tmp_path, cli, options, flags):
+    """The command line's refusal (exit 2), with its options written as the keyword arguments."""
+    x = random_inputs(seed=3, B=1, T=20, H=2, HV=2, K=4, V=4)
+    save(tmp_path / "in", x)
+    r = run_cli(cli, "forward", tmp_path / "in", tmp_path / "out", flags)
+    print("CLI:", r.returncode, r.stderr.strip())
+    assert r.returncode == 2
+    message = r.stderr.strip().splitlines()[-1].removeprefix("gdn2: error: ")
+    message = re.sub(r"--(variant|decay) (\w+)", r'\1="\2"', message)
+    message = re.sub(r"--([a-z-]+)", lambda m: m.group(1).replace("-", "_"), message)
+    args = dict(q=x["q"], k=x["k"], v=x["v"], g=x["g"])
+    if options.get("variant") == "kda":
+        args["beta"] = np.full((1, 20, 2), 0.5)
+    elif options.get("variant") != "linear":
+        args.update(b=x["b"], w=x["w"])
+    with pytest.raises(ValueError) as e:
+        gdn2.forward(**args, **options)
+    print("Python:", e.value)
+    assert str(e.value) == message
+
+
+def test_lower_bound_with_decay_bounded_is_used_and_defaults_to_the_cli_default():
+    """lower_bound's default is None (not given): -5, as the command line's --lower-bound, with decay="bounded"."""
+    x = random_inputs(seed=3, B=1, T=20, H=2, HV=2, K=4, V=4)
+    args = [x[n] for n in "qkvgbw"]
+    dt_bias = np.zeros(8)
+    o_default, _ = gdn2.forward(*args, decay="bounded", dt_bias=dt_bias)
+    o_5, _ = gdn2.forward(*args, decay="bounded", dt_bias=dt_bias, lower_bound=-5.0)
+    o_3, _ = gdn2.forward(*args, decay="bounded", dt_bias=dt_bias, lower_bound=-3.0)
+    print("max |o(-3) - o(default)| =", np.abs(o_3 - o_default).max())
+    assert np.array_equal(o_default, o_5) and not np.array_equal(o_3, o_default)

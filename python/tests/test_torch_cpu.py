@@ -147,3 +147,26 @@ def test_unsupported_options_are_refused_clearly(call, words):
     with pytest.raises(ValueError, match=words) as e:
         call(x)
     print(e.value)
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda x: chunk_gdn2(*(x[n] for n in "qkvgbw"), lower_bound=-5.0),
+     "lower_bound: has no effect without use_gate_in_kernel=True (it bounds the gate computed in the kernel, which "
+     "gdn2 supports only without it); leave lower_bound out"),
+    (lambda x: fused_recurrent_gdn2(*(x[n] for n in "qkvgbw"), lower_bound=-3.0),
+     "lower_bound: has no effect without use_gate_in_kernel=True (it bounds the gate computed in the kernel, which "
+     "gdn2 supports only without it); leave lower_bound out"),
+    (lambda x: chunk_gdn2(*(x[n] for n in "qkvgbw"), A_log=torch.zeros(2, dtype=torch.float64)),
+     "A_log: has no effect without use_gate_in_kernel=True (g = -exp(A_log) softplus(g + dt_bias), Eq. 12; CPU tensors "
+     "only); give use_gate_in_kernel=True, or leave A_log out"),
+    (lambda x: fused_recurrent_gdn2(*(x[n] for n in "qkvgbw"), dt_bias=torch.zeros(16, dtype=torch.float64)),
+     "dt_bias: has no effect without use_gate_in_kernel=True (g = -exp(A_log) softplus(g + dt_bias), Eq. 12; CPU "
+     "tensors only); give use_gate_in_kernel=True, or leave dt_bias out"),
+])
+def test_arguments_without_effect_are_refused_not_ignored(call, words):
+    """Before, lower_bound, A_log and dt_bias without use_gate_in_kernel were accepted and ignored."""
+    x = tensors(seed=6, B=1, T=20, H=2, HV=2, K=8, V=4)
+    with pytest.raises(ValueError) as e:
+        call(x)
+    print(e.value)
+    assert str(e.value) == words

@@ -89,6 +89,47 @@ struct HeaderParser {
 
 size_t itemsize(const std::string& dtype) { return dtype[1] == '4' ? 4 : 8; }
 
+// A .npy header's descr as NumPy names its dtype. words: "float64", "big-endian int32", "complex128", "Python
+// objects", ...; empty when descr is not a NumPy dtype string (a byte order '<', '>', '|', '=' or '!', a type code,
+// the item size; a unit in brackets for datetimes).
+struct DtypeName {
+  std::string words;
+  char kind = 0;
+  int bytes = 0;
+  bool big_endian = false;
+};
+
+DtypeName dtype_name(const std::string& descr) {
+  DtypeName d;
+  if (descr.size() < 2 || std::string("<>|=!").find(descr[0]) == std::string::npos) return d;
+  d.big_endian = descr[0] == '>' || descr[0] == '!';
+  d.kind = descr[1];
+  size_t end = 2;
+  while (end < descr.size() && end < 6 && descr[end] >= '0' && descr[end] <= '9') ++end;
+  d.bytes = end > 2 ? std::atoi(descr.substr(2, end - 2).c_str()) : 0;
+  const std::string unit = descr.substr(end);
+  const bool time = d.kind == 'M' || d.kind == 'm';
+  if (!unit.empty() && !(time && unit.size() > 2 && unit.front() == '[' && unit.back() == ']')) return d;
+  const std::string bits = std::to_string(8 * d.bytes);
+  std::string w;
+  switch (d.kind) {
+    case 'f': w = d.bytes ? "float" + bits : ""; break;
+    case 'i': w = d.bytes ? "int" + bits : ""; break;
+    case 'u': w = d.bytes ? "uint" + bits : ""; break;
+    case 'c': w = d.bytes ? "complex" + bits : ""; break;
+    case 'b': w = d.bytes == 1 ? "bool" : ""; break;
+    case 'O': w = d.bytes == 0 || d.bytes == 8 ? "Python objects" : ""; break;
+    case 'S': case 'a': w = "bytes"; break;
+    case 'U': w = "str"; break;
+    case 'V': w = "void"; break;
+    case 'M': w = d.bytes == 8 ? "datetime64" : ""; break;
+    case 'm': w = d.bytes == 8 ? "timedelta64" : ""; break;
+    default: break;
+  }
+  if (!w.empty()) d.words = (d.big_endian && d.bytes > 1 ? "big-endian " : "") + w;
+  return d;
+}
+
 }  // namespace
 
 namespace {
@@ -152,20 +193,17 @@ Header parse_header(const unsigned char* data, size_t size, size_t file_size, co
   p.skip_space();
   if (p.i != header.size()) fail(name, "header: trailing characters after the dict");
   if (!have_descr || !have_order || !have_shape) fail(name, "header: needs 'descr', 'fortran_order' and 'shape'");
-  if (fortran) fail(name, "fortran_order=True is not supported; save np.ascontiguousarray(x) instead");
-  if (descr.size() == 3 && (descr[0] == '>' || descr[0] == '!') && descr[1] != 'c')
-    fail(name, "dtype '" + descr + "' is big-endian; gdn2 reads little-endian float32/float64/int32/int64 (save "
-               "x.astype(x.dtype.newbyteorder('<')))");
-  // A float of another width is a valid file that gdn2 does not read: said with what it reads and how to convert.
-  if (descr.size() >= 3 && (descr[0] == '<' || descr[0] == '|' || descr[0] == '=') && descr[1] == 'f' &&
-      descr.substr(1) != "f4" && descr.substr(1) != "f8" &&
-      descr.find_first_not_of("0123456789", 2) == std::string::npos)
-    throw InputError(float_dtype_refusal(name, descr));
-  if (descr.size() != 3 || (descr[0] != '<' && descr[0] != '|' && descr[0] != '='))
-    fail(name, "dtype '" + descr + "' is not supported (float32, float64, int32, int64, little-endian)");
+  // A dtype NumPy does not know makes the file malformed; one it knows that gdn2 does not read (big-endian, complex,
+  // objects, float16, ...) makes a valid file that is refused as such, with what gdn2 reads and how to convert.
+  const DtypeName dtype = dtype_name(descr);
+  if (dtype.words.empty())
+    fail(name, "dtype '" + descr + "' is not a NumPy dtype (expected a byte order and a type code, e.g. '<f8')");
+  if (fortran)
+    throw InputError(name + ": fortran_order=True (Fortran memory order) is not supported: gdn2 reads C order; save "
+                            "np.ascontiguousarray(x)");
   h.dtype = descr.substr(1);
-  if (h.dtype != "f4" && h.dtype != "f8" && h.dtype != "i4" && h.dtype != "i8")
-    fail(name, "dtype '" + descr + "' is not supported (float32, float64, int32, int64)");
+  if (dtype.big_endian || (h.dtype != "f4" && h.dtype != "f8" && h.dtype != "i4" && h.dtype != "i8"))
+    throw InputError(dtype_refusal(name, descr));
 
   const index_t numel = checked_numel(h.shape, name);
   h.data_start = header_start + header_len;
@@ -361,6 +399,22 @@ Tensor<Scalar> to_tensor(const NpyArray& a, const std::string& name) {
 }
 template Tensor<float> to_tensor<float>(const NpyArray&, const std::string&);
 template Tensor<double> to_tensor<double>(const NpyArray&, const std::string&);
+
+std::string dtype_refusal(const std::string& name, const std::string& descr) {
+  const DtypeName d = dtype_name(descr);
+  if (d.kind == 'f' && d.bytes != 4 && d.bytes != 8 && !d.words.empty()) return float_dtype_refusal(name, descr);
+  const std::string code = descr.size() > 1 ? descr.substr(1) : descr;
+  std::string how;
+  if (d.big_endian && (code == "f4" || code == "f8" || code == "i4" || code == "i8"))
+    how = "save x.astype(x.dtype.newbyteorder('<'))";
+  else if (d.kind == 'c')
+    how = "gdn2's tensors are real: save x.real if its imaginary part is zero";
+  else if (d.kind == 'i' || d.kind == 'u' || d.kind == 'b' || d.kind == 'O')  // numbers: an index file stays integer
+    how = std::string("convert it with x.astype(np.") +
+          (name.find("cu_seqlens") != std::string::npos ? "int64" : "float32") + ")";
+  return name + ": dtype '" + descr + "' (" + (d.words.empty() ? "unknown" : d.words) +
+         ") is not supported: gdn2 reads float32, float64, int32 and int64, little-endian" + (how.empty() ? "" : "; " + how);
+}
 
 std::string float_dtype_refusal(const std::string& name, const std::string& descr) {
   const int bytes = std::atoi(descr.c_str() + 2);

@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <functional>
 #include <set>
+#include <tuple>
 #include <fstream>
 #include <sstream>
 
@@ -1613,13 +1614,67 @@ TEST_CASE("npy: a float16 file is refused saying which dtypes are read and how t
   };
   save(w.in, "q.npy", float16_npy(2, 8));
   expect_refusal(w, "q.npy", "dtype must be float32 or float64, got float16 ('<f2'); convert it with x.astype(np.float32)");
-  // The same words for a candidate of gdn2 check (a bfloat16 kernel's output saved as float16, say).
-  save_layer(w.in, x);
+  // A candidate of gdn2 check in float16: "check: a candidate of a dtype gdn2 does not read fails its row ...".
+}
+
+// Before: a float16 o.npy in --candidate ended the whole check with exit 2 ("gdn2: error: o.npy: dtype must be float32
+// or float64, got float16 ('<f2'); ..."), and a complex or big-endian one likewise, while an int32 o.npy was a FAIL row
+// of the table ("FAIL (dtype i4, expected float32 or float64)") beside the verdicts of the other tensors.
+TEST_CASE("check: a candidate of a dtype gdn2 does not read fails its row, naming the dtype and how to convert, as "
+          "an int32 one does", "[cli][check]") {
+  Workdir w("cand_dtype");
+  const auto x = small_layer(13, 1, 20);
   candidate(w, x);
-  save(w.out, "o.npy", float16_npy(4, 6));
-  const Run r = gdn2_run("check --in " + w.in.string() + " --candidate " + w.out.string());
-  std::printf("  [measured] check, float16 o.npy: exit=%d: %s", r.status, r.err.c_str());
+  const std::string check = "check --in " + w.in.string() + " --candidate " + w.out.string();
+  const Tensor<float> o = load<float>(w.out / "o.npy");  // [1,20,4,6]
+  // o.npy's bytes under another dtype (the values do not matter: the file is not compared).
+  auto relabelled = [](std::string bytes, const std::string& from, const std::string& to) {
+    return bytes.replace(bytes.find("'" + from + "'"), from.size() + 2, "'" + to + "'");
+  };
+  Tensor<float> o_half({1, 20, 4, 3});  // float16 [1,20,4,6]: the bytes of a float32 [1,20,4,3]
+  std::string f16 = relabelled(io::encode_npy(o_half), "<f4", "<f2");
+  f16.replace(f16.find("(1, 20, 4, 3)"), 13, "(1, 20, 4, 6)");
+  Tensor<std::int32_t> o_int(o.shape);
+  const std::string convert = "; convert it with x.astype(np.float32)";
+  const std::vector<std::tuple<std::string, std::string, std::string, std::string>> cases = {
+      {"float16", f16, "f2", "dtype must be float32 or float64, got float16 ('<f2')" + convert},
+      {"int32", io::encode_npy(o_int), "i4", "dtype must be float32 or float64, got int32 ('<i4')" + convert},
+      {"complex64", relabelled(io::encode_npy(Tensor<double>(o.shape)), "<f8", "<c8"), "c8",
+       "dtype '<c8' (complex64) is not supported: gdn2 reads float32, float64, int32 and int64, little-endian; gdn2's "
+       "tensors are real: save x.real if its imaginary part is zero"},
+      {"big-endian float32", relabelled(io::encode_npy(o), "<f4", ">f4"), ">f4",
+       "dtype '>f4' (big-endian float32) is not supported: gdn2 reads float32, float64, int32 and int64, "
+       "little-endian; save x.astype(x.dtype.newbyteorder('<'))"},
+  };
+  for (const auto& [what, bytes, dtype, note] : cases) {
+    save(w.out, "o.npy", bytes);
+    Run r = gdn2_run(check);
+    std::printf("  [measured] check, %s o.npy: exit=%d%s\n%s", what.c_str(), r.status,
+                r.err.empty() ? "" : (": " + r.err).c_str(), r.out.c_str());
+    CAPTURE(what, r.out, r.err);
+    CHECK(r.status == 1);
+    CHECK(r.err.empty());
+    CHECK_THAT(r.out, Catch::Contains("FAIL (" + note + ")"));
+    CHECK_THAT(r.out, Catch::Contains("FAILED: 1 of 9 tensor(s)"));  // the others judged as before
+    r = gdn2_run(check + " --json");
+    const auto j = nlohmann::json::parse(r.out);
+    for (const auto& t : j.at("tensors")) {
+      if (t.at("name") != "o") {
+        CHECK(t.at("verdict") == "ok");
+        continue;
+      }
+      CHECK(t.at("verdict") == "FAIL");
+      CHECK(t.at("dtype") == dtype);
+      CHECK(t.at("shape") == nlohmann::json::array({1, 20, 4, 6}));
+      CHECK(t.at("ratio").is_null());
+      CHECK(t.at("note") == note);
+    }
+  }
+  // An input of such a dtype is still bad input to the whole check (exit 2): without it there is no reference.
+  save(w.out, "o.npy", io::encode_npy(o));
+  save(w.in, "q.npy", relabelled(io::encode_npy(Tensor<double>({1, 20, 2, 8})), "<f8", "<c8"));
+  const Run r = gdn2_run(check);
+  std::printf("  [measured] check, complex64 q.npy: exit=%d: %s", r.status, r.err.c_str());
   CHECK(r.status == 2);
-  CHECK_THAT(r.err, Catch::Contains("o.npy: dtype must be float32 or float64, got float16 ('<f2'); convert it with "
-                                    "x.astype(np.float32)"));
+  CHECK_THAT(r.err, Catch::Contains("gdn2: error: q.npy: dtype '<c8' (complex64) is not supported"));
 }

@@ -29,12 +29,15 @@ namespace {
 // "f4", "f8", "i4", "i8", ...: the dtype codes of the .npy header, as the command line names them.
 std::string dtype_code(const py::array& a) { return std::string(1, a.dtype().kind()) + std::to_string(a.itemsize()); }
 
-// A float array of another width than float32/float64 (float16) is refused as the command line refuses its .npy file:
-// with the dtypes read and how to convert.
-void refuse_other_floats(const py::array& a, const std::string& name) {
+std::vector<index_t> shape_of(const py::array& a) { return std::vector<index_t>(a.shape(), a.shape() + a.ndim()); }
+
+// An array of a dtype other than float32, float64, int32 and int64 (float16, complex, bool, objects, ...) is refused
+// as the command line refuses its .npy file (io::dtype_reason: the dtype, what is read, how to convert). A big-endian
+// array of those four is read by value.
+void refuse_unsupported_dtype(const py::array& a, const std::string& name) {
   const std::string code = dtype_code(a);
-  if (a.dtype().kind() == 'f' && code != "f4" && code != "f8")
-    throw InputError(io::float_dtype_refusal(name, py::str(a.dtype().attr("str"))));
+  if (code != "f4" && code != "f8" && code != "i4" && code != "i8")
+    throw io::unsupported_dtype(name, py::str(a.dtype().attr("str")), shape_of(a));
 }
 
 // What `gdn2 forward` / `backward` answer with exit 3: a non-finite output means the working precision overflowed
@@ -52,8 +55,6 @@ void require_finite(const std::string& name, const Tensor<Scalar>& x) {
                                                 : "float64, the widest precision: these inputs have no finite result"));
 }
 
-std::vector<index_t> shape_of(const py::array& a) { return std::vector<index_t>(a.shape(), a.shape() + a.ndim()); }
-
 // numpy.copyto(dst, a): one pass over a, in any memory order (C, Fortran, a transposed or sliced view), converting
 // the dtype on the way where dst's differs. dst is a NumPy view of memory the caller owns.
 void copy_into(void* dst, const py::dtype& dtype, const py::array& a) {
@@ -65,7 +66,7 @@ void copy_into(void* dst, const py::dtype& dtype, const py::array& a) {
 template <typename Scalar>
 Tensor<Scalar> to_tensor(const py::array& a, const std::string& name) {
   const std::string code = dtype_code(a);
-  refuse_other_floats(a, name);
+  refuse_unsupported_dtype(a, name);
   if (code != "f4" && code != "f8") throw InputError(name + ": dtype must be float32 or float64, got " + code);
   Tensor<Scalar> x(shape_of(a), name);
   if (x.numel() > 0) copy_into(x.ptr(), py::dtype::of<Scalar>(), a);
@@ -74,6 +75,7 @@ Tensor<Scalar> to_tensor(const py::array& a, const std::string& name) {
 
 std::vector<index_t> to_indices(const py::array& a, const std::string& name) {
   const std::string code = dtype_code(a);
+  refuse_unsupported_dtype(a, name);
   if (code != "i4" && code != "i8") throw InputError(name + ": dtype must be int32 or int64, got " + code);
   if (a.ndim() != 1) throw InputError(name + ": expected a 1-D array, got shape " + shape_str(shape_of(a)));
   if (a.shape(0) < 2)  // the command line's words (io/npy.cpp): an empty one is not "no cu_seqlens"
@@ -235,15 +237,14 @@ py::dict backward_in(const py::dict& arrays, const tools::LayerOptions& opt) {
   return out;
 }
 
-// An array as the check reads it (the raw bytes of a .npy file's body): float32/float64/int32/int64, C order.
+// An array as the check reads it (the raw bytes of a .npy file's body): float32/float64/int32/int64, C order. Another
+// dtype raises io::UnsupportedNpy.
 io::NpyArray to_npy_array(const py::handle& value, const std::string& name) {
   if (!py::isinstance<py::array>(value))
     throw InputError(name + ".npy: expected a NumPy array, got " + std::string(py::str(value.attr("__class__").attr("__name__"))));
   const py::array a = py::reinterpret_borrow<py::array>(value);
   const std::string code = dtype_code(a);
-  refuse_other_floats(a, name + ".npy");
-  if (code != "f4" && code != "f8" && code != "i4" && code != "i8")
-    throw InputError(name + ".npy: dtype must be float32, float64, int32 or int64, got " + code);
+  refuse_unsupported_dtype(a, name + ".npy");
   io::NpyArray x;
   x.dtype = code;
   x.shape = shape_of(a);
@@ -342,9 +343,24 @@ void bind_check(py::module_& m) {
         refuse_arrays_without_effect(inputs, opt.layer);
         opt.tolerance = tolerance;
         opt.only = only;
-        const check::Arrays in = to_arrays(inputs), cand = to_arrays(candidate);
+        const check::Arrays in = to_arrays(inputs);
+        // A candidate of a dtype gdn2 does not read (float16, say) fails its row, as its .npy file does in `gdn2
+        // check` (check::run's loader): it is entered unread, and reading it raises the refusal.
+        check::Arrays cand;
+        std::map<std::string, io::UnsupportedNpy> unreadable;
+        for (auto [key, value] : candidate) {
+          if (value.is_none()) continue;
+          const std::string name = py::cast<std::string>(key);
+          try {
+            cand[name] = to_npy_array(value, name);
+          } catch (const io::UnsupportedNpy& e) {
+            cand[name] = io::NpyArray{};
+            unreadable.emplace(name, e);
+          }
+        }
+        const check::Loader load = [&unreadable](const std::string& name) -> io::NpyArray { throw unreadable.at(name); };
         py::gil_scoped_release release;
-        return check::run(in, cand, opt);
+        return check::run(in, cand, opt, load);
       },
       "gdn2 check on arrays in memory", py::arg("inputs"), py::arg("candidate"), py::arg("tolerance"), py::arg("only"),
       py::arg("form"), py::arg("variant"), py::arg("chunk_size"), py::arg("scale"), py::arg("l2norm_qk"),

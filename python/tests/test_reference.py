@@ -143,6 +143,8 @@ BAD = [
     _bad("q-3d", _replace("q", lambda a: a[0])),
     _bad("b-missing", _drop("b")),
     _bad("q-int", _replace("q", lambda a: a.astype(np.int32))),
+    _bad("q-complex", _replace("q", lambda a: a.astype(np.complex128))),  # before: "... float64, got c16"
+    _bad("b-bool", _replace("b", lambda a: a > 0.5)),                      # before: "... float64, got b1"
 ]
 
 

@@ -123,3 +123,31 @@ def test_the_table_is_shown_once(capsys):
     print("pass printed", len(passed_out), "characters; failure printed", len(failed_out))
     assert "PASSED" in passed_out and failed_out == ""
     assert "FAIL" in str(e.value)
+
+
+@pytest.mark.parametrize("dtype, code, note", [
+    (np.float16, "f2", "dtype must be float32 or float64, got float16 ('<f2'); convert it with x.astype(np.float32)"),
+    (np.int32, "i4", "dtype must be float32 or float64, got int32 ('<i4'); convert it with x.astype(np.float32)"),
+    (np.complex128, "c16", "dtype '<c16' (complex128) is not supported: gdn2 reads float32, float64, int32 and int64, "
+                           "little-endian; gdn2's tensors are real: save x.real if its imaginary part is zero"),
+])
+def test_a_candidate_of_a_dtype_gdn2_does_not_read_fails_its_row_as_in_the_cli(tmp_path, cli, dtype, code, note):
+    """Before: a float16 (or complex) candidate raised ValueError and no report was made, while an int32 one failed
+    its row ("dtype i4, expected float32 or float64"); gdn2 check exited 2 on a float16 file likewise."""
+    inputs = gdn2.random_inputs(B=1, T=40, H=2, HV=2, K=4, V=4, seed=7)
+    cand = candidate_of(inputs)
+    cand["o"] = cand["o"].astype(dtype)
+    report = gdn2.check(inputs, cand)
+    print(report.table)
+    rows = {r.name: r for r in report.rows}
+    assert not report.passed and rows["o"].verdict == "FAIL"
+    assert rows["o"].dtype == code and rows["o"].note == note and rows["o"].shape == [1, 40, 2, 4]
+    assert all(r.verdict == "ok" for r in report.rows if r.name != "o")
+    for d, arrays in (("in", inputs), ("cand", cand)):
+        (tmp_path / d).mkdir()
+        for n, a in arrays.items():
+            np.save(tmp_path / d / f"{n}.npy", a)
+    r = subprocess.run([cli, "check", "--in", str(tmp_path / "in"), "--candidate", str(tmp_path / "cand"), "--json"],
+                       capture_output=True, text=True)
+    print("CLI exit", r.returncode, r.stderr)
+    assert r.returncode == 1 and json.loads(r.stdout) == json.loads(report.json)

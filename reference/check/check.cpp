@@ -115,10 +115,11 @@ Row compare(const std::string& name, const io::NpyArray& cand, const Tensor<doub
   r.shape = cand.shape;
   r.ref_shape = ref.shape;
   r.bound = bound_for(opt.tolerance, name, cand.dtype, &r.bound_reason);
-  if (cand.dtype != "f4" && cand.dtype != "f8") {
+  if (cand.dtype != "f4" && cand.dtype != "f8") {  // int32, int64: read, but not a tensor's dtype
     r.verdict = Verdict::fail;
     r.ratio = r.max_abs_error = r.local_ratio = INFINITY;
-    r.note = "dtype " + cand.dtype + ", expected float32 or float64";
+    r.note = "dtype must be float32 or float64, got int" + std::to_string(8 * std::atoi(cand.dtype.c_str() + 1)) +
+             " ('<" + cand.dtype + "'); convert it with x.astype(np.float32)";
     return r;
   }
   if (cand.shape != ref.shape) {
@@ -200,6 +201,21 @@ Row compare(const std::string& name, const io::NpyArray& cand, const Tensor<doub
   } else {
     r.verdict = Verdict::ok;
   }
+  return r;
+}
+
+// The row of a candidate that could not be read (io::UnsupportedNpy: float16, complex, big-endian, Fortran order):
+// FAIL, with its dtype and shape as the file gives them and the reader's words (what is read, how to convert).
+Row unreadable(const std::string& name, const io::UnsupportedNpy& e, const Tensor<double>& ref, const Options& opt) {
+  Row r;
+  r.name = name;
+  r.verdict = Verdict::fail;
+  r.dtype = e.dtype;
+  r.shape = e.shape;
+  r.ref_shape = ref.shape;
+  r.bound = bound_for(opt.tolerance, name, e.dtype, &r.bound_reason);
+  r.ratio = r.max_abs_error = r.local_ratio = INFINITY;
+  r.note = e.reason;
   return r;
 }
 
@@ -369,7 +385,16 @@ Report run(const Arrays& inputs, const Arrays& candidate, const Options& opt, co
     }
     if (it->second.dtype.empty()) {  // a file not read yet: read it now that it is compared
       if (!load) throw InputError(name + ": an empty array (no dtype)");
-      report.rows.push_back(compare(name, load(name), ref, opt, d, in.layer.cu_seqlens));
+      io::NpyArray cand;
+      try {
+        cand = load(name);
+      } catch (const io::UnsupportedNpy& e) {
+        // A valid file of a dtype (or order) gdn2 does not read fails this tensor, as an int32 one does; it is not
+        // bad input to the whole check.
+        report.rows.push_back(unreadable(name, e, ref, opt));
+        continue;
+      }
+      report.rows.push_back(compare(name, cand, ref, opt, d, in.layer.cu_seqlens));
     } else {
       report.rows.push_back(compare(name, it->second, ref, opt, d, in.layer.cu_seqlens));
     }
@@ -431,9 +456,10 @@ std::string to_table(const Report& rep, const std::string& label) {
   s += line;
   int failed = 0, compared = 0, ignored = 0;
   for (const auto& r : rep.rows) {
-    // Values were compared (a wrong dtype or shape fails with no numbers to show: "-", not inf).
+    // Values were compared (a wrong dtype or shape, or a file that could not be read, fails with no numbers to show:
+    // "-", not inf; only non-finite values make a compared ratio inf).
     const bool judged = (r.verdict == Verdict::ok || r.verdict == Verdict::fail) && r.shape == r.ref_shape &&
-                        (r.dtype == "f4" || r.dtype == "f8");
+                        (r.dtype == "f4" || r.dtype == "f8") && (std::isfinite(r.ratio) || r.non_finite > 0);
     if (r.verdict == Verdict::ignored) ++ignored;
     else ++compared;
     if (!verdict_passes(r.verdict)) ++failed;

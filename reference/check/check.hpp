@@ -72,7 +72,8 @@ struct Block {
 struct Row {
   std::string name;                    // tensor name without ".npy", e.g. "db"
   Verdict verdict = Verdict::ok;
-  std::string dtype;                   // candidate dtype code: "f4", "f8", "i4", "i8"; empty when missing
+  std::string dtype;                   // candidate dtype code: "f4", "f8", "i4", "i8" (or one gdn2 does not read:
+                                       // "f2", "c16", ">f8"); empty when missing or not read
   std::vector<index_t> shape;          // candidate shape (empty when missing)
   std::vector<index_t> ref_shape;      // reference shape (empty for ignored / not-produced)
   double ratio = 0;                    // global |x - ref| / |ref| (2-norms); +inf when not comparable or non-finite
@@ -104,7 +105,8 @@ double bound_for(const std::string& tolerance, const std::string& name, const st
 // `inputs` holds do and/or dht, and judges every candidate tensor. Throws InputError on bad inputs or options and
 // ReferenceOverflow when the reference's own outputs are not finite.
 // An entry of `candidate` whose dtype is empty stands for a file that has not been read: `load(name)` reads it
-// when, and only when, it is compared (a file that is not compared — left out by --only, not produced by the
+// when, and only when, it is compared (one it refuses with io::UnsupportedNpy, a float16 or complex file say, fails
+// its row with the refusal's words, as an int32 one does; any other exception ends the check) (a file that is not compared — left out by --only, not produced by the
 // reference, or unknown — is never opened, so it cannot turn a good candidate into an error). Such a row shows no
 // dtype and shape. Without `load`, every entry must hold its array.
 using Loader = std::function<io::NpyArray(const std::string& name)>;

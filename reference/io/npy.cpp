@@ -198,12 +198,12 @@ Header parse_header(const unsigned char* data, size_t size, size_t file_size, co
   const DtypeName dtype = dtype_name(descr);
   if (dtype.words.empty())
     fail(name, "dtype '" + descr + "' is not a NumPy dtype (expected a byte order and a type code, e.g. '<f8')");
-  if (fortran)
-    throw InputError(name + ": fortran_order=True (Fortran memory order) is not supported: gdn2 reads C order; save "
-                            "np.ascontiguousarray(x)");
   h.dtype = descr.substr(1);
   if (dtype.big_endian || (h.dtype != "f4" && h.dtype != "f8" && h.dtype != "i4" && h.dtype != "i8"))
-    throw InputError(dtype_refusal(name, descr));
+    throw unsupported_dtype(name, descr, h.shape);
+  if (fortran)
+    throw UnsupportedNpy(name, "fortran_order=True (Fortran memory order) is not supported: gdn2 reads C order; save "
+                               "np.ascontiguousarray(x)", h.dtype, h.shape);
 
   const index_t numel = checked_numel(h.shape, name);
   h.data_start = header_start + header_len;
@@ -400,20 +400,26 @@ Tensor<Scalar> to_tensor(const NpyArray& a, const std::string& name) {
 template Tensor<float> to_tensor<float>(const NpyArray&, const std::string&);
 template Tensor<double> to_tensor<double>(const NpyArray&, const std::string&);
 
-std::string dtype_refusal(const std::string& name, const std::string& descr) {
+std::string dtype_reason(const std::string& name, const std::string& descr) {
   const DtypeName d = dtype_name(descr);
-  if (d.kind == 'f' && d.bytes != 4 && d.bytes != 8 && !d.words.empty()) return float_dtype_refusal(name, descr);
+  const bool index_file = name.find("cu_seqlens") != std::string::npos;
+  if (d.kind == 'f' && d.bytes != 4 && d.bytes != 8 && !d.words.empty() && !index_file)
+    return float_dtype_refusal(name, descr).substr(name.size() + 2);
   const std::string code = descr.size() > 1 ? descr.substr(1) : descr;
   std::string how;
   if (d.big_endian && (code == "f4" || code == "f8" || code == "i4" || code == "i8"))
     how = "save x.astype(x.dtype.newbyteorder('<'))";
   else if (d.kind == 'c')
     how = "gdn2's tensors are real: save x.real if its imaginary part is zero";
-  else if (d.kind == 'i' || d.kind == 'u' || d.kind == 'b' || d.kind == 'O')  // numbers: an index file stays integer
-    how = std::string("convert it with x.astype(np.") +
-          (name.find("cu_seqlens") != std::string::npos ? "int64" : "float32") + ")";
-  return name + ": dtype '" + descr + "' (" + (d.words.empty() ? "unknown" : d.words) +
+  else if (d.kind == 'i' || d.kind == 'u' || d.kind == 'b' || d.kind == 'O' || d.kind == 'f')  // numbers
+    how = std::string("convert it with x.astype(np.") + (index_file ? "int64" : "float32") + ")";
+  return "dtype '" + descr + "' (" + (d.words.empty() ? "unknown" : d.words) +
          ") is not supported: gdn2 reads float32, float64, int32 and int64, little-endian" + (how.empty() ? "" : "; " + how);
+}
+
+UnsupportedNpy unsupported_dtype(const std::string& name, const std::string& descr, std::vector<index_t> shape) {
+  const bool plain = !descr.empty() && (descr[0] == '<' || descr[0] == '|' || descr[0] == '=');
+  return UnsupportedNpy(name, dtype_reason(name, descr), plain ? descr.substr(1) : descr, std::move(shape));
 }
 
 std::string float_dtype_refusal(const std::string& name, const std::string& descr) {

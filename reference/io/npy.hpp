@@ -56,12 +56,26 @@ Tensor<Scalar> to_tensor(const NpyArray& a, const std::string& name);
 // A 1-D int32/int64 array of at least 2 entries (cu_seqlens: [0, ..., T]).
 std::vector<index_t> to_index_vector(const NpyArray& a, const std::string& name);
 
-// The refusal of a valid .npy file's dtype that gdn2 does not read (`descr` as the header gives it: '>f8', '<c16',
-// '|O', '<f2', ...): the dtype in words, what gdn2 reads and how to convert, e.g. "x.npy: dtype '<c16' (complex128) is
-// not supported: gdn2 reads float32, float64, int32 and int64, little-endian; gdn2's tensors are real: save x.real if
-// its imaginary part is zero"; a float of another width gets float_dtype_refusal's words. A malformed file is refused
-// as "not a valid .npy file" instead.
-std::string dtype_refusal(const std::string& name, const std::string& descr);
+// A valid .npy file (or NumPy array) that gdn2 does not read: a dtype other than float32, float64, int32 and int64
+// in little-endian order, or Fortran order. what() is the whole message ("o.npy: dtype must be float32 or float64,
+// got float16 ('<f2'); convert it with x.astype(np.float32)"); `reason` is the same after "o.npy: ", `dtype` the
+// descr without a '<', '|' or '=' byte order ("f2", "c16", "O", ">f8"), `shape` the array's. Bad input like any
+// InputError, except to gdn2 check, for which a candidate's is a FAIL row of that tensor (check::run).
+struct UnsupportedNpy : InputError {
+  UnsupportedNpy(const std::string& name, std::string reason_, std::string dtype_, std::vector<index_t> shape_)
+      : InputError(name + ": " + reason_), reason(std::move(reason_)), dtype(std::move(dtype_)), shape(std::move(shape_)) {}
+  std::string reason, dtype;
+  std::vector<index_t> shape;
+};
+
+// Why a valid .npy file's dtype is not read (`descr` as the header gives it: '>f8', '<c16', '|O', '<f2', ...): the
+// dtype in words, what gdn2 reads and how to convert, e.g. "dtype '<c16' (complex128) is not supported: gdn2 reads
+// float32, float64, int32 and int64, little-endian; gdn2's tensors are real: save x.real if its imaginary part is
+// zero"; a float of another width gets float_dtype_refusal's words, an index file (`name` cu_seqlens.npy) is told
+// x.astype(np.int64). A malformed file is refused as "not a valid .npy file" instead.
+std::string dtype_reason(const std::string& name, const std::string& descr);
+// UnsupportedNpy(name, dtype_reason(name, descr), ...) for an array of that descr and shape.
+UnsupportedNpy unsupported_dtype(const std::string& name, const std::string& descr, std::vector<index_t> shape);
 // The refusal of a floating-point dtype gdn2 does not read (float16 above all: a bfloat16 kernel's outputs are often
 // saved so), in to_tensor's words plus the conversion: "q.npy: dtype must be float32 or float64, got float16 ('<f2');
 // convert it with x.astype(np.float32)". `descr` as NumPy writes it ('<f2'); shared by the .npy reader and the

@@ -27,6 +27,8 @@ take both gates in one layout: given one per key head and the other per value he
 key head's value heads (repeat_interleave; autograd sums its gradient back over them).
 """
 
+import re as _re
+
 import torch as _torch
 from torch.autograd.function import once_differentiable as _once_differentiable
 
@@ -47,6 +49,19 @@ def _refuse(cond, message):
 def _numpy(x):
     # A CPU tensor's memory as a NumPy array (no copy; the extension copies once into the reference's tensors).
     return None if x is None else x.detach().contiguous().numpy()
+
+
+def _as_initial_state(message, state_v_first):
+    """A refusal of the reference's, which names the initial state as its file h0 and indexes it [N,HV,K,V], in the
+    argument's name and the layout it was given in ("h0: value inf at [0,1,2,0] (must be finite)" ->
+    "initial_state: value inf at [0,1,0,2] (must be finite)" with state_v_first)."""
+    m = _re.match(r"h0(?:\.npy)?: (.*)", message, _re.S)
+    if not m:
+        return message
+    rest = m.group(1)
+    if state_v_first:  # [n,h,k,v] -> [n,h,v,k]
+        rest = _re.sub(r"( at \[\d+,\d+,)(\d+),(\d+)\]", r"\1\3,\2]", rest, count=1)
+    return "initial_state: " + rest
 
 
 def _cpu_precision(q):
@@ -169,15 +184,17 @@ def _gdn2_op(form, q, k, v, g, b, w, scale, initial_state, output_final_state, u
                 f"CPU tensors only); give use_gate_in_kernel=True, or leave {name} out")
     _refuse(initial_state is not None and initial_state.dtype != _torch.float32 and q.is_cuda,
             "initial_state must be float32")
-    if state_v_first and initial_state is not None:
-        # Checked in the layout given: after the transpose below, a wrong shape would be reported transposed, against
-        # the [N,HV,K,V] layout the caller did not use.
+    if initial_state is not None:
+        # Checked here, by its name and in the layout given: the reference would name it h0, and after the transpose
+        # below report a wrong shape transposed, against the [N,HV,K,V] layout the caller did not use.
         N = q.shape[0] if cu_seqlens is None else cu_seqlens.numel() - 1
-        want = (N, v.shape[2], v.shape[3], q.shape[3])
+        HV, K, V = v.shape[2], q.shape[3], v.shape[3]
+        want, layout = ((N, HV, V, K), "state_v_first: one state [HV,V,K]") if state_v_first else \
+            ((N, HV, K, V), "one state [HV,K,V]")
         _refuse(tuple(initial_state.shape) != want,
-                f"initial_state: shape {tuple(initial_state.shape)}, expected {want} (state_v_first: one state [HV,V,K] "
-                f"per sequence, N = {N})")
-        initial_state = initial_state.transpose(-1, -2)
+                f"initial_state: shape {tuple(initial_state.shape)}, expected {want} ({layout} per sequence, N = {N})")
+        if state_v_first:
+            initial_state = initial_state.transpose(-1, -2)
     if q.is_cuda:
         _refuse(not _gdn2.has_cuda, "gdn2 was built without its CUDA kernels (GDN2_BUILD_CUDA=OFF): CUDA tensors "
                                     "cannot be used")
@@ -225,9 +242,13 @@ def _gdn2_op(form, q, k, v, g, b, w, scale, initial_state, output_final_state, u
     # under torch.no_grad too (a leaf that requires grad, evaluated without a graph).
     keep_workspace = _torch.is_grad_enabled() and any(
         x is not None and x.requires_grad for x in (q, k, v, g, b, w, initial_state, A_log, dt_bias))
-    o, ht = _GDN2.apply(q, k, v, g, b, w, initial_state, A_log if use_gate_in_kernel else None,
-                        dt_bias if use_gate_in_kernel else None, cu_seqlens, None if scale is None else float(scale), form,
-                        bool(use_qk_l2norm_in_kernel), bool(use_gate_in_kernel), bool(negative_eigen), keep_workspace)
+    try:
+        o, ht = _GDN2.apply(q, k, v, g, b, w, initial_state, A_log if use_gate_in_kernel else None,
+                            dt_bias if use_gate_in_kernel else None, cu_seqlens, None if scale is None else float(scale),
+                            form, bool(use_qk_l2norm_in_kernel), bool(use_gate_in_kernel), bool(negative_eigen),
+                            keep_workspace)
+    except ValueError as e:  # the reference's refusal (CPU)
+        raise ValueError(_as_initial_state(str(e), state_v_first)) from None
     o = o.to(q.dtype)
     if not output_final_state:
         return o, None

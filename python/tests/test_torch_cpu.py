@@ -170,3 +170,25 @@ def test_arguments_without_effect_are_refused_not_ignored(call, words):
         call(x)
     print(e.value)
     assert str(e.value) == words
+
+
+def test_a_wrong_initial_state_is_named_initial_state_in_the_layout_given():
+    """Before, on CPU without state_v_first the reference's name and words: "h0: shape [1,2,3,4], expected [1,2,4,3]
+    (one initial state [HV,K,V] per sequence, N = 1)"; and a non-finite value "h0: value inf at [0,1,2,0] (must be
+    finite)", at its index in [N,HV,K,V] even with state_v_first."""
+    x = tensors(seed=7, B=1, T=20, H=2, HV=2, K=4, V=3, h0=False)
+    h0 = torch.zeros(1, 2, 4, 3, dtype=torch.float64)
+    h0[0, 1, 2, 0] = float("inf")
+    cases = [
+        (dict(initial_state=torch.zeros(1, 2, 3, 4, dtype=torch.float64)),
+         "initial_state: shape (1, 2, 3, 4), expected (1, 2, 4, 3) (one state [HV,K,V] per sequence, N = 1)"),
+        (dict(initial_state=h0), "initial_state: value inf at [0,1,2,0] (must be finite)"),
+        (dict(initial_state=h0.transpose(-1, -2).contiguous(), state_v_first=True),
+         "initial_state: value inf at [0,1,0,2] (must be finite)"),
+    ]
+    for op in (chunk_gdn2, fused_recurrent_gdn2):
+        for kwargs, words in cases:
+            with pytest.raises(ValueError) as e:
+                op(*(x[n] for n in "qkvgbw"), **kwargs)
+            print(op.__name__, e.value)
+            assert str(e.value) == words

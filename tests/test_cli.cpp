@@ -580,6 +580,20 @@ Run gdn2_run(const std::string& args, const std::string& shell_prefix = "") {
   return {WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, slurp(out), slurp(err), s};
 }
 
+// An option given where it has no effect: exit 2, one line "gdn2: error: <option>: ..." naming what it needs, and
+// nothing written to out.
+void expect_option_refused(const std::string& args, const std::string& option, const std::string& needs,
+                           const fs::path& out) {
+  const Run r = gdn2_run(args);
+  std::printf("  [measured] %s: exit=%d: %s", args.c_str(), r.status, r.err.c_str());
+  CAPTURE(args, r.err);
+  CHECK(r.status == 2);
+  CHECK(r.err.rfind("gdn2: error: " + option + ": ", 0) == 0);
+  CHECK_THAT(r.err, Catch::Contains(needs));
+  CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+  CHECK_FALSE(fs::exists(out));
+}
+
 // A candidate directory holding the f32 forward and backward of the inputs in `w.in` (with do.npy).
 void candidate(Workdir& w, const Layer<double>& x) {
   save_layer(w.in, x);
@@ -1432,7 +1446,7 @@ TEST_CASE("options: a layer option that has no effect without another is refused
   const std::string io = " --in " + w.in.string() + " --out " + w.out.string();
   const std::string chk = " --in " + w.in.string() + " --candidate " + w.out.string();
   struct Case {
-    std::string args, option, needs;
+    std::string args, option, needs;  // the command line, the option refused, the option it needs
   };
   for (const Case& c : std::vector<Case>{
            {"forward --lower-bound -3" + io, "--lower-bound", "--decay bounded"},
@@ -1448,14 +1462,7 @@ TEST_CASE("options: a layer option that has no effect without another is refused
            {"gradcheck --gate-logits", "--gate-logits", "--in"},
            {"gradcheck --negative-eigen", "--negative-eigen", "--in"},
            {"gradcheck --decay softplus", "--decay", "--in"}}) {
-    const Run r = gdn2_run(c.args);
-    std::printf("  [measured] %s: exit=%d: %s", c.args.c_str(), r.status, r.err.c_str());
-    CAPTURE(c.args, r.err);
-    CHECK(r.status == 2);
-    CHECK(r.err.rfind("gdn2: error: " + c.option + ": ", 0) == 0);
-    CHECK_THAT(r.err, Catch::Contains(c.needs));
-    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
-    CHECK_FALSE(fs::exists(w.out));
+    expect_option_refused(c.args, c.option, c.needs, w.out);
   }
   // gradcheck runs both forms: it offers no --form.
   const Run form = gdn2_run("gradcheck --form recurrent");
@@ -1498,7 +1505,7 @@ TEST_CASE("options: task and trace options without the option they need are refu
   const std::string out = " --out " + w.out.string(), ck = " --checkpoint " + (w.out / "no-checkpoint").string();
   const std::string tiny = " --steps 1 --batch 1 --d-model 8 --head-k 4 --head-v 4 --mlp 0 --final-examples 1";  // if run
   struct Case {
-    std::string args, option, needs;
+    std::string args, option, needs;  // the command line, the option refused, the option it needs
   };
   for (const Case& c : std::vector<Case>{
            {"task --task overwrite --power-a 0.5", "--power-a", "--task mqar"},
@@ -1515,14 +1522,7 @@ TEST_CASE("options: task and trace options without the option they need are refu
            {"trace --scenario soft-update --example 2" + out, "--example", "--checkpoint"},
            {"trace --random 10 --block 1" + out, "--block", "--checkpoint"},
            {"trace --random 10 --head 1" + out, "--head", "--checkpoint"}}) {
-    const Run r = gdn2_run(c.args);
-    std::printf("  [measured] %s: exit=%d: %s", c.args.c_str(), r.status, r.err.c_str());
-    CAPTURE(c.args, r.err);
-    CHECK(r.status == 2);
-    CHECK(r.err.rfind("gdn2: error: " + c.option + ": ", 0) == 0);
-    CHECK_THAT(r.err, Catch::Contains(c.needs));
-    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
-    CHECK_FALSE(fs::exists(w.out));
+    expect_option_refused(c.args, c.option, c.needs, w.out);
   }
   // With the option they need, they run.
   for (const std::string ok : {"task --task overwrite --rebinds 1 --count 1", "task --task mk-niah --filler-vocab 5 --queries 1 --count 1",

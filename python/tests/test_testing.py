@@ -21,6 +21,16 @@ def candidate_of(inputs, precision="f32", **options):
     return {"o": o, "ht": ht, **grads}
 
 
+def cli_check_json(cli, tmp_path, inputs, cand):
+    """`gdn2 check --json` on inputs and candidate saved as .npy files under tmp_path (in/, cand/)."""
+    for d, arrays in (("in", inputs), ("cand", cand)):
+        (tmp_path / d).mkdir()
+        for n, a in arrays.items():
+            np.save(tmp_path / d / f"{n}.npy", a)
+    return subprocess.run([cli, "check", "--in", str(tmp_path / "in"), "--candidate", str(tmp_path / "cand"), "--json"],
+                          capture_output=True, text=True)
+
+
 def test_a_correct_float32_candidate_passes():
     inputs = gdn2.random_inputs(B=2, T=150, H=2, HV=4, K=8, V=8, seed=1)
     report = gdn2.check(inputs, candidate_of(inputs))
@@ -65,12 +75,7 @@ def test_report_equals_the_cli_json(tmp_path, cli):
     inputs = gdn2.random_inputs(B=1, T=90, H=2, HV=2, K=8, V=8, seed=4)
     cand = candidate_of(inputs)
     cand["dw"] = cand["dw"] * np.float32(1.001)
-    for d, arrays in (("in", inputs), ("cand", cand)):
-        (tmp_path / d).mkdir()
-        for n, a in arrays.items():
-            np.save(tmp_path / d / f"{n}.npy", a)
-    r = subprocess.run([cli, "check", "--in", str(tmp_path / "in"), "--candidate", str(tmp_path / "cand"), "--json"],
-                       capture_output=True, text=True)
+    r = cli_check_json(cli, tmp_path, inputs, cand)
     print("CLI exit", r.returncode)
     report = gdn2.check(inputs, cand)
     print(report.json)
@@ -143,11 +148,6 @@ def test_a_candidate_of_a_dtype_gdn2_does_not_read_fails_its_row_as_in_the_cli(t
     assert not report.passed and rows["o"].verdict == "FAIL"
     assert rows["o"].dtype == code and rows["o"].note == note and rows["o"].shape == [1, 40, 2, 4]
     assert all(r.verdict == "ok" for r in report.rows if r.name != "o")
-    for d, arrays in (("in", inputs), ("cand", cand)):
-        (tmp_path / d).mkdir()
-        for n, a in arrays.items():
-            np.save(tmp_path / d / f"{n}.npy", a)
-    r = subprocess.run([cli, "check", "--in", str(tmp_path / "in"), "--candidate", str(tmp_path / "cand"), "--json"],
-                       capture_output=True, text=True)
+    r = cli_check_json(cli, tmp_path, inputs, cand)
     print("CLI exit", r.returncode, r.stderr)
     assert r.returncode == 1 and json.loads(r.stdout) == json.loads(report.json)

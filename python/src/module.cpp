@@ -134,21 +134,16 @@ struct Converted {
 // `variant="kda"`: an option's value as the keyword argument is written.
 std::string keyword(const std::string& name, const std::string& value) { return name + "=\"" + value + "\""; }
 
-// An option given where it has no effect is refused, as the command line refuses it
-// (tools/cmd_forward.cpp, refuse_layer_options_without_effect), in the same words with the keyword arguments' names.
-// lower_bound counts as given only when the caller passed it (None is its default).
+// An option given where it has no effect is refused in the command line's words (tools::layer_option_without_effect),
+// with the keyword arguments' names. lower_bound counts as given only when the caller passed it (None is its default).
 void refuse_options_without_effect(const tools::LayerOptions& opt, bool lower_bound_given) {
-  if (lower_bound_given && opt.decay != "bounded")
-    throw InputError("lower_bound: has no effect without decay=\"bounded\" (it bounds g = lower_bound sigmoid(x + "
-                     "dt_bias)); give decay=\"bounded\", or leave lower_bound out");
-  if (opt.gate_logits && opt.variant == "linear")
-    throw InputError("gate_logits: has no effect with variant=\"linear\" (it reads no gate b, w or beta to apply the "
-                     "sigmoid to)");
-  if (opt.negative_eigen && opt.variant != "gdn2")
-    throw InputError("negative_eigen: has no effect with " + keyword("variant", opt.variant) +
-                     (opt.variant == "linear" ? " (it has no erase gate)"
-                                              : " (b = w = beta, and the write gate w must lie in [0, 1])") +
-                     "; it lets the erase gate b of variant=\"gdn2\" lie in [0, 2]");
+  const auto refusal = tools::layer_option_without_effect(
+      opt,
+      [&](const std::string& field) {
+        return field == "lower_bound" ? lower_bound_given : field == "gate_logits" ? opt.gate_logits : opt.negative_eigen;
+      },
+      [](const std::string& field, const std::string& value) { return value.empty() ? field : keyword(field, value); });
+  if (refusal) throw InputError(refusal->option + ": " + refusal->why);
 }
 
 // An array given that the variant and the decay do not read (tools::input_names_read: what the command line reads

@@ -1,4 +1,5 @@
 // gdn2 forward — run the layer on a directory of .npy tensors.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 
@@ -55,16 +56,14 @@ void refuse_unless(const CLI::App& cmd, const std::string& option, bool acts, co
 }
 
 void refuse_layer_options_without_effect(const CLI::App& cmd, const LayerOptions& opt) {
-  refuse_unless(cmd, "--lower-bound", opt.decay == "bounded",
-                "has no effect without --decay bounded (it bounds g = lower_bound sigmoid(x + dt_bias)); give --decay "
-                "bounded, or leave --lower-bound out");
-  refuse_unless(cmd, "--gate-logits", opt.variant != "linear",
-                "has no effect with --variant linear (it reads no gate b, w or beta to apply the sigmoid to)");
-  refuse_unless(cmd, "--negative-eigen", opt.variant == "gdn2",
-                "has no effect with --variant " + opt.variant +
-                    (opt.variant == "linear" ? " (it has no erase gate)"
-                                             : " (b = w = beta, and the write gate w must lie in [0, 1])") +
-                    "; it lets the erase gate b of --variant gdn2 lie in [0, 2]");
+  auto flag = [](std::string field) {  // lower_bound -> --lower-bound
+    std::replace(field.begin(), field.end(), '_', '-');
+    return "--" + field;
+  };
+  const auto refusal = layer_option_without_effect(
+      opt, [&](const std::string& field) { return cmd.count(flag(field)) > 0; },
+      [&](const std::string& field, const std::string& value) { return flag(field) + (value.empty() ? "" : " " + value); });
+  if (refusal) throw InputError(refusal->option + ": " + refusal->why);
 }
 
 void print_read_times(const io::ReadTimes& times) {

@@ -71,6 +71,26 @@ std::string input_names_text() {
   return text;
 }
 
+std::optional<OptionWithoutEffect> layer_option_without_effect(
+    const LayerOptions& opt, const std::function<bool(const std::string& field)>& given,
+    const std::function<std::string(const std::string& field, const std::string& value)>& spell) {
+  if (given("lower_bound") && opt.decay != "bounded")
+    return OptionWithoutEffect{spell("lower_bound", ""),
+                               "has no effect without " + spell("decay", "bounded") +
+                                   " (it bounds g = lower_bound sigmoid(x + dt_bias)); give " + spell("decay", "bounded") +
+                                   ", or leave " + spell("lower_bound", "") + " out"};
+  if (given("gate_logits") && opt.variant == "linear")
+    return OptionWithoutEffect{spell("gate_logits", ""), "has no effect with " + spell("variant", "linear") +
+                                                             " (it reads no gate b, w or beta to apply the sigmoid to)"};
+  if (given("negative_eigen") && opt.variant != "gdn2")
+    return OptionWithoutEffect{
+        spell("negative_eigen", ""),
+        "has no effect with " + spell("variant", opt.variant) +
+            (opt.variant == "linear" ? " (it has no erase gate)" : " (b = w = beta, and the write gate w must lie in [0, 1])") +
+            "; it lets the erase gate b of " + spell("variant", "gdn2") + " lie in [0, 2]"};
+  return std::nullopt;
+}
+
 std::vector<std::string> input_names_read(const LayerOptions& opt, bool upstream) {
   const Variant variant = parse_variant(opt.variant);
   std::vector<std::string> names = {"q", "k", "v"};

@@ -70,6 +70,18 @@ std::string input_names_text();
 // w; kda and gdn: g, beta; deltanet: beta; linear: g, optional); h0 and cu_seqlens (optional); dt_bias with --decay
 // and A_log with --decay softplus; with `upstream` (backward, check, gradcheck) the upstream gradients do and dht.
 std::vector<std::string> input_names_read(const LayerOptions& opt, bool upstream);
+// The first layer option given where it has no effect with the others in `opt` (--lower-bound without --decay
+// bounded, --gate-logits with --variant linear, --negative-eigen with a variant other than gdn2), as "why, and what
+// it needs", or "" when none is. Options are named by their LayerOptions fields ("lower_bound", "decay", ...);
+// `given(field)` says whether the caller set one, `spell(field, value)` writes it as the caller's front end does
+// ("--decay bounded" on the command line, decay="bounded" in Python; value "" for the option alone), so that both
+// refuse in the same words.
+struct OptionWithoutEffect {
+  std::string option, why;  // option spelled; "has no effect without ..."
+};
+std::optional<OptionWithoutEffect> layer_option_without_effect(
+    const LayerOptions& opt, const std::function<bool(const std::string& field)>& given,
+    const std::function<std::string(const std::string& field, const std::string& value)>& spell);
 // Reads the files of `names` present in `dir` (a missing one is simply absent from the map), and no other: a file
 // the command does not use is not opened, so a broken one cannot fail it. `times`, if given, receives the time spent
 // per file (--verbose). Every other .npy file in `dir` is named in a note on stderr, with what `command` ("gdn2

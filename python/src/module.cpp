@@ -70,6 +70,16 @@ Tensor<Scalar> to_tensor(const py::array& a, const std::string& name) {
   if (code != "f4" && code != "f8") throw InputError(name + ": dtype must be float32 or float64, got " + code);
   Tensor<Scalar> x(shape_of(a), name);
   if (x.numel() > 0) copy_into(x.ptr(), py::dtype::of<Scalar>(), a);
+  if constexpr (std::is_same_v<Scalar, float>) {
+    if (code == "f8")  // a finite float64 that became inf: named as the command line names it (io/npy.cpp)
+      for (index_t i = 0; i < x.numel(); ++i) {
+        if (std::isfinite(x.data[i])) continue;
+        std::vector<index_t> at(x.shape.size());
+        for (index_t r = i, d = index_t(at.size()) - 1; d >= 0; --d) at[d] = r % x.shape[d], r /= x.shape[d];
+        const double value = a.attr("item")(py::tuple(py::cast(at))).template cast<double>();
+        if (std::isfinite(value)) throw io::does_not_fit_float32(name, value, at, "precision=\"f32\"");
+      }
+  }
   return x;
 }
 

@@ -169,6 +169,23 @@ def test_every_validation_error_is_a_value_error_with_the_cli_message(tmp_path, 
     assert str(e.value) == message
 
 
+def test_a_float64_value_float32_cannot_hold_is_named_as_in_the_cli(tmp_path, cli):
+    """Before: with precision="f32" the cast made 1e39 an inf (a NumPy RuntimeWarning) and it was refused as
+    "value inf ... (must be finite)", an inf the caller's array does not hold."""
+    x = random_inputs(seed=5)
+    x["v"][0, 0, 1, 1] = 1e39
+    save(tmp_path / "in", x)
+    r = run_cli(cli, "forward", tmp_path / "in", tmp_path / "out", ["--precision", "f32"])
+    message = r.stderr.strip().splitlines()[-1].removeprefix("gdn2: error: ")
+    print("CLI:", r.returncode, message)
+    with pytest.raises(ValueError) as e:
+        call(gdn2.forward, x, precision="f32")
+    print("Python:", e.value)
+    assert r.returncode == 2
+    assert str(e.value) == message.replace("--precision f32", 'precision="f32"')
+    assert str(e.value).startswith("v.npy: value 1e+39 at [0,0,1,1] does not fit float32")
+
+
 def test_bad_options_and_arrays_raise_value_error():
     x = random_inputs(seed=4)
     for options, words in [(dict(form="diagonal"), "unknown form"), (dict(precision="f16"), "unknown precision"),

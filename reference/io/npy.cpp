@@ -387,10 +387,7 @@ Tensor<Scalar> to_tensor(const NpyArray& a, const std::string& name) {
         if (std::isfinite(f) && !std::isfinite(x.data[i])) {  // named here, not later as an inf the file does not hold
           std::vector<index_t> at(a.shape.size());
           for (index_t r = i, d = index_t(at.size()) - 1; d >= 0; --d) at[d] = r % a.shape[d], r /= a.shape[d];
-          char value[32];
-          std::snprintf(value, sizeof value, "%g", f);
-          throw InputError(name + ": value " + value + " at " + shape_str(at) +
-                           " does not fit float32, the working precision of --precision f32 (|x| < 3.4e38)");
+          throw does_not_fit_float32(name, f, at, "--precision f32");
         }
       }
     }
@@ -399,6 +396,14 @@ Tensor<Scalar> to_tensor(const NpyArray& a, const std::string& name) {
 }
 template Tensor<float> to_tensor<float>(const NpyArray&, const std::string&);
 template Tensor<double> to_tensor<double>(const NpyArray&, const std::string&);
+
+InputError does_not_fit_float32(const std::string& name, double value, const std::vector<index_t>& at,
+                                const std::string& precision) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%g", value);
+  return InputError(name + ": value " + text + " at " + shape_str(at) + " does not fit float32, the working precision" +
+                    (precision.empty() ? "" : " of " + precision) + " (|x| < 3.4e38)");
+}
 
 std::string dtype_reason(const std::string& name, const std::string& descr) {
   const DtypeName d = dtype_name(descr);

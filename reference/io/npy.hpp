@@ -74,6 +74,11 @@ struct UnsupportedNpy : InputError {
 // zero"; a float of another width gets float_dtype_refusal's words, an index file (`name` cu_seqlens.npy) is told
 // x.astype(np.int64). A malformed file is refused as "not a valid .npy file" instead.
 std::string dtype_reason(const std::string& name, const std::string& descr);
+// The refusal of a finite float64 value that float32 cannot hold (|x| ≥ 3.4e38 rounds to inf) at index `at` of
+// `name`, when float32 is the precision the layer runs in (`precision`, as the caller spells it, e.g. "--precision
+// f32"; may be empty): named where it is read, not later as an inf the input does not hold.
+InputError does_not_fit_float32(const std::string& name, double value, const std::vector<index_t>& at,
+                                const std::string& precision);
 // UnsupportedNpy(name, dtype_reason(name, descr), ...) for an array of that descr and shape.
 UnsupportedNpy unsupported_dtype(const std::string& name, const std::string& descr, std::vector<index_t> shape);
 // The refusal of a floating-point dtype gdn2 does not read (float16 above all: a bfloat16 kernel's outputs are often

@@ -74,8 +74,7 @@ Tensor<Scalar> to_tensor(const py::array& a, const std::string& name) {
     if (code == "f8")  // a finite float64 that became inf: named as the command line names it (io/npy.cpp)
       for (index_t i = 0; i < x.numel(); ++i) {
         if (std::isfinite(x.data[i])) continue;
-        std::vector<index_t> at(x.shape.size());
-        for (index_t r = i, d = index_t(at.size()) - 1; d >= 0; --d) at[d] = r % x.shape[d], r /= x.shape[d];
+        const std::vector<index_t> at = unravel_index(x.shape, i);
         const double value = a.attr("item")(py::tuple(py::cast(at))).template cast<double>();
         if (std::isfinite(value)) throw io::does_not_fit_float32(name, value, at, "precision=\"f32\"");
       }

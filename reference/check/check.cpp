@@ -173,22 +173,13 @@ Row compare(const std::string& name, const io::NpyArray& cand, const Tensor<doub
   }
   r.ratio = den.value() == 0 ? num.value() : num.ratio_to(den);
   if (first_bad >= 0) {
-    r.first_non_finite = [&] {
-      std::vector<index_t> idx(x.shape.size());
-      index_t f = first_bad;
-      for (size_t a = x.shape.size(); a-- > 0;) idx[a] = f % x.shape[a], f /= x.shape[a];
-      return idx;
-    }();
+    r.first_non_finite = unravel_index(x.shape, first_bad);
     worst = first_bad;
     worst_blk = blocks.of[first_bad];
     r.ratio = r.max_abs_error = r.local_ratio = INFINITY;
   }
   r.worst_block = blocks.blocks[worst_blk];
-  if (n) {
-    r.worst_index.resize(x.shape.size());
-    index_t f = worst;
-    for (size_t a = x.shape.size(); a-- > 0;) r.worst_index[a] = f % x.shape[a], f /= x.shape[a];
-  }
+  if (n) r.worst_index = unravel_index(x.shape, worst);
   if (r.non_finite) {
     r.verdict = Verdict::fail;
     r.note = std::to_string(r.non_finite) + " non-finite value(s)";

@@ -54,6 +54,16 @@ inline std::string shape_str(const std::vector<index_t>& shape) {
   return s + "]";
 }
 
+// The multi-index of element `flat` of a C-order array of `shape` (a zero-length axis gives index 0).
+inline std::vector<index_t> unravel_index(const std::vector<index_t>& shape, index_t flat) {
+  std::vector<index_t> idx(shape.size());
+  for (size_t i = shape.size(); i-- > 0;) {
+    idx[i] = shape[i] ? flat % shape[i] : 0;
+    flat = shape[i] ? flat / shape[i] : 0;
+  }
+  return idx;
+}
+
 // A dense C-order (row-major) tensor. Deliberately plain: a shape and a flat vector, so that
 // a reader sees exactly where every element lives and `numpy.load` gives the same layout.
 template <typename Scalar>

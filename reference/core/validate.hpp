@@ -38,12 +38,7 @@ inline SequenceSpan sequence_span(const Dims& d, const std::vector<index_t>& cu_
 }
 
 inline std::string index_str(const std::vector<index_t>& shape, index_t flat) {
-  std::vector<index_t> idx(shape.size());
-  for (size_t i = shape.size(); i-- > 0;) {
-    idx[i] = shape[i] ? flat % shape[i] : 0;
-    flat = shape[i] ? flat / shape[i] : 0;
-  }
-  return shape_str(idx);
+  return shape_str(unravel_index(shape, flat));
 }
 
 namespace detail {

@@ -385,9 +385,7 @@ Tensor<Scalar> to_tensor(const NpyArray& a, const std::string& name) {
         std::memcpy(&f, src + 8 * i, 8);
         x.data[i] = static_cast<Scalar>(f);
         if (std::isfinite(f) && !std::isfinite(x.data[i])) {  // named here, not later as an inf the file does not hold
-          std::vector<index_t> at(a.shape.size());
-          for (index_t r = i, d = index_t(at.size()) - 1; d >= 0; --d) at[d] = r % a.shape[d], r /= a.shape[d];
-          throw does_not_fit_float32(name, f, at, "--precision f32");
+          throw does_not_fit_float32(name, f, unravel_index(a.shape, i), "--precision f32");
         }
       }
     }

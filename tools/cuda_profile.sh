@@ -19,12 +19,12 @@ bench=${BUILD:-$root/build}/cuda/gdn2-cuda-bench
 command -v ncu >/dev/null || { echo "cuda_profile.sh: ncu not found (Nsight Compute; on PATH from /usr/local/cuda/bin?)" >&2; exit 77; }
 [ -x "$bench" ] || { echo "cuda_profile.sh: $bench not built (ninja -C ${BUILD:-build} gdn2-cuda-bench)" >&2; exit 2; }
 # `gdn2-cuda-bench --train --no-check --repeats 1` runs B = 1 and then B = 8, each 3 times (two warm-ups, one timed)
-# on the kept path (forward: prepare, state pass, output; backward: convert, state pass, 8 product launches, the
-# intra-chunk stage, the gates stage — 15 launches) and 3 times recomputing the forward (17 launches): 96 launches
+# on the kept path (forward: prepare, state pass, output; backward: convert, state pass, the products, the
+# intra-chunk stage, the gates stage — 8 launches) and 3 times recomputing the forward (10 launches): 54 launches
 # before B = 8's first kept step. A change that adds or removes a launch changes these; then count them from an
 # unfiltered `ncu --metrics gpu__time_duration.sum` of `--train --no-check --repeats 1` once.
-skip=${SKIP:-96}
-count=${COUNT:-15}
+skip=${SKIP:-54}
+count=${COUNT:-8}
 args=(--train --no-check --repeats 1)
 what="the B = 8 training step"
 if [ -n "${FORWARD:-}" ]; then

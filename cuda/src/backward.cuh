@@ -9,8 +9,8 @@ namespace gdn2::cuda::detail {
 // The backward's own workspace (fp32), rows as Workspace: [rows][HV][X]; dSn: [slots][HV][K][V].
 struct BackwardWorkspace {
   float *dO, *Z, *dR, *dZ;                 // [.][V]
-  float *dAqk, *dA, *M1, *dT;              // [.][C]
-  float *dQg, *dKtail, *dY, *dEbar;        // [.][K] results of the products
+  float *dAqk, *dT;                        // [.][C]
+  float *dQg, *dKtail, *dEbar;             // [.][K] results of the products
   float *dQ, *dK, *dE, *dG;                // [.][K] per value head; dE becomes db
   float* dSn;                              // dL/dS at the end of each chunk
 };

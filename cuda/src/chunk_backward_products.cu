@@ -1,246 +1,271 @@
-// gdn2::cuda chunk_backward stage 3 — the products of every chunk in parallel, one batched launch per equation, in the
-// reference's order (paper Appendix B.1-B.2, Eq. 53, 55, 58, 62, 64-66):
-//   dA_qk = tril(dO Rᵀ);  dQ_γ = dO S_nᵀ and dY = −dR S_nᵀ (one launch, S_n read once);  dK_tail = R dS_Cᵀ;
-//   dA = dU Zᵀ + dY Ēᵀ (one accumulation);  dZ = Aᵀ dU;  dĒ = Aᵀ dY;  dT = −stril(Aᵀ dA Aᵀ) (two launches).
-// Launch: 256 threads per (chunk × tile of BN = 64 or 32 output columns; value head; sequence): grid (⌈T/64⌉·N/BN,
-// HV, N), two or three blocks per SM. On chip: a 64 × BN output tile in registers (fp32 CUDA-core tiles for float32
-// storage; TF32 mma fragments for bf16), the depth in steps of 32 through shared memory ([32][64 + pad] of A,
-// [32][BN + pad] of B), the next step's share loaded into registers while the current one is multiplied.
+// gdn2::cuda chunk_backward stage 3 — the products of every chunk in parallel, all of a chunk's in one block, each
+// input read once and the products that feed other products kept on chip (paper Appendix B.1-B.2, Eq. 53, 55, 58,
+// 62, 64-66), in the reference's order:
+//   over the value axis:  dA_qk = tril(dO Rᵀ);  dQ_γ = dO S_nᵀ;  dY = −dR S_nᵀ;  dK_tail = R dS_Cᵀ;  dA = dR Zᵀ;
+//                         dZ = Aᵀ dR (per slice of values);
+//   then on chip:         dA += dY Ēᵀ;  dĒ = Aᵀ dY;  dT = −stril(Aᵀ (dA Aᵀ)).
+// dY, dA and dA Aᵀ never reach global memory. Per chunk-head (K = V = 128) the block reads 304 KB (dO, R, dR, Z, Ē,
+// A, S_n, dS_C) and writes 160 KB (dA_qk, dQ_γ, dK_tail, dZ, dĒ, dT).
+// Launch: 512 threads per (chunk, value head, sequence), one block per SM. The value axis streams through shared
+// memory in slices of 32 columns, two slices in flight (cp.async); the sums over it stay in registers: 16 warps as
+// 4 row blocks × 4 column quarters, each warp 16 rows of every product (TF32 mma fragments for bf16 storage, the same
+// fragment layout on fp32 CUDA cores for float32 storage, whose 1e-5 budget TF32 does not fit).
 #include "backward.cuh"
 
 namespace gdn2::cuda::detail {
 
 namespace {
 
-constexpr int C = kChunk;
+constexpr int C = kChunk, kProductThreads = 512, VS = 32;  // VS: the value columns of one slice
+constexpr int VP = VS + 4, CP = C + 4;                     // row strides (floats): ≡ 4 mod 32, 16-byte aligned rows
 
-// A matrix of one chunk of one value head inside a workspace tensor: element (i, j) at p + row0·tok + hv·head +
-// slot·slot_stride + i·rs + j·cs, read as 0 where its token index (i for tok_axis 0, j for 1) is past the chunk.
-struct View {
+// A shared tile as a matrix: Rows: element (i, j) = p[i·LD + j]; Cols: element (i, j) = p[j·LD + i] (the transpose).
+template <int LD>
+struct Rows {
   const float* p;
-  int64_t tok, head, slot_stride, rs, cs;
-  int tok_axis;  // −1: no token axis (a state)
 };
-// X [rows][HV][ld], as stored (transposed = false) or transposed.
-View token_view(const float* p, int64_t HV, int64_t ld, bool transposed) {
-  return transposed ? View{p, HV * ld, ld, 0, 1, HV * ld, 1} : View{p, HV * ld, ld, 0, HV * ld, 1, 0};
-}
-// S [slots][HV][K][V], as stored or transposed.
-View state_view(const float* p, int64_t HV, int64_t K, int64_t V, bool transposed) {
-  return transposed ? View{p, 0, K * V, HV * K * V, 1, V, -1} : View{p, 0, K * V, HV * K * V, V, 1, -1};
+template <int LD>
+struct Cols {
+  const float* p;
+};
+
+// One depth step of a 16 × 8 tile, c += A B, for A rows m0.. and B columns n0.. (g = lane / 4, t = lane % 4; c as
+// mma_tf32's: c[0], c[1] at row g, columns 2t, 2t + 1; c[2], c[3] at row g + 8). kMma: a TF32 mma over depth 8.
+// Otherwise fp32 FMAs over depth 4 into the same layout, the lane loading the rows and columns its outputs need.
+template <bool kMma>
+struct Step;
+template <>
+struct Step<true> {
+  static constexpr int depth = 8;
+  struct A { uint32_t x[4]; };
+  struct B { uint32_t x[2]; };
+  template <int LD>
+  static __device__ __forceinline__ A a(Rows<LD> m, int m0, int k0, int g, int t) {
+    const float* p = m.p + (m0 + g) * LD + k0 + t;
+    return {{to_tf32(p[0]), to_tf32(p[8 * LD]), to_tf32(p[4]), to_tf32(p[8 * LD + 4])}};
+  }
+  template <int LD>
+  static __device__ __forceinline__ A a(Cols<LD> m, int m0, int k0, int g, int t) {
+    const float* p = m.p + (k0 + t) * LD + m0 + g;
+    return {{to_tf32(p[0]), to_tf32(p[8]), to_tf32(p[4 * LD]), to_tf32(p[4 * LD + 8])}};
+  }
+  template <int LD>
+  static __device__ __forceinline__ B b(Rows<LD> m, int k0, int n0, int g, int t) {
+    const float* p = m.p + (k0 + t) * LD + n0 + g;
+    return {{to_tf32(p[0]), to_tf32(p[4 * LD])}};
+  }
+  template <int LD>
+  static __device__ __forceinline__ B b(Cols<LD> m, int k0, int n0, int g, int t) {
+    const float* p = m.p + (n0 + g) * LD + k0 + t;
+    return {{to_tf32(p[0]), to_tf32(p[4])}};
+  }
+  static __device__ __forceinline__ void mul(float (&c)[4], const A& a, const B& b) { mma_tf32(c, a.x, b.x[0], b.x[1]); }
+};
+template <>
+struct Step<false> {
+  static constexpr int depth = 4;
+  struct A { float x[2][4]; };  // rows g, g + 8; depth k0 .. k0 + 3
+  struct B { float x[4][2]; };  // depth k0 .. k0 + 3; columns 2t, 2t + 1
+  template <int LD>
+  static __device__ __forceinline__ A a(Rows<LD> m, int m0, int k0, int g, int) {
+    A f;
+    load_run<4>(f.x[0], m.p + (m0 + g) * LD + k0), load_run<4>(f.x[1], m.p + (m0 + g + 8) * LD + k0);
+    return f;
+  }
+  template <int LD>
+  static __device__ __forceinline__ A a(Cols<LD> m, int m0, int k0, int g, int) {
+    A f;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) f.x[0][j] = m.p[(k0 + j) * LD + m0 + g], f.x[1][j] = m.p[(k0 + j) * LD + m0 + g + 8];
+    return f;
+  }
+  template <int LD>
+  static __device__ __forceinline__ B b(Rows<LD> m, int k0, int n0, int, int t) {
+    B f;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) load_run<2>(f.x[j], m.p + (k0 + j) * LD + n0 + 2 * t);
+    return f;
+  }
+  template <int LD>
+  static __device__ __forceinline__ B b(Cols<LD> m, int k0, int n0, int, int t) {
+    float col[2][4];
+    load_run<4>(col[0], m.p + (n0 + 2 * t) * LD + k0), load_run<4>(col[1], m.p + (n0 + 2 * t + 1) * LD + k0);
+    B f;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) f.x[j][0] = col[0][j], f.x[j][1] = col[1][j];
+    return f;
+  }
+  static __device__ __forceinline__ void mul(float (&c)[4], const A& a, const B& b) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+      c[0] += a.x[0][j] * b.x[j][0], c[1] += a.x[0][j] * b.x[j][1], c[2] += a.x[1][j] * b.x[j][0],
+          c[3] += a.x[1][j] * b.x[j][1];
+  }
+};
+
+// c[nt] += A B for NT tiles of 8 columns from n0 (step 8 apart), rows m0 .. m0 + 15, depth 0 .. depth − 1.
+template <bool kMma, int NT, class MA, class MB>
+__device__ __forceinline__ void warp_product(float (&c)[NT][4], MA a, MB b, int m0, int n0, int depth) {
+  using S = Step<kMma>;
+  const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+#pragma unroll 2
+  for (int k0 = 0; k0 < depth; k0 += S::depth) {
+    const typename S::A fa = S::a(a, m0, k0, g, t);
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) S::mul(c[nt], fa, S::b(b, k0, n0 + nt * 8, g, t));
+  }
 }
 
-enum Mask { kNone = 0, kLower = 1, kStrictlyLower = 2 };
+enum Mask { kNone, kLower, kStrictlyLower };
 
-// out (+)= alpha · A B for one chunk and BN output columns (block x = chunk · N/BN + tile), value head (y), sequence
-// (z): out [C][N], A [C][depth], B [depth][N]; entries outside the mask written as 0. Tiles are loaded along whichever
-// axis of the operand is contiguous. kDual: also out2 = alpha2 · A2 B (no mask, no accumulation), B read once.
-// kChain: out = alpha · (A B + Ac Bc) in one accumulation, the depth running through A B, then Ac Bc (depth_c).
-template <int BN, bool kMma, int kMinBlocks, bool kDual = false, bool kChain = false>
-__global__ void __launch_bounds__(kThreads, kMinBlocks) chunk_batched_product(float* out, View A, View B, int N,
-                                                                           int depth, float alpha, bool accumulate,
-                                                                           int mask, const int64_t* cu_seqlens,
-                                                                           int64_t T_len, int HV, float* out2 = nullptr,
-                                                                           View A2 = View{}, float alpha2 = 0.f,
-                                                                           View Ac = View{}, View Bc = View{},
-                                                                           int depth_c = 0) {
-  static_assert(!(kChain && kDual), "a chained product is single");
-  constexpr int BK = 32, TN = BN / 16, kOps = kDual ? 2 : 1;
-  // Rows padded by 4 floats keep the float4 reads aligned; by 8 for the mma fragments (32 banks for 32 lanes).
-  constexpr int PAD = kMma ? 8 : 4;
-  __shared__ __align__(16) float s_a[kOps][BK][C + PAD];  // s_a[o][j][m] = A_o(m, j0 + j)
-  __shared__ __align__(16) float s_b[BK][BN + PAD];       // s_b[j][n] = B(j0 + j, n_tile + n)
-  const int tid = threadIdx.x, tiles = N / BN;
-  const int64_t c = blockIdx.x / tiles;
-  const int n_tile = (blockIdx.x % tiles) * BN, hv = blockIdx.y, n = blockIdx.z;
+// A warp's tiles (rows m0 + g, + 8; columns n0 + nt·8 + 2t, + 1) times alpha to out + r·rs + col for rows r < L,
+// entries outside the mask as 0; or (with out null) into a shared tile of row stride ld.
+template <int NT>
+__device__ __forceinline__ void store_tiles(const float (&c)[NT][4], float* out, int64_t rs, int m0, int n0, int L,
+                                            float alpha = 1.f, Mask mask = kNone) {
+  const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int r = m0 + g + 8 * h, col = n0 + nt * 8 + 2 * t;
+      if (r >= L) continue;
+      float2 v = make_float2(alpha * c[nt][2 * h], alpha * c[nt][2 * h + 1]);
+      if (mask != kNone) {
+        const int last = mask == kLower ? r : r - 1;  // the last column kept
+        v.x = col <= last ? v.x : 0.f, v.y = col + 1 <= last ? v.y : 0.f;
+      }
+      *reinterpret_cast<float2*>(out + r * rs + col) = v;
+    }
+}
+
+// Shared memory, in floats: A [C][CP], then two slice buffers, each dO, R, dR, Z [C][VP] and S_n, dS_C [K][VP]; after
+// the value axis, one buffer holds Ē and dY [C][K + 4], the other dA and dA Aᵀ [C][CP].
+template <int K>
+struct ProductsLayout {
+  static constexpr int KP = K + 4, kSlice = 4 * C * VP + 2 * K * VP;
+  static_assert(2 * C * KP <= kSlice && 2 * C * CP <= kSlice, "the tiles after the value axis fit a slice buffer");
+  static constexpr size_t floats() { return size_t(C) * CP + 2 * kSlice; }
+};
+
+template <int K, bool kMma>
+__global__ void __launch_bounds__(kProductThreads, 1) chunk_backward_products_kernel(Workspace ws, BackwardWorkspace bw,
+                                                                                      const int64_t* cu_seqlens,
+                                                                                      int64_t T_len, int HV, int V) {
+  using Lay = ProductsLayout<K>;
+  constexpr int KP = Lay::KP, NK = K / 32;  // NK: tiles of 8 columns per warp in a K-wide product
+  extern __shared__ __align__(16) float smem[];
+  float* s_A = smem;
+  auto s_buf = [&](int i) { return s_A + C * CP + (i % 2) * Lay::kSlice; };  // slice buffer i mod 2
+  const int tid = threadIdx.x, warp = tid / 32;
+  const int c = blockIdx.x, hv = blockIdx.y, n = blockIdx.z;
   const Span span = sequence_span(cu_seqlens, n, T_len);
-  if (c * C >= span.length) return;
-  const int L = int(span.length - c * C < C ? span.length - c * C : C);
-  const int64_t row0 = span.row0 + c * C, slot = chunk_slot(span.row0, n, c);
-  const float* as[kOps];
-  as[0] = A.p + row0 * A.tok + hv * A.head + slot * A.slot_stride;
-  if constexpr (kDual) as[1] = A2.p + row0 * A2.tok + hv * A2.head + slot * A2.slot_stride;  // A's strides
-  const float* b = B.p + row0 * B.tok + hv * B.head + slot * B.slot_stride;
-  const float* a_chain = kChain ? Ac.p + row0 * Ac.tok + hv * Ac.head + slot * Ac.slot_stride : nullptr;
-  const float* b_chain = kChain ? Bc.p + row0 * Bc.tok + hv * Bc.head + slot * Bc.slot_stride : nullptr;
-  const int depth_all = depth + (kChain ? depth_c : 0);
-  const bool a_rows_adjacent = A.rs == 1, b_cols_adjacent = B.cs == 1;
-  const int m0 = (tid / 16) * 4, n0 = (tid % 16) * TN;
-  float acc[kOps][4][TN] = {};
-  constexpr int NT8 = BN / 16;  // mma: n-tiles of 8 columns per warp
-  const int warp = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
-  const int wm = (warp % 4) * 16, wn = (warp / 4) * (BN / 2);
-  float cf[kOps][NT8][4] = {};
-  // Each thread loads its share of the next depth step into registers while the current one is multiplied.
-  constexpr int A_PER = C * BK / kThreads, B_PER = BK * BN / kThreads;
-  float ra[kOps][A_PER], rb[B_PER];
-  // Element u of the share: i = u·kThreads + tid — one base pointer and one stride per operand.
-  const int a_r0 = a_rows_adjacent ? tid % C : tid / BK, a_j0 = a_rows_adjacent ? tid / C : tid % BK;
-  const int a_dr = a_rows_adjacent ? 0 : kThreads / BK, a_dj = a_rows_adjacent ? kThreads / C : 0;
-  const int b_c0 = b_cols_adjacent ? tid % BN : tid / BK, b_j0 = b_cols_adjacent ? tid / BN : tid % BK;
-  const int b_dc = b_cols_adjacent ? 0 : kThreads / BK, b_dj = b_cols_adjacent ? kThreads / BN : 0;
-  auto a_at = [&](int u, int& r, int& j) { r = a_r0 + u * a_dr, j = a_j0 + u * a_dj; };
-  auto b_at = [&](int u, int& col, int& j) { col = b_c0 + u * b_dc, j = b_j0 + u * b_dj; };
-  auto load = [&](int jj) {
-    const bool second = kChain && jj >= depth;  // past A B's depth, Ac Bc's
-    const int j0 = second ? jj - depth : jj;
-    const View& VA = second ? Ac : A;
-    const View& VB = second ? Bc : B;
-    const int64_t sa = a_dr * VA.rs + a_dj * VA.cs;
-#pragma unroll
-    for (int o = 0; o < kOps; ++o) {
-      const float* pa = (second ? a_chain : as[o]) + a_r0 * VA.rs + (j0 + a_j0) * VA.cs;
-#pragma unroll
-      for (int u = 0; u < A_PER; ++u) {
-        const int r = a_r0 + u * a_dr, j = j0 + a_j0 + u * a_dj;
-        const bool in = A.tok_axis == 0 ? r < L : A.tok_axis == 1 ? j < L : true;
-        ra[o][u] = in ? pa[u * sa] : 0.f;
-      }
-    }
-    const float* pb = (second ? b_chain : b) + (j0 + b_j0) * VB.rs + (n_tile + b_c0) * VB.cs;
-    const int64_t sb = b_dj * VB.rs + b_dc * VB.cs;
-#pragma unroll
-    for (int u = 0; u < B_PER; ++u) {
-      const int col = n_tile + b_c0 + u * b_dc, j = j0 + b_j0 + u * b_dj;
-      const bool in = B.tok_axis == 0 ? j < L : B.tok_axis == 1 ? col < L : true;
-      rb[u] = in ? pb[u * sb] : 0.f;
+  if (int64_t(c) * C >= span.length) return;
+  const int L = int(span.length - int64_t(c) * C < C ? span.length - int64_t(c) * C : C);
+  const int64_t row0 = span.row0 + int64_t(c) * C, slot = chunk_slot(span.row0, n, c);
+  const int64_t states = (slot * HV + hv) * int64_t(K) * V;
+  auto token_row = [&](const float* X, int width, int r) {  // row r of the chunk in a [rows][HV][width] workspace
+    return X + ((row0 + min(r, L - 1)) * HV + hv) * int64_t(width);
+  };
+  // Copies C rows of `width` floats from X (token rows; rows ≥ L as zeros) into a shared tile of row stride ld.
+  auto copy_rows = [&](float* dst, int ld, const float* X, int width, int col0, int cols) {
+    const int per_row = cols / 4;
+    for (int i = tid; i < C * per_row; i += kProductThreads) {
+      const int r = i / per_row, c4 = (i % per_row) * 4;
+      cp_async16(dst + r * ld + c4, token_row(X, width, r) + col0 + c4, r < L);
     }
   };
-  load(0);
-  for (int j0 = 0; j0 < depth_all; j0 += BK) {
-    {
-#pragma unroll
-      for (int o = 0; o < kOps; ++o)
-#pragma unroll
-        for (int u = 0; u < A_PER; ++u) {
-          int r, j;
-          a_at(u, r, j);
-          s_a[o][j][r] = ra[o][u];
-        }
-#pragma unroll
-      for (int u = 0; u < B_PER; ++u) {
-        int col, j;
-        b_at(u, col, j);
-        s_b[j][col] = rb[u];
-      }
-      __syncthreads();
-      if (j0 + BK < depth_all) load(j0 + BK);
+  auto copy_slice = [&](int v0, float* buf) {  // dO, R, dR, Z and S_n, dS_C for columns v0 .. v0 + VS − 1
+    copy_rows(buf, VP, bw.dO, V, v0, VS), copy_rows(buf + C * VP, VP, ws.U, V, v0, VS);
+    copy_rows(buf + 2 * C * VP, VP, bw.dR, V, v0, VS), copy_rows(buf + 3 * C * VP, VP, bw.Z, V, v0, VS);
+    for (int i = tid; i < 2 * K * (VS / 4); i += kProductThreads) {
+      const int s = i / (K * (VS / 4)), d = (i / (VS / 4)) % K, c4 = (i % (VS / 4)) * 4;
+      cp_async16(buf + (4 * C + s * K + d) * VP + c4, (s ? bw.dSn : ws.Sn) + states + int64_t(d) * V + v0 + c4, true);
     }
-    if constexpr (kMma) {
-#pragma unroll
-      for (int k0 = 0; k0 < BK; k0 += 8) {
-        uint32_t af[kOps][4];
-#pragma unroll
-        for (int o = 0; o < kOps; ++o) {
-          af[o][0] = to_tf32(s_a[o][k0 + t4][wm + g]), af[o][1] = to_tf32(s_a[o][k0 + t4][wm + g + 8]);
-          af[o][2] = to_tf32(s_a[o][k0 + t4 + 4][wm + g]), af[o][3] = to_tf32(s_a[o][k0 + t4 + 4][wm + g + 8]);
-        }
-#pragma unroll
-        for (int nt = 0; nt < NT8; ++nt) {
-          const uint32_t b0 = to_tf32(s_b[k0 + t4][wn + nt * 8 + g]), b1 = to_tf32(s_b[k0 + t4 + 4][wn + nt * 8 + g]);
-#pragma unroll
-          for (int o = 0; o < kOps; ++o) mma_tf32(cf[o][nt], af[o], b0, b1);
-        }
-      }
-    } else {
-#pragma unroll
-      for (int j = 0; j < BK; ++j) {
-        float bn[TN];
-        if constexpr (TN == 4) {
-          const float4 bv = *reinterpret_cast<const float4*>(&s_b[j][n0]);
-          bn[0] = bv.x, bn[1] = bv.y, bn[2] = bv.z, bn[3] = bv.w;
-        } else {
-          const float2 bv = *reinterpret_cast<const float2*>(&s_b[j][n0]);
-          bn[0] = bv.x, bn[1] = bv.y;
-        }
-#pragma unroll
-        for (int o = 0; o < kOps; ++o) {
-          const float4 av = *reinterpret_cast<const float4*>(&s_a[o][j][m0]);
-          const float am[4] = {av.x, av.y, av.z, av.w};
-#pragma unroll
-          for (int x = 0; x < 4; ++x)
-#pragma unroll
-            for (int y = 0; y < TN; ++y) acc[o][x][y] += am[x] * bn[y];
-        }
-      }
-    }
-    __syncthreads();
-  }
-  auto write = [&](int o, int r, int col, float value) {
-    if (r >= L) return;
-    if (o == 1) {  // the second product: no mask, no accumulation
-      out2[((row0 + r) * HV + hv) * int64_t(N) + col] = alpha2 * value;
-      return;
-    }
-    const bool keep = mask == kNone || (mask == kLower ? col <= r : col < r);
-    float* p = out + ((row0 + r) * HV + hv) * int64_t(N) + col;
-    *p = keep ? alpha * value + (accumulate ? *p : 0.f) : 0.f;
   };
+  copy_rows(s_A, CP, ws.A, C, 0, C);
+  copy_slice(0, s_buf(0));
+  cp_async_commit();
+
+  // This warp's 16 rows and quarter of each product's columns.
+  const int m0 = (warp % 4) * 16, q = warp / 4, n64 = q * 16, nK = q * (K / 4);
+  float aqk[2][4] = {}, dqg[NK][4] = {}, dy[NK][4] = {}, dkt[NK][4] = {}, da[2][4] = {};
+  using S = Step<kMma>;
+  const int lane = tid % 32, g = lane / 4, t = lane % 4;
+  const int slices = V / VS;
+  for (int s = 0; s < slices; ++s) {
+    if (s + 1 < slices) copy_slice((s + 1) * VS, s_buf(s + 1));
+    else copy_rows(s_buf(s + 1), KP, ws.Ebar, K, 0, K);  // Ē, for after the value axis
+    cp_async_commit();
+    cp_async_wait<1>();
+    __syncthreads();  // slice s in shared memory
+    const float* buf = s_buf(s);
+    const Rows<VP> dO{buf}, R{buf + C * VP}, dR{buf + 2 * C * VP};
+    const Cols<VP> Rt{buf + C * VP}, Zt{buf + 3 * C * VP}, St{buf + 4 * C * VP}, dSt{buf + (4 * C + K) * VP};
+#pragma unroll 1
+    for (int k0 = 0; k0 < VS; k0 += S::depth) {
+      const typename S::A f_dO = S::a(dO, m0, k0, g, t), f_dR = S::a(dR, m0, k0, g, t);
 #pragma unroll
-  for (int o = 0; o < kOps; ++o) {
-    if constexpr (kMma) {
-#pragma unroll
-      for (int nt = 0; nt < NT8; ++nt) {  // c0, c1: row g, columns 2·t4 + {0, 1}; c2, c3: row g + 8
-        const int col = n_tile + wn + nt * 8 + 2 * t4;
-        write(o, wm + g, col, cf[o][nt][0]), write(o, wm + g, col + 1, cf[o][nt][1]);
-        write(o, wm + g + 8, col, cf[o][nt][2]), write(o, wm + g + 8, col + 1, cf[o][nt][3]);
+      for (int nt = 0; nt < 2; ++nt) {
+        S::mul(aqk[nt], f_dO, S::b(Rt, k0, n64 + nt * 8, g, t));  // dA_qk = dO Rᵀ   Eq. 53
+        S::mul(da[nt], f_dR, S::b(Zt, k0, n64 + nt * 8, g, t));   // dA = dU Zᵀ     Eq. 64
       }
-    } else {
 #pragma unroll
-      for (int x = 0; x < 4; ++x)
+      for (int nt = 0; nt < NK; ++nt) {
+        const typename S::B f_S = S::b(St, k0, nK + nt * 8, g, t);
+        S::mul(dqg[nt], f_dO, f_S);  // dQ_γ = dO S_nᵀ  Eq. 55
+        S::mul(dy[nt], f_dR, f_S);   // −dY = dR S_nᵀ   Eq. 62
+      }
+      const typename S::A f_R = S::a(R, m0, k0, g, t);
 #pragma unroll
-        for (int y = 0; y < TN; ++y) write(o, m0 + x, n_tile + n0 + y, acc[o][x][y]);
+      for (int nt = 0; nt < NK; ++nt) S::mul(dkt[nt], f_R, S::b(dSt, k0, nK + nt * 8, g, t));  // dK_tail = R dS_Cᵀ  Eq. 58
     }
+    float dz[1][4] = {};  // dZ = Aᵀ dU for this slice (Eq. 64): a 16 × 8 tile per warp
+    warp_product<kMma>(dz, Cols<CP>{s_A}, Rows<VP>{buf + 2 * C * VP}, m0, q * 8, C);
+    store_tiles(dz, bw.dZ + (row0 * HV + hv) * int64_t(V) + s * VS, int64_t(HV) * V, m0, q * 8, L);
+    __syncthreads();  // every warp done with slice s before its buffer takes slice s + 2
   }
+  const int64_t rsC = int64_t(HV) * C, rsK = int64_t(HV) * K;
+  store_tiles(aqk, bw.dAqk + (row0 * HV + hv) * C, rsC, m0, n64, L, 1.f, kLower);
+  store_tiles(dqg, bw.dQg + (row0 * HV + hv) * K, rsK, m0, nK, L);
+  store_tiles(dkt, bw.dKtail + (row0 * HV + hv) * K, rsK, m0, nK, L);
+  float* s_E = s_buf(slices);
+  float* s_dY = s_E + C * KP;
+  float* s_dA = s_buf(slices - 1);
+  float* s_M = s_dA + C * CP;
+  store_tiles(dy, s_dY, KP, m0, nK, C, -1.f);  // dY = −dR S_nᵀ, on chip only
+  cp_async_wait<0>();
+  __syncthreads();  // dY and Ē in shared memory
+  warp_product<kMma>(da, Rows<KP>{s_dY}, Cols<KP>{s_E}, m0, n64, K);  // dA += dY Ēᵀ  Eq. 65
+  store_tiles(da, s_dA, CP, m0, n64, C);
+  float de[NK][4] = {};
+  warp_product<kMma>(de, Cols<CP>{s_A}, Rows<KP>{s_dY}, m0, nK, C);  // dĒ = Aᵀ dY    Eq. 65
+  store_tiles(de, bw.dEbar + (row0 * HV + hv) * K, rsK, m0, nK, L);
+  __syncthreads();  // dA in shared memory
+  float m1[2][4] = {};
+  warp_product<kMma>(m1, Rows<CP>{s_dA}, Cols<CP>{s_A}, m0, n64, C);  // dA Aᵀ
+  store_tiles(m1, s_M, CP, m0, n64, C);
+  __syncthreads();
+  float dt[2][4] = {};
+  warp_product<kMma>(dt, Cols<CP>{s_A}, Rows<CP>{s_M}, m0, n64, C);  // dT = −stril(Aᵀ dA Aᵀ)  Eq. 66
+  store_tiles(dt, bw.dT + (row0 * HV + hv) * C, rsC, m0, n64, L, -1.f, kStrictlyLower);
 }
 
 }  // namespace
 
 void chunk_backward_products(const Workspace& ws, const BackwardWorkspace& bw, const int64_t* cu, const Problem& p,
                              cudaStream_t stream) {
-  const int64_t HV = p.HV, V = p.V, K = p.K;
   const unsigned max_chunks = unsigned((p.T + kChunk - 1) / kChunk);
-  const bool mma = p.dtype == DType::bf16;
-  struct Dual { float* out = nullptr; View A{}; float alpha = 0.f; };  // a second product with the same B (kDual)
-  struct Chain { View A{}, B{}; int depth = 0; };  // a second product in the same accumulation (kChain)
-  auto product = [&](float* out, View A, View B, int N, int depth, float alpha, bool accumulate, Mask mask,
-                     Dual dual = {}, Chain chain = {}) {
-    auto go = [&](auto bn, auto with_mma) {
-      constexpr int BN = decltype(bn)::value;
-      constexpr bool kMma = decltype(with_mma)::value;
-      const dim3 grid(max_chunks * unsigned(N / BN), unsigned(HV), unsigned(p.N));
-      if (chain.depth)
-        chunk_batched_product<BN, kMma, 3, false, true><<<grid, kThreads, 0, stream>>>(
-            out, A, B, N, depth, alpha, accumulate, mask, cu, p.T, int(HV), nullptr, View{}, 0.f, chain.A, chain.B,
-            chain.depth);
-      else if (dual.out)
-        chunk_batched_product<BN, kMma, 2, true><<<grid, kThreads, 0, stream>>>(
-            out, A, B, N, depth, alpha, accumulate, mask, cu, p.T, int(HV), dual.out, dual.A, dual.alpha);
-      else
-        chunk_batched_product<BN, kMma, 3><<<grid, kThreads, 0, stream>>>(out, A, B, N, depth, alpha, accumulate, mask,
-                                                                         cu, p.T, int(HV));
-    };
-    using I64 = std::integral_constant<int, 64>;
-    using I32 = std::integral_constant<int, 32>;
-    if (N % 64 == 0) mma ? go(I64{}, std::true_type{}) : go(I64{}, std::false_type{});
-    else mma ? go(I32{}, std::true_type{}) : go(I32{}, std::false_type{});
+  dispatch_k_and_dtype(p, [&](auto K_, auto T_) {
+    constexpr int K = decltype(K_)::value;
+    constexpr bool kMma = std::is_same_v<decltype(T_), __nv_bfloat16>;
+    auto kernel = chunk_backward_products_kernel<K, kMma>;
+    const size_t bytes = ProductsLayout<K>::floats() * sizeof(float);
+    GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+    kernel<<<dim3(max_chunks, unsigned(p.HV), unsigned(p.N)), kProductThreads, bytes, stream>>>(ws, bw, cu, p.T,
+                                                                                               int(p.HV), int(p.V));
     GDN2_CUDA_CHECK_LAUNCH();
-  };
-  const View dO = token_view(bw.dO, HV, V, false), R_t = token_view(ws.U, HV, V, true);
-  const View S0_t = state_view(ws.Sn, HV, K, V, true), dSC_t = state_view(bw.dSn, HV, K, V, true);
-  const View R = token_view(ws.U, HV, V, false), dR = token_view(bw.dR, HV, V, false);
-  const View A_t = token_view(ws.A, HV, C, true);
-  product(bw.dAqk, dO, R_t, C, int(V), 1.f, false, kLower);                        // dA_qk = tril(dO Rᵀ)     Eq. 53
-  product(bw.dQg, dO, S0_t, int(K), int(V), 1.f, false, kNone,                     // dQ_γ = dO S_nᵀ          Eq. 55
-          Dual{bw.dY, dR, -1.f});                                                  // dY = −dR S_nᵀ           Eq. 62
-  product(bw.dKtail, R, dSC_t, int(K), int(V), 1.f, false, kNone);                 // dK_tail = R dS_Cᵀ       Eq. 58
-  product(bw.dA, dR, token_view(bw.Z, HV, V, true), C, int(V), 1.f, false, kNone, {},  // dA = dU Zᵀ         Eq. 64
-          Chain{token_view(bw.dY, HV, K, false), token_view(ws.Ebar, HV, K, true), int(K)});  // + dY Ēᵀ      Eq. 65
-  product(bw.dZ, A_t, dR, int(V), C, 1.f, false, kNone);                           // dZ = Aᵀ dU              Eq. 64
-  product(bw.dEbar, A_t, token_view(bw.dY, HV, K, false), int(K), C, 1.f, false, kNone);  // dĒ = Aᵀ dY      Eq. 65
-  product(bw.M1, token_view(bw.dA, HV, C, false), A_t, C, C, 1.f, false, kNone);   // dA Aᵀ
-  product(bw.dT, A_t, token_view(bw.M1, HV, C, false), C, C, -1.f, false,
-          kStrictlyLower);                                                         // dT = −stril(Aᵀ dA Aᵀ)  Eq. 66
+  });
 }
 
 }  // namespace gdn2::cuda::detail

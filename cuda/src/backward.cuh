@@ -6,13 +6,14 @@
 
 namespace gdn2::cuda::detail {
 
-// The backward's own workspace (fp32), rows as Workspace: [rows][HV][X]; dSn: [slots][HV][K][V].
+// The backward's own workspace (fp32), rows as Workspace: [rows][HV][X]; dSn: [slots][HV][K][V]; rowsum: [slots][HV][K].
 struct BackwardWorkspace {
   float *dO, *Z, *dR, *dZ;                 // [.][V]
   float *dAqk, *dT;                        // [.][C]
   float *dQg, *dKtail, *dEbar;             // [.][K] results of the products
   float *dQ, *dK, *dE, *dG;                // [.][K] per value head; dE becomes db
   float* dSn;                              // dL/dS at the end of each chunk
+  float* rowsum;                           // Σ_j (dS_C ⊙ S_n)_dj per chunk (Eq. 60), from the products
 };
 
 // Where stage 5 writes the key-side gradients with nothing to sum: dq, dk when every key head has one value head

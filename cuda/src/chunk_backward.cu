@@ -26,7 +26,7 @@ void chunk_backward_run(void* dq, void* dk, void* dv, float* dg, void* db, void*
   const int64_t slots = chunk_slots(rows, p.N);
   // The forward's workspace: kept by chunk_forward, or recomputed here. Then the backward's own.
   const size_t forward_floats = saved ? 0 : forward_workspace_floats(rows, p.N, HV, K, V, WorkspaceUse::kForBackward);
-  const int64_t per_row = HV * (4 * V + 2 * C + 7 * K), per_slot = HV * K * V;
+  const int64_t per_row = HV * (4 * V + 2 * C + 7 * K), per_slot = HV * K * (V + 1);
   float* base = workspace_alloc<float>(forward_floats + size_t(rows * per_row + slots * per_slot), stream);
   const Workspace ws = carve_forward_workspace(saved ? static_cast<float*>(saved->workspace_) : base, rows, p.N, HV, K,
                                                V, WorkspaceUse::kForBackward);
@@ -37,7 +37,7 @@ void chunk_backward_run(void* dq, void* dk, void* dv, float* dg, void* db, void*
   bw.dAqk = take(rows * HV * C), bw.dT = take(rows * HV * C);
   bw.dQg = take(rows * HV * K), bw.dKtail = take(rows * HV * K), bw.dEbar = take(rows * HV * K);
   bw.dQ = take(rows * HV * K), bw.dK = take(rows * HV * K), bw.dE = take(rows * HV * K), bw.dG = take(rows * HV * K);
-  bw.dSn = take(slots * HV * K * V);
+  bw.dSn = take(slots * HV * K * V), bw.rowsum = take(slots * HV * K);
 
   if (!saved) chunk_forward_recompute(ws, q, k, v, g, b, w, h0, cu, p, stream);  // 0
   backward_convert(bw, do_, v, w, rows, p, stream);                               // 1

@@ -4,7 +4,7 @@
 // the gates are per key head). Decays by the sub-chunk factorisation; dg's two scans (Eq. 71-72, 82) in two levels:
 // sub-chunk totals, then each task's rows.
 // Launch (stage 5): 4·K threads, one per (sub-chunk, channel), per (chunk, value head, sequence): grid (⌈T/64⌉, HV, N).
-// On chip: the sub-chunk sums, the row sums of dS_C ⊙ S_n (Eq. 60) and the sub-chunk totals in shared memory; a task's
+// On chip: the sub-chunk sums and totals in shared memory (Eq. 60's row sums of dS_C ⊙ S_n come from stage 3); a task's
 // 16 rows in registers, each group of four rows' loads issued before its stores. Stages 1, 6: grid-stride loops.
 #include "backward.cuh"
 
@@ -33,7 +33,6 @@ __global__ void __launch_bounds__(NT, 1) chunk_backward_gates_kernel(T* dv, T* d
                                                                  HeadOutputs outputs, bool vec8) {
   constexpr int S = kSub;
   __shared__ float s_bs[kNumSub][K];                 // sub-chunk sums of g
-  __shared__ float s_rowsum[K];                      // Σ_j dS_C ⊙ S_n (Eq. 60)
   __shared__ float s_tot_gc[kNumSub][K], s_tot_tt[kNumSub][K];  // sub-chunk totals of dG_r and of the tail terms
   const int tid = threadIdx.x, hv = blockIdx.y, n = blockIdx.z, h = hv / (HV / H), hg = gate_head(HG, HV, hv, h);
   const Span span = sequence_span(cu_seqlens, n, T_len);
@@ -44,44 +43,13 @@ __global__ void __launch_bounds__(NT, 1) chunk_backward_gates_kernel(T* dv, T* d
   auto in = [&](int r, int d) { return ((row0 + r) * H + h) * K + d; };     // q, k, dq, dk
   auto gin = [&](int r, int d) { return ((row0 + r) * HG + hg) * K + d; };  // g, b, dg, db
   auto at = [&](int r, int d) { return ((row0 + r) * HV + hv) * K + d; };
-  // Sub-chunk sums of g, and the row sums of dS_C ⊙ S_n (a warp per channel, lanes along the row).
+  // Sub-chunk sums of g.
   for (int task = tid; task < kNumSub * K; task += NT) {
     const int M = task / K, d = task % K;
     float run = 0;
 #pragma unroll
     for (int r = M * S; r < (M + 1) * S; ++r) run += r < L ? g[gin(r, d)] : 0.f;
     s_bs[M][d] = run;
-  }
-  {
-    const int warp = tid / 32, lane = tid % 32;
-    const float* S0 = ws.Sn + (slot * HV + hv) * int64_t(K) * V;
-    const float* dS = bw.dSn + (slot * HV + hv) * int64_t(K) * V;
-    {  // each lane issues all its loads of both states before the first multiply-add
-      constexpr int kRows = K / (NT / 32), kCols = 4;  // channels of this warp; columns per lane per round
-      float sum[kRows] = {};
-      for (int j0 = 0; j0 < V; j0 += 32 * kCols) {
-        float x[kRows][kCols], y[kRows][kCols];
-#pragma unroll
-        for (int i = 0; i < kRows; ++i)
-#pragma unroll
-          for (int u = 0; u < kCols; ++u) {
-            const int j = j0 + lane + 32 * u;
-            const int64_t at = int64_t(warp + i * (NT / 32)) * V + j;
-            x[i][u] = j < V ? dS[at] : 0.f, y[i][u] = j < V ? S0[at] : 0.f;
-          }
-#pragma unroll
-        for (int i = 0; i < kRows; ++i)
-#pragma unroll
-          for (int u = 0; u < kCols; ++u)
-            if (j0 + lane + 32 * u < V) sum[i] += x[i][u] * y[i][u];
-      }
-#pragma unroll
-      for (int i = 0; i < kRows; ++i) {
-#pragma unroll
-        for (int off = 16; off; off /= 2) sum[i] += __shfl_xor_sync(0xffffffffu, sum[i], off);
-        if (lane == 0) s_rowsum[warp + i * (NT / 32)] = sum[i];
-      }
-    }
   }
   __syncthreads();
   // Per (sub-chunk, channel): γ_r, the tail decay, the elementwise gates (Eq. 73-76, 80-81), dG_r and the tail term.
@@ -144,7 +112,7 @@ __global__ void __launch_bounds__(NT, 1) chunk_backward_gates_kernel(T* dv, T* d
           if (outputs.db) static_cast<T*>(outputs.db)[gin(row, d)] = from_float<T>(de * kv[u]);  // Eq. 74
           else bw.dE[x] = de * kv[u];                                                          // db, Eq. 74
           gc = debar[u] * ebar[u] + dqg[u] * qg[u];                            // dG_r, Eq. 76, 81 (· γ)
-          if (row == L - 1) gc += s_rowsum[d] * expf(total);                  // Eq. 60 (γ_L)
+          if (row == L - 1) gc += bw.rowsum[(slot * HV + hv) * K + d] * expf(total);  // Eq. 60 (γ_L)
           tt = dkt[u] * kt[u];                                                 // Eq. 71
         }
         gc_keep[r] = gc, tt_keep[r] = tt;

@@ -3,7 +3,8 @@
 // 62, 64-66), in the reference's order:
 //   over the value axis:  dA_qk = tril(dO Rᵀ);  dQ_γ = dO S_nᵀ;  dY = −dR S_nᵀ;  dK_tail = R dS_Cᵀ;  dA = dR Zᵀ;
 //                         dZ = Aᵀ dR (per slice of values);
-//   then on chip:         dA += dY Ēᵀ;  dĒ = Aᵀ dY;  dT = −stril(Aᵀ (dA Aᵀ)).
+//   then on chip:         dA += dY Ēᵀ;  dĒ = Aᵀ dY;  dT = −stril(Aᵀ (dA Aᵀ));
+// and, S_n and dS_C being on chip, Eq. 60's row sums Σ_j (dS_C ⊙ S_n)_dj for the gates stage.
 // dY, dA and dA Aᵀ never reach global memory. Per chunk-head (K = V = 128) the block reads 304 KB (dO, R, dR, Z, Ē,
 // A, S_n, dS_C) and writes 160 KB (dA_qk, dQ_γ, dK_tail, dZ, dĒ, dT).
 // Launch: 512 threads per (chunk, value head, sequence), one block per SM. The value axis streams through shared
@@ -190,6 +191,8 @@ __global__ void __launch_bounds__(kProductThreads, 1) chunk_backward_products_ke
   // This warp's 16 rows and quarter of each product's columns.
   const int m0 = (warp % 4) * 16, q = warp / 4, n64 = q * 16, nK = q * (K / 4);
   float aqk[2][4] = {}, dqg[NK][4] = {}, dy[NK][4] = {}, dkt[NK][4] = {}, da[2][4] = {};
+  constexpr int TPR = kProductThreads / K, CPT = VS / TPR;  // Eq. 60: threads per key channel, columns per thread
+  float rowsum = 0;
   using S = Step<kMma>;
   const int lane = tid % 32, g = lane / 4, t = lane % 4;
   const int slices = V / VS;
@@ -223,8 +226,18 @@ __global__ void __launch_bounds__(kProductThreads, 1) chunk_backward_products_ke
     float dz[1][4] = {};  // dZ = Aᵀ dU for this slice (Eq. 64): a 16 × 8 tile per warp
     warp_product<kMma>(dz, Cols<CP>{s_A}, Rows<VP>{buf + 2 * C * VP}, m0, q * 8, C);
     store_tiles(dz, bw.dZ + (row0 * HV + hv) * int64_t(V) + s * VS, int64_t(HV) * V, m0, q * 8, L);
+    {  // this thread's columns of channel tid / TPR in Σ_j dS_C ⊙ S_n (Eq. 60)
+      float x[CPT], y[CPT];
+      const float* at = buf + (4 * C + tid / TPR) * VP + (tid % TPR) * CPT;
+      load_run<CPT>(x, at), load_run<CPT>(y, at + K * VP);
+#pragma unroll
+      for (int j = 0; j < CPT; ++j) rowsum += x[j] * y[j];
+    }
     __syncthreads();  // every warp done with slice s before its buffer takes slice s + 2
   }
+#pragma unroll
+  for (int off = TPR / 2; off; off /= 2) rowsum += __shfl_xor_sync(0xffffffffu, rowsum, off);
+  if (tid % TPR == 0) bw.rowsum[(slot * HV + hv) * K + tid / TPR] = rowsum;
   const int64_t rsC = int64_t(HV) * C, rsK = int64_t(HV) * K;
   store_tiles(aqk, bw.dAqk + (row0 * HV + hv) * C, rsC, m0, n64, L, 1.f, kLower);
   store_tiles(dqg, bw.dQg + (row0 * HV + hv) * K, rsK, m0, nK, L);

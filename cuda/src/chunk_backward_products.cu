@@ -31,34 +31,36 @@ struct Cols {
 };
 
 // One depth step of a 16 × 8 tile, c += A B, for A rows m0.. and B columns n0.. (g = lane / 4, t = lane % 4; c as
-// mma_tf32's: c[0], c[1] at row g, columns 2t, 2t + 1; c[2], c[3] at row g + 8). kMma: a TF32 mma over depth 8.
+// mma_tf32's: c[0], c[1] at row g, columns 2t, 2t + 1; c[2], c[3] at row g + 8). kMma: a TF32 mma over depth 8, its
+// operands rounded to TF32 once when they reach shared memory (a conversion is two instructions per fragment element).
 // Otherwise fp32 FMAs over depth 4 into the same layout, the lane loading the rows and columns its outputs need.
 template <bool kMma>
 struct Step;
 template <>
-struct Step<true> {
+struct Step<true> {  // the operands in shared memory are already rounded to TF32 (round_in_place): their bits
   static constexpr int depth = 8;
   struct A { uint32_t x[4]; };
   struct B { uint32_t x[2]; };
+  static __device__ __forceinline__ uint32_t u(float x) { return __float_as_uint(x); }
   template <int LD>
   static __device__ __forceinline__ A a(Rows<LD> m, int m0, int k0, int g, int t) {
     const float* p = m.p + (m0 + g) * LD + k0 + t;
-    return {{to_tf32(p[0]), to_tf32(p[8 * LD]), to_tf32(p[4]), to_tf32(p[8 * LD + 4])}};
+    return {{u(p[0]), u(p[8 * LD]), u(p[4]), u(p[8 * LD + 4])}};
   }
   template <int LD>
   static __device__ __forceinline__ A a(Cols<LD> m, int m0, int k0, int g, int t) {
     const float* p = m.p + (k0 + t) * LD + m0 + g;
-    return {{to_tf32(p[0]), to_tf32(p[8]), to_tf32(p[4 * LD]), to_tf32(p[4 * LD + 8])}};
+    return {{u(p[0]), u(p[8]), u(p[4 * LD]), u(p[4 * LD + 8])}};
   }
   template <int LD>
   static __device__ __forceinline__ B b(Rows<LD> m, int k0, int n0, int g, int t) {
     const float* p = m.p + (k0 + t) * LD + n0 + g;
-    return {{to_tf32(p[0]), to_tf32(p[4 * LD])}};
+    return {{u(p[0]), u(p[4 * LD])}};
   }
   template <int LD>
   static __device__ __forceinline__ B b(Cols<LD> m, int k0, int n0, int g, int t) {
     const float* p = m.p + (n0 + g) * LD + k0 + t;
-    return {{to_tf32(p[0]), to_tf32(p[4])}};
+    return {{u(p[0]), u(p[4])}};
   }
   static __device__ __forceinline__ void mul(float (&c)[4], const A& a, const B& b) { mma_tf32(c, a.x, b.x[0], b.x[1]); }
 };
@@ -120,8 +122,8 @@ __device__ __forceinline__ void warp_product(float (&c)[NT][4], MA a, MB b, int 
 enum Mask { kNone, kLower, kStrictlyLower };
 
 // A warp's tiles (rows m0 + g, + 8; columns n0 + nt·8 + 2t, + 1) times alpha to out + r·rs + col for rows r < L,
-// entries outside the mask as 0; or (with out null) into a shared tile of row stride ld.
-template <int NT>
+// entries outside the mask as 0. kRound: rounded to TF32 (a shared tile that feeds tensor-core products).
+template <bool kRound = false, int NT>
 __device__ __forceinline__ void store_tiles(const float (&c)[NT][4], float* out, int64_t rs, int m0, int n0, int L,
                                             float alpha = 1.f, Mask mask = kNone) {
   const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
@@ -132,6 +134,7 @@ __device__ __forceinline__ void store_tiles(const float (&c)[NT][4], float* out,
       const int r = m0 + g + 8 * h, col = n0 + nt * 8 + 2 * t;
       if (r >= L) continue;
       float2 v = make_float2(alpha * c[nt][2 * h], alpha * c[nt][2 * h + 1]);
+      if constexpr (kRound) v = make_float2(round_tf32(v.x), round_tf32(v.y));
       if (mask != kNone) {
         const int last = mask == kLower ? r : r - 1;  // the last column kept
         v.x = col <= last ? v.x : 0.f, v.y = col + 1 <= last ? v.y : 0.f;
@@ -149,6 +152,24 @@ struct ProductsLayout {
   static constexpr size_t floats() { return size_t(C) * CP + 2 * kSlice; }
 };
 
+// 16-byte runs of a C-row tile, `cols` floats per row, in the order the block copies them: run i = u·512 + tid is
+// row i / (cols/4), columns 4·(i mod cols/4) ..; f(u, row, column) for each of this thread's.
+template <int cols, class F>
+__device__ __forceinline__ void for_runs(int tid, F&& f) {
+  constexpr int per_row = cols / 4;
+  static_assert(C * per_row % kProductThreads == 0, "every thread copies the same number of runs");
+#pragma unroll
+  for (int u = 0; u < C * per_row / kProductThreads; ++u) {
+    const int i = u * kProductThreads + tid;
+    f(u, i / per_row, (i % per_row) * 4);
+  }
+}
+// x[0..3] rounded to TF32 in place (a run this thread copied, after its copy landed).
+__device__ __forceinline__ void round_run(float* x) {
+  const float4 v = *reinterpret_cast<const float4*>(x);
+  *reinterpret_cast<float4*>(x) = make_float4(round_tf32(v.x), round_tf32(v.y), round_tf32(v.z), round_tf32(v.w));
+}
+
 template <int K, bool kMma>
 __global__ void __launch_bounds__(kProductThreads, 1) chunk_backward_products_kernel(Workspace ws, BackwardWorkspace bw,
                                                                                       const int64_t* cu_seqlens,
@@ -164,45 +185,63 @@ __global__ void __launch_bounds__(kProductThreads, 1) chunk_backward_products_ke
   if (int64_t(c) * C >= span.length) return;
   const int L = int(span.length - int64_t(c) * C < C ? span.length - int64_t(c) * C : C);
   const int64_t row0 = span.row0 + int64_t(c) * C, slot = chunk_slot(span.row0, n, c);
-  const int64_t states = (slot * HV + hv) * int64_t(K) * V;
-  auto token_row = [&](const float* X, int width, int r) {  // row r of the chunk in a [rows][HV][width] workspace
-    return X + ((row0 + min(r, L - 1)) * HV + hv) * int64_t(width);
+  // Copies of C token rows of X [rows][HV][width] (rows ≥ L as zeros), columns col0 .., into a tile of row stride ld.
+  auto copy_rows = [&](auto cols, float* dst, int ld, const float* X, int width, int col0) {
+    for_runs<decltype(cols)::value>(tid, [&](int, int r, int c4) {
+      cp_async16(dst + r * ld + c4, X + ((row0 + min(r, L - 1)) * HV + hv) * int64_t(width) + col0 + c4, r < L);
+    });
   };
-  // Copies C rows of `width` floats from X (token rows; rows ≥ L as zeros) into a shared tile of row stride ld.
-  auto copy_rows = [&](float* dst, int ld, const float* X, int width, int col0, int cols) {
-    const int per_row = cols / 4;
-    for (int i = tid; i < C * per_row; i += kProductThreads) {
-      const int r = i / per_row, c4 = (i % per_row) * 4;
-      cp_async16(dst + r * ld + c4, token_row(X, width, r) + col0 + c4, r < L);
+  using Slice = std::integral_constant<int, VS>;
+  // A slice: dO, R, dR, Z [C][VP] and S_n, dS_C [K][VP] for value columns v0 .. v0 + VS − 1. Each thread copies run
+  // (r, c4) of the row tiles (C·VS/4 = 512 runs: one each) and runs (r + 64u, c4) of both states, so the same thread
+  // holds S_n's and dS_C's run of a key channel (Eq. 60's products).
+  static_assert(C * VS / 4 == kProductThreads && K % C == 0, "one run of each row tile per thread");
+  const int r_own = tid / (VS / 4), c_own = (tid % (VS / 4)) * 4;
+  const float* Sn = ws.Sn + (slot * HV + hv) * int64_t(K) * V + r_own * int64_t(V) + c_own;
+  const float* dSn = bw.dSn + (Sn - ws.Sn);
+  auto copy_slice = [&](int v0, float* buf) {
+    copy_rows(Slice{}, buf, VP, bw.dO, V, v0), copy_rows(Slice{}, buf + C * VP, VP, ws.U, V, v0);
+    copy_rows(Slice{}, buf + 2 * C * VP, VP, bw.dR, V, v0), copy_rows(Slice{}, buf + 3 * C * VP, VP, bw.Z, V, v0);
+#pragma unroll
+    for (int u = 0; u < K / C; ++u) {
+      float* at = buf + (4 * C + r_own + u * C) * VP + c_own;
+      cp_async16(at, Sn + u * C * int64_t(V) + v0, true), cp_async16(at + K * VP, dSn + u * C * int64_t(V) + v0, true);
     }
   };
-  auto copy_slice = [&](int v0, float* buf) {  // dO, R, dR, Z and S_n, dS_C for columns v0 .. v0 + VS − 1
-    copy_rows(buf, VP, bw.dO, V, v0, VS), copy_rows(buf + C * VP, VP, ws.U, V, v0, VS);
-    copy_rows(buf + 2 * C * VP, VP, bw.dR, V, v0, VS), copy_rows(buf + 3 * C * VP, VP, bw.Z, V, v0, VS);
-    for (int i = tid; i < 2 * K * (VS / 4); i += kProductThreads) {
-      const int s = i / (K * (VS / 4)), d = (i / (VS / 4)) % K, c4 = (i % (VS / 4)) * 4;
-      cp_async16(buf + (4 * C + s * K + d) * VP + c4, (s ? bw.dSn : ws.Sn) + states + int64_t(d) * V + v0 + c4, true);
-    }
-  };
-  copy_rows(s_A, CP, ws.A, C, 0, C);
+  using Chunk = std::integral_constant<int, C>;
+  using Keys = std::integral_constant<int, K>;
+  copy_rows(Chunk{}, s_A, CP, ws.A, C, 0);
   copy_slice(0, s_buf(0));
   cp_async_commit();
 
   // This warp's 16 rows and quarter of each product's columns.
   const int m0 = (warp % 4) * 16, q = warp / 4, n64 = q * 16, nK = q * (K / 4);
   float aqk[2][4] = {}, dqg[NK][4] = {}, dy[NK][4] = {}, dkt[NK][4] = {}, da[2][4] = {};
-  constexpr int TPR = kProductThreads / K, CPT = VS / TPR;  // Eq. 60: threads per key channel, columns per thread
-  float rowsum = 0;
+  float rowsum[K / C] = {};  // this thread's columns of Σ_j (dS_C ⊙ S_n)_dj (Eq. 60) for channels r_own + 64u
   using S = Step<kMma>;
   const int lane = tid % 32, g = lane / 4, t = lane % 4;
   const int slices = V / VS;
   for (int s = 0; s < slices; ++s) {
     if (s + 1 < slices) copy_slice((s + 1) * VS, s_buf(s + 1));
-    else copy_rows(s_buf(s + 1), KP, ws.Ebar, K, 0, K);  // Ē, for after the value axis
+    else copy_rows(Keys{}, s_buf(s + 1), KP, ws.Ebar, K, 0);  // Ē, for after the value axis
     cp_async_commit();
-    cp_async_wait<1>();
+    cp_async_wait<1>();  // this thread's copies of slice s (and of A) have landed
+    float* buf = s_buf(s);
+#pragma unroll
+    for (int u = 0; u < K / C; ++u) {  // Eq. 60's products in float32, then the operands rounded (bf16 storage)
+      float* at = buf + (4 * C + r_own + u * C) * VP + c_own;
+      float x[4], y[4];
+      load_run<4>(x, at), load_run<4>(y, at + K * VP);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) rowsum[u] += x[j] * y[j];
+      if constexpr (kMma) round_run(at), round_run(at + K * VP);
+    }
+    if constexpr (kMma) {
+#pragma unroll
+      for (int x = 0; x < 4; ++x) round_run(buf + x * C * VP + r_own * VP + c_own);
+      if (s == 0) for_runs<C>(tid, [&](int, int r, int c4) { round_run(s_A + r * CP + c4); });
+    }
     __syncthreads();  // slice s in shared memory
-    const float* buf = s_buf(s);
     const Rows<VP> dO{buf}, R{buf + C * VP}, dR{buf + 2 * C * VP};
     const Cols<VP> Rt{buf + C * VP}, Zt{buf + 3 * C * VP}, St{buf + 4 * C * VP}, dSt{buf + (4 * C + K) * VP};
 #pragma unroll 1
@@ -226,18 +265,14 @@ __global__ void __launch_bounds__(kProductThreads, 1) chunk_backward_products_ke
     float dz[1][4] = {};  // dZ = Aᵀ dU for this slice (Eq. 64): a 16 × 8 tile per warp
     warp_product<kMma>(dz, Cols<CP>{s_A}, Rows<VP>{buf + 2 * C * VP}, m0, q * 8, C);
     store_tiles(dz, bw.dZ + (row0 * HV + hv) * int64_t(V) + s * VS, int64_t(HV) * V, m0, q * 8, L);
-    {  // this thread's columns of channel tid / TPR in Σ_j dS_C ⊙ S_n (Eq. 60)
-      float x[CPT], y[CPT];
-      const float* at = buf + (4 * C + tid / TPR) * VP + (tid % TPR) * CPT;
-      load_run<CPT>(x, at), load_run<CPT>(y, at + K * VP);
-#pragma unroll
-      for (int j = 0; j < CPT; ++j) rowsum += x[j] * y[j];
-    }
     __syncthreads();  // every warp done with slice s before its buffer takes slice s + 2
   }
 #pragma unroll
-  for (int off = TPR / 2; off; off /= 2) rowsum += __shfl_xor_sync(0xffffffffu, rowsum, off);
-  if (tid % TPR == 0) bw.rowsum[(slot * HV + hv) * K + tid / TPR] = rowsum;
+  for (int u = 0; u < K / C; ++u) {  // the 8 threads of a channel hold its 8 runs of each slice
+#pragma unroll
+    for (int off = VS / 8; off; off /= 2) rowsum[u] += __shfl_xor_sync(0xffffffffu, rowsum[u], off);
+    if (c_own == 0) bw.rowsum[(slot * HV + hv) * K + r_own + u * C] = rowsum[u];
+  }
   const int64_t rsC = int64_t(HV) * C, rsK = int64_t(HV) * K;
   store_tiles(aqk, bw.dAqk + (row0 * HV + hv) * C, rsC, m0, n64, L, 1.f, kLower);
   store_tiles(dqg, bw.dQg + (row0 * HV + hv) * K, rsK, m0, nK, L);
@@ -246,18 +281,19 @@ __global__ void __launch_bounds__(kProductThreads, 1) chunk_backward_products_ke
   float* s_dY = s_E + C * KP;
   float* s_dA = s_buf(slices - 1);
   float* s_M = s_dA + C * CP;
-  store_tiles(dy, s_dY, KP, m0, nK, C, -1.f);  // dY = −dR S_nᵀ, on chip only
+  store_tiles<kMma>(dy, s_dY, KP, m0, nK, C, -1.f);  // dY = −dR S_nᵀ, on chip only
   cp_async_wait<0>();
+  if constexpr (kMma) for_runs<K>(tid, [&](int, int r, int c4) { round_run(s_E + r * KP + c4); });
   __syncthreads();  // dY and Ē in shared memory
   warp_product<kMma>(da, Rows<KP>{s_dY}, Cols<KP>{s_E}, m0, n64, K);  // dA += dY Ēᵀ  Eq. 65
-  store_tiles(da, s_dA, CP, m0, n64, C);
+  store_tiles<kMma>(da, s_dA, CP, m0, n64, C);
   float de[NK][4] = {};
   warp_product<kMma>(de, Cols<CP>{s_A}, Rows<KP>{s_dY}, m0, nK, C);  // dĒ = Aᵀ dY    Eq. 65
   store_tiles(de, bw.dEbar + (row0 * HV + hv) * K, rsK, m0, nK, L);
   __syncthreads();  // dA in shared memory
   float m1[2][4] = {};
   warp_product<kMma>(m1, Rows<CP>{s_dA}, Cols<CP>{s_A}, m0, n64, C);  // dA Aᵀ
-  store_tiles(m1, s_M, CP, m0, n64, C);
+  store_tiles<kMma>(m1, s_M, CP, m0, n64, C);
   __syncthreads();
   float dt[2][4] = {};
   warp_product<kMma>(dt, Cols<CP>{s_A}, Rows<CP>{s_M}, m0, n64, C);  // dT = −stril(Aᵀ dA Aᵀ)  Eq. 66

@@ -19,8 +19,9 @@ What fla accepts but gdn2 refuses, with a ValueError saying so: float16 (the ker
 bfloat16 CPU tensors; use_qk_l2norm_in_kernel and use_gate_in_kernel on CUDA (normalise q, k and activate g before
 the call; on CPU both run the reference's front-end: l2 normalisation, and g = -exp(A_log) softplus(g + dt_bias) of
 Eq. 12); lower_bound with use_gate_in_kernel; safe_gate, chunk sizes other than 64, return_intermediate_states.
-lower_bound, A_log and dt_bias without use_gate_in_kernel are refused as having no effect, not ignored.
-disable_recompute and cu_seqlens_cpu are accepted and have no effect. state_v_first stores the states as [N,HV,V,K].
+lower_bound, A_log and dt_bias without use_gate_in_kernel are refused as having no effect, not ignored, and so is
+state_v_first with neither initial_state nor output_final_state=True. disable_recompute and cu_seqlens_cpu are
+accepted and have no effect. state_v_first stores the states as [N,HV,V,K].
 The gates g and b are each per key head [B,T,H,K] (value head hv reads key head hv // (HV // H)) or per value head
 [B,T,HV,K] as fla's fused_recurrent_gdn2 takes them; their gradients come back in the layout given. The CUDA kernels
 take both gates in one layout: given one per key head and the other per value head, the first is repeated over its
@@ -182,6 +183,10 @@ def _gdn2_op(form, q, k, v, g, b, w, scale, initial_state, output_final_state, u
         _refuse(not use_gate_in_kernel and x is not None,
                 f"{name}: has no effect without use_gate_in_kernel=True (g = -exp(A_log) softplus(g + dt_bias), Eq. 12; "
                 f"CPU tensors only); give use_gate_in_kernel=True, or leave {name} out")
+    # state_v_first is the layout of the states given and returned: with neither there is nothing to lay out.
+    _refuse(state_v_first and initial_state is None and not output_final_state,
+            "state_v_first: has no effect without initial_state or output_final_state=True (it is the layout "
+            "[N,HV,V,K] of the initial and the final state); give one, or leave state_v_first out")
     _refuse(initial_state is not None and initial_state.dtype != _torch.float32 and q.is_cuda,
             "initial_state must be float32")
     if initial_state is not None:

@@ -110,6 +110,17 @@ def test_state_v_first_and_varlen():
     assert torch.equal(o, o_t) and torch.equal(ht, ht_t.transpose(-1, -2))
 
 
+def test_state_v_first_without_an_initial_state_lays_out_the_final_state():
+    """The refusal above is of state_v_first with no state at all: without initial_state it still has an effect
+    when the final state is returned (ht [N,HV,V,K]), and is accepted."""
+    x = tensors(seed=8, B=1, T=20, H=2, HV=2, K=4, V=3, h0=False)
+    for op in (chunk_gdn2, fused_recurrent_gdn2):
+        o, ht = op(*(x[n] for n in "qkvgbw"), output_final_state=True)
+        o_t, ht_t = op(*(x[n] for n in "qkvgbw"), output_final_state=True, state_v_first=True)
+        print(op.__name__, "ht", tuple(ht.shape), "state_v_first ht", tuple(ht_t.shape))
+        assert ht_t.shape == (1, 2, 3, 4) and torch.equal(o, o_t) and torch.equal(ht, ht_t.transpose(-1, -2))
+
+
 def test_state_v_first_shape_is_refused_in_its_own_layout():
     """Before: the state was transposed first and the reference's message showed the transposed shape as found and
     the [N,HV,K,V] shape as expected ("h0: shape [1,2,3,4], expected [1,2,4,3] ..."): the shape given, as expected."""
@@ -162,9 +173,16 @@ def test_unsupported_options_are_refused_clearly(call, words):
     (lambda x: fused_recurrent_gdn2(*(x[n] for n in "qkvgbw"), dt_bias=torch.zeros(16, dtype=torch.float64)),
      "dt_bias: has no effect without use_gate_in_kernel=True (g = -exp(A_log) softplus(g + dt_bias), Eq. 12; CPU "
      "tensors only); give use_gate_in_kernel=True, or leave dt_bias out"),
+    (lambda x: chunk_gdn2(*(x[n] for n in "qkvgbw"), state_v_first=True),
+     "state_v_first: has no effect without initial_state or output_final_state=True (it is the layout [N,HV,V,K] of "
+     "the initial and the final state); give one, or leave state_v_first out"),
+    (lambda x: fused_recurrent_gdn2(*(x[n] for n in "qkvgbw"), state_v_first=True, output_final_state=False),
+     "state_v_first: has no effect without initial_state or output_final_state=True (it is the layout [N,HV,V,K] of "
+     "the initial and the final state); give one, or leave state_v_first out"),
 ])
 def test_arguments_without_effect_are_refused_not_ignored(call, words):
-    """Before, lower_bound, A_log and dt_bias without use_gate_in_kernel were accepted and ignored."""
+    """Before, lower_bound, A_log and dt_bias without use_gate_in_kernel were accepted and ignored, and so was
+    state_v_first with no state to lay out (no initial_state, output_final_state=False)."""
     x = tensors(seed=6, B=1, T=20, H=2, HV=2, K=8, V=4)
     with pytest.raises(ValueError) as e:
         call(x)

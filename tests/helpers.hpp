@@ -3,6 +3,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <string>
@@ -66,5 +67,18 @@ struct Shape {
 };
 
 inline double log_sigmoid(double x) { return x >= 0 ? -std::log1p(std::exp(-x)) : x - std::log1p(std::exp(x)); }
+
+// The big-endian copy of a little-endian version 1.0 .npy file of `itemsize`-byte items (io::encode_npy's, or NumPy's
+// '<f4', '<f8', '<i4', '<i8'): descr '<..' -> '>..' and each item's bytes reversed, as NumPy's
+// np.save(x.astype(x.dtype.newbyteorder('>'))) writes it.
+inline std::string big_endian_npy(std::string npy, size_t itemsize) {
+  const size_t at = npy.find("'descr': '<");
+  REQUIRE(at != std::string::npos);
+  npy[at + 10] = '>';
+  const size_t start = 10 + (static_cast<unsigned char>(npy[8]) | (static_cast<size_t>(static_cast<unsigned char>(npy[9])) << 8));
+  REQUIRE((npy.size() - start) % itemsize == 0);
+  for (size_t i = start; i < npy.size(); i += itemsize) std::reverse(npy.begin() + i, npy.begin() + i + itemsize);
+  return npy;
+}
 
 }  // namespace gdn2::test

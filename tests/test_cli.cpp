@@ -1618,8 +1618,9 @@ TEST_CASE("npy: a float16 file is refused saying which dtypes are read and how t
 }
 
 // Before: a float16 o.npy in --candidate ended the whole check with exit 2 ("gdn2: error: o.npy: dtype must be float32
-// or float64, got float16 ('<f2'); ..."), and a complex or big-endian one likewise, while an int32 o.npy was a FAIL row
-// of the table ("FAIL (dtype i4, expected float32 or float64)") beside the verdicts of the other tensors.
+// or float64, got float16 ('<f2'); ..."), and a complex one likewise, while an int32 o.npy was a FAIL row of the table
+// ("FAIL (dtype i4, expected float32 or float64)") beside the verdicts of the other tensors. (A big-endian float32 o.npy
+// is read by value: "check: a big-endian candidate ...".)
 TEST_CASE("check: a candidate of a dtype gdn2 does not read fails its row, naming the dtype and how to convert, as "
           "an int32 one does", "[cli][check]") {
   Workdir w("cand_dtype");
@@ -1640,11 +1641,11 @@ TEST_CASE("check: a candidate of a dtype gdn2 does not read fails its row, namin
       {"float16", f16, "f2", "dtype must be float32 or float64, got float16 ('<f2')" + convert},
       {"int32", io::encode_npy(o_int), "i4", "dtype must be float32 or float64, got int32 ('<i4')" + convert},
       {"complex64", relabelled(io::encode_npy(Tensor<double>(o.shape)), "<f8", "<c8"), "c8",
-       "dtype '<c8' (complex64) is not supported: gdn2 reads float32, float64, int32 and int64, little-endian; gdn2's "
+       "dtype '<c8' (complex64) is not supported: gdn2 reads float32, float64, int32 and int64; gdn2's tensors are "
+       "real: save x.real if its imaginary part is zero"},
+      {"big-endian complex64", relabelled(io::encode_npy(Tensor<double>(o.shape)), "<f8", ">c8"), ">c8",
+       "dtype '>c8' (big-endian complex64) is not supported: gdn2 reads float32, float64, int32 and int64; gdn2's "
        "tensors are real: save x.real if its imaginary part is zero"},
-      {"big-endian float32", relabelled(io::encode_npy(o), "<f4", ">f4"), ">f4",
-       "dtype '>f4' (big-endian float32) is not supported: gdn2 reads float32, float64, int32 and int64, "
-       "little-endian; save x.astype(x.dtype.newbyteorder('<'))"},
   };
   for (const auto& [what, bytes, dtype, note] : cases) {
     save(w.out, "o.npy", bytes);
@@ -1677,4 +1678,50 @@ TEST_CASE("check: a candidate of a dtype gdn2 does not read fails its row, namin
   std::printf("  [measured] check, complex64 q.npy: exit=%d: %s", r.status, r.err.c_str());
   CHECK(r.status == 2);
   CHECK_THAT(r.err, Catch::Contains("gdn2: error: q.npy: dtype '<c8' (complex64) is not supported"));
+}
+
+// Before: every big-endian file was refused (exit 2, "dtype '>f8' (big-endian float64) is not supported: gdn2 reads
+// float32, float64, int32 and int64, little-endian"; as a candidate of gdn2 check, a FAIL row), while gdn2.forward and
+// gdn2.check read a '>f8' array by value: one file, two answers.
+TEST_CASE("check: a big-endian candidate, and big-endian inputs, are read by value as their little-endian copies",
+          "[cli][check][io]") {
+  Workdir w("big_endian");
+  const auto x = small_layer(17, 1, 30);
+  candidate(w, x);  // inputs (float64, with do.npy) in w.in; a float32 candidate (o, ht and gradients) in w.out
+  // The big-endian copy of every .npy file of a directory (its items float64 or float32, int64 or int32).
+  auto big_endian_copy = [](const fs::path& from, const fs::path& to) {
+    fs::create_directories(to);
+    for (const auto& e : fs::directory_iterator(from)) {
+      if (e.path().extension() != ".npy") continue;
+      std::ifstream in(e.path(), std::ios::binary);
+      std::stringstream ss;
+      ss << in.rdbuf();
+      const std::string bytes = ss.str();
+      const size_t itemsize = bytes.find("'descr': '<f8'") != std::string::npos || bytes.find("'descr': '<i8'") != std::string::npos ? 8 : 4;
+      save(to, e.path().filename().string(), big_endian_npy(bytes, itemsize));
+    }
+  };
+  const fs::path root = w.in.parent_path(), in_be = root / "in_be", cand_be = root / "cand_be";
+  big_endian_copy(w.in, in_be);
+  big_endian_copy(w.out, cand_be);
+  // forward: the same bits from either copy of the inputs.
+  for (const auto& [in, out] : {std::pair{w.in, root / "o_le"}, std::pair{in_be, root / "o_be"}}) {
+    const Run r = gdn2_run("forward --in " + in.string() + " --out " + out.string());
+    CAPTURE(in, r.err);
+    REQUIRE(r.status == 0);
+  }
+  for (const std::string f : {"o.npy", "ht.npy"}) {
+    const bool same = bitwise_equal(load<double>(root / "o_le" / f), load<double>(root / "o_be" / f));
+    std::printf("  [measured] forward on big-endian inputs: %s bitwise equal to the little-endian run's: %s\n", f.c_str(),
+                same ? "yes" : "no");
+    CHECK(same);
+  }
+  // check: the same report (every row, its dtype "f4" included) for the big-endian candidate and inputs.
+  const Run le = gdn2_run("check --json --in " + w.in.string() + " --candidate " + w.out.string());
+  const Run be = gdn2_run("check --json --in " + in_be.string() + " --candidate " + cand_be.string());
+  std::printf("  [measured] check, little-endian: exit=%d; big-endian: exit=%d%s\n%s", le.status, be.status,
+              be.err.empty() ? "" : (": " + be.err).c_str(), be.out.c_str());
+  CHECK(le.status == 0);
+  CHECK(be.status == 0);
+  CHECK(be.out == le.out);
 }

@@ -33,7 +33,7 @@ std::vector<index_t> shape_of(const py::array& a) { return std::vector<index_t>(
 
 // An array of a dtype other than float32, float64, int32 and int64 (float16, complex, bool, objects, ...) is refused
 // as the command line refuses its .npy file (io::dtype_reason: the dtype, what is read, how to convert). A big-endian
-// array of those four is read by value.
+// array of those four is read by value, as the command line reads a big-endian .npy file (io/npy.cpp).
 void refuse_unsupported_dtype(const py::array& a, const std::string& name) {
   const std::string code = dtype_code(a);
   if (code != "f4" && code != "f8" && code != "i4" && code != "i8")
@@ -253,8 +253,8 @@ io::NpyArray to_npy_array(const py::handle& value, const std::string& name) {
   x.dtype = code;
   x.shape = shape_of(a);
   x.bytes.resize(a.nbytes());
-  // The body in C order and in this machine's byte order (a '>f4' array's values, not its bytes), as a .npy file
-  // the command line reads holds it.
+  // The body in C order and in this machine's byte order (a '>f4' array's values, not its bytes), as the command
+  // line's reader holds a .npy file's body (a '>f4' file's swapped to little-endian).
   const auto native = py::reinterpret_borrow<py::dtype>(a.dtype().attr("newbyteorder")("="));
   if (!x.bytes.empty()) copy_into(x.bytes.data(), native, a);
   return x;

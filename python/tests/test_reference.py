@@ -278,6 +278,30 @@ def test_arguments_the_cli_refuses_are_refused(edit, words):
     print(e.value)
 
 
+def test_big_endian_files_and_arrays_give_the_bits_of_their_little_endian_copies(tmp_path, cli):
+    """Before: gdn2.forward read a '>f8' array by value, while the command line refused the same array's .npy file
+    (exit 2, "q.npy: dtype '>f4' (big-endian float32) is not supported: gdn2 reads float32, float64, int32 and int64,
+    little-endian; ..."). Both now read it, with the bits of its little-endian copy."""
+    x = random_inputs(seed=12, B=1, T=30, H=2, HV=2, K=4, V=4, h0=False)
+    little = {n: a for n, a in x.items() if n not in ("do", "dht")}
+    little["q"] = little["q"].astype("<f4")  # a float32 file too (read into the float64 working precision)
+    little["h0"] = np.random.default_rng(12).standard_normal((2, 2, 4, 4))
+    little["cu_seqlens"] = np.array([0, 11, 30], dtype="<i8")
+    big = {n: a.astype(a.dtype.newbyteorder(">")) for n, a in little.items()}
+    save(tmp_path / "le", little)
+    save(tmp_path / "be", big)
+    print("big-endian files:", {n: np.load(tmp_path / "be" / f"{n}.npy").dtype.str for n in big})
+    assert all(np.load(tmp_path / "be" / f"{n}.npy").dtype.str[0] == ">" for n in big)
+    for d in ("le", "be"):
+        r = run_cli(cli, "forward", tmp_path / d, tmp_path / f"out_{d}", [])
+        print(f"CLI on {d}: exit {r.returncode} {r.stderr.strip()}")
+        assert r.returncode == 0
+    for name in ("o", "ht"):
+        assert (tmp_path / "out_be" / f"{name}.npy").read_bytes() == (tmp_path / "out_le" / f"{name}.npy").read_bytes()
+    o, ht = call(gdn2.forward, big)
+    _assert_same({"o": o, "ht": ht}, tmp_path / "out_be", ("o", "ht"))
+
+
 def test_float16_arrays_are_refused_saying_how_to_convert():
     """Before: "q.npy: dtype must be float32 or float64, got f2" (gdn2.check: "... int32 or int64, got f2"): what is
     accepted, in a code, and not how to get there."""

@@ -114,6 +114,22 @@ def test_big_endian_candidates_and_only_as_a_string():
     assert not gdn2.check(inputs, cand, only="o,ht").passed
 
 
+def test_big_endian_inputs_and_candidates_are_judged_as_the_cli_judges_their_files(tmp_path, cli):
+    """Before: the command line refused a big-endian input file (exit 2) and failed a big-endian candidate's row
+    ("dtype '>f4' (big-endian float32) is not supported"), while gdn2.check read both arrays by value."""
+    inputs = gdn2.random_inputs(seed=8, B=1, T=40, H=2, HV=2, K=4, V=4)
+    cand = candidate_of(inputs)
+    big_in = {n: a.astype(a.dtype.newbyteorder(">")) for n, a in inputs.items()}
+    big_cand = {n: a.astype(a.dtype.newbyteorder(">")) for n, a in cand.items()}
+    print("candidate dtypes:", sorted({a.dtype.str for a in big_cand.values()}))
+    report = gdn2.check(big_in, big_cand)
+    print(report.table)
+    assert report.passed and report.json == gdn2.check(inputs, cand).json
+    r = cli_check_json(cli, tmp_path, big_in, big_cand)
+    print("CLI exit", r.returncode, r.stderr)
+    assert r.returncode == 0 and json.loads(r.stdout) == json.loads(report.json)
+
+
 def test_the_table_is_shown_once(capsys):
     """A pass prints the table; a failure puts it in the AssertionError only (before: printed as well, so pytest
     showed it twice, under the error and under 'Captured stdout')."""
@@ -133,8 +149,8 @@ def test_the_table_is_shown_once(capsys):
 @pytest.mark.parametrize("dtype, code, note", [
     (np.float16, "f2", "dtype must be float32 or float64, got float16 ('<f2'); convert it with x.astype(np.float32)"),
     (np.int32, "i4", "dtype must be float32 or float64, got int32 ('<i4'); convert it with x.astype(np.float32)"),
-    (np.complex128, "c16", "dtype '<c16' (complex128) is not supported: gdn2 reads float32, float64, int32 and int64, "
-                           "little-endian; gdn2's tensors are real: save x.real if its imaginary part is zero"),
+    (np.complex128, "c16", "dtype '<c16' (complex128) is not supported: gdn2 reads float32, float64, int32 and int64; "
+                           "gdn2's tensors are real: save x.real if its imaginary part is zero"),
 ])
 def test_a_candidate_of_a_dtype_gdn2_does_not_read_fails_its_row_as_in_the_cli(tmp_path, cli, dtype, code, note):
     """Before: a float16 (or complex) candidate raised ValueError and no report was made, while an int32 one failed

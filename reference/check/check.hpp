@@ -73,7 +73,7 @@ struct Row {
   std::string name;                    // tensor name without ".npy", e.g. "db"
   Verdict verdict = Verdict::ok;
   std::string dtype;                   // candidate dtype code: "f4", "f8", "i4", "i8" (or one gdn2 does not read:
-                                       // "f2", "c16", ">f8"); empty when missing or not read
+                                       // "f2", "c16", ">c16"); empty when missing or not read
   std::vector<index_t> shape;          // candidate shape (empty when missing)
   std::vector<index_t> ref_shape;      // reference shape (empty for ignored / not-produced)
   double ratio = 0;                    // global |x - ref| / |ref| (2-norms); +inf when not comparable or non-finite

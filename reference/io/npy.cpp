@@ -139,6 +139,7 @@ struct Header {
   std::string dtype;
   std::vector<index_t> shape;
   size_t data_start = 0, data_bytes = 0;
+  bool big_endian = false;  // the body's items are big-endian ('>f8'): swapped to little-endian once read
 };
 
 // Length of the fixed prefix (magic, version, header length) of a file whose first bytes are `data`, or 0 if the
@@ -193,14 +194,15 @@ Header parse_header(const unsigned char* data, size_t size, size_t file_size, co
   p.skip_space();
   if (p.i != header.size()) fail(name, "header: trailing characters after the dict");
   if (!have_descr || !have_order || !have_shape) fail(name, "header: needs 'descr', 'fortran_order' and 'shape'");
-  // A dtype NumPy does not know makes the file malformed; one it knows that gdn2 does not read (big-endian, complex,
-  // objects, float16, ...) makes a valid file that is refused as such, with what gdn2 reads and how to convert.
+  // A dtype NumPy does not know makes the file malformed; one it knows that gdn2 does not read (complex, objects,
+  // float16, ...) makes a valid file that is refused as such, with what gdn2 reads and how to convert. Either byte
+  // order is read ('>f8' by value, as the Python module reads a '>f8' array), so that both front ends take one file.
   const DtypeName dtype = dtype_name(descr);
   if (dtype.words.empty())
     fail(name, "dtype '" + descr + "' is not a NumPy dtype (expected a byte order and a type code, e.g. '<f8')");
   h.dtype = descr.substr(1);
-  if (dtype.big_endian || (h.dtype != "f4" && h.dtype != "f8" && h.dtype != "i4" && h.dtype != "i8"))
-    throw unsupported_dtype(name, descr, h.shape);
+  if (h.dtype != "f4" && h.dtype != "f8" && h.dtype != "i4" && h.dtype != "i8") throw unsupported_dtype(name, descr, h.shape);
+  h.big_endian = dtype.big_endian;
   if (fortran)
     throw UnsupportedNpy(name, "fortran_order=True (Fortran memory order) is not supported: gdn2 reads C order; save "
                                "np.ascontiguousarray(x)", h.dtype, h.shape);
@@ -253,6 +255,14 @@ struct Fd {
   }
 };
 
+// A big-endian body in NpyArray's order (little-endian, this machine's: the readers memcpy items into floats and
+// integers): each item's bytes reversed, in place.
+void to_little_endian(const Header& h, std::vector<unsigned char>& bytes) {
+  if (!h.big_endian) return;
+  const size_t size = itemsize(h.dtype);
+  for (size_t i = 0; i + size <= bytes.size(); i += size) std::reverse(bytes.begin() + i, bytes.begin() + i + size);
+}
+
 }  // namespace
 
 NpyArray parse_npy(const unsigned char* data, size_t size, const std::string& name) {
@@ -260,6 +270,7 @@ NpyArray parse_npy(const unsigned char* data, size_t size, const std::string& na
   NpyArray a{h.dtype, h.shape, {}};
   allocate(a.bytes, h.data_bytes, name);
   if (h.data_bytes) std::memcpy(a.bytes.data(), data + h.data_start, h.data_bytes);
+  to_little_endian(h, a.bytes);
   return a;
 }
 
@@ -331,6 +342,7 @@ NpyArray read_npy(const std::string& path, const std::string& name, ReadTimes* t
   if (already) std::memcpy(a.bytes.data(), head.data() + h.data_start, already);
   if (read_full(f.fd, a.bytes.data() + already, h.data_bytes - already, name) != h.data_bytes - already)
     fail(name, "the file became shorter while it was read");
+  to_little_endian(h, a.bytes);
   if (times)
     times->files.push_back({name, file_size, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()});
   return a;
@@ -408,16 +420,13 @@ std::string dtype_reason(const std::string& name, const std::string& descr) {
   const bool index_file = name.find("cu_seqlens") != std::string::npos;
   if (d.kind == 'f' && d.bytes != 4 && d.bytes != 8 && !d.words.empty() && !index_file)
     return float_dtype_refusal(name, descr).substr(name.size() + 2);
-  const std::string code = descr.size() > 1 ? descr.substr(1) : descr;
   std::string how;
-  if (d.big_endian && (code == "f4" || code == "f8" || code == "i4" || code == "i8"))
-    how = "save x.astype(x.dtype.newbyteorder('<'))";
-  else if (d.kind == 'c')
+  if (d.kind == 'c')
     how = "gdn2's tensors are real: save x.real if its imaginary part is zero";
   else if (d.kind == 'i' || d.kind == 'u' || d.kind == 'b' || d.kind == 'O' || d.kind == 'f')  // numbers
     how = std::string("convert it with x.astype(np.") + (index_file ? "int64" : "float32") + ")";
   return "dtype '" + descr + "' (" + (d.words.empty() ? "unknown" : d.words) +
-         ") is not supported: gdn2 reads float32, float64, int32 and int64, little-endian" + (how.empty() ? "" : "; " + how);
+         ") is not supported: gdn2 reads float32, float64, int32 and int64" + (how.empty() ? "" : "; " + how);
 }
 
 UnsupportedNpy unsupported_dtype(const std::string& name, const std::string& descr, std::vector<index_t> shape) {

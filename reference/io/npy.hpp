@@ -17,11 +17,12 @@
 
 namespace gdn2::io {
 
-// dtype codes accepted: "f4" float32, "f8" float64, "i4" int32, "i8" int64 (little-endian, C order).
+// dtype codes accepted: "f4" float32, "f8" float64, "i4" int32, "i8" int64 (either byte order: '<f8' and '>f8' are
+// both "f8"; C order).
 struct NpyArray {
   std::string dtype;
   std::vector<index_t> shape;
-  std::vector<unsigned char> bytes;  // raw little-endian data, numel * itemsize
+  std::vector<unsigned char> bytes;  // raw little-endian data, numel * itemsize (a big-endian file's, swapped)
 };
 
 // name (without ".npy") → array: a directory of tensors, or the same arrays handed in from memory (Python).
@@ -57,9 +58,9 @@ Tensor<Scalar> to_tensor(const NpyArray& a, const std::string& name);
 std::vector<index_t> to_index_vector(const NpyArray& a, const std::string& name);
 
 // A valid .npy file (or NumPy array) that gdn2 does not read: a dtype other than float32, float64, int32 and int64
-// in little-endian order, or Fortran order. what() is the whole message ("o.npy: dtype must be float32 or float64,
+// (in either byte order), or Fortran order. what() is the whole message ("o.npy: dtype must be float32 or float64,
 // got float16 ('<f2'); convert it with x.astype(np.float32)"); `reason` is the same after "o.npy: ", `dtype` the
-// descr without a '<', '|' or '=' byte order ("f2", "c16", "O", ">f8"), `shape` the array's. Bad input like any
+// descr without a '<', '|' or '=' byte order ("f2", "c16", "O", ">c16"), `shape` the array's. Bad input like any
 // InputError, except to gdn2 check, for which a candidate's is a FAIL row of that tensor (check::run).
 struct UnsupportedNpy : InputError {
   UnsupportedNpy(const std::string& name, std::string reason_, std::string dtype_, std::vector<index_t> shape_)
@@ -68,11 +69,11 @@ struct UnsupportedNpy : InputError {
   std::vector<index_t> shape;
 };
 
-// Why a valid .npy file's dtype is not read (`descr` as the header gives it: '>f8', '<c16', '|O', '<f2', ...): the
+// Why a valid .npy file's dtype is not read (`descr` as the header gives it: '>c16', '<c16', '|O', '<f2', ...): the
 // dtype in words, what gdn2 reads and how to convert, e.g. "dtype '<c16' (complex128) is not supported: gdn2 reads
-// float32, float64, int32 and int64, little-endian; gdn2's tensors are real: save x.real if its imaginary part is
-// zero"; a float of another width gets float_dtype_refusal's words, an index file (`name` cu_seqlens.npy) is told
-// x.astype(np.int64). A malformed file is refused as "not a valid .npy file" instead.
+// float32, float64, int32 and int64; gdn2's tensors are real: save x.real if its imaginary part is zero"; a float of
+// another width gets float_dtype_refusal's words, an index file (`name` cu_seqlens.npy) is told x.astype(np.int64).
+// A malformed file is refused as "not a valid .npy file" instead.
 std::string dtype_reason(const std::string& name, const std::string& descr);
 // The refusal of a finite float64 value that float32 cannot hold (|x| ≥ 3.4e38 rounds to inf) at index `at` of
 // `name`, when float32 is the precision the layer runs in (`precision`, as the caller spells it, e.g. "--precision

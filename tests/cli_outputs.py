@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """gdn2 outputs are all or none: interrupted runs (SIGINT, SIGTERM) and concurrent runs into one --out never leave
-o.npy from one run beside ht.npy from another, and leave no temporary files behind.
+o.npy from one run beside ht.npy from another, and leave no temporary files behind; those of a killed run (SIGKILL)
+are removed at the start of the next run into the same --out, and no file of the user's is.
 
 Usage: cli_outputs.py --gdn2 build/reference/gdn2 [--trials N]
 Standard library only (the .npy inputs are written by hand). Exit 0 when every trial is consistent, 1 otherwise.
@@ -44,6 +45,19 @@ def read(path):
         return f.read()
 
 
+def state_of(out, ref):
+    """Which run the files of `out` come from: 'A', 'B', 'none', or 'MIXED ...' (ref: run -> (o bytes, ht bytes))."""
+    if not os.path.exists(out):
+        return "none"
+    o = read(f"{out}/o.npy") if os.path.exists(f"{out}/o.npy") else None
+    ht = read(f"{out}/ht.npy") if os.path.exists(f"{out}/ht.npy") else None
+    for name in "AB":
+        if (o, ht) == ref[name]:
+            return name
+    return "MIXED o=%s ht=%s" % (next((n for n in "AB" if ref[n][0] == o), o and "?"),
+                                 next((n for n in "AB" if ref[n][1] == ht), ht and "?"))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--gdn2", required=True)
@@ -70,16 +84,7 @@ def main():
         out = f"{work}/out"
 
         def state():
-            """Which run the files of --out come from: 'A', 'B', 'none', or 'MIXED ...'."""
-            if not os.path.exists(out):
-                return "none"
-            o = read(f"{out}/o.npy") if os.path.exists(f"{out}/o.npy") else None
-            ht = read(f"{out}/ht.npy") if os.path.exists(f"{out}/ht.npy") else None
-            for name in "AB":
-                if (o, ht) == ref[name]:
-                    return name
-            return "MIXED o=%s ht=%s" % (next((n for n in "AB" if ref[n][0] == o), o and "?"),
-                                         next((n for n in "AB" if ref[n][1] == ht), ht and "?"))
+            return state_of(out, ref)
 
         def leftovers():
             extra = [f for f in os.listdir(work) if f != "out"]
@@ -134,6 +139,72 @@ def main():
         print(f"[measured] the link's target afterwards: {kept}; link still a link: {os.path.islink(link)}")
         if code.returncode != 2 or kept != ["keep.txt"] or not os.path.islink(link):
             failures.append(f"symbolic link --out: exit {code.returncode}, target holds {kept}")
+
+        # 4. The temporaries a killed writer (SIGKILL: no handler runs) left beside --out are removed at the start of
+        #    the next run into it, even one that then fails on its inputs, and nothing else is: not a user's files of
+        #    similar names, not a running process's temporary, not another --out's. Before, they stayed until a run
+        #    wrote its outputs, and that write also removed any entry named ".out.gdn2-tmp-" + anything (its "pid"
+        #    read as 0: not running), a user's ".out.gdn2-tmp-notes" included.
+        stale_root = f"{root}/stale"
+        os.makedirs(stale_root)
+        out4 = f"{stale_root}/out"
+        shutil.copytree(f"{root}/refA", out4)
+        sleeper = subprocess.Popen(["sleep", "60"])  # a writer's pid that is then killed
+        sleeper.kill()
+        sleeper.wait()
+        dead = sleeper.pid
+        stale = {f".out.gdn2-tmp-{dead}": "o.npy", f".out.gdn2-tmp-{dead}-old": "ht.npy"}
+        for d, f in stale.items():
+            os.makedirs(f"{stale_root}/{d}")
+            with open(f"{stale_root}/{d}/{f}", "wb") as fh:
+                fh.write(b"half written")
+        user_dirs = [".out.gdn2-tmp-notes", f".out.gdn2-tmp-0{dead}", f".out.gdn2-tmp-{os.getpid()}",
+                     f".other.gdn2-tmp-{dead}"]  # a name not of ours; a running process's; another --out's
+        for d in user_dirs:
+            os.makedirs(f"{stale_root}/{d}")
+            with open(f"{stale_root}/{d}/mine.txt", "w") as fh:
+                fh.write("mine")
+        user_files = ["keep.txt", f".out.gdn2-tmp-{dead}.bak"]
+        for f in user_files:
+            with open(f"{stale_root}/{f}", "w") as fh:
+                fh.write("mine")
+        user = sorted(user_dirs + user_files)
+        shutil.copytree(f"{root}/inA", f"{root}/inBad", ignore=shutil.ignore_patterns("w.npy"))  # refused: no w.npy
+
+        def entries():
+            return sorted(f for f in os.listdir(stale_root) if f != "out")
+
+        def user_intact():
+            return all(os.path.exists(f"{stale_root}/{d}/mine.txt") for d in user_dirs) and \
+                all(os.path.isfile(f"{stale_root}/{f}") for f in user_files)
+
+        print(f"[measured] beside --out before the runs: {entries()}")
+        bad = subprocess.run([args.gdn2, "forward", "--in", f"{root}/inBad", "--out", out4], stderr=subprocess.PIPE,
+                             text=True)
+        after_bad = entries()
+        print(f"[measured] a run refused on its inputs: exit {bad.returncode}: {bad.stderr.strip()}")
+        print(f"[measured] beside --out afterwards: {after_bad}; --out still run A's: {state_of(out4, ref) == 'A'}")
+        if bad.returncode != 2 or after_bad != user or not user_intact() or state_of(out4, ref) != "A":
+            failures.append(f"stale temporaries, refused run: exit {bad.returncode}, beside --out {after_bad}, "
+                            f"expected {user}")
+        for d, f in stale.items():  # killed again: the sweep of the writing run itself
+            os.makedirs(f"{stale_root}/{d}", exist_ok=True)
+        good = subprocess.run([args.gdn2, "forward", "--in", f"{root}/inB", "--out", out4])
+        after_good = entries()
+        print(f"[measured] a run that writes: exit {good.returncode}; beside --out afterwards: {after_good}; "
+              f"--out: {sorted(os.listdir(out4))}")
+        if good.returncode != 0 or after_good != user or not user_intact() or state_of(out4, ref) != "B":
+            failures.append(f"stale temporaries, writing run: exit {good.returncode}, beside --out {after_good}")
+        # A user's file inside --out: the run is refused before any work (exit 2) and touches nothing.
+        with open(f"{out4}/notes.txt", "w") as fh:
+            fh.write("mine")
+        mine = subprocess.run([args.gdn2, "forward", "--in", f"{root}/inA", "--out", out4], stderr=subprocess.PIPE,
+                              text=True)
+        print(f"[measured] --out holding notes.txt: exit {mine.returncode}: {mine.stderr.strip()}; "
+              f"--out: {sorted(os.listdir(out4))}")
+        if mine.returncode != 2 or not os.path.isfile(f"{out4}/notes.txt") or state_of(out4, ref) != "B" or \
+                entries() != user:
+            failures.append(f"a user's file in --out: exit {mine.returncode}, --out {sorted(os.listdir(out4))}")
     finally:
         shutil.rmtree(root, ignore_errors=True)
     for f in failures:

@@ -531,6 +531,34 @@ void remove_flat_dir(const std::string& path) {
 
 bool pid_alive(long pid) { return pid > 0 && (::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM); }
 
+// The names of write_files_atomically's temporaries for an output directory named `base`: ".BASE.gdn2-tmp-PID" (the
+// new outputs being written) and ".BASE.gdn2-tmp-PID-old" (the old directory moved aside), PID the writer's.
+std::string temp_prefix(const std::string& base) { return "." + base + ".gdn2-tmp-"; }
+
+// The writer's pid when `name` is exactly one of those names (PID decimal digits, no sign or leading zero), else 0: a
+// user's ".out.gdn2-tmp-notes" or ".out.gdn2-tmp-1.bak" is not one.
+long temp_writer(const std::string& name, const std::string& prefix) {
+  if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) return 0;
+  std::string pid = name.substr(prefix.size());
+  if (pid.size() > 4 && pid.compare(pid.size() - 4, 4, "-old") == 0) pid.resize(pid.size() - 4);
+  if (pid.empty() || pid.size() > 10 || pid[0] == '0' || pid.find_first_not_of("0123456789") != std::string::npos) return 0;
+  return std::stol(pid);
+}
+
+// Removes the temporaries that writers of `base` in `parent` left when they were killed (SIGKILL, which cannot be held
+// back, or a crash): a directory (never a link or a file) named exactly as temp_writer reads, whose writer is no longer
+// running. Anything else is left alone: a user's file or directory of a similar name, a running writer's temporary.
+// The caller holds the lock on `parent` that write_files_atomically takes.
+void remove_stale_temporaries(const std::filesystem::path& parent, const std::string& base) {
+  namespace fs = std::filesystem;
+  const std::string prefix = temp_prefix(base);
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(parent, ec)) {
+    const long pid = temp_writer(e.path().filename().string(), prefix);
+    if (pid > 0 && !pid_alive(pid) && fs::is_directory(e.symlink_status(ec))) remove_flat_dir(e.path().string());
+  }
+}
+
 // kOutputList: the names of the files that run wrote, one per line, sorted. A later run replaces only a directory
 // whose every file is named there (or an empty one).
 std::string output_list(std::vector<std::string> names) {
@@ -597,6 +625,9 @@ void check_output_writable(const std::string& dir_arg) {
   fs::path dir = fs::absolute(dir_arg, ec).lexically_normal();
   if (!dir.has_filename()) dir = dir.parent_path();  // "out/" → "out"
   const fs::path parent = dir.parent_path();
+  // SIGINT, SIGTERM, SIGHUP and SIGQUIT wait until the probe below and the parents made for it are removed again
+  // (declared first, so released last).
+  HoldSignals hold;
   std::vector<fs::path> created;  // missing parents made here, outermost first; removed again below
   struct Undo {
     std::vector<fs::path>& dirs;
@@ -611,8 +642,16 @@ void check_output_writable(const std::string& dir_arg) {
     if (::mkdir(p.c_str(), 0777) == 0) created.push_back(p);
     else if (errno != EEXIST) write_fail("cannot create " + p.string(), errno);
   }
+  const std::string base = dir.filename().string();
+  // The temporaries of killed writers into the same --out are removed now, at the start of the run, rather than
+  // when it writes (minutes later, or never if it fails): under the writers' lock, when no writer holds it (one
+  // that does removes them itself).
+  if (base != "." && base != "..") {
+    Fd lock{::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
+    if (lock.fd >= 0 && ::flock(lock.fd, LOCK_EX | LOCK_NB) == 0) remove_stale_temporaries(parent, base);
+  }
   // The same name write_files_atomically gives its temporary (a writer that is running now uses its own pid).
-  const fs::path tmp = parent / ("." + dir.filename().string() + ".gdn2-tmp-" + std::to_string(::getpid()));
+  const fs::path tmp = parent / (temp_prefix(base) + std::to_string(::getpid()));
   remove_flat_dir(tmp.string());  // a killed writer's, whose pid this process now has
   if (::mkdir(tmp.c_str(), 0777) != 0) write_fail("cannot create " + tmp.string() + " (to write " + dir.string() + ")", errno);
   ::rmdir(tmp.c_str());
@@ -664,12 +703,10 @@ void write_files_atomically(const std::string& dir_arg, const std::vector<std::p
     ::close(lock.fd);
     lock.fd = -1;
   }
-  // Temporaries of writers that were killed (SIGKILL cannot be held back).
-  const std::string prefix = "." + base + ".gdn2-tmp-";
-  for (const auto& e : fs::directory_iterator(parent, ec)) {
-    const std::string f = e.path().filename().string();
-    if (f.rfind(prefix, 0) == 0 && !pid_alive(std::atol(f.c_str() + prefix.size()))) remove_flat_dir(e.path().string());
-  }
+  // Temporaries of writers that were killed (SIGKILL cannot be held back): those killed since check_output_writable
+  // swept at this run's start, or all of them for a caller that does not call it (gdn2 export, trace).
+  remove_stale_temporaries(parent, base);
+  const std::string prefix = temp_prefix(base);
   const fs::path tmp = parent / (prefix + std::to_string(::getpid()));
   remove_flat_dir(tmp.string());
   if (::mkdir(tmp.c_str(), 0777) != 0) write_fail("cannot create " + tmp.string(), errno);

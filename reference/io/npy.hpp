@@ -109,8 +109,11 @@ void check_output_dir(const std::string& dir, const std::string& option, const s
 inline constexpr const char* kOutputList = ".gdn2-outputs";
 
 // Proves, before the work (gdn2 forward, backward, train), that write_files_atomically(dir, ...) can create its temporary directory:
-// creates dir's missing parents and the temporary beside dir, then removes all of them again. A WriteError names the
-// path and the system's reason (a read-only file system, permissions). Call after check_output_dir.
+// creates dir's missing parents and the temporary beside dir, then removes all of them again (SIGINT, SIGTERM, SIGHUP
+// and SIGQUIT held back meanwhile). A WriteError names the path and the system's reason (a read-only file system,
+// permissions). Also removes, now rather than when the run writes, the temporaries that killed writers into dir left
+// beside it (directories named exactly .DIR.gdn2-tmp-PID or .DIR.gdn2-tmp-PID-old whose process PID is gone; nothing
+// else), unless a writer into dir's parent is running. Call after check_output_dir.
 void check_output_writable(const std::string& dir);
 
 // Writes every (file name, bytes) pair into `dir` so that a reader sees either all of the new files or none of
@@ -122,7 +125,8 @@ void check_output_writable(const std::string& dir);
 // of an earlier run or of another command; a directory holding anything else is refused, check_output_dir).
 // SIGINT, SIGTERM, SIGHUP and SIGQUIT are held back while this runs and delivered after it, so an interrupted run
 // leaves either the old directory or the new one, and no temporary files; the temporaries of a killed writer
-// (SIGKILL) are removed by the next writer. On failure `dir` is left as it was (not created when it did not exist)
+// (SIGKILL) are removed by the next run into `dir` (check_output_writable, at its start, and here), and nothing else
+// of a similar name. On failure `dir` is left as it was (not created when it did not exist)
 // and a WriteError names the file and the reason. `dir`'s missing parents are created, and removed again (those this
 // call created, when still empty) if the write fails.
 void write_files_atomically(const std::string& dir, const std::vector<std::pair<std::string, std::string>>& files);

@@ -147,6 +147,51 @@ TEST_CASE("check: a wrong shape or dtype fails with no numbers in the table", "[
   CHECK_THAT(o_line, Catch::Contains("FAIL (shape [2,4,256,8], reference [2,256,4,8])"));
 }
 
+// Before: the row of a candidate whose dtype is not read (float16, int32) showed the bound "1e-05 auto: f4 output",
+// as if a float32 candidate had been held to it: auto follows a float dtype, and nothing was compared. Its row now
+// shows no bound, as a missing tensor's does ("-" in the table, null in JSON), for any --tolerance.
+TEST_CASE("check: a candidate of a dtype that is not compared has no bound in its row", "[check]") {
+  const Case c;
+  auto cand = arrays(c.honest<float>());
+  cand.at("o") = io::NpyArray{};  // entered unread (as check::run's caller does for a file): read by the loader below
+  cand.at("ht") = array(Tensor<std::int32_t>({c.B, c.HV, c.K, c.V}));  // read, but int32
+  const check::Loader float16 = [&](const std::string& name) -> io::NpyArray {
+    throw io::unsupported_dtype(name + ".npy", "<f2", {c.B, c.T, c.HV, c.V});
+  };
+  for (const std::string tolerance : {"auto", "f32", "1e-3"}) {
+    check::Options opt;
+    opt.tolerance = tolerance;
+    const auto report = check::run(c.inputs, cand, opt, float16);
+    const std::string table = check::to_table(report, "float16 o, int32 ht");
+    const std::string json = check::to_json(report);
+    for (const std::string name : {"o", "ht"}) {
+      const size_t at = table.find("\n" + name + " ") + 1;
+      const std::string line = table.substr(at, table.find('\n', at) - at);
+      std::printf("  [measured] --tolerance %s, %s's row: %s\n", tolerance.c_str(), name.c_str(), line.c_str());
+      const auto& r = row(report, name);
+      CAPTURE(tolerance, name, line);
+      CHECK(r.verdict == check::Verdict::fail);
+      CHECK(r.bound == 0);
+      CHECK(r.bound_reason.empty());
+      CHECK(line.find("auto") == std::string::npos);
+      CHECK(line.find("e-0") == std::string::npos);  // no bound (1e-05, 1e-03) in any column
+      CHECK_THAT(json, Catch::Contains("{\"name\": \"" + name + "\", \"verdict\": \"FAIL\""));
+    }
+    CHECK_THAT(row(report, "o").note, Catch::Contains("got float16 ('<f2')"));
+    CHECK_THAT(row(report, "ht").note, Catch::Contains("got int32 ('<i4')"));
+    // A compared row keeps its bound: dq (float32) is held to auto's f4 gradient bound, or to the one given.
+    const auto& dq = row(report, "dq");
+    std::printf("  [measured] --tolerance %s, dq: bound %.0e (%s), ratio %.2e\n", tolerance.c_str(), dq.bound,
+                dq.bound_reason.c_str(), dq.ratio);
+    CHECK(dq.verdict == check::Verdict::ok);
+    CHECK(dq.bound == (tolerance == "1e-3" ? 1e-3 : 1e-4));
+    // The JSON row of o: bound null, as a missing tensor's.
+    const size_t o_at = json.find("{\"name\": \"o\"");
+    CHECK_THAT(json.substr(o_at, json.find('}', json.find("\"bound\"", o_at)) - o_at),
+               Catch::Contains("\"bound\": null, \"bound_reason\": \"\""));
+  }
+}
+
 TEST_CASE("check: non-finite values are counted, located, and the worst index points at them", "[check]") {
   const Case c;
   auto honest = c.honest<float>();

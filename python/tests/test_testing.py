@@ -154,7 +154,8 @@ def test_the_table_is_shown_once(capsys):
 ])
 def test_a_candidate_of_a_dtype_gdn2_does_not_read_fails_its_row_as_in_the_cli(tmp_path, cli, dtype, code, note):
     """Before: a float16 (or complex) candidate raised ValueError and no report was made, while an int32 one failed
-    its row ("dtype i4, expected float32 or float64"); gdn2 check exited 2 on a float16 file likewise."""
+    its row ("dtype i4, expected float32 or float64"); gdn2 check exited 2 on a float16 file likewise. And its row's
+    bound read "1e-05  auto: f4 output", a float32 candidate's, though nothing was compared: now none ("-")."""
     inputs = gdn2.random_inputs(B=1, T=40, H=2, HV=2, K=4, V=4, seed=7)
     cand = candidate_of(inputs)
     cand["o"] = cand["o"].astype(dtype)
@@ -163,6 +164,10 @@ def test_a_candidate_of_a_dtype_gdn2_does_not_read_fails_its_row_as_in_the_cli(t
     rows = {r.name: r for r in report.rows}
     assert not report.passed and rows["o"].verdict == "FAIL"
     assert rows["o"].dtype == code and rows["o"].note == note and rows["o"].shape == [1, 40, 2, 4]
+    o_line = next(line for line in report.table.splitlines() if line.startswith("o "))
+    print("o's row:", o_line, "| bound", rows["o"].bound, repr(rows["o"].bound_reason))
+    assert rows["o"].bound == 0 and rows["o"].bound_reason == ""
+    assert "auto" not in o_line and "e-05" not in o_line
     assert all(r.verdict == "ok" for r in report.rows if r.name != "o")
     r = cli_check_json(cli, tmp_path, inputs, cand)
     print("CLI exit", r.returncode, r.stderr)

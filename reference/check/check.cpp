@@ -114,14 +114,15 @@ Row compare(const std::string& name, const io::NpyArray& cand, const Tensor<doub
   r.dtype = cand.dtype;
   r.shape = cand.shape;
   r.ref_shape = ref.shape;
-  r.bound = bound_for(opt.tolerance, name, cand.dtype, &r.bound_reason);
   if (cand.dtype != "f4" && cand.dtype != "f8") {  // int32, int64: read, but not a tensor's dtype
+    // No bound: nothing is compared, and auto's would be a float dtype's the candidate does not have.
     r.verdict = Verdict::fail;
     r.ratio = r.max_abs_error = r.local_ratio = INFINITY;
     r.note = "dtype must be float32 or float64, got int" + std::to_string(8 * std::atoi(cand.dtype.c_str() + 1)) +
              " ('<" + cand.dtype + "'); convert it with x.astype(np.float32)";
     return r;
   }
+  r.bound = bound_for(opt.tolerance, name, cand.dtype, &r.bound_reason);
   if (cand.shape != ref.shape) {
     r.verdict = Verdict::fail;
     r.ratio = r.max_abs_error = r.local_ratio = INFINITY;
@@ -195,16 +196,16 @@ Row compare(const std::string& name, const io::NpyArray& cand, const Tensor<doub
   return r;
 }
 
-// The row of a candidate that could not be read (io::UnsupportedNpy: float16, complex, big-endian, Fortran order):
-// FAIL, with its dtype and shape as the file gives them and the reader's words (what is read, how to convert).
-Row unreadable(const std::string& name, const io::UnsupportedNpy& e, const Tensor<double>& ref, const Options& opt) {
+// The row of a candidate that could not be read (io::UnsupportedNpy: float16, complex, Fortran order):
+// FAIL, with its dtype and shape as the file gives them and the reader's words (what is read, how to convert). No
+// bound, as for a missing tensor: nothing was compared (auto's "f4" bound was shown for a float16 file).
+Row unreadable(const std::string& name, const io::UnsupportedNpy& e, const Tensor<double>& ref) {
   Row r;
   r.name = name;
   r.verdict = Verdict::fail;
   r.dtype = e.dtype;
   r.shape = e.shape;
   r.ref_shape = ref.shape;
-  r.bound = bound_for(opt.tolerance, name, e.dtype, &r.bound_reason);
   r.ratio = r.max_abs_error = r.local_ratio = INFINITY;
   r.note = e.reason;
   return r;
@@ -382,7 +383,7 @@ Report run(const Arrays& inputs, const Arrays& candidate, const Options& opt, co
       } catch (const io::UnsupportedNpy& e) {
         // A valid file of a dtype (or order) gdn2 does not read fails this tensor, as an int32 one does; it is not
         // bad input to the whole check.
-        report.rows.push_back(unreadable(name, e, ref, opt));
+        report.rows.push_back(unreadable(name, e, ref));
         continue;
       }
       report.rows.push_back(compare(name, cand, ref, opt, d, in.layer.cu_seqlens));

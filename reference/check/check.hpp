@@ -83,7 +83,8 @@ struct Row {
   std::vector<index_t> first_non_finite;  // index of the first of them (empty when none)
   Block worst_block;                   // the block with the largest local ratio
   double local_ratio = 0;              // that block's local ratio (see the file comment)
-  double bound = 0;                    // the bound both ratios were held to
+  double bound = 0;                    // the bound both ratios were held to; 0 when nothing was compared (missing,
+                                       // or a dtype other than float32 / float64): "-" in the table, JSON null
   std::string bound_reason;            // why that bound: e.g. "f4 gradient (auto)", "bf16 output", "--tolerance 1e-3"
   std::string note;                    // what went wrong in words, e.g. "shape [2,3], reference [2,4]"; empty when ok
 };

@@ -6,6 +6,7 @@ K = V = 128, bfloat16 storage; and measures the accuracy of both against the flo
 gdn2.backward run on the very values the kernels read) on a small case, in bfloat16 and float32.
 
     PYTHONPATH=build/python:<fla source> python3 python/bench/bench_peer.py --json bench_peer.json
+    ... bench_peer.py --cases train   # forward + backward only
 
 Needs a CUDA GPU, PyTorch with CUDA, Triton and fla's source (with einops and transformers); prints a table and
 writes JSON (the figures of docs/python.md are scripts/python_bench_table.py's rendering of that file).
@@ -27,6 +28,7 @@ H, K, V = 16, 128, 128
 CHUNK_FORWARD = [(1, 4096), (8, 4096), (2, 16384), (1, 65536)]
 FORWARD_BACKWARD = [(1, 4096), (8, 4096)]
 DECODE = [1, 16, 64, 256]
+CASES = ("chunk", "train", "decode", "accuracy")
 
 
 def inputs(B, T, dtype, seed=0, h0=False, requires_grad=False, heads=H, k_dim=K, v_dim=V):
@@ -57,9 +59,9 @@ def median_ms(fn):
     return triton.testing.do_bench(fn, warmup=25, rep=200, return_mode="median")
 
 
-def time_cases():
+def time_cases(cases):
     rows = []
-    for B, T in CHUNK_FORWARD:
+    for B, T in CHUNK_FORWARD if "chunk" in cases else []:
         x = inputs(B, T, torch.bfloat16)
         with torch.no_grad():
             t = {name: median_ms(lambda op=op: op(**x, output_final_state=True))
@@ -68,7 +70,7 @@ def time_cases():
         print("timed", rows[-1], flush=True)
         del x
         torch.cuda.empty_cache()
-    for B, T in FORWARD_BACKWARD:
+    for B, T in FORWARD_BACKWARD if "train" in cases else []:
         x = inputs(B, T, torch.bfloat16, requires_grad=True)
         do = torch.randn(B, T, H, V, device="cuda", dtype=torch.bfloat16)
         leaves = list(x.values())
@@ -81,7 +83,7 @@ def time_cases():
         print("timed", rows[-1], flush=True)
         del x, leaves
         torch.cuda.empty_cache()
-    for B in DECODE:
+    for B in DECODE if "decode" in cases else []:
         x = inputs(B, 1, torch.bfloat16, h0=True)
         with torch.no_grad():
             t = {name: median_ms(lambda op=op: op(**x, output_final_state=True))
@@ -124,18 +126,24 @@ def accuracy(B=1, T=512, heads=2):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", help="write the results to this file")
+    parser.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES), metavar="CASE",
+                        help="what to run, of " + ", ".join(CASES) + " (default: all); chunk: the chunk forward at "
+                        "four shapes, train: forward + backward at two, decode: one recurrent step at four batch sizes, "
+                        "accuracy: both ops against the float64 reference. Fewer cases compile fewer of the peer's "
+                        "Triton kernels on a fresh machine")
     args = parser.parse_args()
-    acc = accuracy()
-    rows = time_cases()
+    acc = accuracy() if "accuracy" in args.cases else []
+    rows = time_cases(args.cases)
     print(f"{'case':<20} {'B':>4} {'T':>6} {'gdn2 ms':>9} {'fla ms':>9} {'gdn2/fla':>9}")
     for r in rows:
         print(f"{r['case']:<20} {r['B']:>4} {r['T']:>6} {r['gdn2_ms']:>9.4f} {r['fla_ms']:>9.4f} "
               f"{r['gdn2_over_fla']:>9.2f}")
-    names = [n for n in acc[0] if n not in ("op", "dtype")]
-    print("accuracy, ratio |x - ref| / |ref| against the float64 reference (B=1 T=512 H=2 K=V=128):")
-    print(f"{'op':<5} {'dtype':<5} " + " ".join(f"{n:>8}" for n in names))
-    for r in acc:
-        print(f"{r['op']:<5} {r['dtype']:<5} " + " ".join(f"{r[n]:>8.1e}" for n in names))
+    if acc:
+        names = [n for n in acc[0] if n not in ("op", "dtype")]
+        print("accuracy, ratio |x - ref| / |ref| against the float64 reference (B=1 T=512 H=2 K=V=128):")
+        print(f"{'op':<5} {'dtype':<5} " + " ".join(f"{n:>8}" for n in names))
+        for r in acc:
+            print(f"{r['op']:<5} {r['dtype']:<5} " + " ".join(f"{r[n]:>8.1e}" for n in names))
     result = dict(device=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
                   python=platform.python_version(), H=H, K=K, V=V, storage="bf16", timing="triton.testing.do_bench "
                   "median, warmup 25 ms, rep 200 ms", times=rows, accuracy=acc)

@@ -173,172 +173,131 @@ __device__ __forceinline__ void round_run(float* x) {
 template <int K, bool kMma>
 __global__ void __launch_bounds__(kProductThreads, 1) chunk_backward_products_kernel(Workspace ws, BackwardWorkspace bw,
                                                                                       const int64_t* cu_seqlens,
-                                                                                      int64_t T_len, int N, int HV,
-                                                                                      int V, int max_chunks) {
+                                                                                      int64_t T_len, int HV, int V) {
   using Lay = ProductsLayout<K>;
   constexpr int KP = Lay::KP, NK = K / 32;  // NK: tiles of 8 columns per warp in a K-wide product
   extern __shared__ __align__(16) float smem[];
   float* s_A = smem;
   auto s_buf = [&](int i) { return s_A + C * CP + (i % 2) * Lay::kSlice; };  // slice buffer i mod 2
   const int tid = threadIdx.x, warp = tid / 32;
-  // Work items (chunk, value head, sequence), chunk fastest, taken by the blocks in turn; an item past its sequence's
-  // end is skipped. Item w's chunk c, value head hv, rows [row0, row0 + L) and state slot, valid or not:
-  struct Item {
-    int c, hv, n, L;
-    int64_t row0, slot;
+  const int c = blockIdx.x, hv = blockIdx.y, n = blockIdx.z;
+  const Span span = sequence_span(cu_seqlens, n, T_len);
+  if (int64_t(c) * C >= span.length) return;
+  const int L = int(span.length - int64_t(c) * C < C ? span.length - int64_t(c) * C : C);
+  const int64_t row0 = span.row0 + int64_t(c) * C, slot = chunk_slot(span.row0, n, c);
+  // Copies of C token rows of X [rows][HV][width] (rows ≥ L as zeros), columns col0 .., into a tile of row stride ld.
+  auto copy_rows = [&](auto cols, float* dst, int ld, const float* X, int width, int col0) {
+    for_runs<decltype(cols)::value>(tid, [&](int, int r, int c4) {
+      cp_async16(dst + r * ld + c4, X + ((row0 + min(r, L - 1)) * HV + hv) * int64_t(width) + col0 + c4, r < L);
+    });
   };
-  auto item = [&](int64_t w) {
-    Item it{int(w % max_chunks), int(w / max_chunks % HV), int(w / (int64_t(max_chunks) * HV)), 0, 0, 0};
-    const Span span = sequence_span(cu_seqlens, it.n, T_len);
-    const int64_t left = span.length - int64_t(it.c) * C;
-    it.L = int(left < C ? (left < 0 ? 0 : left) : C);
-    it.row0 = span.row0 + int64_t(it.c) * C, it.slot = chunk_slot(span.row0, it.n, it.c);
-    return it;
-  };
-  // Asks L2 for the lines an item's block will copy first (A, Ē and the slice from v0) or next (a slice), so that its
-  // copies wait on L2, not DRAM: the rows of dO, R, dR, Z, A, Ē (C each) and of S_n, dS_C (K each).
-  auto prefetch = [&](const Item& it, int v0, bool first) {
-    const int lines = 4 * C + 2 * K + (first ? C * (C + K) / 32 : 0);
-    for (int i = tid; i < lines; i += kProductThreads) {
-      const int64_t tok = (it.row0 + (i % C)) * HV + it.hv;
-      if (i < 4 * C) {
-        const float* X = i < C ? bw.dO : i < 2 * C ? ws.U : i < 3 * C ? bw.dR : bw.Z;
-        if (i % C < it.L) prefetch_l2(X + tok * V + v0);
-      } else if (i < 4 * C + 2 * K) {
-        const int d = (i - 4 * C) % K;
-        prefetch_l2((i - 4 * C < K ? ws.Sn : bw.dSn) + ((it.slot * HV + it.hv) * K + d) * int64_t(V) + v0);
-      } else {  // A's rows (C floats), then Ē's (K floats), 32 floats a line
-        const int j = i - 4 * C - 2 * K, r = j % C, line = j / C;
-        if (r < it.L) prefetch_l2(line < C / 32 ? ws.A + tok * C + line * 32 : ws.Ebar + tok * K + (line - C / 32) * 32);
-      }
+  using Slice = std::integral_constant<int, VS>;
+  // A slice: dO, R, dR, Z [C][VP] and S_n, dS_C [K][VP] for value columns v0 .. v0 + VS − 1. Each thread copies run
+  // (r, c4) of the row tiles (C·VS/4 = 512 runs: one each) and runs (r + 64u, c4) of both states, so the same thread
+  // holds S_n's and dS_C's run of a key channel (Eq. 60's products).
+  static_assert(C * VS / 4 == kProductThreads && K % C == 0, "one run of each row tile per thread");
+  const int r_own = tid / (VS / 4), c_own = (tid % (VS / 4)) * 4;
+  const float* Sn = ws.Sn + (slot * HV + hv) * int64_t(K) * V + r_own * int64_t(V) + c_own;
+  const float* dSn = bw.dSn + (Sn - ws.Sn);
+  auto copy_slice = [&](int v0, float* buf) {
+    copy_rows(Slice{}, buf, VP, bw.dO, V, v0), copy_rows(Slice{}, buf + C * VP, VP, ws.U, V, v0);
+    copy_rows(Slice{}, buf + 2 * C * VP, VP, bw.dR, V, v0), copy_rows(Slice{}, buf + 3 * C * VP, VP, bw.Z, V, v0);
+#pragma unroll
+    for (int u = 0; u < K / C; ++u) {
+      float* at = buf + (4 * C + r_own + u * C) * VP + c_own;
+      cp_async16(at, Sn + u * C * int64_t(V) + v0, true), cp_async16(at + K * VP, dSn + u * C * int64_t(V) + v0, true);
     }
   };
-  const int64_t items = int64_t(max_chunks) * HV * N;
-  for (int64_t w = blockIdx.x; w < items; w += gridDim.x) {
-    const Item it = item(w);
-    if (it.L == 0) continue;
-    const int hv = it.hv, L = it.L;
-    const int64_t row0 = it.row0, slot = it.slot;
-    // Copies of C token rows of X [rows][HV][width] (rows ≥ L as zeros), columns col0 .., into a tile of row stride ld.
-    auto copy_rows = [&](auto cols, float* dst, int ld, const float* X, int width, int col0) {
-      for_runs<decltype(cols)::value>(tid, [&](int, int r, int c4) {
-        cp_async16(dst + r * ld + c4, X + ((row0 + min(r, L - 1)) * HV + hv) * int64_t(width) + col0 + c4, r < L);
-      });
-    };
-    using Slice = std::integral_constant<int, VS>;
-    // A slice: dO, R, dR, Z [C][VP] and S_n, dS_C [K][VP] for value columns v0 .. v0 + VS − 1. Each thread copies run
-    // (r, c4) of the row tiles (C·VS/4 = 512 runs: one each) and runs (r + 64u, c4) of both states, so the same thread
-    // holds S_n's and dS_C's run of a key channel (Eq. 60's products).
-    static_assert(C * VS / 4 == kProductThreads && K % C == 0, "one run of each row tile per thread");
-    const int r_own = tid / (VS / 4), c_own = (tid % (VS / 4)) * 4;
-    const float* Sn = ws.Sn + (slot * HV + hv) * int64_t(K) * V + r_own * int64_t(V) + c_own;
-    const float* dSn = bw.dSn + (Sn - ws.Sn);
-    auto copy_slice = [&](int v0, float* buf) {
-      copy_rows(Slice{}, buf, VP, bw.dO, V, v0), copy_rows(Slice{}, buf + C * VP, VP, ws.U, V, v0);
-      copy_rows(Slice{}, buf + 2 * C * VP, VP, bw.dR, V, v0), copy_rows(Slice{}, buf + 3 * C * VP, VP, bw.Z, V, v0);
-#pragma unroll
-      for (int u = 0; u < K / C; ++u) {
-        float* at = buf + (4 * C + r_own + u * C) * VP + c_own;
-        cp_async16(at, Sn + u * C * int64_t(V) + v0, true), cp_async16(at + K * VP, dSn + u * C * int64_t(V) + v0, true);
-      }
-    };
-    using Chunk = std::integral_constant<int, C>;
-    using Keys = std::integral_constant<int, K>;
-    copy_rows(Chunk{}, s_A, CP, ws.A, C, 0);
-    copy_slice(0, s_buf(0));
-    cp_async_commit();
+  using Chunk = std::integral_constant<int, C>;
+  using Keys = std::integral_constant<int, K>;
+  copy_rows(Chunk{}, s_A, CP, ws.A, C, 0);
+  copy_slice(0, s_buf(0));
+  cp_async_commit();
 
-    // This warp's 16 rows and quarter of each product's columns.
-    const int m0 = (warp % 4) * 16, q = warp / 4, n64 = q * 16, nK = q * (K / 4);
-    float aqk[2][4] = {}, dqg[NK][4] = {}, dy[NK][4] = {}, dkt[NK][4] = {}, da[2][4] = {};
-    float rowsum[K / C] = {};  // this thread's columns of Σ_j (dS_C ⊙ S_n)_dj (Eq. 60) for channels r_own + 64u
-    using S = Step<kMma>;
-    const int lane = tid % 32, g = lane / 4, t = lane % 4;
-    const int slices = V / VS;
-    for (int s = 0; s < slices; ++s) {
-      if (s + 1 < slices) copy_slice((s + 1) * VS, s_buf(s + 1));
-      else copy_rows(Keys{}, s_buf(s + 1), KP, ws.Ebar, K, 0);  // Ē, for after the value axis
-      if (s + 2 < slices) prefetch(it, (s + 2) * VS, false);
-      else if (s + 1 == slices && w + gridDim.x < items) {  // the block's next item
-        const Item next = item(w + gridDim.x);
-        if (next.L) prefetch(next, 0, true);
-      }
-      cp_async_commit();
-      cp_async_wait<1>();  // this thread's copies of slice s (and of A) have landed
-      float* buf = s_buf(s);
+  // This warp's 16 rows and quarter of each product's columns.
+  const int m0 = (warp % 4) * 16, q = warp / 4, n64 = q * 16, nK = q * (K / 4);
+  float aqk[2][4] = {}, dqg[NK][4] = {}, dy[NK][4] = {}, dkt[NK][4] = {}, da[2][4] = {};
+  float rowsum[K / C] = {};  // this thread's columns of Σ_j (dS_C ⊙ S_n)_dj (Eq. 60) for channels r_own + 64u
+  using S = Step<kMma>;
+  const int lane = tid % 32, g = lane / 4, t = lane % 4;
+  const int slices = V / VS;
+  for (int s = 0; s < slices; ++s) {
+    if (s + 1 < slices) copy_slice((s + 1) * VS, s_buf(s + 1));
+    else copy_rows(Keys{}, s_buf(s + 1), KP, ws.Ebar, K, 0);  // Ē, for after the value axis
+    cp_async_commit();
+    cp_async_wait<1>();  // this thread's copies of slice s (and of A) have landed
+    float* buf = s_buf(s);
 #pragma unroll
-      for (int u = 0; u < K / C; ++u) {  // Eq. 60's products in float32, then the operands rounded (bf16 storage)
-        float* at = buf + (4 * C + r_own + u * C) * VP + c_own;
-        float x[4], y[4];
-        load_run<4>(x, at), load_run<4>(y, at + K * VP);
+    for (int u = 0; u < K / C; ++u) {  // Eq. 60's products in float32, then the operands rounded (bf16 storage)
+      float* at = buf + (4 * C + r_own + u * C) * VP + c_own;
+      float x[4], y[4];
+      load_run<4>(x, at), load_run<4>(y, at + K * VP);
 #pragma unroll
-        for (int j = 0; j < 4; ++j) rowsum[u] += x[j] * y[j];
-        if constexpr (kMma) round_run(at), round_run(at + K * VP);
-      }
-      if constexpr (kMma) {
+      for (int j = 0; j < 4; ++j) rowsum[u] += x[j] * y[j];
+      if constexpr (kMma) round_run(at), round_run(at + K * VP);
+    }
+    if constexpr (kMma) {
 #pragma unroll
-        for (int x = 0; x < 4; ++x) round_run(buf + x * C * VP + r_own * VP + c_own);
-        if (s == 0) for_runs<C>(tid, [&](int, int r, int c4) { round_run(s_A + r * CP + c4); });
-      }
-      __syncthreads();  // slice s in shared memory
-      const Rows<VP> dO{buf}, R{buf + C * VP}, dR{buf + 2 * C * VP};
-      const Cols<VP> Rt{buf + C * VP}, Zt{buf + 3 * C * VP}, St{buf + 4 * C * VP}, dSt{buf + (4 * C + K) * VP};
+      for (int x = 0; x < 4; ++x) round_run(buf + x * C * VP + r_own * VP + c_own);
+      if (s == 0) for_runs<C>(tid, [&](int, int r, int c4) { round_run(s_A + r * CP + c4); });
+    }
+    __syncthreads();  // slice s in shared memory
+    const Rows<VP> dO{buf}, R{buf + C * VP}, dR{buf + 2 * C * VP};
+    const Cols<VP> Rt{buf + C * VP}, Zt{buf + 3 * C * VP}, St{buf + 4 * C * VP}, dSt{buf + (4 * C + K) * VP};
 #pragma unroll 1
-      for (int k0 = 0; k0 < VS; k0 += S::depth) {
-        const typename S::A f_dO = S::a(dO, m0, k0, g, t), f_dR = S::a(dR, m0, k0, g, t);
+    for (int k0 = 0; k0 < VS; k0 += S::depth) {
+      const typename S::A f_dO = S::a(dO, m0, k0, g, t), f_dR = S::a(dR, m0, k0, g, t);
 #pragma unroll
-        for (int nt = 0; nt < 2; ++nt) {
-          S::mul(aqk[nt], f_dO, S::b(Rt, k0, n64 + nt * 8, g, t));  // dA_qk = dO Rᵀ   Eq. 53
-          S::mul(da[nt], f_dR, S::b(Zt, k0, n64 + nt * 8, g, t));   // dA = dU Zᵀ     Eq. 64
-        }
-#pragma unroll
-        for (int nt = 0; nt < NK; ++nt) {
-          const typename S::B f_S = S::b(St, k0, nK + nt * 8, g, t);
-          S::mul(dqg[nt], f_dO, f_S);  // dQ_γ = dO S_nᵀ  Eq. 55
-          S::mul(dy[nt], f_dR, f_S);   // −dY = dR S_nᵀ   Eq. 62
-        }
-        const typename S::A f_R = S::a(R, m0, k0, g, t);
-#pragma unroll
-        for (int nt = 0; nt < NK; ++nt) S::mul(dkt[nt], f_R, S::b(dSt, k0, nK + nt * 8, g, t));  // dK_tail = R dS_Cᵀ  Eq. 58
+      for (int nt = 0; nt < 2; ++nt) {
+        S::mul(aqk[nt], f_dO, S::b(Rt, k0, n64 + nt * 8, g, t));  // dA_qk = dO Rᵀ   Eq. 53
+        S::mul(da[nt], f_dR, S::b(Zt, k0, n64 + nt * 8, g, t));   // dA = dU Zᵀ     Eq. 64
       }
-      float dz[1][4] = {};  // dZ = Aᵀ dU for this slice (Eq. 64): a 16 × 8 tile per warp
-      warp_product<kMma>(dz, Cols<CP>{s_A}, Rows<VP>{buf + 2 * C * VP}, m0, q * 8, C);
-      store_tiles(dz, bw.dZ + (row0 * HV + hv) * int64_t(V) + s * VS, int64_t(HV) * V, m0, q * 8, L);
-      __syncthreads();  // every warp done with slice s before its buffer takes slice s + 2
-    }
 #pragma unroll
-    for (int u = 0; u < K / C; ++u) {  // the 8 threads of a channel hold its 8 runs of each slice
+      for (int nt = 0; nt < NK; ++nt) {
+        const typename S::B f_S = S::b(St, k0, nK + nt * 8, g, t);
+        S::mul(dqg[nt], f_dO, f_S);  // dQ_γ = dO S_nᵀ  Eq. 55
+        S::mul(dy[nt], f_dR, f_S);   // −dY = dR S_nᵀ   Eq. 62
+      }
+      const typename S::A f_R = S::a(R, m0, k0, g, t);
 #pragma unroll
-      for (int off = VS / 8; off; off /= 2) rowsum[u] += __shfl_xor_sync(0xffffffffu, rowsum[u], off);
-      if (c_own == 0) bw.rowsum[(slot * HV + hv) * K + r_own + u * C] = rowsum[u];
+      for (int nt = 0; nt < NK; ++nt) S::mul(dkt[nt], f_R, S::b(dSt, k0, nK + nt * 8, g, t));  // dK_tail = R dS_Cᵀ  Eq. 58
     }
-    const int64_t rsC = int64_t(HV) * C, rsK = int64_t(HV) * K;
-    store_tiles(aqk, bw.dAqk + (row0 * HV + hv) * C, rsC, m0, n64, L, 1.f, kLower);
-    store_tiles(dqg, bw.dQg + (row0 * HV + hv) * K, rsK, m0, nK, L);
-    store_tiles(dkt, bw.dKtail + (row0 * HV + hv) * K, rsK, m0, nK, L);
-    float* s_E = s_buf(slices);
-    float* s_dY = s_E + C * KP;
-    float* s_dA = s_buf(slices - 1);
-    float* s_M = s_dA + C * CP;
-    store_tiles<kMma>(dy, s_dY, KP, m0, nK, C, -1.f);  // dY = −dR S_nᵀ, on chip only
-    cp_async_wait<0>();
-    if constexpr (kMma) for_runs<K>(tid, [&](int, int r, int c4) { round_run(s_E + r * KP + c4); });
-    __syncthreads();  // dY and Ē in shared memory
-    warp_product<kMma>(da, Rows<KP>{s_dY}, Cols<KP>{s_E}, m0, n64, K);  // dA += dY Ēᵀ  Eq. 65
-    store_tiles<kMma>(da, s_dA, CP, m0, n64, C);
-    float de[NK][4] = {};
-    warp_product<kMma>(de, Cols<CP>{s_A}, Rows<KP>{s_dY}, m0, nK, C);  // dĒ = Aᵀ dY    Eq. 65
-    store_tiles(de, bw.dEbar + (row0 * HV + hv) * K, rsK, m0, nK, L);
-    __syncthreads();  // dA in shared memory
-    float m1[2][4] = {};
-    warp_product<kMma>(m1, Rows<CP>{s_dA}, Cols<CP>{s_A}, m0, n64, C);  // dA Aᵀ
-    store_tiles<kMma>(m1, s_M, CP, m0, n64, C);
-    __syncthreads();
-    float dt[2][4] = {};
-    warp_product<kMma>(dt, Cols<CP>{s_A}, Rows<CP>{s_M}, m0, n64, C);  // dT = −stril(Aᵀ dA Aᵀ)  Eq. 66
-    store_tiles(dt, bw.dT + (row0 * HV + hv) * C, rsC, m0, n64, L, -1.f, kStrictlyLower);
-    __syncthreads();  // every warp done with A and the slice buffers before the next item's copies
+    float dz[1][4] = {};  // dZ = Aᵀ dU for this slice (Eq. 64): a 16 × 8 tile per warp
+    warp_product<kMma>(dz, Cols<CP>{s_A}, Rows<VP>{buf + 2 * C * VP}, m0, q * 8, C);
+    store_tiles(dz, bw.dZ + (row0 * HV + hv) * int64_t(V) + s * VS, int64_t(HV) * V, m0, q * 8, L);
+    __syncthreads();  // every warp done with slice s before its buffer takes slice s + 2
   }
+#pragma unroll
+  for (int u = 0; u < K / C; ++u) {  // the 8 threads of a channel hold its 8 runs of each slice
+#pragma unroll
+    for (int off = VS / 8; off; off /= 2) rowsum[u] += __shfl_xor_sync(0xffffffffu, rowsum[u], off);
+    if (c_own == 0) bw.rowsum[(slot * HV + hv) * K + r_own + u * C] = rowsum[u];
+  }
+  const int64_t rsC = int64_t(HV) * C, rsK = int64_t(HV) * K;
+  store_tiles(aqk, bw.dAqk + (row0 * HV + hv) * C, rsC, m0, n64, L, 1.f, kLower);
+  store_tiles(dqg, bw.dQg + (row0 * HV + hv) * K, rsK, m0, nK, L);
+  store_tiles(dkt, bw.dKtail + (row0 * HV + hv) * K, rsK, m0, nK, L);
+  float* s_E = s_buf(slices);
+  float* s_dY = s_E + C * KP;
+  float* s_dA = s_buf(slices - 1);
+  float* s_M = s_dA + C * CP;
+  store_tiles<kMma>(dy, s_dY, KP, m0, nK, C, -1.f);  // dY = −dR S_nᵀ, on chip only
+  cp_async_wait<0>();
+  if constexpr (kMma) for_runs<K>(tid, [&](int, int r, int c4) { round_run(s_E + r * KP + c4); });
+  __syncthreads();  // dY and Ē in shared memory
+  warp_product<kMma>(da, Rows<KP>{s_dY}, Cols<KP>{s_E}, m0, n64, K);  // dA += dY Ēᵀ  Eq. 65
+  store_tiles<kMma>(da, s_dA, CP, m0, n64, C);
+  float de[NK][4] = {};
+  warp_product<kMma>(de, Cols<CP>{s_A}, Rows<KP>{s_dY}, m0, nK, C);  // dĒ = Aᵀ dY    Eq. 65
+  store_tiles(de, bw.dEbar + (row0 * HV + hv) * K, rsK, m0, nK, L);
+  __syncthreads();  // dA in shared memory
+  float m1[2][4] = {};
+  warp_product<kMma>(m1, Rows<CP>{s_dA}, Cols<CP>{s_A}, m0, n64, C);  // dA Aᵀ
+  store_tiles<kMma>(m1, s_M, CP, m0, n64, C);
+  __syncthreads();
+  float dt[2][4] = {};
+  warp_product<kMma>(dt, Cols<CP>{s_A}, Rows<CP>{s_M}, m0, n64, C);  // dT = −stril(Aᵀ dA Aᵀ)  Eq. 66
+  store_tiles(dt, bw.dT + (row0 * HV + hv) * C, rsC, m0, n64, L, -1.f, kStrictlyLower);
 }
 
 }  // namespace
@@ -352,12 +311,8 @@ void chunk_backward_products(const Workspace& ws, const BackwardWorkspace& bw, c
     auto kernel = chunk_backward_products_kernel<K, kMma>;
     const size_t bytes = ProductsLayout<K>::floats() * sizeof(float);
     GDN2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
-    int device = 0, sms = 0;
-    GDN2_CUDA_CHECK(cudaGetDevice(&device));
-    GDN2_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-    const int64_t items = int64_t(max_chunks) * p.HV * p.N;  // one block per SM, each taking items in turn
-    kernel<<<unsigned(std::min<int64_t>(items, sms)), kProductThreads, bytes, stream>>>(
-        ws, bw, cu, p.T, int(p.N), int(p.HV), int(p.V), int(max_chunks));
+    kernel<<<dim3(max_chunks, unsigned(p.HV), unsigned(p.N)), kProductThreads, bytes, stream>>>(ws, bw, cu, p.T,
+                                                                                               int(p.HV), int(p.V));
     GDN2_CUDA_CHECK_LAUNCH();
   });
 }

@@ -9,8 +9,9 @@
 // A, S_n, dS_C) and writes 160 KB (dA_qk, dQ_γ, dK_tail, dZ, dĒ, dT).
 // Launch: 512 threads per (chunk, value head, sequence), one block per SM. The value axis streams through shared
 // memory in slices of 32 columns, two slices in flight (cp.async); the sums over it stay in registers: 16 warps as
-// 4 row blocks × 4 column quarters, each warp 16 rows of every product (TF32 mma fragments for bf16 storage, the same
-// fragment layout on fp32 CUDA cores for float32 storage, whose 1e-5 budget TF32 does not fit).
+// 4 row blocks × 4 column quarters, each warp 16 rows of every product (TF32 mma fragments for bf16 storage, each
+// operand rounded to TF32 once in shared memory; the same fragment layout on fp32 CUDA cores for float32 storage,
+// whose 1e-5 budget TF32 does not fit).
 #include "backward.cuh"
 
 namespace gdn2::cuda::detail {
@@ -21,14 +22,8 @@ constexpr int C = kChunk, kProductThreads = 512, VS = 32;  // VS: the value colu
 constexpr int VP = VS + 4, CP = C + 4;                     // row strides (floats): ≡ 4 mod 32, 16-byte aligned rows
 
 // A shared tile as a matrix: Rows: element (i, j) = p[i·LD + j]; Cols: element (i, j) = p[j·LD + i] (the transpose).
-template <int LD>
-struct Rows {
-  const float* p;
-};
-template <int LD>
-struct Cols {
-  const float* p;
-};
+template <int LD> struct Rows { const float* p; };
+template <int LD> struct Cols { const float* p; };
 
 // One depth step of a 16 × 8 tile, c += A B, for A rows m0.. and B columns n0.. (g = lane / 4, t = lane % 4; c as
 // mma_tf32's: c[0], c[1] at row g, columns 2t, 2t + 1; c[2], c[3] at row g + 8). kMma: a TF32 mma over depth 8, its

@@ -404,6 +404,8 @@ TEST_CASE("cuda: chunk backward against the float64 reference backward (docs/num
   // The 32-column state pass ((V / 32) · HV · N ≥ 132 > (V / 64) · HV · N; B = 4, H = 16 in the benchmark's terms),
   // with K = 128: two 16-row tiles of dS per warp in the tensor-core pass.
   check_backward("32-column state pass K=128 N=3 HV=12", layer(15, 3, 100, 6, 12, 128, 128, mild));
+  // V = 32: the products kernel's value axis in one slice (Ē lands in the second slice buffer while the first is used).
+  for (index_t K : {64, 128}) check_backward("V=32 K=" + std::to_string(K), layer(16, 2, 130, 2, 2, K, 32, mild));
 }
 
 // Gates per value head, [B,T,HV,K] (flash-linear-attention's fused_recurrent_gdn2 layout, Problem::HG = HV): each
